@@ -1,0 +1,30 @@
+package api
+
+// Error codes of the JSON error shape {"error": {"code", "message"}}.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeInvalidJSON     = "invalid_json"
+	CodeValidation      = "validation_failed"
+	CodeNotFound        = "not_found"
+	CodeConflict        = "conflict"
+	CodeTooLarge        = "payload_too_large"
+	CodeUnauthorized    = "unauthorized"
+	CodeForbidden       = "forbidden"
+	CodeNoCapableHive   = "no_capable_hive"
+	CodeUnavailable     = "unavailable"
+	CodeInternal        = "internal"
+	CodeMethodNotAllow  = "method_not_allowed"
+	CodeUnsupportedType = "unsupported_media_type"
+)
+
+// ErrorBody is the one error shape every HTTP answer uses.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong: a stable snake_case code for programs and
+// a sentence for people.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

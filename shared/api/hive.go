@@ -1,0 +1,80 @@
+package api
+
+import "time"
+
+// Hive is the heartbeat a hive writes into the hives bucket every few
+// seconds, and what GET /v1/hives answers.
+type Hive struct {
+	ID          string            `json:"id"`
+	Version     string            `json:"version"`
+	StartedAt   time.Time         `json:"started_at"`
+	HeartbeatAt time.Time         `json:"heartbeat_at"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	AllowRun    bool              `json:"allow_run"`
+	Slots       int               `json:"slots"`
+	SlotsFree   int               `json:"slots_free"`
+	Running     []string          `json:"running,omitempty"`
+	MetricsAddr string            `json:"metrics_addr,omitempty"`
+	Inventory   Inventory         `json:"inventory"`
+}
+
+// Inventory is what a hive has to offer.
+type Inventory struct {
+	Hostname string `json:"hostname,omitempty"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+	CPU      CPU    `json:"cpu"`
+	RAM      Memory `json:"ram"`
+	Disk     Disk   `json:"disk"`
+	GPUs     []GPU  `json:"gpus"`
+}
+
+// CPU describes the processor of a hive.
+type CPU struct {
+	Cores int     `json:"cores"`
+	Load1 float64 `json:"load1"`
+}
+
+// Memory is a total and what is free of it, in bytes.
+type Memory struct {
+	TotalBytes uint64 `json:"total_bytes"`
+	FreeBytes  uint64 `json:"free_bytes"`
+}
+
+// Disk is the space of the file system holding the hive's data directory.
+type Disk struct {
+	Path       string `json:"path"`
+	TotalBytes uint64 `json:"total_bytes"`
+	FreeBytes  uint64 `json:"free_bytes"`
+}
+
+// GPU is one accelerator of a hive.
+type GPU struct {
+	Index         int     `json:"index"`
+	UUID          string  `json:"uuid,omitempty"`
+	Name          string  `json:"name"`
+	MemTotalBytes uint64  `json:"mem_total_bytes"`
+	MemUsedBytes  uint64  `json:"mem_used_bytes"`
+	MemFreeBytes  uint64  `json:"mem_free_bytes"`
+	UtilPercent   float64 `json:"util_percent"`
+	TemperatureC  float64 `json:"temperature_c,omitempty"`
+	PowerWatts    float64 `json:"power_watts,omitempty"`
+}
+
+// Status is the cluster summary the status operation returns.
+type Status struct {
+	Hives       []HiveSummary  `json:"hives"`
+	JobsByState map[string]int `json:"jobs_by_state"`
+	GPUs        int            `json:"gpus"`
+	Slots       int            `json:"slots"`
+	SlotsFree   int            `json:"slots_free"`
+}
+
+// HiveSummary is one line of the cluster summary.
+type HiveSummary struct {
+	ID        string `json:"id"`
+	Slots     int    `json:"slots"`
+	SlotsFree int    `json:"slots_free"`
+	GPUs      int    `json:"gpus"`
+	AllowRun  bool   `json:"allow_run"`
+}

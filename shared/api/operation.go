@@ -1,0 +1,250 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"rbee.dev/shared/subject"
+)
+
+// Operation names.
+const (
+	OpStatus            = "status"
+	OpHiveStatus        = "hive_status"
+	OpHiveCheck         = "hive_check"
+	OpRun               = "run"
+	OpModelList         = "model_list"
+	OpModelGet          = "model_get"
+	OpModelDelete       = "model_delete"
+	OpModelDownload     = "model_download"
+	OpWorkerCatalogList = "worker_catalog_list"
+	OpWorkerSpawn       = "worker_spawn"
+	OpWorkerList        = "worker_list"
+	OpWorkerGet         = "worker_get"
+	OpWorkerStop        = "worker_stop"
+	OpInfer             = "infer"
+)
+
+// OpSpec says where an operation runs and how long it may take.
+type OpSpec struct {
+	// OnQueen is true for operations the queen answers itself.
+	OnQueen bool
+	// DefaultTimeout is the deadline when the request sets none.
+	DefaultTimeout time.Duration
+	// Retryable operations may run again on another hive after a loss.
+	Retryable bool
+}
+
+// Operations lists the operations this build accepts.
+var Operations = map[string]OpSpec{
+	OpStatus:     {OnQueen: true, DefaultTimeout: 10 * time.Second},
+	OpHiveStatus: {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpHiveCheck:  {DefaultTimeout: 10 * time.Minute, Retryable: true},
+	OpRun:        {DefaultTimeout: time.Hour},
+}
+
+// Limits on request fields. They keep one request from costing the cluster
+// more than a user meant.
+const (
+	MaxTimeout      = 7 * 24 * time.Hour
+	MaxEvents       = 10_000_000
+	MaxPayloadBytes = 64 << 10
+	MaxArgs         = 1024
+	MaxArgLen       = 64 << 10
+	MaxEnvVars      = 256
+	MaxStringField  = 4096
+	MaxLabels       = 64
+)
+
+// DefaultCheckEvents is how many events hive_check emits when not told.
+const DefaultCheckEvents = 10
+
+// ValidationError lists every problem found in a request.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string { return strings.Join(e.Problems, "; ") }
+
+// DecodeJobRequest reads one JSON object from r, rejecting unknown fields,
+// wrong types and trailing data with an error that names the problem.
+func DecodeJobRequest(r io.Reader) (JobRequest, error) {
+	var req JobRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, describeJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, errors.New("body must hold exactly one JSON object")
+	}
+	return req, nil
+}
+
+func describeJSONError(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return errors.New("body is empty; expected a JSON object")
+	case errors.As(err, &syn):
+		return fmt.Errorf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return fmt.Errorf("body must be a JSON object, not %s", typ.Value)
+		}
+		return fmt.Errorf("field %q must be %s, not %s", typ.Field, typ.Type.String(), typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return fmt.Errorf("malformed JSON: %s", err.Error())
+}
+
+// Validate checks the request against its operation and fills defaults. It
+// reports every problem at once.
+func (r *JobRequest) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	_, known := Operations[r.Operation]
+	switch {
+	case r.Operation == "":
+		add("operation is required")
+	case !known:
+		add("unknown operation %q (known: %s)", r.Operation, strings.Join(OperationNames(), ", "))
+	}
+	if r.Hive != "" && !validName(r.Hive) {
+		add("hive %q is not a valid hive id (letters, digits, '-' and '_', at most 64)", clip(r.Hive))
+	}
+	if len(r.Labels) > MaxLabels {
+		add("labels: at most %d", MaxLabels)
+	}
+	for k, v := range r.Labels {
+		if !validName(k) || len(v) > MaxStringField || hasControl(v) {
+			add("label %q is not valid", clip(k))
+		}
+	}
+	if r.TimeoutS < 0 || r.TimeoutS > MaxTimeout.Seconds() {
+		add("timeout_s must be between 0 and %.0f", MaxTimeout.Seconds())
+	}
+
+	switch r.Operation {
+	case OpHiveCheck:
+		if r.Events == nil {
+			n := DefaultCheckEvents
+			r.Events = &n
+		} else if *r.Events < 0 || *r.Events > MaxEvents {
+			add("events must be between 0 and %d", MaxEvents)
+		}
+		if r.PayloadBytes < 0 || r.PayloadBytes > MaxPayloadBytes {
+			add("payload_bytes must be between 0 and %d", MaxPayloadBytes)
+		}
+	case OpRun:
+		validateRun(r, add)
+	}
+	if known {
+		r.rejectForeignFields(add)
+	}
+	if len(p) > 0 {
+		return &ValidationError{Problems: p}
+	}
+	return nil
+}
+
+func validateRun(r *JobRequest, add func(string, ...any)) {
+	switch {
+	case len(r.Command) == 0:
+		add("command is required: an argv list such as [\"sh\", \"-c\", \"echo hi\"]")
+	case len(r.Command) > MaxArgs:
+		add("command: at most %d arguments", MaxArgs)
+	case r.Command[0] == "":
+		add("command[0] must name a program")
+	}
+	for i, a := range r.Command {
+		if len(a) > MaxArgLen || strings.ContainsRune(a, 0) {
+			add("command[%d] is too long or holds a NUL byte", i)
+		}
+	}
+	if len(r.Env) > MaxEnvVars {
+		add("env: at most %d variables", MaxEnvVars)
+	}
+	for k, v := range r.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || len(k) > MaxStringField || len(v) > MaxArgLen || strings.ContainsRune(v, 0) {
+			add("env %q is not a valid variable", clip(k))
+		}
+	}
+	if len(r.Dir) > MaxStringField || strings.ContainsRune(r.Dir, 0) {
+		add("dir is too long or holds a NUL byte")
+	}
+}
+
+// rejectForeignFields names fields that the operation does not take, so a
+// typo such as sending "cmd" fields to hive_check is not silently ignored.
+func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
+	allowed := map[string]bool{}
+	switch r.Operation {
+	case OpHiveCheck:
+		allowed["events"], allowed["payload_bytes"] = true, true
+	case OpRun:
+		allowed["command"], allowed["env"], allowed["dir"] = true, true, true
+	}
+	set := map[string]bool{
+		"events": r.Events != nil && r.Operation != OpHiveCheck, "payload_bytes": r.PayloadBytes != 0,
+		"command": len(r.Command) > 0, "env": len(r.Env) > 0, "dir": r.Dir != "",
+		"source": r.Source != "", "model_id": r.ModelID != "", "sha256": r.SHA256 != "",
+		"backend": r.Backend != "", "gpus": len(r.GPUs) > 0, "ctx_size": r.CtxSize != 0,
+		"worker_id": r.WorkerID != "", "model": r.Model != "", "prompt": r.Prompt != "",
+		"messages": len(r.Messages) > 0, "max_tokens": r.MaxTokens != 0,
+		"temperature": r.Temperature != nil, "stream": r.Stream,
+	}
+	var bad []string
+	for f, isSet := range set {
+		if isSet && !allowed[f] {
+			bad = append(bad, f)
+		}
+	}
+	sort.Strings(bad)
+	for _, f := range bad {
+		add("field %q does not apply to operation %s", f, r.Operation)
+	}
+}
+
+// Timeout is the job's deadline: the request's, else the operation default.
+func (r *JobRequest) Timeout() time.Duration {
+	if r.TimeoutS > 0 {
+		return time.Duration(r.TimeoutS * float64(time.Second))
+	}
+	return Operations[r.Operation].DefaultTimeout
+}
+
+// OperationNames lists the known operations in order.
+func OperationNames() []string {
+	names := make([]string, 0, len(Operations))
+	for n := range Operations {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// validName accepts hive ids, label keys and other names that end up in
+// subjects or bucket keys.
+func validName(s string) bool { return subject.ValidToken(s) }
+
+func hasControl(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0
+}
+
+// clip shortens hostile input before it is echoed in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return string(bytes.ToValidUTF8([]byte(s), []byte("?")))
+}

@@ -1,0 +1,3 @@
+module rbee.dev/shared
+
+go 1.26

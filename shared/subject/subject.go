@@ -1,0 +1,105 @@
+// Package subject holds every NATS subject, stream, consumer and bucket name
+// that rbee uses, so that permissions, tests and code agree on one spelling.
+//
+// Narration subjects are narr.<job>.<writer>.<kind>: the job id first so a
+// reader can filter one job, the writer (a hive id or "queen") second so a
+// hive's NATS permissions can be limited to narr.*.<hive>.>, and the kind
+// last so the SSE relay and the state applier can tell events apart without
+// decoding payloads.
+package subject
+
+import "strings"
+
+// Stream, bucket and consumer names.
+const (
+	// NarrStream holds every job's narration, one subject per job and writer.
+	NarrStream = "NARR"
+	// DispatchStream is the work queue of jobs waiting for their hive.
+	DispatchStream = "DISPATCH"
+	// JobsBucket maps a job id to its record; only queens write it.
+	JobsBucket = "jobs"
+	// HivesBucket maps a hive id to its last heartbeat; keys expire by TTL.
+	HivesBucket = "hives"
+	// IdempotencyBucket maps a hashed Idempotency-Key to the job it created.
+	IdempotencyBucket = "idempotency"
+	// ApplierConsumer is the durable consumer, shared by all queens, that
+	// turns start and end narration into job record updates.
+	ApplierConsumer = "applier"
+	// QueenWriter is the writer token the queen uses in narration subjects.
+	QueenWriter = "queen"
+)
+
+// Narration kinds, the last token of a narration subject.
+const (
+	KindEvent = "ev"    // a narration line
+	KindStart = "start" // the hive began the work; the job is running
+	KindData  = "data"  // a structured result
+	KindEnd   = "end"   // the one terminal event of a job
+)
+
+// Subject prefixes and wildcards.
+const (
+	NarrAll     = "narr.>"
+	DispatchAll = "dispatch.hive.*"
+	// NarrStartAll and NarrEndAll are the applier consumer's filters.
+	NarrStartAll = "narr.*.*." + KindStart
+	NarrEndAll   = "narr.*.*." + KindEnd
+)
+
+// Narr is the subject one writer uses for one kind of a job's narration.
+func Narr(job, writer, kind string) string {
+	return "narr." + job + "." + writer + "." + kind
+}
+
+// NarrJob matches every narration subject of one job.
+func NarrJob(job string) string { return "narr." + job + ".>" }
+
+// NarrEnd matches the end subjects of one job, whoever wrote them. Publishing
+// an end with an expected last sequence of 0 on this filter stores at most one.
+func NarrEnd(job string) string { return "narr." + job + ".*." + KindEnd }
+
+// NarrWriter matches everything one writer may publish.
+func NarrWriter(writer string) string { return "narr.*." + writer + ".>" }
+
+// ParseNarr splits a narration subject into its job, writer and kind.
+func ParseNarr(subj string) (job, writer, kind string, ok bool) {
+	rest, found := strings.CutPrefix(subj, "narr.")
+	if !found {
+		return "", "", "", false
+	}
+	job, rest, found = strings.Cut(rest, ".")
+	if !found {
+		return "", "", "", false
+	}
+	writer, kind, found = strings.Cut(rest, ".")
+	if !found || strings.Contains(kind, ".") {
+		return "", "", "", false
+	}
+	return job, writer, kind, true
+}
+
+// Dispatch is the work-queue subject of one hive.
+func Dispatch(hive string) string { return "dispatch.hive." + hive }
+
+// DispatchConsumer is the durable consumer name of one hive.
+func DispatchConsumer(hive string) string { return "hive-" + hive }
+
+// Cancel is the core NATS subject on which a hive takes cancel requests.
+func Cancel(hive string) string { return "ctl.hive." + hive + ".cancel" }
+
+// ValidToken reports whether s can be used as one subject token and as a KV
+// key: ASCII letters, digits, '-' and '_', 1 to 64 characters.
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
