@@ -82,6 +82,8 @@ type Job struct {
 	Attempt    int        `json:"attempt"`
 	Error      string     `json:"error,omitempty"`
 	ExitCode   *int       `json:"exit_code,omitempty"`
+	// CancelRequestedAt is when a cancel was asked for; the end confirms it.
+	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty"`
 	// DispatchSeq is the job's message in the DISPATCH stream, so a cancel
 	// can take a queued job out of its hive's queue.
 	DispatchSeq uint64     `json:"dispatch_seq,omitempty"`

@@ -1,0 +1,210 @@
+// Package agent is the hive: it heartbeats its inventory, pulls jobs from
+// its work queue only when a slot is free, runs them and narrates every step
+// onto the job's JetStream subjects. It is a package rather than a main so
+// that the queen can run a hive in-process (--local-hive) and tests can boot
+// one on a random port.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/hive/internal/inventory"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// Version is stamped into heartbeats; release builds set it with -ldflags.
+var Version = "dev"
+
+// Config is what a hive needs to run.
+type Config struct {
+	ID       string
+	DataDir  string
+	Slots    int
+	AllowRun bool
+	Labels   map[string]string
+	// MetricsAddr is advertised in heartbeats so Prometheus can find it.
+	MetricsAddr string
+	// MaxEvents caps the narration events of one job (0: no cap).
+	MaxEvents uint64
+	// AckWait is how long the work queue waits for a sign of life before
+	// redelivering a job; the hive signals progress at a third of it.
+	AckWait time.Duration
+}
+
+// DefaultConfig returns the settings a hive starts from.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:        subjectSafe(host),
+		DataDir:   "data/hive",
+		Slots:     4,
+		MaxEvents: 10_000_000,
+		AckWait:   30 * time.Second,
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs *multierror.Error
+	if !subject.ValidToken(c.ID) {
+		errs = multierror.Append(errs, fmt.Errorf("hive id %q must be 1-64 letters, digits, '-' or '_'", c.ID))
+	}
+	if c.DataDir == "" {
+		errs = multierror.Append(errs, errors.New("data dir is required"))
+	}
+	if c.Slots < 1 || c.Slots > 1024 {
+		errs = multierror.Append(errs, fmt.Errorf("slots must be between 1 and 1024, not %d", c.Slots))
+	}
+	for k := range c.Labels {
+		if !subject.ValidToken(k) {
+			errs = multierror.Append(errs, fmt.Errorf("label key %q is not valid", k))
+		}
+	}
+	if c.AckWait < time.Second {
+		errs = multierror.Append(errs, errors.New("ack wait must be at least 1s"))
+	}
+	return errs.ErrorOrNil()
+}
+
+// Agent is one running hive.
+type Agent struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	smi     inventory.SMI
+	started time.Time
+
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc
+}
+
+// New makes a hive on an open NATS connection, which it does not close.
+func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "work"), 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return &Agent{
+		cfg: cfg, nc: nc, js: js,
+		log:     log.With("component", "hive", "hive_id", cfg.ID),
+		smi:     inventory.FromEnvSMI(),
+		started: time.Now().UTC(),
+		running: map[string]context.CancelCauseFunc{},
+	}, nil
+}
+
+// Run serves until ctx ends, then stops taking jobs, ends the running ones
+// and removes its heartbeat so queens see it leave at once.
+func (a *Agent) Run(ctx context.Context) error {
+	kv, cons, err := a.attach(ctx)
+	if err != nil {
+		return err
+	}
+	sub, err := a.nc.Subscribe(subject.Cancel(a.cfg.ID), a.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe cancel: %w", err)
+	}
+	defer sub.Unsubscribe()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.heartbeat(ctx, kv) }()
+	var jobs sync.WaitGroup
+	for i := 0; i < a.cfg.Slots; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.slot(ctx, cons, &jobs) }()
+	}
+	a.log.Info("hive ready", "slots", a.cfg.Slots, "allow_run", a.cfg.AllowRun)
+	<-ctx.Done()
+
+	a.stopAll(errHiveStopping)
+	jobs.Wait()
+	wg.Wait()
+	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := kv.Delete(dctx, a.cfg.ID); err != nil {
+		a.log.Warn("remove heartbeat", "err", err)
+	}
+	return nil
+}
+
+// attach waits for the queen to have created the streams and buckets, then
+// makes sure this hive's work-queue consumer exists.
+func (a *Agent) attach(ctx context.Context) (jetstream.KeyValue, jetstream.Consumer, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		kv, err := a.js.KeyValue(ctx, subject.HivesBucket)
+		if err == nil {
+			cons, cerr := a.js.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
+				Durable:       subject.DispatchConsumer(a.cfg.ID),
+				FilterSubject: subject.Dispatch(a.cfg.ID),
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       a.cfg.AckWait,
+				MaxAckPending: a.cfg.Slots,
+			})
+			if cerr == nil {
+				return kv, cons, nil
+			}
+			err = cerr
+		}
+		a.log.Info("waiting for the queen's streams", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func subjectSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	if len(b) == 0 {
+		return "hive"
+	}
+	return string(b)
+}
+
+// info is the hive's current heartbeat.
+func (a *Agent) info(ctx context.Context) api.Hive {
+	a.mu.Lock()
+	running := make([]string, 0, len(a.running))
+	for id := range a.running {
+		running = append(running, id)
+	}
+	a.mu.Unlock()
+	return api.Hive{
+		ID: a.cfg.ID, Version: Version, StartedAt: a.started, HeartbeatAt: time.Now().UTC(),
+		Labels: a.cfg.Labels, AllowRun: a.cfg.AllowRun,
+		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-len(running)), Running: running,
+		MetricsAddr: a.cfg.MetricsAddr,
+		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
+	}
+}

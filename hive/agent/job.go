@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/hive/internal/narrate"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// Reasons a job's context ends; the end event is chosen from them.
+var (
+	errCancelled    = errors.New("cancelled by request")
+	errDeadline     = errors.New("deadline exceeded")
+	errHiveStopping = errors.New("hive stopping")
+)
+
+// job is one running job on this hive.
+type job struct {
+	d   api.Dispatch
+	p   *narrate.Publisher
+	a   *Agent
+	ctx context.Context
+}
+
+// slot is one unit of concurrency: it asks the work queue for one job only
+// when it is free, so no job waits in a hive-side buffer with its
+// acknowledgement timer running.
+func (a *Agent) slot(ctx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+	for ctx.Err() == nil {
+		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if err != nil {
+			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				a.log.Warn("pull job", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+			continue
+		}
+		jobs.Add(1)
+		a.handle(msg)
+		jobs.Done()
+	}
+}
+
+// handle runs one dispatched job from pickup to the acknowledgement.
+func (a *Agent) handle(msg jetstream.Msg) {
+	var d api.Dispatch
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || !subject.ValidToken(d.JobID) {
+		a.log.Error("drop malformed dispatch", "err", err)
+		_ = msg.Term()
+		return
+	}
+	log := a.log.With("job_id", d.JobID)
+
+	// Register before checking for an end, so that a cancel arriving now
+	// either finds the job here or has already stored its end.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, stopDeadline := context.WithDeadlineCause(ctx, d.DeadlineAt, errDeadline)
+	defer stopDeadline()
+	a.mu.Lock()
+	a.running[d.JobID] = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.running, d.JobID)
+		a.mu.Unlock()
+		cancel(nil)
+	}()
+
+	if a.exists(subject.NarrEnd(d.JobID)) {
+		_ = msg.Ack()
+		return
+	}
+	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, d.NextSeq, a.cfg.MaxEvents)
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 &&
+		!api.Operations[d.Request.Operation].Retryable &&
+		a.exists(subject.Narr(d.JobID, a.cfg.ID, subject.KindStart)) {
+		a.end(p, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
+		_ = msg.Ack()
+		return
+	}
+
+	keepAlive := make(chan struct{})
+	go func() {
+		t := time.NewTicker(a.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-keepAlive:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+
+	_ = p.Start(api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
+	j := &job{d: d, p: p, a: a, ctx: ctx}
+	err := a.run(j)
+	close(keepAlive)
+	a.end(p, outcome(ctx, err, a.cfg.ID), log)
+	_ = msg.Ack()
+}
+
+func (a *Agent) run(j *job) error {
+	switch j.d.Request.Operation {
+	case api.OpHiveCheck:
+		return j.check()
+	case api.OpHiveStatus:
+		return j.status()
+	case api.OpRun:
+		return j.runCommand()
+	}
+	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
+}
+
+// exitError carries a command's exit code to the end event.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit code %d", e.code) }
+
+// outcome turns how the work ended into the job's end event.
+func outcome(ctx context.Context, err error, hive string) api.Event {
+	cause := context.Cause(ctx)
+	var ee *exitError
+	switch {
+	case errors.Is(cause, errCancelled):
+		return api.Event{State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled"}
+	case errors.Is(cause, errDeadline):
+		return api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "job ran past its deadline"}
+	case errors.Is(cause, errHiveStopping):
+		return api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s stopped during the job", hive)}
+	case errors.As(err, &ee):
+		code := ee.code
+		ev := api.Event{State: api.StateFailed, Error: ee.Error(), ExitCode: &code, Message: ee.Error()}
+		if code == 0 {
+			ev.State, ev.Error = api.StateDone, ""
+		}
+		return ev
+	case err != nil:
+		return api.Event{State: api.StateFailed, Error: err.Error(), Message: err.Error()}
+	}
+	return api.Event{State: api.StateDone, Message: "job done"}
+}
+
+func (a *Agent) end(p *narrate.Publisher, e api.Event, log interface{ Warn(string, ...any) }) {
+	e.Actor = "hive"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.End(ctx, e); err != nil && !errors.Is(err, narrate.ErrAlreadyEnded) {
+		log.Warn("publish end", "err", err)
+	}
+}
+
+// exists reports whether any message is stored on subj. A lookup error
+// counts as "no": the exactly-once end check in the server is the real guard.
+func (a *Agent) exists(subj string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := a.js.Stream(ctx, subject.NarrStream)
+	if err != nil {
+		return false
+	}
+	_, err = s.GetLastMsgForSubject(ctx, subj)
+	return err == nil
+}
+
+// onCancel answers a queen's cancel request for a job of this hive.
+func (a *Agent) onCancel(m *nats.Msg) {
+	var req struct {
+		JobID string `json:"job_id"`
+	}
+	_ = json.Unmarshal(m.Data, &req)
+	a.mu.Lock()
+	cancel, ok := a.running[req.JobID]
+	a.mu.Unlock()
+	if ok {
+		cancel(errCancelled)
+	}
+	_ = m.Respond([]byte(fmt.Sprintf(`{"running":%t}`, ok)))
+}
+
+// stopAll ends every running job with cause.
+func (a *Agent) stopAll(cause error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, cancel := range a.running {
+		cancel(cause)
+	}
+}

@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"rbee.dev/shared/api"
+)
+
+// check emits the requested number of events: the self-test that tests and
+// benchmarks use to measure narration end to end.
+func (j *job) check() error {
+	n := api.DefaultCheckEvents
+	if j.d.Request.Events != nil {
+		n = *j.d.Request.Events
+	}
+	payload := strings.Repeat("x", j.d.Request.PayloadBytes)
+	for i := 1; i <= n; i++ {
+		if i&1023 == 0 && j.ctx.Err() != nil {
+			return j.ctx.Err()
+		}
+		err := j.p.Emit(api.Event{
+			Actor: "hive_check", Action: "event", Message: fmt.Sprintf("check %d of %d", i, n),
+			Payload: payload, Progress: &api.Progress{Done: int64(i), Total: int64(n), Unit: "events"},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// status reports the hive's inventory as a data event.
+func (j *job) status() error {
+	return j.p.Data(api.Event{Actor: "hive", Action: "hive_status", Message: "hive inventory", Data: j.a.info(j.ctx)})
+}
+
+// safeEnv is the part of the hive's environment a command inherits. The rest
+// (NATS credentials, tokens) stays with the hive.
+var safeEnv = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"}
+
+// runCommand runs the request's argv in its own process group, narrates each
+// output line, and kills the whole group when the job is cancelled.
+func (j *job) runCommand() error {
+	req := j.d.Request
+	if !j.a.cfg.AllowRun {
+		return fmt.Errorf("the run operation is not allowed on hive %s (start it with --allow-run); nothing was executed", j.a.cfg.ID)
+	}
+	cmd := exec.Command(req.Command[0], req.Command[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Dir = req.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = filepath.Join(j.a.cfg.DataDir, "work")
+	}
+	for _, k := range safeEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	for k, v := range req.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	stdout, stderr := j.lines("stdout", api.LevelInfo), j.lines("stderr", api.LevelWarn)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// A grandchild that keeps the output pipes open must not hold the job.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start command: %w", err)
+	}
+	pgid := cmd.Process.Pid
+	_ = j.p.Emit(api.Event{Actor: "run", Action: "spawned", Message: fmt.Sprintf("started %s (pid %d)", req.Command[0], pgid), Level: api.LevelDebug})
+
+	exited := make(chan struct{})
+	go func() {
+		select {
+		case <-exited:
+		case <-j.ctx.Done():
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(time.Second):
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(exited)
+	// Whatever the command left behind in its group goes with it.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	stdout.flush()
+	stderr.flush()
+
+	var ee *exec.ExitError
+	switch {
+	case j.ctx.Err() != nil:
+		return j.ctx.Err()
+	case errors.As(err, &ee):
+		code := ee.ExitCode()
+		if code < 0 {
+			code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
+		}
+		return &exitError{code: code}
+	case err != nil && !errors.Is(err, exec.ErrWaitDelay):
+		return err
+	}
+	return nil
+}
+
+// lineWriter turns a command's output into one narration event per line.
+type lineWriter struct {
+	j      *job
+	stream string
+	level  string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+// maxLine splits very long lines so one event stays a reasonable size.
+const maxLine = 16 << 10
+
+func (j *job) lines(stream, level string) *lineWriter {
+	return &lineWriter{j: j, stream: stream, level: level}
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			if len(w.buf) >= maxLine {
+				w.emit(w.buf[:maxLine])
+				w.buf = w.buf[maxLine:]
+				continue
+			}
+			return len(b), nil
+		}
+		w.emit(bytes.TrimSuffix(w.buf[:i], []byte("\r")))
+		w.buf = w.buf[i+1:]
+	}
+}
+
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) > 0 {
+		w.emit(w.buf)
+		w.buf = nil
+	}
+}
+
+func (w *lineWriter) emit(line []byte) {
+	_ = w.j.p.Emit(api.Event{Actor: "run", Action: "output", Stream: w.stream, Level: w.level, Message: string(bytes.ToValidUTF8(line, []byte("\uFFFD")))})
+}
