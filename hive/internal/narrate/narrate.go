@@ -185,6 +185,9 @@ func (p *Publisher) End(ctx context.Context, e api.Event) error {
 	if p.failed != nil && e.State == api.StateDone {
 		e.State, e.Error = api.StateFailed, p.failed.Error()
 	}
+	if e.Level == "" && e.State != api.StateDone {
+		e.Level = api.LevelError
+	}
 	if p.dropped > 0 && e.Error == "" {
 		e.Error = fmt.Sprintf("%d narration events past the cap of %d were not stored", p.dropped-1, p.maxEvents)
 	}

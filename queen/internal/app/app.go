@@ -1,0 +1,246 @@
+// Package app boots a queen: NATS (embedded or external), the streams and
+// buckets, the live narration tail, the cluster view, the job lifecycle, the
+// HTTP API and, when asked, an in-process hive. Each part runs under one
+// errgroup and stops with the others.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/embedded"
+	"rbee.dev/queen/internal/httpapi"
+	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/relay"
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/queen/internal/view"
+)
+
+// Run starts a queen from command-line arguments and serves until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := ParseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.Verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	q, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "queen listening on http://%s\n", q.HTTPAddr())
+	if u := q.NATSURL(); u != "" {
+		fmt.Fprintf(stdout, "nats for hives at %s\n", u)
+	}
+	return q.Wait()
+}
+
+// Queen is a running queen.
+type Queen struct {
+	cfg    Config
+	log    *slog.Logger
+	ns     *server.Server
+	nc     *nats.Conn
+	ln     net.Listener
+	srv    *http.Server
+	cancel context.CancelFunc
+	g      *errgroup.Group
+	once   sync.Once
+	err    error
+}
+
+// Start boots a queen and returns once it accepts HTTP requests.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	q := &Queen{cfg: cfg, log: log}
+	log = log.With("component", "queen")
+	ok := false
+	defer func() {
+		if !ok {
+			q.shutdownNATS()
+		}
+	}()
+	if err := q.connect(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, q.nc, store.Options{
+		Replicas: cfg.Replicas, Retention: cfg.Retention, HiveTTL: cfg.HiveTTL, MaxEventsPerJob: cfg.MaxEventsPerJob,
+	})
+	if err != nil {
+		return nil, err
+	}
+	q.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	q.cancel = cancel
+	hub := relay.NewHub(st.JS, log, 0)
+	var svc *jobs.Service
+	v := view.New(log, func(h string) { svc.OnHiveLost(h) })
+	svc = jobs.New(st, v, log)
+	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	q.srv = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return runCtx },
+	}
+
+	g, gctx := errgroup.WithContext(runCtx)
+	q.g = g
+	g.Go(func() error { return hub.Run(gctx) })
+	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })
+	g.Go(func() error { return svc.RunApplier(gctx) })
+	g.Go(func() error { return svc.RunReaper(gctx) })
+	g.Go(func() error {
+		if err := q.srv.Serve(q.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		return q.srv.Shutdown(sctx)
+	})
+	if cfg.LocalHive {
+		if err := q.startLocalHive(gctx, g); err != nil {
+			cancel()
+			_ = g.Wait()
+			return nil, err
+		}
+	}
+	// Stop with the caller's context too.
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	select {
+	case <-hub.Ready():
+	case <-gctx.Done():
+		_ = g.Wait()
+		return nil, errors.New("queen stopped while starting")
+	}
+	ok = true
+	log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", q.ns != nil)
+	return q, nil
+}
+
+// connect opens the NATS connection, starting the embedded server if no
+// external one is configured.
+func (q *Queen) connect() error {
+	opts := []nats.Option{
+		nats.Name("queen"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { q.log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+	}
+	var err error
+	if q.cfg.NATSURL != "" {
+		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
+		if err != nil {
+			return fmt.Errorf("connect to %s: %w", q.cfg.NATSURL, err)
+		}
+		return nil
+	}
+	q.ns, err = embedded.Start(filepath.Join(q.cfg.DataDir, "nats"), q.cfg.NATSListen)
+	if err != nil {
+		return err
+	}
+	q.nc, err = nats.Connect("", append(opts, nats.InProcessServer(q.ns))...)
+	if err != nil {
+		return fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	return nil
+}
+
+// startLocalHive runs a hive named local on its own in-process connection.
+func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group) error {
+	var nc *nats.Conn
+	var err error
+	if q.ns != nil {
+		nc, err = nats.Connect("", nats.Name("hive local"), nats.InProcessServer(q.ns), nats.MaxReconnects(-1))
+	} else {
+		nc, err = nats.Connect(q.cfg.NATSURL, nats.Name("hive local"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return fmt.Errorf("local hive: %w", err)
+	}
+	hc := agent.DefaultConfig()
+	hc.ID = "local"
+	hc.DataDir = filepath.Join(q.cfg.DataDir, "hive")
+	hc.AllowRun = q.cfg.LocalHiveAllowRun
+	hc.Slots = q.cfg.LocalHiveSlots
+	a, err := agent.New(hc, nc, q.log)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("local hive: %w", err)
+	}
+	g.Go(func() error {
+		defer nc.Close()
+		return a.Run(ctx)
+	})
+	return nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (q *Queen) HTTPAddr() string { return q.ln.Addr().String() }
+
+// NATSURL is where remote hives reach the embedded server, if it listens.
+func (q *Queen) NATSURL() string {
+	if q.ns == nil || q.cfg.NATSListen == "" {
+		return ""
+	}
+	return q.ns.ClientURL()
+}
+
+// Wait blocks until the queen stops and returns why.
+func (q *Queen) Wait() error {
+	q.once.Do(func() {
+		q.err = q.g.Wait()
+		q.shutdownNATS()
+	})
+	return q.err
+}
+
+// Close stops the queen and waits for every part to end. It is safe to call
+// more than once.
+func (q *Queen) Close() error {
+	q.cancel()
+	return q.Wait()
+}
+
+func (q *Queen) shutdownNATS() {
+	if q.nc != nil {
+		_ = q.nc.Drain()
+	}
+	if q.ns != nil {
+		q.ns.Shutdown()
+		q.ns.WaitForShutdown()
+	}
+}

@@ -1,0 +1,119 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Config is everything a queen is told at start.
+type Config struct {
+	HTTPAddr   string
+	DataDir    string
+	NATSURL    string
+	NATSListen string
+
+	LocalHive         bool
+	LocalHiveAllowRun bool
+	LocalHiveSlots    int
+
+	HiveTTL         time.Duration
+	Retention       time.Duration
+	Replicas        int
+	SSEHeartbeat    time.Duration
+	MaxEventsPerJob int64
+	Verbose         bool
+}
+
+// DefaultConfig is the single-machine setup: loopback only, embedded NATS.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:       "127.0.0.1:7833",
+		DataDir:        "data/queen",
+		LocalHiveSlots: 4,
+		HiveTTL:        15 * time.Second,
+		Retention:      72 * time.Hour,
+		Replicas:       1,
+		SSEHeartbeat:   15 * time.Second,
+	}
+}
+
+// ParseConfig reads flags, each with a QUEEN_* environment twin that a flag
+// given on the command line overrides.
+func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("queen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP listen address")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the embedded NATS store")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded NATS server")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "address where the embedded NATS server accepts remote hives, e.g. 0.0.0.0:4222")
+	fs.BoolVar(&c.LocalHive, "local-hive", false, "also run a hive named local in this process")
+	fs.BoolVar(&c.LocalHiveAllowRun, "local-hive-allow-run", false, "let the local hive run commands (the run operation)")
+	fs.IntVar(&c.LocalHiveSlots, "local-hive-slots", c.LocalHiveSlots, "concurrent jobs on the local hive")
+	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")
+	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
+	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
+	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs *multierror.Error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "QUEEN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && !set[f.Name] {
+			if err := f.Value.Set(v); err != nil {
+				errs = multierror.Append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	if err := errs.ErrorOrNil(); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs *multierror.Error
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("http-addr %q: %w", c.HTTPAddr, err))
+	}
+	if c.NATSListen != "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("nats-listen %q: %w", c.NATSListen, err))
+		}
+		if c.NATSURL != "" {
+			errs = multierror.Append(errs, errors.New("nats-listen applies to the embedded server only; drop it or nats-url"))
+		}
+	}
+	if c.NATSURL == "" && c.DataDir == "" {
+		errs = multierror.Append(errs, errors.New("data-dir is required for the embedded NATS server"))
+	}
+	if c.HiveTTL < time.Second {
+		errs = multierror.Append(errs, errors.New("hive-ttl must be at least 1s"))
+	}
+	if c.Retention < time.Minute {
+		errs = multierror.Append(errs, errors.New("retention must be at least 1m"))
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		errs = multierror.Append(errs, errors.New("replicas must be 1, 3 or 5"))
+	}
+	if c.SSEHeartbeat < 100*time.Millisecond {
+		errs = multierror.Append(errs, errors.New("sse-heartbeat must be at least 100ms"))
+	}
+	if c.LocalHiveSlots < 1 {
+		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
+	}
+	return errs.ErrorOrNil()
+}

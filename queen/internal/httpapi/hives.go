@@ -1,0 +1,49 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"rbee.dev/shared/api"
+)
+
+func (h *handlers) listHives(c echo.Context) error {
+	return c.JSON(http.StatusOK, api.HiveList{Hives: h.View.Hives()})
+}
+
+func (h *handlers) getHive(c echo.Context) error {
+	id := c.Param("id")
+	hive, ok := h.View.Hive(id)
+	if !ok {
+		return notFound("hive %s is not online", clip(id))
+	}
+	return c.JSON(http.StatusOK, hive)
+}
+
+func (h *handlers) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 once NATS is connected, the streams answer, the live
+// tail runs and the cluster view is loaded.
+func (h *handlers) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if err := h.Store.Ready(ctx); err != nil {
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "not ready: %v", err)
+	}
+	select {
+	case <-h.Hub.Ready():
+	default:
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "not ready: narration relay starting")
+	}
+	select {
+	case <-h.View.Synced():
+	default:
+		return newError(http.StatusServiceUnavailable, api.CodeUnavailable, "not ready: loading cluster state")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

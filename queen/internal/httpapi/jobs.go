@@ -1,0 +1,176 @@
+package httpapi
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"rbee.dev/queen/internal/relay"
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/queen/internal/view"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+func (h *handlers) createJob(c echo.Context) error {
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !jsonish(ct) {
+		return newError(http.StatusUnsupportedMediaType, api.CodeUnsupportedType, "content type must be application/json, not %q", clip(ct))
+	}
+	idem := c.Request().Header.Get("Idempotency-Key")
+	if len(idem) > maxIdempotencyKey || strings.IndexFunc(idem, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+		return badRequest("Idempotency-Key must be 1-%d printable ASCII characters", maxIdempotencyKey)
+	}
+	req, err := api.DecodeJobRequest(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || strings.Contains(err.Error(), "http: request body too large") {
+			return newError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body is larger than the limit of %d bytes", maxBody)
+		}
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "%s", err.Error())
+	}
+	if err := req.Validate(); err != nil {
+		return newError(http.StatusBadRequest, api.CodeValidation, "%s", err.Error())
+	}
+	j, created, err := h.Jobs.Create(c.Request().Context(), req, idem)
+	if err != nil {
+		return serviceError(err, "")
+	}
+	if !created {
+		c.Response().Header().Set("Idempotent-Replayed", "true")
+	}
+	base := "/v1/jobs/" + j.JobID
+	c.Response().Header().Set(echo.HeaderLocation, base)
+	return c.JSON(http.StatusCreated, api.CreateJobResponse{JobID: j.JobID, StreamURL: base + "/stream", JobURL: base})
+}
+
+func (h *handlers) listJobs(c echo.Context) error {
+	f := view.Filter{State: c.QueryParam("state"), Operation: c.QueryParam("operation"), Hive: c.QueryParam("hive"), Limit: 100}
+	switch f.State {
+	case "", api.StateQueued, api.StateDispatched, api.StateRunning, api.StateCancelling, api.StateDone, api.StateFailed, api.StateCancelled:
+	default:
+		return badRequest("state %q is not a job state", clip(f.State))
+	}
+	if _, ok := api.Operations[f.Operation]; f.Operation != "" && !ok {
+		return badRequest("operation %q is not known", clip(f.Operation))
+	}
+	if f.Hive != "" && !subject.ValidToken(f.Hive) {
+		return badRequest("hive %q is not a valid hive id", clip(f.Hive))
+	}
+	if l := c.QueryParam("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 10000 {
+			return badRequest("limit must be a number from 1 to 10000")
+		}
+		f.Limit = n
+	}
+	return c.JSON(http.StatusOK, api.JobList{Jobs: h.View.Jobs(f)})
+}
+
+func (h *handlers) getJob(c echo.Context) error {
+	id := c.Param("id")
+	if !subject.ValidToken(id) {
+		return notFound("job %s not found", clip(id))
+	}
+	j, err := h.Jobs.Get(c.Request().Context(), id)
+	if err != nil {
+		return serviceError(err, id)
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+func (h *handlers) cancelJob(c echo.Context) error {
+	id := c.Param("id")
+	if !subject.ValidToken(id) {
+		return notFound("job %s not found", clip(id))
+	}
+	j, err := h.Jobs.Cancel(c.Request().Context(), id)
+	if err != nil {
+		return serviceError(err, id)
+	}
+	return c.JSON(http.StatusAccepted, api.CancelResponse{JobID: j.JobID, State: j.State})
+}
+
+// streamJob relays a job's narration as SSE. Last-Event-ID (or the
+// last_event_id query parameter, for clients that cannot set headers)
+// resumes after that event.
+func (h *handlers) streamJob(c echo.Context) error {
+	id := c.Param("id")
+	if !subject.ValidToken(id) {
+		return notFound("job %s not found", clip(id))
+	}
+	after, err := lastEventID(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, _, err := h.Store.GetJob(ctx, id); errors.Is(err, store.ErrNotFound) {
+		return notFound("job %s not found", id)
+	} else if err != nil {
+		return err
+	}
+	hdr := c.Response().Header()
+	hdr.Set(echo.HeaderContentType, "text/event-stream")
+	hdr.Set(echo.HeaderCacheControl, "no-cache")
+	hdr.Set(echo.HeaderConnection, "keep-alive")
+	hdr.Set("X-Accel-Buffering", "no")
+	c.Response().WriteHeader(http.StatusOK)
+	w := relay.NewWriter(c.Response())
+	if err := w.Comment("rbee narration for job " + id); err != nil {
+		return nil
+	}
+	if err := w.Flush(); err != nil {
+		return nil
+	}
+	if err := h.Hub.Stream(ctx, w, id, after, h.Heartbeat); err != nil && ctx.Err() == nil {
+		h.Log.Warn("stream ended early", "job_id", id, "err", err)
+	}
+	return nil
+}
+
+// jsonish accepts JSON and the types that plain tools send by default
+// (curl -d says form-urlencoded); the body must still be a JSON object.
+func jsonish(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	switch mt {
+	case echo.MIMEApplicationJSON, echo.MIMETextPlain, echo.MIMEApplicationForm:
+		return true
+	}
+	return strings.HasSuffix(mt, "+json")
+}
+
+// lastEventID parses the resume point strictly: decimal digits only.
+func lastEventID(c echo.Context) (uint64, error) {
+	v := c.Request().Header.Get("Last-Event-ID")
+	if v == "" {
+		v = c.QueryParam("last_event_id")
+	}
+	if v == "" {
+		return 0, nil
+	}
+	if len(v) > 20 || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, badRequest("Last-Event-ID must be an event id (a decimal number), not %q", clip(v))
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, badRequest("Last-Event-ID %q is out of range", clip(v))
+	}
+	return n, nil
+}
+
+// clip shortens hostile input before it is echoed in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return strings.ToValidUTF8(s[:64], "?") + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}

@@ -1,0 +1,187 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// applierShards is how many jobs' records are updated at once. Events of one
+// job always go to the same shard, so its start is applied before its end.
+const applierShards = 16
+
+// RunApplier turns start and end events into record updates until ctx ends.
+// Its durable consumer is shared by every queen, so each event is applied
+// once while any queen runs, and events stored while none ran are applied
+// when one starts.
+func (s *Service) RunApplier(ctx context.Context) error {
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = s.st.JS.CreateOrUpdateConsumer(ctx, subject.NarrStream, jetstream.ConsumerConfig{
+			Durable:        subject.ApplierConsumer,
+			FilterSubjects: []string{subject.NarrStartAll, subject.NarrEndAll},
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        30 * time.Second,
+			MaxAckPending:  4096,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			break
+		}
+		s.log.Warn("create applier consumer", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	var wg sync.WaitGroup
+	shards := make([]chan jetstream.Msg, applierShards)
+	for i := range shards {
+		shards[i] = make(chan jetstream.Msg, 256)
+		wg.Add(1)
+		go func(ch chan jetstream.Msg) {
+			defer wg.Done()
+			for m := range ch {
+				s.apply(ctx, m)
+			}
+		}(shards[i])
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		job, _, _, _ := subject.ParseNarr(m.Subject())
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(job))
+		shards[h.Sum32()%applierShards] <- m
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("consume applier: %w", err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	for _, ch := range shards {
+		close(ch)
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
+	job, _, kind, ok := subject.ParseNarr(m.Subject())
+	if !ok {
+		_ = m.Term()
+		return
+	}
+	var e api.EndInfo
+	if err := json.Unmarshal(m.Data(), &e); err != nil {
+		_ = m.Term()
+		return
+	}
+	_, err := s.st.UpdateJob(ctx, job, func(j *api.Job) bool {
+		if kind == subject.KindEnd {
+			return store.ApplyEnd(j, e)
+		}
+		if j.State != api.StateQueued && j.State != api.StateDispatched {
+			return false
+		}
+		t := e.Time
+		j.State, j.StartedAt = api.StateRunning, &t
+		return true
+	})
+	switch {
+	case err == nil, errors.Is(err, store.ErrNotFound):
+		_ = m.Ack()
+	default:
+		s.log.Warn("apply narration to record", "job_id", job, "err", err)
+		_ = m.NakWithDelay(time.Second)
+	}
+}
+
+// RunReaper ends, once a second, every job that can no longer end by
+// itself: its hive is gone, its deadline passed long ago, or a cancel was
+// never confirmed. Several queens may reap at once; the one-end rule makes
+// that harmless.
+func (s *Service) RunReaper(ctx context.Context) error {
+	select {
+	case <-s.v.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.reap(ctx)
+		}
+	}
+}
+
+func (s *Service) reap(ctx context.Context) {
+	now := time.Now()
+	for _, j := range s.v.Active() {
+		var e api.Event
+		switch {
+		case j.Hive != "" && !s.hiveLive(j.Hive) && now.Sub(j.CreatedAt) > time.Second:
+			e = api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s lost", j.Hive), Message: fmt.Sprintf("hive %s stopped sending heartbeats", j.Hive)}
+		case now.After(j.DeadlineAt.Add(s.Grace)):
+			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
+		case j.State == api.StateCancelling && j.CancelRequestedAt != nil && now.After(j.CancelRequestedAt.Add(s.Grace)) && s.cancelStale(ctx, j):
+			e = api.Event{State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled"}
+		default:
+			continue
+		}
+		s.endFor(ctx, j, e)
+	}
+}
+
+// cancelStale reports whether a cancelling job's hive no longer runs it.
+func (s *Service) cancelStale(ctx context.Context, j api.Job) bool {
+	return j.Hive == "" || !s.askHiveToCancel(ctx, j)
+}
+
+func (s *Service) hiveLive(id string) bool {
+	_, ok := s.v.Hive(id)
+	return ok
+}
+
+// endFor ends a job on the queen's authority and tidies what the job left.
+func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
+	e.JobID = j.JobID
+	err := s.st.End(ctx, e)
+	if errors.Is(err, store.ErrAlreadyEnded) {
+		err = nil
+	}
+	if err != nil {
+		s.log.Warn("end job", "job_id", j.JobID, "err", err)
+		return
+	}
+	if j.DispatchSeq > 0 {
+		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+	}
+	if j.Hive != "" && s.hiveLive(j.Hive) {
+		s.askHiveToCancel(ctx, j)
+	}
+	if end, _, err := s.st.EndOf(ctx, j.JobID); err == nil && end != nil {
+		_, _ = s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
+	}
+}
+
+// OnHiveLost is called by the view when a hive's heartbeat disappears; the
+// reaper's next pass ends its jobs, so this only logs.
+func (s *Service) OnHiveLost(hive string) {
+	s.log.Warn("hive lost", "hive_id", hive)
+}

@@ -1,0 +1,291 @@
+// Package jobs is the queen's job lifecycle: creating and placing jobs,
+// cancelling them, turning narration into record updates, and ending jobs
+// whose hive was lost or whose deadline passed. Every step is safe when
+// several queens run it at once.
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/queen/internal/view"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// Service runs the job lifecycle on one queen.
+type Service struct {
+	st  *store.Store
+	v   *view.View
+	log *slog.Logger
+	// Grace is how long past its deadline a job may stay open before the
+	// queen ends it; the hive normally ends it first.
+	Grace time.Duration
+}
+
+// New makes a service.
+func New(st *store.Store, v *view.View, log *slog.Logger) *Service {
+	return &Service{st: st, v: v, log: log.With("component", "jobs"), Grace: 5 * time.Second}
+}
+
+// NewID makes a job id that sorts by creation time: 12 hex digits of
+// milliseconds, then 16 random ones.
+func NewID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%012x%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+// Create validates nothing (the caller did), places the job, stores its
+// record and first event, and hands it to its hive. The job's narration is
+// readable before Create returns. With an idempotency key, a repeat returns
+// the first job and created=false.
+func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string) (api.Job, bool, error) {
+	var idem string
+	if idemKey != "" {
+		sum := sha256.Sum256([]byte(idemKey))
+		idem = hex.EncodeToString(sum[:])
+		if j, ok, err := s.byIdempotencyKey(ctx, idem); ok || err != nil {
+			return j, false, err
+		}
+	}
+	spec := api.Operations[req.Operation]
+	hive := ""
+	if !spec.OnQueen {
+		h, err := s.place(req)
+		if err != nil {
+			return api.Job{}, false, err
+		}
+		hive = h
+	}
+	now := time.Now().UTC()
+	j := api.Job{
+		JobID: NewID(), Operation: req.Operation, Hive: hive, State: api.StateQueued,
+		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req,
+	}
+	if idem != "" {
+		if _, err := s.st.Idem.Create(ctx, idem, []byte(j.JobID)); errors.Is(err, jetstream.ErrKeyExists) {
+			j, _, err := s.byIdempotencyKey(ctx, idem)
+			return j, false, err
+		} else if err != nil {
+			return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
+		}
+	}
+	if err := s.st.CreateJob(ctx, j); err != nil {
+		return api.Job{}, false, err
+	}
+	msg := fmt.Sprintf("job created: %s on queen", j.Operation)
+	if hive != "" {
+		msg = fmt.Sprintf("job created: %s placed on hive %s", j.Operation, hive)
+	}
+	if err := s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1}); err != nil {
+		s.abandon(j.JobID, err)
+		return api.Job{}, false, err
+	}
+	if spec.OnQueen {
+		go s.runOnQueen(j)
+		return j, true, nil
+	}
+	if err := s.dispatch(ctx, &j); err != nil {
+		s.abandon(j.JobID, err)
+		return api.Job{}, false, err
+	}
+	return j, true, nil
+}
+
+func (s *Service) byIdempotencyKey(ctx context.Context, idem string) (api.Job, bool, error) {
+	e, err := s.st.Idem.Get(ctx, idem)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return api.Job{}, false, nil
+	}
+	if err != nil {
+		return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	j, _, err := s.st.GetJob(ctx, string(e.Value()))
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Job{}, false, nil
+	}
+	return j, err == nil, err
+}
+
+// dispatch puts the job on its hive's work queue; the message id makes a
+// retried publish a no-op.
+func (s *Service) dispatch(ctx context.Context, j *api.Job) error {
+	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: 2, DeadlineAt: j.DeadlineAt, Request: j.Request})
+	if err != nil {
+		return err
+	}
+	ack, err := s.st.JS.PublishMsg(ctx, &nats.Msg{Subject: subject.Dispatch(j.Hive), Data: data},
+		jetstream.WithMsgID(fmt.Sprintf("%s-%d", j.JobID, j.Attempt)))
+	if err != nil {
+		return fmt.Errorf("dispatch job %s: %w", j.JobID, err)
+	}
+	*j, err = s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+		r.DispatchSeq = ack.Sequence
+		if r.State == api.StateQueued {
+			r.State = api.StateDispatched
+		}
+		return true
+	})
+	return err
+}
+
+// abandon ends a job whose creation failed half-way, so that nothing is
+// left waiting for it.
+func (s *Service) abandon(id string, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.st.End(ctx, api.Event{JobID: id, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
+	_, _ = s.st.UpdateJob(ctx, id, func(j *api.Job) bool {
+		now := time.Now().UTC()
+		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error()})
+	})
+}
+
+// place picks a hive: the pinned one if live, else the live hive that can
+// run the operation with the most free slots.
+func (s *Service) place(req api.JobRequest) (string, error) {
+	if req.Hive != "" {
+		if _, ok := s.v.Hive(req.Hive); !ok {
+			return "", fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
+		}
+		return req.Hive, nil
+	}
+	var cands []api.Hive
+	for _, h := range s.v.Hives() {
+		if req.Operation == api.OpRun && !h.AllowRun {
+			continue
+		}
+		if !labelsMatch(h.Labels, req.Labels) {
+			continue
+		}
+		cands = append(cands, h)
+	}
+	if len(cands) == 0 {
+		why := "no hive is online"
+		if len(s.v.Hives()) > 0 {
+			why = "no online hive matches the request's labels and operation"
+		}
+		return "", fmt.Errorf("%w: %s", ErrNoCapableHive, why)
+	}
+	sort.SliceStable(cands, func(i, k int) bool { return cands[i].SlotsFree > cands[k].SlotsFree })
+	return cands[0].ID, nil
+}
+
+func labelsMatch(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Get reads a record. If the record lags behind an end event that is
+// already stored (the applier has not run yet), the end is applied first,
+// so a client that saw the end over SSE never reads an older state.
+func (s *Service) Get(ctx context.Context, id string) (api.Job, error) {
+	j, _, err := s.st.GetJob(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return j, ErrNotFound
+	}
+	if err != nil || api.Terminal(j.State) {
+		return j, err
+	}
+	end, _, err := s.st.EndOf(ctx, id)
+	if err != nil || end == nil {
+		return j, err
+	}
+	return s.st.UpdateJob(ctx, id, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
+}
+
+// Cancel stops a job. A job its hive is running is stopped by the hive,
+// which kills the work and narrates the end; any other job is ended here.
+func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
+	var prior string
+	j, err := s.st.UpdateJob(ctx, id, func(r *api.Job) bool {
+		prior = r.State
+		if api.Terminal(r.State) {
+			return false
+		}
+		now := time.Now().UTC()
+		r.State, r.CancelRequestedAt = api.StateCancelling, &now
+		return true
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return j, ErrNotFound
+	}
+	if err != nil {
+		return j, err
+	}
+	if api.Terminal(prior) {
+		return j, ErrTerminal
+	}
+	if j.Hive != "" && s.askHiveToCancel(ctx, j) {
+		return j, nil
+	}
+	if j.DispatchSeq > 0 {
+		// Taking the message out of the queue spares the hive a pickup; if
+		// the hive has it already, it finds the end and skips it.
+		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+	}
+	err = s.st.End(ctx, api.Event{JobID: id, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
+	if err != nil && !errors.Is(err, store.ErrAlreadyEnded) {
+		return j, err
+	}
+	return j, nil
+}
+
+// askHiveToCancel reports whether the hive has the job running and will end
+// it itself.
+func (s *Service) askHiveToCancel(ctx context.Context, j api.Job) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	reply, err := s.st.NC.RequestWithContext(ctx, subject.Cancel(j.Hive), []byte(fmt.Sprintf(`{"job_id":%q}`, j.JobID)))
+	if err != nil {
+		return false
+	}
+	var r struct {
+		Running bool `json:"running"`
+	}
+	_ = json.Unmarshal(reply.Data, &r)
+	return r.Running
+}
+
+// runOnQueen answers operations the queen handles itself.
+func (s *Service) runOnQueen(j api.Job) {
+	ctx, cancel := context.WithTimeout(context.Background(), j.DeadlineAt.Sub(time.Now()))
+	defer cancel()
+	end := api.Event{JobID: j.JobID, Seq: 4, State: api.StateDone, Message: "job done"}
+	_ = s.st.Narrate(ctx, subject.KindStart, api.Event{JobID: j.JobID, Seq: 2, Action: "started", Message: "status on queen"})
+	if err := s.st.Narrate(ctx, subject.KindData, api.Event{JobID: j.JobID, Seq: 3, Action: "status", Message: "cluster status", Data: s.Status()}); err != nil {
+		end.State, end.Error = api.StateFailed, err.Error()
+	}
+	if err := s.st.End(ctx, end); err != nil && !errors.Is(err, store.ErrAlreadyEnded) {
+		s.log.Warn("end queen job", "job_id", j.JobID, "err", err)
+	}
+}
+
+// Status summarises the cluster.
+func (s *Service) Status() api.Status {
+	st := api.Status{JobsByState: s.v.CountByState(), Hives: []api.HiveSummary{}}
+	for _, h := range s.v.Hives() {
+		st.Hives = append(st.Hives, api.HiveSummary{ID: h.ID, Slots: h.Slots, SlotsFree: h.SlotsFree, GPUs: len(h.Inventory.GPUs), AllowRun: h.AllowRun})
+		st.GPUs += len(h.Inventory.GPUs)
+		st.Slots += h.Slots
+		st.SlotsFree += h.SlotsFree
+	}
+	return st
+}

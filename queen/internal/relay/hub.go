@@ -1,0 +1,194 @@
+// Package relay carries narration from JetStream to SSE clients. One live
+// tail per queen reads every job's narration once and fans it out in memory
+// to the clients of each job; history for late or resuming clients is read
+// with a short-lived ordered consumer. A client costs a few kilobytes, not a
+// server-side consumer.
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// Frame is one stored narration message on its way to a client.
+type Frame struct {
+	Seq  uint64 // stream sequence: the SSE event id
+	Kind string // narration subject kind
+	Data []byte // the event JSON, sent verbatim
+}
+
+// Event is the SSE event name of the frame.
+func (f Frame) Event() string {
+	switch f.Kind {
+	case subject.KindData:
+		return api.SSEData
+	case subject.KindEnd:
+		return api.SSEEnd
+	}
+	return api.SSENarration
+}
+
+// sub is one client's live feed. The hub never blocks on it: when its buffer
+// is full the hub closes it, and the client catches up from the stream.
+type sub struct {
+	job string
+	ch  chan Frame
+}
+
+// Hub is the queen's single live tail and its subscribers.
+type Hub struct {
+	js     jetstream.JetStream
+	log    *slog.Logger
+	buffer int
+
+	mu    sync.RWMutex
+	subs  map[string]map[*sub]struct{}
+	ready chan struct{}
+
+	// overflows counts feeds closed because their client fell behind.
+	overflows uint64
+}
+
+// NewHub makes a hub whose clients buffer up to buffer frames.
+func NewHub(js jetstream.JetStream, log *slog.Logger, buffer int) *Hub {
+	if buffer <= 0 {
+		buffer = 4096
+	}
+	return &Hub{js: js, log: log.With("component", "relay"), buffer: buffer,
+		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{})}
+}
+
+// Ready is closed once the tail is consuming; no client may start before,
+// or a message stored between its replay and the tail could be missed.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Run tails all narration from now on until ctx ends. The ordered consumer
+// recreates itself after a reconnect from the last sequence it delivered,
+// so the tail has no gaps.
+func (h *Hub) Run(ctx context.Context) error {
+	var cons jetstream.Consumer
+	var err error
+	for {
+		cons, err = h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
+			FilterSubjects:    []string{subject.NarrAll},
+			DeliverPolicy:     jetstream.DeliverNewPolicy,
+			InactiveThreshold: 30 * time.Second,
+		})
+		if err == nil {
+			break
+		}
+		h.log.Warn("create live tail", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return fmt.Errorf("consume live tail: %w", err)
+	}
+	close(h.ready)
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
+
+func (h *Hub) deliver(m jetstream.Msg) {
+	job, _, kind, ok := subject.ParseNarr(m.Subject())
+	if !ok {
+		return
+	}
+	h.mu.RLock()
+	subs := h.subs[job]
+	if len(subs) == 0 {
+		h.mu.RUnlock()
+		return
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		h.mu.RUnlock()
+		return
+	}
+	f := Frame{Seq: md.Sequence.Stream, Kind: kind, Data: m.Data()}
+	var full []*sub
+	for s := range subs {
+		select {
+		case s.ch <- f:
+		default:
+			full = append(full, s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range full {
+		h.drop(s)
+	}
+}
+
+// subscribe registers a live feed for job.
+func (h *Hub) subscribe(job string) *sub {
+	s := &sub{job: job, ch: make(chan Frame, h.buffer)}
+	h.mu.Lock()
+	m := h.subs[job]
+	if m == nil {
+		m = map[*sub]struct{}{}
+		h.subs[job] = m
+	}
+	m[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// unsubscribe removes a feed; it is safe to call after drop.
+func (h *Hub) unsubscribe(s *sub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m := h.subs[s.job]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(h.subs, s.job)
+		}
+	}
+}
+
+// drop closes a feed that fell behind; its client resumes from the stream.
+func (h *Hub) drop(s *sub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if m := h.subs[s.job]; m != nil {
+		if _, ok := m[s]; ok {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(h.subs, s.job)
+			}
+			h.overflows++
+			close(s.ch)
+		}
+	}
+}
+
+// Overflows is how many feeds were closed because a client fell behind.
+func (h *Hub) Overflows() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.overflows
+}
+
+// Clients is the number of live feeds.
+func (h *Hub) Clients() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, m := range h.subs {
+		n += len(m)
+	}
+	return n
+}

@@ -1,0 +1,244 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// directReplay is how many history messages are read with direct gets
+// before a replay switches to a short-lived ordered consumer: small jobs
+// never cost the server a consumer.
+const directReplay = 32
+
+// Writer writes SSE frames to one client, buffered, flushing when the client
+// has caught up with what there is to send.
+type Writer struct {
+	w   *bufio.Writer
+	rc  *http.ResponseController
+	buf []byte
+}
+
+// NewWriter wraps an HTTP response that has its SSE headers set.
+func NewWriter(w http.ResponseWriter) *Writer {
+	return &Writer{w: bufio.NewWriterSize(w, 32<<10), rc: http.NewResponseController(w)}
+}
+
+// Frame writes one event.
+func (w *Writer) Frame(f Frame) error {
+	b := append(w.buf[:0], "id: "...)
+	b = strconv.AppendUint(b, f.Seq, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, f.Event()...)
+	b = append(b, "\ndata: "...)
+	b = append(b, f.Data...)
+	b = append(b, "\n\n"...)
+	w.buf = b
+	_, err := w.w.Write(b)
+	return err
+}
+
+// Comment writes an SSE comment, used as a heartbeat.
+func (w *Writer) Comment(text string) error {
+	_, err := w.w.WriteString(": " + text + "\n\n")
+	return err
+}
+
+// Done writes the closing data line.
+func (w *Writer) Done() error {
+	_, err := w.w.WriteString("data: " + api.SSEDone + "\n\n")
+	return err
+}
+
+// Flush sends what is buffered to the client now.
+func (w *Writer) Flush() error {
+	if err := w.w.Flush(); err != nil {
+		return err
+	}
+	return w.rc.Flush()
+}
+
+// Stream sends job's narration after stream sequence after to w: history
+// first, then live, through the end event and the closing line. A client
+// that falls behind the live feed is switched back to reading history from
+// where it stands, so it loses nothing and slows no one.
+func (h *Hub) Stream(ctx context.Context, w *Writer, job string, after uint64, heartbeat time.Duration) error {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	last := after
+	for {
+		// Subscribe before reading history: whatever is stored after the
+		// history read ends reaches the feed.
+		s := h.subscribe(job)
+		ended, err := h.replay(ctx, w, job, &last)
+		if err == nil && !ended {
+			err = w.Flush()
+		}
+		if err == nil && !ended {
+			var overflow bool
+			ended, overflow, err = h.live(ctx, w, s, &last, heartbeat)
+			if overflow {
+				continue
+			}
+		}
+		h.unsubscribe(s)
+		if err != nil {
+			return err
+		}
+		if ended {
+			if err := w.Done(); err != nil {
+				return err
+			}
+			return w.Flush()
+		}
+		return nil
+	}
+}
+
+// live relays the feed until the end event, an overflow or the client leaves.
+func (h *Hub) live(ctx context.Context, w *Writer, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case f, ok := <-s.ch:
+			if !ok {
+				return false, true, nil
+			}
+			if f.Seq <= *last {
+				continue
+			}
+			if err := w.Frame(f); err != nil {
+				return false, false, err
+			}
+			*last = f.Seq
+			if f.Kind == subject.KindEnd {
+				return true, false, nil
+			}
+			if len(s.ch) == 0 {
+				if err := w.Flush(); err != nil {
+					return false, false, err
+				}
+			}
+		case <-tick.C:
+			if err := w.Comment("ping"); err != nil {
+				return false, false, err
+			}
+			if err := w.Flush(); err != nil {
+				return false, false, err
+			}
+		case <-ctx.Done():
+			return false, false, ctx.Err()
+		}
+	}
+}
+
+// replay sends the stored events after *last, up to the newest one stored
+// when it begins. It reports whether it sent the end event.
+func (h *Hub) replay(ctx context.Context, w *Writer, job string, last *uint64) (bool, error) {
+	stream, err := h.js.Stream(ctx, subject.NarrStream)
+	if err != nil {
+		return false, err
+	}
+	newest, err := stream.GetLastMsgForSubject(ctx, subject.NarrJob(job))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	target := newest.Sequence
+	for i := 0; i < directReplay && *last < target; i++ {
+		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(subject.NarrJob(job)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if ended, err := h.send(w, m.Subject, m.Sequence, m.Data, last); ended || err != nil {
+			return ended, err
+		}
+	}
+	if *last >= target {
+		return false, nil
+	}
+	return h.replayConsumer(ctx, w, job, last, target)
+}
+
+// replayConsumer reads a long history with an ordered consumer, which the
+// server streams with flow control, and deletes it when done.
+func (h *Hub) replayConsumer(ctx context.Context, w *Writer, job string, last *uint64, target uint64) (bool, error) {
+	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subject.NarrJob(job)},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       *last + 1,
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return false, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return false, err
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer func() {
+		stop()
+		it.Stop()
+		if info := cons.CachedInfo(); info != nil {
+			go func(name string) {
+				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = h.js.DeleteConsumer(dctx, subject.NarrStream, name)
+			}(info.Name)
+		}
+	}()
+	for n := 0; ; n++ {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			return false, err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return false, err
+		}
+		if ended, err := h.send(w, m.Subject(), md.Sequence.Stream, m.Data(), last); ended || err != nil {
+			return ended, err
+		}
+		if md.Sequence.Stream >= target || md.NumPending == 0 {
+			return false, nil
+		}
+		if n&255 == 255 {
+			if err := w.Flush(); err != nil {
+				return false, err
+			}
+		}
+	}
+}
+
+func (h *Hub) send(w *Writer, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
+	_, _, kind, ok := subject.ParseNarr(subj)
+	if !ok || seq <= *last {
+		return false, nil
+	}
+	if err := w.Frame(Frame{Seq: seq, Kind: kind, Data: data}); err != nil {
+		return false, err
+	}
+	*last = seq
+	return kind == subject.KindEnd, nil
+}

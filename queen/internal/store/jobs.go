@@ -1,0 +1,72 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+)
+
+// ErrNotFound means no record exists for the job (never created, or expired).
+var ErrNotFound = errors.New("job not found")
+
+// CreateJob stores a new record; it fails if the id is taken.
+func (s *Store) CreateJob(ctx context.Context, j api.Job) error {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", j.JobID, err)
+	}
+	if _, err := s.Jobs.Create(ctx, j.JobID, data); err != nil {
+		return fmt.Errorf("create job %s: %w", j.JobID, err)
+	}
+	return nil
+}
+
+// GetJob reads a record and its revision.
+func (s *Store) GetJob(ctx context.Context, id string) (api.Job, uint64, error) {
+	var j api.Job
+	e, err := s.Jobs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return j, 0, ErrNotFound
+	}
+	if err != nil {
+		return j, 0, fmt.Errorf("get job %s: %w", id, err)
+	}
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return j, 0, fmt.Errorf("decode job %s: %w", id, err)
+	}
+	return j, e.Revision(), nil
+}
+
+// UpdateJob applies change to the record by compare-and-set, retrying with
+// jitter when another queen wrote in between. change returns false to leave
+// the record as it is.
+func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) bool) (api.Job, error) {
+	for attempt := 0; ; attempt++ {
+		j, rev, err := s.GetJob(ctx, id)
+		if err != nil {
+			return j, err
+		}
+		if !change(&j) {
+			return j, nil
+		}
+		data, err := json.Marshal(j)
+		if err != nil {
+			return j, fmt.Errorf("encode job %s: %w", id, err)
+		}
+		_, err = s.Jobs.Update(ctx, id, data, rev)
+		if err == nil {
+			return j, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 20 {
+			return j, fmt.Errorf("update job %s: %w", id, err)
+		}
+		time.Sleep(time.Duration(rand.IntN(2000*(attempt+1))) * time.Microsecond)
+	}
+}

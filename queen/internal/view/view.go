@@ -1,0 +1,190 @@
+// Package view keeps a queen's in-memory picture of the cluster: the live
+// hives and an index of job records, both fed by watching their buckets.
+// Reads never touch NATS, so listing jobs and placing work stay cheap.
+package view
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+)
+
+// View is the watched state. Its zero value is not usable; call New.
+type View struct {
+	log *slog.Logger
+
+	mu        sync.RWMutex
+	hives     map[string]api.Hive
+	jobs      map[string]api.Job
+	hivesSync bool
+	jobsSync  bool
+	synced    chan struct{}
+	onLost    func(hive string)
+}
+
+// New makes an empty view. onLost is called when a hive's heartbeat key is
+// deleted or expires.
+func New(log *slog.Logger, onLost func(hive string)) *View {
+	return &View{
+		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{},
+		synced: make(chan struct{}), onLost: onLost,
+	}
+}
+
+// Run watches both buckets until ctx ends, re-watching after errors.
+func (v *View) Run(ctx context.Context, hives, jobs jetstream.KeyValue) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); v.watch(ctx, hives, v.applyHive, func() { v.markSynced(true, false) }) }()
+	go func() { defer wg.Done(); v.watch(ctx, jobs, v.applyJob, func() { v.markSynced(false, true) }) }()
+	wg.Wait()
+	return nil
+}
+
+// Synced is closed once both buckets' existing entries are loaded.
+func (v *View) Synced() <-chan struct{} { return v.synced }
+
+func (v *View) markSynced(hives, jobs bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	was := v.hivesSync && v.jobsSync
+	v.hivesSync = v.hivesSync || hives
+	v.jobsSync = v.jobsSync || jobs
+	if !was && v.hivesSync && v.jobsSync {
+		close(v.synced)
+	}
+}
+
+func (v *View) watch(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry), synced func()) {
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			v.log.Warn("watch bucket", "bucket", kv.Bucket(), "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				synced()
+				continue
+			}
+			apply(e)
+		}
+		_ = w.Stop()
+	}
+}
+
+func (v *View) applyHive(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		v.mu.Lock()
+		_, had := v.hives[e.Key()]
+		delete(v.hives, e.Key())
+		v.mu.Unlock()
+		if had && v.onLost != nil {
+			v.onLost(e.Key())
+		}
+		return
+	}
+	var h api.Hive
+	if err := json.Unmarshal(e.Value(), &h); err != nil {
+		v.log.Warn("bad heartbeat", "hive_id", e.Key(), "err", err)
+		return
+	}
+	v.mu.Lock()
+	v.hives[e.Key()] = h
+	v.mu.Unlock()
+}
+
+func (v *View) applyJob(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		v.mu.Lock()
+		delete(v.jobs, e.Key())
+		v.mu.Unlock()
+		return
+	}
+	var j api.Job
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		v.log.Warn("bad job record", "job_id", e.Key(), "err", err)
+		return
+	}
+	v.mu.Lock()
+	v.jobs[e.Key()] = j
+	v.mu.Unlock()
+}
+
+// Hive returns one live hive.
+func (v *View) Hive(id string) (api.Hive, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	h, ok := v.hives[id]
+	return h, ok
+}
+
+// Hives returns the live hives sorted by id.
+func (v *View) Hives() []api.Hive {
+	v.mu.RLock()
+	out := make([]api.Hive, 0, len(v.hives))
+	for _, h := range v.hives {
+		out = append(out, h)
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
+	return out
+}
+
+// Filter selects jobs in a listing; empty fields match everything.
+type Filter struct {
+	State, Operation, Hive string
+	Limit                  int
+}
+
+// Jobs lists records newest first. Job ids sort by creation time.
+func (v *View) Jobs(f Filter) []api.Job {
+	v.mu.RLock()
+	out := make([]api.Job, 0, min(len(v.jobs), f.Limit))
+	for _, j := range v.jobs {
+		if (f.State == "" || j.State == f.State) && (f.Operation == "" || j.Operation == f.Operation) && (f.Hive == "" || j.Hive == f.Hive) {
+			out = append(out, j)
+		}
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].JobID > out[k].JobID })
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out
+}
+
+// Active returns every job not yet in a terminal state.
+func (v *View) Active() []api.Job {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []api.Job
+	for _, j := range v.jobs {
+		if !api.Terminal(j.State) {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// CountByState counts jobs per state.
+func (v *View) CountByState() map[string]int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := map[string]int{}
+	for _, j := range v.jobs {
+		out[j.State]++
+	}
+	return out
+}
