@@ -36,9 +36,11 @@ type job struct {
 // acknowledgement timer running.
 func (a *Agent) slot(ctx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
 	for ctx.Err() == nil {
-		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
 		if err != nil {
-			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
 				a.log.Warn("pull job", "err", err)
 				select {
 				case <-ctx.Done():

@@ -1,0 +1,311 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/api"
+)
+
+// hiveBin is the hive binary built once for tests that kill a hive process.
+var hiveBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rbee-test-bin")
+	if err != nil {
+		panic(err)
+	}
+	hiveBin = filepath.Join(dir, "hive")
+	if out, err := exec.Command("go", "build", "-o", hiveBin, "rbee.dev/hive/cmd/hive").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build hive: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// mustNATS starts a JetStream server on a random port for one test.
+func mustNATS(t testing.TB) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// mustQueen boots a queen on a random port against natsURL ("" for
+// embedded) and returns its base URL.
+func mustQueen(t testing.TB, natsURL string, edit ...func(*app.Config)) (string, *app.Queen) {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.NATSURL = natsURL
+	cfg.HiveTTL = 2 * time.Second
+	cfg.SSEHeartbeat = 200 * time.Millisecond
+	for _, e := range edit {
+		e(&cfg)
+	}
+	q, err := app.Start(context.Background(), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	base := "http://" + q.HTTPAddr()
+	waitFor(t, 10*time.Second, func() bool { return status(t, base+"/readyz") == 200 })
+	return base, q
+}
+
+// mustHive runs an in-process hive connected to natsURL and waits until the
+// queen at base lists it.
+func mustHive(t testing.TB, base, natsURL, id string, edit ...func(*agent.Config)) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agent.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.Slots = id, t.TempDir(), 2
+	for _, e := range edit {
+		e(&cfg)
+	}
+	a, err := agent.New(cfg, nc, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; nc.Close() })
+	waitHive(t, base, id)
+}
+
+// hiveProcess runs the hive binary as a child process, for tests that kill it.
+func hiveProcess(t testing.TB, base, natsURL, id string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(hiveBin, append([]string{"--id", id, "--nats-url", natsURL, "--data-dir", t.TempDir()}, args...)...)
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitHive(t, base, id)
+	return cmd
+}
+
+func waitHive(t testing.TB, base, id string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() bool { return status(t, base+"/v1/hives/"+id) == 200 })
+}
+
+func waitFor(t testing.TB, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func status(t testing.TB, url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// do sends a JSON request and decodes a JSON answer into out (if non-nil).
+func do(t testing.TB, method, url string, body any, out any) int {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		r = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, url, r)
+	if r != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: %d %q: %v", method, url, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func submit(t testing.TB, base string, req api.JobRequest) string {
+	t.Helper()
+	var out api.CreateJobResponse
+	if code := do(t, "POST", base+"/v1/jobs", req, &out); code != 201 {
+		t.Fatalf("submit %+v: status %d", req, code)
+	}
+	return out.JobID
+}
+
+func intp(n int) *int { return &n }
+
+// frame is one SSE event as a client sees it.
+type frame struct {
+	ID    uint64
+	Event string
+	Data  string
+}
+
+func (f frame) event(t testing.TB) api.Event {
+	t.Helper()
+	var e api.Event
+	if err := json.Unmarshal([]byte(f.Data), &e); err != nil {
+		t.Fatalf("decode %q: %v", f.Data, err)
+	}
+	return e
+}
+
+// sse reads a job's stream from base after lastID. It stops after max
+// frames (0: no limit) or at the close, and reports whether [DONE] came.
+func sse(t testing.TB, ctx context.Context, base, job string, lastID uint64, max int) (frames []frame, done bool, comments int) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/jobs/"+job+"/stream", nil)
+	if lastID > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(lastID, 10))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream %s: status %d", job, resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	br := bufio.NewReaderSize(resp.Body, 1<<16)
+	var cur frame
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return frames, done, comments
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case line == "":
+			if cur.Data == "[DONE]" {
+				return frames, true, comments
+			}
+			if cur.Data != "" {
+				frames = append(frames, cur)
+				if max > 0 && len(frames) >= max {
+					return frames, false, comments
+				}
+			}
+			cur = frame{}
+		case strings.HasPrefix(line, ":"):
+			comments++
+		case strings.HasPrefix(line, "id: "):
+			cur.ID, _ = strconv.ParseUint(line[4:], 10, 64)
+		case strings.HasPrefix(line, "event: "):
+			cur.Event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			cur.Data = line[6:]
+		}
+	}
+}
+
+// checkComplete asserts the frames are one whole job: ids rising, per-job
+// sequence 1..n without a gap or repeat, exactly one end, last.
+func checkComplete(t testing.TB, frames []frame, done bool) api.Event {
+	t.Helper()
+	if !done {
+		t.Fatalf("stream closed without [DONE] after %d frames", len(frames))
+	}
+	if len(frames) == 0 {
+		t.Fatal("no frames")
+	}
+	var lastID uint64
+	ends := 0
+	for i, f := range frames {
+		if f.ID <= lastID {
+			t.Fatalf("frame %d: id %d after %d", i, f.ID, lastID)
+		}
+		lastID = f.ID
+		e := f.event(t)
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("frame %d: seq %d, want %d (gap or repeat)", i, e.Seq, i+1)
+		}
+		if f.Event == "end" {
+			ends++
+		}
+	}
+	if ends != 1 || frames[len(frames)-1].Event != "end" {
+		t.Fatalf("want exactly one end, last; got %d ends, last %q", ends, frames[len(frames)-1].Event)
+	}
+	return frames[len(frames)-1].event(t)
+}
+
+func doHeaders(t testing.TB, method, url string, body any, hdr map[string]string, out any) int {
+	t.Helper()
+	data, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, url, bytes.NewReader(data))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
