@@ -47,6 +47,17 @@ var Operations = map[string]OpSpec{
 	OpHiveStatus: {DefaultTimeout: 30 * time.Second, Retryable: true},
 	OpHiveCheck:  {DefaultTimeout: 10 * time.Minute, Retryable: true},
 	OpRun:        {DefaultTimeout: time.Hour},
+
+	OpModelList:     {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpModelGet:      {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpModelDelete:   {DefaultTimeout: 30 * time.Second},
+	OpModelDownload: {DefaultTimeout: 24 * time.Hour, Retryable: true},
+
+	OpWorkerCatalogList: {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpWorkerSpawn:       {DefaultTimeout: 10 * time.Minute},
+	OpWorkerList:        {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpWorkerGet:         {DefaultTimeout: 30 * time.Second, Retryable: true},
+	OpWorkerStop:        {DefaultTimeout: time.Minute},
 }
 
 // Limits on request fields. They keep one request from costing the cluster
@@ -147,6 +158,30 @@ func (r *JobRequest) Validate() error {
 		}
 	case OpRun:
 		validateRun(r, add)
+	case OpModelGet, OpModelDelete:
+		requireModelID(r.ModelID, add)
+	case OpModelDownload:
+		validateDownload(r, add)
+	case OpWorkerSpawn:
+		requireModelID(r.ModelID, add)
+		if !validName(r.Backend) {
+			add("backend is required: a name from the hive's worker catalog (e.g. reference, llama-server)")
+		}
+		if len(r.GPUs) > 64 {
+			add("gpus: at most 64")
+		}
+		for _, g := range r.GPUs {
+			if g < 0 || g > 1023 {
+				add("gpus: %d is not a GPU index", g)
+			}
+		}
+		if r.CtxSize < 0 || r.CtxSize > 1<<24 {
+			add("ctx_size must be between 0 and %d", 1<<24)
+		}
+	case OpWorkerGet, OpWorkerStop:
+		if !validName(r.WorkerID) {
+			add("worker_id is required: letters, digits, '-' and '_'")
+		}
 	}
 	if known {
 		r.rejectForeignFields(add)
@@ -184,6 +219,33 @@ func validateRun(r *JobRequest, add func(string, ...any)) {
 	}
 }
 
+func requireModelID(id string, add func(string, ...any)) {
+	switch {
+	case id == "":
+		add("model_id is required")
+	case !ValidModelID(id):
+		add("model_id %q is not valid: 1-%d letters, digits, '.', '_' or '-', no path", clip(id), MaxModelID)
+	}
+}
+
+func validateDownload(r *JobRequest, add func(string, ...any)) {
+	switch {
+	case r.Source == "":
+		add("source is required: hf:<org>/<repo>[:<file>] or an http(s) URL")
+	case len(r.Source) > MaxStringField || hasControl(r.Source):
+		add("source is too long or holds control characters")
+	case strings.HasPrefix(r.Source, "hf:"), strings.HasPrefix(r.Source, "http://"), strings.HasPrefix(r.Source, "https://"):
+	default:
+		add("source %q must start with hf:, http:// or https://", clip(r.Source))
+	}
+	if r.ModelID != "" && !ValidModelID(r.ModelID) {
+		add("model_id %q is not valid: 1-%d letters, digits, '.', '_' or '-', no path", clip(r.ModelID), MaxModelID)
+	}
+	if r.SHA256 != "" && (len(r.SHA256) != 64 || strings.Trim(strings.ToLower(r.SHA256), "0123456789abcdef") != "") {
+		add("sha256 must be 64 hex digits")
+	}
+}
+
 // rejectForeignFields names fields that the operation does not take, so a
 // typo such as sending "cmd" fields to hive_check is not silently ignored.
 func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
@@ -193,6 +255,18 @@ func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
 		allowed["events"], allowed["payload_bytes"] = true, true
 	case OpRun:
 		allowed["command"], allowed["env"], allowed["dir"] = true, true, true
+	case OpModelGet, OpModelDelete:
+		allowed["model_id"] = true
+	case OpModelDownload:
+		allowed["source"], allowed["model_id"], allowed["sha256"] = true, true, true
+	case OpWorkerSpawn:
+		allowed["model_id"], allowed["backend"], allowed["gpus"], allowed["ctx_size"] = true, true, true, true
+	case OpWorkerGet, OpWorkerStop:
+		allowed["worker_id"] = true
+	case OpInfer:
+		for _, f := range []string{"model", "prompt", "messages", "max_tokens", "temperature", "stream"} {
+			allowed[f] = true
+		}
 	}
 	set := map[string]bool{
 		"events": r.Events != nil && r.Operation != OpHiveCheck, "payload_bytes": r.PayloadBytes != 0,
