@@ -94,7 +94,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	q.cancel = cancel
-	hub := relay.NewHub(st.JS, log, 0)
+	hub := relay.NewHub(st.JS, log, cfg.SSEBuffer)
 	var svc *jobs.Service
 	v := view.New(log, func(h string) { svc.OnHiveLost(h) })
 	svc = jobs.New(st, v, log)

@@ -27,6 +27,7 @@ type Config struct {
 	Retention       time.Duration
 	Replicas        int
 	SSEHeartbeat    time.Duration
+	SSEBuffer       int
 	MaxEventsPerJob int64
 	Verbose         bool
 }
@@ -41,6 +42,7 @@ func DefaultConfig() Config {
 		Retention:      72 * time.Hour,
 		Replicas:       1,
 		SSEHeartbeat:   15 * time.Second,
+		SSEBuffer:      1024,
 	}
 }
 
@@ -61,6 +63,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
+	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
 	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
 	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.SSEHeartbeat < 100*time.Millisecond {
 		errs = multierror.Append(errs, errors.New("sse-heartbeat must be at least 100ms"))
+	}
+	if c.SSEBuffer < 1 || c.SSEBuffer > 1<<20 {
+		errs = multierror.Append(errs, errors.New("sse-buffer must be between 1 and 1048576"))
 	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))

@@ -213,38 +213,64 @@ func (f frame) event(t testing.TB) api.Event {
 // frames (0: no limit) or at the close, and reports whether [DONE] came.
 func sse(t testing.TB, ctx context.Context, base, job string, lastID uint64, max int) (frames []frame, done bool, comments int) {
 	t.Helper()
+	frames, done, comments, err := readSSE(ctx, base, job, lastID, max, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return frames, done, comments
+}
+
+// sseQuiet is sse for goroutines: errors end the read like a dropped
+// connection, which the caller then resumes.
+func sseQuiet(ctx context.Context, base, job string, lastID uint64, max int) ([]frame, bool) {
+	frames, done, _, _ := readSSE(ctx, base, job, lastID, max, 0)
+	return frames, done
+}
+
+// sseSlow reads a whole stream but pauses before reading and every 5,000
+// frames, like a client on a slow link.
+func sseSlow(ctx context.Context, base, job string) ([]frame, bool) {
+	frames, done, _, _ := readSSE(ctx, base, job, 0, 0, 300*time.Millisecond)
+	return frames, done
+}
+
+func readSSE(ctx context.Context, base, job string, lastID uint64, max int, pause time.Duration) (frames []frame, done bool, comments int, err error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/jobs/"+job+"/stream", nil)
 	if lastID > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatUint(lastID, 10))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, false, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		t.Fatalf("stream %s: status %d", job, resp.StatusCode)
+		return nil, false, 0, fmt.Errorf("stream %s: status %d", job, resp.StatusCode)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("content type %q", ct)
+		return nil, false, 0, fmt.Errorf("content type %q", ct)
 	}
 	br := bufio.NewReaderSize(resp.Body, 1<<16)
 	var cur frame
+	time.Sleep(pause)
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
-			return frames, done, comments
+			return frames, done, comments, nil
 		}
 		line = strings.TrimRight(line, "\r\n")
 		switch {
 		case line == "":
 			if cur.Data == "[DONE]" {
-				return frames, true, comments
+				return frames, true, comments, nil
 			}
 			if cur.Data != "" {
 				frames = append(frames, cur)
 				if max > 0 && len(frames) >= max {
-					return frames, false, comments
+					return frames, false, comments, nil
+				}
+				if pause > 0 && len(frames)%5000 == 0 {
+					time.Sleep(pause)
 				}
 			}
 			cur = frame{}
@@ -260,35 +286,46 @@ func sse(t testing.TB, ctx context.Context, base, job string, lastID uint64, max
 	}
 }
 
-// checkComplete asserts the frames are one whole job: ids rising, per-job
-// sequence 1..n without a gap or repeat, exactly one end, last.
+// checkComplete asserts the frames are one whole job and returns its end.
 func checkComplete(t testing.TB, frames []frame, done bool) api.Event {
 	t.Helper()
 	if !done {
 		t.Fatalf("stream closed without [DONE] after %d frames", len(frames))
 	}
+	if err := complete(frames); err != nil {
+		t.Fatal(err)
+	}
+	return frames[len(frames)-1].event(t)
+}
+
+// complete checks frames are one whole job: ids rising, per-job sequence
+// 1..n without a gap or repeat, exactly one end, last.
+func complete(frames []frame) error {
 	if len(frames) == 0 {
-		t.Fatal("no frames")
+		return fmt.Errorf("no frames")
 	}
 	var lastID uint64
 	ends := 0
 	for i, f := range frames {
 		if f.ID <= lastID {
-			t.Fatalf("frame %d: id %d after %d", i, f.ID, lastID)
+			return fmt.Errorf("frame %d: id %d after %d", i, f.ID, lastID)
 		}
 		lastID = f.ID
-		e := f.event(t)
+		var e api.Event
+		if err := json.Unmarshal([]byte(f.Data), &e); err != nil {
+			return fmt.Errorf("frame %d: %v", i, err)
+		}
 		if e.Seq != uint64(i+1) {
-			t.Fatalf("frame %d: seq %d, want %d (gap or repeat)", i, e.Seq, i+1)
+			return fmt.Errorf("frame %d: seq %d, want %d (gap or repeat)", i, e.Seq, i+1)
 		}
 		if f.Event == "end" {
 			ends++
 		}
 	}
 	if ends != 1 || frames[len(frames)-1].Event != "end" {
-		t.Fatalf("want exactly one end, last; got %d ends, last %q", ends, frames[len(frames)-1].Event)
+		return fmt.Errorf("want exactly one end, last; got %d ends, last %q", ends, frames[len(frames)-1].Event)
 	}
-	return frames[len(frames)-1].event(t)
+	return nil
 }
 
 func doHeaders(t testing.TB, method, url string, body any, hdr map[string]string, out any) int {

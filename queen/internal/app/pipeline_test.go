@@ -63,6 +63,13 @@ func TestReplayAfterEnd(t *testing.T) {
 			t.Fatalf("replay %d differs: %d frames vs %d", i, len(again), len(first))
 		}
 	}
+	// Resuming after the end gets only the close, at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rest, done, _ := sse(t, ctx, base, job, first[len(first)-1].ID, 0)
+	if len(rest) != 0 || !done {
+		t.Fatalf("resume after end: %d frames, done=%v", len(rest), done)
+	}
 	var rec api.Job
 	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
 	if rec.State != api.StateDone || rec.FinishedAt == nil || rec.StartedAt == nil {

@@ -159,6 +159,14 @@ func (h *Hub) replay(ctx context.Context, w *Writer, job string, last *uint64) (
 		return false, err
 	}
 	target := newest.Sequence
+	if target <= *last {
+		// Nothing new; a client resuming after the end gets the close.
+		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEnd(job))
+		if err == nil && end.Sequence <= *last {
+			return true, nil
+		}
+		return false, nil
+	}
 	for i := 0; i < directReplay && *last < target; i++ {
 		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(subject.NarrJob(job)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
