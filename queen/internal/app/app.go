@@ -24,6 +24,7 @@ import (
 	"rbee.dev/queen/internal/embedded"
 	"rbee.dev/queen/internal/httpapi"
 	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -97,8 +98,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	hub := relay.NewHub(st.JS, log, cfg.SSEBuffer)
 	var svc *jobs.Service
 	v := view.New(log, func(h string) { svc.OnHiveLost(h) })
-	svc = jobs.New(st, v, log)
-	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	m := metrics.New(metrics.Gauges{
+		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
+		SSEClients: hub.Clients, Relayed: hub.Relayed, SSEOverflows: hub.Overflows,
+		NATSConnected: q.nc.IsConnected,
+	})
+	q.nc.SetReconnectHandler(func(c *nats.Conn) {
+		m.NATSReconnect.Inc()
+		log.Info("nats reconnected", "url", c.ConnectedUrl())
+	})
+	svc = jobs.New(st, v, m, log)
+	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Log: log, Heartbeat: cfg.SSEHeartbeat})
 	q.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -158,7 +168,6 @@ func (q *Queen) connect() error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { q.log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
 	}
 	var err error
 	if q.cfg.NATSURL != "" {

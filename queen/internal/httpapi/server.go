@@ -4,12 +4,14 @@ package httpapi
 
 import (
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
 	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -20,11 +22,12 @@ const maxBody = 1 << 20
 
 // Deps are what the handlers need.
 type Deps struct {
-	Store *store.Store
-	Jobs  *jobs.Service
-	View  *view.View
-	Hub   *relay.Hub
-	Log   *slog.Logger
+	Store   *store.Store
+	Jobs    *jobs.Service
+	View    *view.View
+	Hub     *relay.Hub
+	Metrics *metrics.Queen
+	Log     *slog.Logger
 	// Heartbeat is the SSE comment interval.
 	Heartbeat time.Duration
 }
@@ -34,6 +37,7 @@ func New(d Deps) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Log)
+	e.Use(instrument(d.Metrics))
 	e.Use(middleware.Recover())
 	e.Use(middleware.BodyLimit("1M"))
 	if d.Heartbeat <= 0 {
@@ -44,3 +48,24 @@ func New(d Deps) *echo.Echo {
 }
 
 type handlers struct{ Deps }
+
+// instrument counts every request by its route template (never the raw
+// path, which holds job ids) and its final status.
+func instrument(m *metrics.Queen) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			m.HTTPRequests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
+			m.HTTPDuration.WithLabelValues(route, c.Request().Method).Observe(time.Since(start).Seconds())
+			return nil
+		}
+	}
+}

@@ -88,7 +88,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	_, err := s.st.UpdateJob(ctx, job, func(j *api.Job) bool {
+	rec, err := s.st.UpdateJob(ctx, job, func(j *api.Job) bool {
 		if kind == subject.KindEnd {
 			return store.ApplyEnd(j, e)
 		}
@@ -100,7 +100,17 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		return true
 	})
 	switch {
-	case err == nil, errors.Is(err, store.ErrNotFound):
+	case err == nil:
+		// Each start and end event reaches one queen's applier once, so
+		// counting here counts every job once across the cluster, even
+		// when another path applied the end to the record first.
+		if kind == subject.KindEnd {
+			s.m.ObserveEnd(rec.Operation, e.State, rec.CreatedAt, e.Time)
+		} else {
+			s.m.ObserveStart(rec.Operation, rec.CreatedAt, e.Time)
+		}
+		_ = m.Ack()
+	case errors.Is(err, store.ErrNotFound):
 		_ = m.Ack()
 	default:
 		s.log.Warn("apply narration to record", "job_id", job, "err", err)

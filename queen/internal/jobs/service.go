@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
@@ -29,6 +30,7 @@ import (
 type Service struct {
 	st  *store.Store
 	v   *view.View
+	m   *metrics.Queen
 	log *slog.Logger
 	// Grace is how long past its deadline a job may stay open before the
 	// queen ends it; the hive normally ends it first.
@@ -36,8 +38,8 @@ type Service struct {
 }
 
 // New makes a service.
-func New(st *store.Store, v *view.View, log *slog.Logger) *Service {
-	return &Service{st: st, v: v, log: log.With("component", "jobs"), Grace: 5 * time.Second}
+func New(st *store.Store, v *view.View, m *metrics.Queen, log *slog.Logger) *Service {
+	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second}
 }
 
 // NewID makes a job id that sorts by creation time: 12 hex digits of
@@ -86,6 +88,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	if err := s.st.CreateJob(ctx, j); err != nil {
 		return api.Job{}, false, err
 	}
+	s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
 	msg := fmt.Sprintf("job created: %s on queen", j.Operation)
 	if hive != "" {
 		msg = fmt.Sprintf("job created: %s placed on hive %s", j.Operation, hive)

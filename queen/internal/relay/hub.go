@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,7 @@ type Hub struct {
 
 	// overflows counts feeds closed because their client fell behind.
 	overflows uint64
+	relayed   atomic.Uint64
 }
 
 // NewHub makes a hub whose clients buffer up to buffer frames.
@@ -123,6 +125,7 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	for s := range subs {
 		select {
 		case s.ch <- f:
+			h.relayed.Add(1)
 		default:
 			full = append(full, s)
 		}
@@ -181,6 +184,9 @@ func (h *Hub) Overflows() uint64 {
 	defer h.mu.RUnlock()
 	return h.overflows
 }
+
+// Relayed is how many frames the live tail handed to clients.
+func (h *Hub) Relayed() uint64 { return h.relayed.Load() }
 
 // Clients is the number of live feeds.
 func (h *Hub) Clients() int {

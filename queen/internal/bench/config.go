@@ -1,0 +1,236 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Config is everything rbee-bench is told.
+type Config struct {
+	Bin        string
+	Scenarios  []string
+	Runs       int
+	Quick      bool
+	Out        string
+	Keep       bool
+	Settle     time.Duration
+	Seed       uint64
+	Verbose    bool
+	CPUProfile string
+
+	RoundtripJobs int
+	Rate          int
+	RateFor       time.Duration
+
+	ThroughputEvents int
+	BaselineMsgs     int
+	Payload          int
+
+	FanoutJobs      int
+	FanoutClients   int
+	FanoutEvents    int
+	FanoutSlots     int
+	ConnectParallel int
+
+	SustainedFor     time.Duration
+	SustainedWorkers int
+	SustainedSlots   int
+
+	ChaosClients     int
+	ChaosJobs        int
+	ChaosEvents      int
+	ChaosSlots       int
+	ChaosResumeAtEnd float64
+
+	IdleFor time.Duration
+}
+
+// ScenarioNames lists the scenarios in the order they run.
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos"}
+
+// DefaultConfig is the full benchmark as BENCHMARKS.md records it.
+func DefaultConfig() Config {
+	return Config{
+		Bin:       "bin",
+		Scenarios: ScenarioNames,
+		Runs:      3,
+		Settle:    2 * time.Second,
+		Seed:      1,
+
+		RoundtripJobs: 1000,
+		Rate:          500,
+		RateFor:       5 * time.Second,
+
+		ThroughputEvents: 1_000_000,
+		Payload:          100,
+
+		FanoutJobs:      1000,
+		FanoutClients:   10,
+		FanoutEvents:    100,
+		FanoutSlots:     4,
+		ConnectParallel: 256,
+
+		SustainedFor:     10 * time.Second,
+		SustainedWorkers: 32,
+		SustainedSlots:   32,
+
+		ChaosClients:     200,
+		ChaosJobs:        20,
+		ChaosEvents:      200,
+		ChaosSlots:       32,
+		ChaosResumeAtEnd: 0.05,
+
+		IdleFor: 5 * time.Second,
+	}
+}
+
+// quick scales a config down to a smoke run of a minute or two.
+func (c *Config) quick(set map[string]bool) {
+	scale := func(name string, p *int, v int) {
+		if !set[name] {
+			*p = v
+		}
+	}
+	scaleD := func(name string, p *time.Duration, v time.Duration) {
+		if !set[name] {
+			*p = v
+		}
+	}
+	scale("roundtrip-jobs", &c.RoundtripJobs, 200)
+	scaleD("rate-for", &c.RateFor, 2*time.Second)
+	scale("throughput-events", &c.ThroughputEvents, 100_000)
+	scale("fanout-jobs", &c.FanoutJobs, 100)
+	scaleD("sustained-for", &c.SustainedFor, 3*time.Second)
+	scale("chaos-clients", &c.ChaosClients, 50)
+	scale("chaos-jobs", &c.ChaosJobs, 5)
+	scaleD("idle-for", &c.IdleFor, 2*time.Second)
+	scale("runs", &c.Runs, 1)
+}
+
+// ParseConfig reads the command line.
+func ParseConfig(args []string, stderr io.Writer) (Config, error) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("rbee-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "rbee-bench drives real queen and hive binaries and reports latency, throughput,\n"+
+			"memory and CPU as Markdown on stdout. Every stream is verified event by event.\n\n"+
+			"usage: rbee-bench [-bin DIR] [-scenarios %s] [-runs N] [-quick] [-out FILE]\n\n", strings.Join(ScenarioNames, ","))
+		fs.PrintDefaults()
+	}
+	var scen string
+	fs.StringVar(&c.Bin, "bin", c.Bin, "directory holding the queen and hive binaries")
+	fs.StringVar(&scen, "scenarios", "all", "comma-separated scenarios to run: all or "+strings.Join(ScenarioNames, ","))
+	fs.IntVar(&c.Runs, "runs", c.Runs, "repetitions of each scenario, each on a fresh queen and hive; the median is reported")
+	fs.BoolVar(&c.Quick, "quick", false, "scale every scenario down (and -runs to 1) unless set explicitly")
+	fs.StringVar(&c.Out, "out", "", "also write the report to this file")
+	fs.BoolVar(&c.Keep, "keep", false, "keep the children's data directories and logs")
+	fs.DurationVar(&c.Settle, "settle", c.Settle, "wait after start-up before reading idle memory")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the chaos scenario's random disconnects")
+	fs.BoolVar(&c.Verbose, "v", false, "more progress on stderr")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench process itself to this file")
+
+	fs.IntVar(&c.RoundtripJobs, "roundtrip-jobs", c.RoundtripJobs, "roundtrip: sequential jobs")
+	fs.IntVar(&c.Rate, "rate", c.Rate, "roundtrip: jobs per second of the open-loop variant")
+	fs.DurationVar(&c.RateFor, "rate-for", c.RateFor, "roundtrip: duration of the open-loop variant")
+
+	fs.IntVar(&c.ThroughputEvents, "throughput-events", c.ThroughputEvents, "throughput: events of the one job")
+	fs.IntVar(&c.BaselineMsgs, "baseline-msgs", 0, "throughput: messages of the raw JetStream baseline (0: as many as the job's events)")
+	fs.IntVar(&c.Payload, "payload", c.Payload, "throughput: payload_bytes of each event")
+
+	fs.IntVar(&c.FanoutJobs, "fanout-jobs", c.FanoutJobs, "fanout: jobs")
+	fs.IntVar(&c.FanoutClients, "fanout-clients", c.FanoutClients, "fanout: SSE clients per job")
+	fs.IntVar(&c.FanoutEvents, "fanout-events", c.FanoutEvents, "fanout: events per job")
+	fs.IntVar(&c.FanoutSlots, "fanout-slots", c.FanoutSlots, "fanout: hive slots (each held by a blocker job until all clients are connected)")
+	fs.IntVar(&c.ConnectParallel, "connect-parallel", c.ConnectParallel, "fanout: SSE connections being opened at once")
+
+	fs.DurationVar(&c.SustainedFor, "sustained-for", c.SustainedFor, "sustained: duration")
+	fs.IntVar(&c.SustainedWorkers, "sustained-workers", c.SustainedWorkers, "sustained: concurrent submitters")
+	fs.IntVar(&c.SustainedSlots, "sustained-slots", c.SustainedSlots, "sustained: hive slots")
+
+	fs.IntVar(&c.ChaosClients, "chaos-clients", c.ChaosClients, "chaos: concurrent clients")
+	fs.IntVar(&c.ChaosJobs, "chaos-jobs", c.ChaosJobs, "chaos: jobs each client submits and follows")
+	fs.IntVar(&c.ChaosEvents, "chaos-events", c.ChaosEvents, "chaos: most events of one job (each job has 20 to this many)")
+	fs.IntVar(&c.ChaosSlots, "chaos-slots", c.ChaosSlots, "chaos: hive slots")
+	fs.Float64Var(&c.ChaosResumeAtEnd, "chaos-resume-at-end", c.ChaosResumeAtEnd, "chaos: share of streams that hang up right after the end event and resume from it")
+
+	fs.DurationVar(&c.IdleFor, "idle-for", c.IdleFor, "idle: window over which idle CPU is measured")
+
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.Quick {
+		c.quick(set)
+	}
+	if c.BaselineMsgs == 0 {
+		c.BaselineMsgs = c.ThroughputEvents
+	}
+	c.Scenarios = nil
+	for _, s := range strings.Split(scen, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			c.Scenarios = append(c.Scenarios, ScenarioNames...)
+		case s != "":
+			c.Scenarios = append(c.Scenarios, s)
+		}
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs *multierror.Error
+	add := func(format string, args ...any) { errs = multierror.Append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Scenarios) == 0 {
+		add("no scenario to run")
+	}
+	for _, s := range c.Scenarios {
+		if !slices.Contains(ScenarioNames, s) {
+			add("unknown scenario %q (known: %s)", s, strings.Join(ScenarioNames, ", "))
+		}
+	}
+	positive := map[string]int{
+		"runs": c.Runs, "roundtrip-jobs": c.RoundtripJobs, "rate": c.Rate, "throughput-events": c.ThroughputEvents,
+		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
+		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
+		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
+		"chaos-slots": c.ChaosSlots,
+	}
+	for _, name := range slices.Sorted(maps.Keys(positive)) {
+		if positive[name] < 1 {
+			add("-%s must be at least 1", name)
+		}
+	}
+	if c.Payload < 0 || c.Payload > 64<<10 {
+		add("-payload must be between 0 and 65536")
+	}
+	if c.FanoutEvents < 0 || c.ChaosEvents < 20 {
+		add("-fanout-events must not be negative and -chaos-events must be at least 20")
+	}
+	if c.ChaosResumeAtEnd < 0 || c.ChaosResumeAtEnd > 1 {
+		add("-chaos-resume-at-end must be between 0 and 1")
+	}
+	for name, d := range map[string]time.Duration{"rate-for": c.RateFor, "sustained-for": c.SustainedFor, "idle-for": c.IdleFor} {
+		if d <= 0 {
+			add("-%s must be positive", name)
+		}
+	}
+	if c.Settle < 0 {
+		add("-settle must not be negative")
+	}
+	return errs.ErrorOrNil()
+}
+

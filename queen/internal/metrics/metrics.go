@@ -1,0 +1,116 @@
+// Package metrics defines the queen's Prometheus metrics on a registry of
+// its own. Labels stay low-cardinality: operations, states, routes and
+// codes, never job ids.
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Queen holds the queen's metrics.
+type Queen struct {
+	Registry *prometheus.Registry
+
+	JobsCreated   *prometheus.CounterVec
+	JobsFinished  *prometheus.CounterVec
+	JobDuration   *prometheus.HistogramVec
+	JobQueueWait  *prometheus.HistogramVec
+	HTTPRequests  *prometheus.CounterVec
+	HTTPDuration  *prometheus.HistogramVec
+	NATSReconnect prometheus.Counter
+}
+
+// Gauges are read at scrape time from the parts that own the numbers.
+type Gauges struct {
+	JobsByState   func() map[string]int
+	HivesOnline   func() int
+	SSEClients    func() int
+	Relayed       func() uint64
+	SSEOverflows  func() uint64
+	NATSConnected func() bool
+}
+
+// jobBuckets span a hive_check of a millisecond to a download of hours.
+var jobBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400}
+
+// New registers the queen's metrics, the Go and process collectors, and
+// gauges read through g.
+func New(g Gauges) *Queen {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Queen{
+		Registry: reg,
+		JobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rbee_jobs_created_total", Help: "Jobs created through this queen, by operation.",
+		}, []string{"operation"}),
+		JobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rbee_jobs_finished_total", Help: "Jobs that reached a terminal state, by operation and state; each end is counted by one queen.",
+		}, []string{"operation", "state"}),
+		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rbee_job_duration_seconds", Help: "Time from job creation to its end, by operation.", Buckets: jobBuckets,
+		}, []string{"operation"}),
+		JobQueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rbee_job_queue_wait_seconds", Help: "Time from job creation until a hive started it, by operation.", Buckets: jobBuckets,
+		}, []string{"operation"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rbee_http_requests_total", Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rbee_http_request_duration_seconds", Help: "HTTP request latency by route and method (streams: until the stream ends).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+		}, []string{"route", "method"}),
+		NATSReconnect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rbee_nats_reconnects_total", Help: "Times the queen's NATS connection was re-established.",
+		}),
+	}
+	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect)
+	reg.MustRegister(&gauges{g: g,
+		jobs:      prometheus.NewDesc("rbee_jobs", "Jobs known to this queen by state (records within retention).", []string{"state"}, nil),
+		hives:     prometheus.NewDesc("rbee_hives_online", "Hives with a live heartbeat.", nil, nil),
+		clients:   prometheus.NewDesc("rbee_sse_clients", "SSE clients connected to this queen.", nil, nil),
+		relayed:   prometheus.NewDesc("rbee_narration_events_relayed_total", "Narration events this queen's live tail delivered to SSE clients.", nil, nil),
+		overflows: prometheus.NewDesc("rbee_sse_client_overflows_total", "Times a slow SSE client was switched from the live feed to catching up from the stream.", nil, nil),
+		connected: prometheus.NewDesc("rbee_nats_connected", "1 when the queen's NATS connection is up.", nil, nil),
+	})
+	return m
+}
+
+// ObserveEnd records a finished job.
+func (m *Queen) ObserveEnd(operation, state string, created, finished time.Time) {
+	m.JobsFinished.WithLabelValues(operation, state).Inc()
+	m.JobDuration.WithLabelValues(operation).Observe(finished.Sub(created).Seconds())
+}
+
+// ObserveStart records a job that a hive started.
+func (m *Queen) ObserveStart(operation string, created, started time.Time) {
+	m.JobQueueWait.WithLabelValues(operation).Observe(started.Sub(created).Seconds())
+}
+
+type gauges struct {
+	g                                                   Gauges
+	jobs, hives, clients, relayed, overflows, connected *prometheus.Desc
+}
+
+func (c *gauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.jobs, c.hives, c.clients, c.relayed, c.overflows, c.connected} {
+		ch <- d
+	}
+}
+
+func (c *gauges) Collect(ch chan<- prometheus.Metric) {
+	for _, state := range []string{"queued", "dispatched", "running", "cancelling", "done", "failed", "cancelled"} {
+		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(c.g.JobsByState()[state]), state)
+	}
+	ch <- prometheus.MustNewConstMetric(c.hives, prometheus.GaugeValue, float64(c.g.HivesOnline()))
+	ch <- prometheus.MustNewConstMetric(c.clients, prometheus.GaugeValue, float64(c.g.SSEClients()))
+	ch <- prometheus.MustNewConstMetric(c.relayed, prometheus.CounterValue, float64(c.g.Relayed()))
+	ch <- prometheus.MustNewConstMetric(c.overflows, prometheus.CounterValue, float64(c.g.SSEOverflows()))
+	connected := 0.0
+	if c.g.NATSConnected() {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, connected)
+}
