@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/hive/internal/inventory"
+	"rbee.dev/hive/internal/models"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -86,9 +87,15 @@ type Agent struct {
 	log     *slog.Logger
 	smi     inventory.SMI
 	started time.Time
+	// models is the model catalog under <data dir>/models.
+	models *models.Catalog
+
+	m *hiveMetrics
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+	// beat is the last heartbeat, served to metrics scrapes.
+	lastBeat api.Hive
 }
 
 // New makes a hive on an open NATS connection, which it does not close.
@@ -103,13 +110,19 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "work"), 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	return &Agent{
-		cfg: cfg, nc: nc, js: js,
+	catalog, err := models.Open(cfg.DataDir, models.EnvOptions(os.Getenv))
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg: cfg, nc: nc, js: js, models: catalog,
 		log:     log.With("component", "hive", "hive_id", cfg.ID),
 		smi:     inventory.FromEnvSMI(),
 		started: time.Now().UTC(),
 		running: map[string]context.CancelCauseFunc{},
-	}, nil
+	}
+	a.m = newHiveMetrics(a)
+	return a, nil
 }
 
 // Run serves until ctx ends, then stops taking jobs, ends the running ones
@@ -200,11 +213,28 @@ func (a *Agent) info(ctx context.Context) api.Hive {
 		running = append(running, id)
 	}
 	a.mu.Unlock()
-	return api.Hive{
+	h := api.Hive{
 		ID: a.cfg.ID, Version: Version, StartedAt: a.started, HeartbeatAt: time.Now().UTC(),
 		Labels: a.cfg.Labels, AllowRun: a.cfg.AllowRun,
 		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-len(running)), Running: running,
 		MetricsAddr: a.cfg.MetricsAddr,
 		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
 	}
+	a.mu.Lock()
+	a.lastBeat = h
+	a.mu.Unlock()
+	return h
+}
+
+// last is the most recent heartbeat.
+func (a *Agent) last() api.Hive {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastBeat
+}
+
+func (a *Agent) slotsFree() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return max(0, a.cfg.Slots-len(a.running))
 }

@@ -20,6 +20,7 @@ func (a *Agent) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 	for {
 		if err := a.beat(ctx, kv); err != nil && ctx.Err() == nil {
 			failures++
+			a.m.heartbeatFailures.Inc()
 			a.log.Warn("heartbeat", "err", err, "failures", failures)
 		} else {
 			failures = 0

@@ -64,6 +64,9 @@ func (a *Agent) handle(msg jetstream.Msg) {
 		return
 	}
 	log := a.log.With("job_id", d.JobID)
+	op := d.Request.Operation
+	a.m.jobsRunning.WithLabelValues(op).Inc()
+	defer a.m.jobsRunning.WithLabelValues(op).Dec()
 
 	// Register before checking for an end, so that a cancel arriving now
 	// either finds the job here or has already stored its end.
@@ -88,7 +91,7 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 &&
 		!api.Operations[d.Request.Operation].Retryable &&
 		a.exists(subject.Narr(d.JobID, a.cfg.ID, subject.KindStart)) {
-		a.end(p, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
+		a.end(p, op, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
 		_ = msg.Ack()
 		return
 	}
@@ -111,7 +114,7 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	j := &job{d: d, p: p, a: a, ctx: ctx}
 	err := a.run(j)
 	close(keepAlive)
-	a.end(p, outcome(ctx, err, a.cfg.ID), log)
+	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
 }
 
@@ -123,6 +126,14 @@ func (a *Agent) run(j *job) error {
 		return j.status()
 	case api.OpRun:
 		return j.runCommand()
+	case api.OpModelList:
+		return j.modelList()
+	case api.OpModelGet:
+		return j.modelGet()
+	case api.OpModelDelete:
+		return j.modelDelete()
+	case api.OpModelDownload:
+		return j.modelDownload()
 	}
 	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
 }
@@ -156,8 +167,9 @@ func outcome(ctx context.Context, err error, hive string) api.Event {
 	return api.Event{State: api.StateDone, Message: "job done"}
 }
 
-func (a *Agent) end(p *narrate.Publisher, e api.Event, log interface{ Warn(string, ...any) }) {
+func (a *Agent) end(p *narrate.Publisher, op string, e api.Event, log interface{ Warn(string, ...any) }) {
 	e.Actor = "hive"
+	a.m.observeEnd(op, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := p.End(ctx, e); err != nil && !errors.Is(err, narrate.ErrAlreadyEnded) {

@@ -16,6 +16,8 @@ type Hive struct {
 	Running     []string          `json:"running,omitempty"`
 	MetricsAddr string            `json:"metrics_addr,omitempty"`
 	Inventory   Inventory         `json:"inventory"`
+	Models      []Model           `json:"models"`
+	Workers     []Worker          `json:"workers"`
 }
 
 // Inventory is what a hive has to offer.

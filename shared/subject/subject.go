@@ -22,6 +22,8 @@ const (
 	HivesBucket = "hives"
 	// IdempotencyBucket maps a hashed Idempotency-Key to the job it created.
 	IdempotencyBucket = "idempotency"
+	// KeysBucket maps an API key id to its name, scopes and secret's hash.
+	KeysBucket = "keys"
 	// ApplierConsumer is the durable consumer, shared by all queens, that
 	// turns start and end narration into job record updates.
 	ApplierConsumer = "applier"

@@ -18,9 +18,11 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/embedded"
 	"rbee.dev/queen/internal/httpapi"
 	"rbee.dev/queen/internal/jobs"
@@ -76,6 +78,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if q.ln != nil {
+				_ = q.ln.Close()
+			}
 			q.shutdownNATS()
 		}
 	}()
@@ -108,7 +113,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		log.Info("nats reconnected", "url", c.ConnectedUrl())
 	})
 	svc = jobs.New(st, v, m, log)
-	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	keys := auth.New(st.Keys, cfg.AdminKey, log)
+	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
 	q.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -117,6 +123,26 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 
 	g, gctx := errgroup.WithContext(runCtx)
 	q.g = g
+	if cfg.LocalHive {
+		if err := q.startLocalHive(gctx, g, m); err != nil {
+			cancel()
+			_ = g.Wait()
+			return nil, err
+		}
+	}
+	g.Go(func() error { return keys.Run(gctx) })
+	select {
+	case <-keys.Synced():
+	case <-time.After(10 * time.Second):
+		cancel()
+		_ = g.Wait()
+		return nil, errors.New("could not load API keys from NATS")
+	}
+	if !keys.Enabled() && !cfg.Insecure && !loopback(q.ln.Addr()) {
+		cancel()
+		_ = g.Wait()
+		return nil, fmt.Errorf("refusing to serve %s beyond loopback without API keys: set --admin-key, or --insecure to allow it", q.ln.Addr())
+	}
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })
 	g.Go(func() error { return svc.RunApplier(gctx) })
@@ -133,13 +159,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		defer scancel()
 		return q.srv.Shutdown(sctx)
 	})
-	if cfg.LocalHive {
-		if err := q.startLocalHive(gctx, g); err != nil {
-			cancel()
-			_ = g.Wait()
-			return nil, err
-		}
-	}
 	// Stop with the caller's context too.
 	g.Go(func() error {
 		select {
@@ -158,6 +177,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	ok = true
 	log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", q.ns != nil)
 	return q, nil
+}
+
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // connect opens the NATS connection, starting the embedded server if no
@@ -189,7 +213,7 @@ func (q *Queen) connect() error {
 }
 
 // startLocalHive runs a hive named local on its own in-process connection.
-func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group) error {
+func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metrics.Queen) error {
 	var nc *nats.Conn
 	var err error
 	if q.ns != nil {
@@ -210,6 +234,7 @@ func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group) error {
 		nc.Close()
 		return fmt.Errorf("local hive: %w", err)
 	}
+	m.Gatherer = prometheus.Gatherers{m.Registry, a.Registry()}
 	g.Go(func() error {
 		defer nc.Close()
 		return a.Run(ctx)

@@ -26,6 +26,9 @@ type Config struct {
 	HiveTTL         time.Duration
 	Retention       time.Duration
 	Replicas        int
+	AdminKey        string
+	Insecure        bool
+	MetricsAuth     bool
 	SSEHeartbeat    time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
@@ -61,6 +64,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.LocalHiveSlots, "local-hive-slots", c.LocalHiveSlots, "concurrent jobs on the local hive")
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys")
+	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")

@@ -143,8 +143,14 @@ func waitFor(t testing.TB, d time.Duration, ok func() bool) {
 	}
 }
 
+// testAdminKey is the admin key of queens that tests start with auth on;
+// status sends it always, and open queens ignore it.
+const testAdminKey = "bootstrap-secret"
+
 func status(t testing.TB, url string) int {
-	resp, err := http.Get(url)
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0
 	}

@@ -193,3 +193,28 @@ func (s *Stream) Follow(v *Verifier, onFrame func(Frame) error) error {
 	}
 	return nil
 }
+
+// FollowJob reads a job's stream from its start to [DONE], verifying every
+// event, and returns the verdict. expect is the per-job sequence of the end
+// event (0 if unknown); onFrame, when not nil, sees each frame after the
+// verifier.
+func FollowJob(ctx context.Context, c *Client, job api.CreateJobResponse, expect uint64, bufSize int, onFrame func(Frame) error) Result {
+	v := &Verifier{JobID: job.JobID, Expect: expect}
+	s, err := c.Open(ctx, job.StreamURL, 0, false, bufSize)
+	if err != nil {
+		r := v.Result()
+		r.Problems = append(r.Problems, err.Error())
+		return r
+	}
+	err = s.Follow(v, onFrame)
+	_ = s.Close()
+	r := v.Result()
+	if err != nil {
+		r.Problems = append(r.Problems, "read stream: "+err.Error())
+	}
+	return r
+}
+
+// checkExpect is the per-job sequence of a hive_check job's end event:
+// job_created, started, the check events, end.
+func checkExpect(events int) uint64 { return uint64(events) + 3 }

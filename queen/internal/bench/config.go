@@ -233,4 +233,3 @@ func (c Config) Validate() error {
 	}
 	return errs.ErrorOrNil()
 }
-

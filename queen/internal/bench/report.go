@@ -45,10 +45,10 @@ type Metric struct {
 	Goal   *Goal
 }
 
-func le(v float64) *Goal   { return &Goal{"<=", v} }
-func ge(v float64) *Goal   { return &Goal{">=", v} }
-func zero() *Goal          { return &Goal{"==", 0} }
-func m(key, label string, digits int, g *Goal) Metric {
+func le(v float64) *Goal { return &Goal{"<=", v} }
+func ge(v float64) *Goal { return &Goal{">=", v} }
+func zero() *Goal        { return &Goal{"==", 0} }
+func metric(key, label string, digits int, g *Goal) Metric {
 	return Metric{Key: key, Label: label, Digits: digits, Goal: g}
 }
 
@@ -65,7 +65,9 @@ func newRun() *Run { return &Run{Values: map[string]float64{}, Tally: &Tally{}} 
 func (r *Run) Set(key string, v float64) { r.Values[key] = v }
 
 // Note records a remark for the report.
-func (r *Run) Note(format string, args ...any) { r.Notes = append(r.Notes, fmt.Sprintf(format, args...)) }
+func (r *Run) Note(format string, args ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+}
 
 // SetUsage records CPU seconds of each process under prefix_<name>_cpu_s.
 func (r *Run) SetUsage(prefix string, u map[string]Usage) {
@@ -88,11 +90,11 @@ func (r *Run) SetTally() {
 
 // verifyMetrics are the rows every scenario that reads streams shows.
 var verifyMetrics = []Metric{
-	m("streams", "streams verified", 0, nil),
-	m("lost", "events lost", 0, zero()),
-	m("duplicated", "events duplicated", 0, zero()),
-	m("out_of_order", "events out of order", 0, zero()),
-	m("failed", "streams with any problem", 0, zero()),
+	metric("streams", "streams verified", 0, nil),
+	metric("lost", "events lost", 0, zero()),
+	metric("duplicated", "events duplicated", 0, zero()),
+	metric("out_of_order", "events out of order", 0, zero()),
+	metric("failed", "streams with any problem", 0, zero()),
 }
 
 // ScenarioReport gathers the runs of one scenario.

@@ -198,6 +198,9 @@ func (c *Client) do(ctx context.Context, method, path string, h http.Header, bod
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return readAPIError(resp)
 	}
+	if out == nil {
+		return nil
+	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
@@ -239,4 +242,27 @@ func readAPIError(resp *http.Response) error {
 func IsStatus(err error, status int) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Status == status
+}
+
+// CreateKey makes an API key; the answer holds its secret, shown only once.
+func (c *Client) CreateKey(ctx context.Context, req api.KeyRequest) (api.Key, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return api.Key{}, err
+	}
+	var out api.Key
+	err = c.do(ctx, http.MethodPost, "/v1/keys", nil, body, &out)
+	return out, err
+}
+
+// ListKeys lists API keys without their secrets.
+func (c *Client) ListKeys(ctx context.Context) (api.KeyList, error) {
+	var out api.KeyList
+	err := c.do(ctx, http.MethodGet, "/v1/keys", nil, nil, &out)
+	return out, err
+}
+
+// RevokeKey deletes an API key on every queen.
+func (c *Client) RevokeKey(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), nil, nil, nil)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"rbee.dev/shared/api"
 )
@@ -21,6 +22,30 @@ func (h *handlers) getHive(c echo.Context) error {
 		return notFound("hive %s is not online", clip(id))
 	}
 	return c.JSON(http.StatusOK, hive)
+}
+
+// sdGroup is one entry of Prometheus HTTP service discovery.
+type sdGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// metricsTargets lists every live hive that serves metrics, in Prometheus's
+// HTTP service-discovery format, so hives are scraped as they join.
+func (h *handlers) metricsTargets(c echo.Context) error {
+	groups := []sdGroup{}
+	for _, hv := range h.View.Hives() {
+		if hv.MetricsAddr == "" {
+			continue
+		}
+		groups = append(groups, sdGroup{Targets: []string{hv.MetricsAddr}, Labels: map[string]string{"hive": hv.ID}})
+	}
+	return c.JSON(http.StatusOK, groups)
+}
+
+func (h *handlers) metrics(c echo.Context) error {
+	promhttp.HandlerFor(h.Metrics.Gatherer, promhttp.HandlerOpts{}).ServeHTTP(c.Response(), c.Request())
+	return nil
 }
 
 func (h *handlers) healthz(c echo.Context) error {

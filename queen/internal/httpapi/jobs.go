@@ -38,6 +38,9 @@ func (h *handlers) createJob(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return newError(http.StatusBadRequest, api.CodeValidation, "%s", err.Error())
 	}
+	if err := authorize(c, api.ScopeForOperation(req.Operation)); err != nil {
+		return err
+	}
 	j, created, err := h.Jobs.Create(c.Request().Context(), req, idem)
 	if err != nil {
 		return serviceError(err, "")

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/relay"
@@ -27,7 +28,10 @@ type Deps struct {
 	View    *view.View
 	Hub     *relay.Hub
 	Metrics *metrics.Queen
-	Log     *slog.Logger
+	Keys    *auth.Keys
+	// MetricsAuth makes /metrics need a key with the read scope.
+	MetricsAuth bool
+	Log         *slog.Logger
 	// Heartbeat is the SSE comment interval.
 	Heartbeat time.Duration
 }

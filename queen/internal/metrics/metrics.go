@@ -13,6 +13,9 @@ import (
 // Queen holds the queen's metrics.
 type Queen struct {
 	Registry *prometheus.Registry
+	// Gatherer is what /metrics serves: the registry, plus an in-process
+	// hive's registry when the queen runs one.
+	Gatherer prometheus.Gatherer
 
 	JobsCreated   *prometheus.CounterVec
 	JobsFinished  *prometheus.CounterVec
@@ -66,6 +69,7 @@ func New(g Gauges) *Queen {
 			Name: "rbee_nats_reconnects_total", Help: "Times the queen's NATS connection was re-established.",
 		}),
 	}
+	m.Gatherer = reg
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect)
 	reg.MustRegister(&gauges{g: g,
 		jobs:      prometheus.NewDesc("rbee_jobs", "Jobs known to this queen by state (records within retention).", []string{"state"}, nil),

@@ -38,6 +38,7 @@ type Store struct {
 	Jobs     jetstream.KeyValue
 	Hives    jetstream.KeyValue
 	Idem     jetstream.KeyValue
+	Keys     jetstream.KeyValue
 }
 
 // Open creates or updates every stream and bucket, so a queen of a newer
@@ -86,6 +87,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		{&s.Jobs, jetstream.KeyValueConfig{Bucket: subject.JobsBucket, Description: "rbee job records", TTL: o.Retention, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		{&s.Hives, jetstream.KeyValueConfig{Bucket: subject.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 		{&s.Idem, jetstream.KeyValueConfig{Bucket: subject.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.Keys, jetstream.KeyValueConfig{Bucket: subject.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 	}
 	for _, b := range buckets {
 		if *b.kv, err = js.CreateOrUpdateKeyValue(ctx, b.cfg); err != nil {

@@ -1,0 +1,105 @@
+package app_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/api"
+)
+
+// Keys are shared by every queen, scopes are enforced per route and per
+// operation, and secrets are shown once.
+func TestAPIKeys(t *testing.T) {
+	ns := mustNATS(t)
+	withAdmin := func(c *app.Config) { c.AdminKey = testAdminKey }
+	a, _ := mustQueen(t, ns.ClientURL(), withAdmin)
+	b, _ := mustQueen(t, ns.ClientURL(), withAdmin)
+	mustHive(t, a, ns.ClientURL(), "h1", allowRun)
+	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
+
+	if code := doHeaders(t, "GET", a+"/v1/jobs", nil, nil, nil); code != 401 {
+		t.Fatalf("no key: %d", code)
+	}
+	if code := doHeaders(t, "GET", a+"/v1/jobs", nil, map[string]string{"Authorization": "Bearer rbee_000000000000_" + strings.Repeat("x", 43)}, nil); code != 401 {
+		t.Fatalf("forged key: %d", code)
+	}
+	for _, open := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code := doHeaders(t, "GET", a+open, nil, nil, nil); code != 200 {
+			t.Fatalf("%s: %d", open, code)
+		}
+	}
+	mk := func(name string, scopes ...string) api.Key {
+		var k api.Key
+		if code := doHeaders(t, "POST", a+"/v1/keys", api.KeyRequest{Name: name, Scopes: scopes}, admin, &k); code != 201 || k.Key == "" {
+			t.Fatalf("create key: %d %+v", code, k)
+		}
+		return k
+	}
+	reader, operator := mk("dash", "read"), mk("ops", "operate", "read")
+	bearer := func(k api.Key) map[string]string { return map[string]string{"Authorization": "Bearer " + k.Key} }
+
+	check := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
+	run := api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"true"}}
+	cases := []struct {
+		name, base, method, path string
+		body                     any
+		hdr                      map[string]string
+		want                     int
+	}{
+		{"reader lists jobs on the other queen", b, "GET", "/v1/jobs", nil, bearer(reader), 200},
+		{"reader lists hives", a, "GET", "/v1/hives", nil, bearer(reader), 200},
+		{"reader cannot submit hive_check", a, "POST", "/v1/jobs", check, bearer(reader), 403},
+		{"reader may ask status", a, "POST", "/v1/jobs", api.JobRequest{Operation: api.OpStatus}, bearer(reader), 201},
+		{"operator submits hive_check", b, "POST", "/v1/jobs", check, bearer(operator), 201},
+		{"operator cannot run commands", a, "POST", "/v1/jobs", run, bearer(operator), 403},
+		{"operator cannot list keys", a, "GET", "/v1/keys", nil, bearer(operator), 403},
+		{"admin runs commands", a, "POST", "/v1/jobs", run, admin, 201},
+	}
+	for _, tc := range cases {
+		if code := doHeaders(t, tc.method, tc.base+tc.path, tc.body, tc.hdr, nil); code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+		}
+	}
+
+	var list api.KeyList
+	doHeaders(t, "GET", b+"/v1/keys", nil, admin, &list)
+	if len(list.Keys) != 2 {
+		t.Fatalf("keys: %+v", list)
+	}
+	for _, k := range list.Keys {
+		if k.Key != "" {
+			t.Fatalf("list shows a secret: %+v", k)
+		}
+	}
+	if code := doHeaders(t, "DELETE", a+"/v1/keys/"+reader.ID, nil, admin, nil); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		return doHeaders(t, "GET", b+"/v1/jobs", nil, bearer(reader), nil) == 401
+	})
+}
+
+// Without keys the queen will not listen beyond loopback unless told to.
+func TestRefusesOpenNetworkWithoutKeys(t *testing.T) {
+	cfg := app.DefaultConfig()
+	cfg.HTTPAddr, cfg.DataDir = "0.0.0.0:0", t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if q, err := app.Start(context.Background(), cfg, log); err == nil {
+		q.Close()
+		t.Fatal("queen listened on every interface without keys")
+	} else if !strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("error does not say how to proceed: %v", err)
+	}
+	cfg.Insecure = true
+	cfg.DataDir = t.TempDir()
+	q, err := app.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+}

@@ -1,0 +1,216 @@
+// Package auth holds the queen's API keys: stored only as hashes in a NATS
+// bucket that every queen watches, checked in memory and in constant time
+// on each request.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+)
+
+// ErrNotFound means no key has that id.
+var ErrNotFound = errors.New("key not found")
+
+// Principal is who a request acts as.
+type Principal struct {
+	KeyID  string
+	Name   string
+	Scopes []string
+}
+
+// Has reports whether p may act with scope; admin may do everything.
+func (p Principal) Has(scope string) bool {
+	for _, s := range p.Scopes {
+		if s == scope || s == api.ScopeAdmin {
+			return true
+		}
+	}
+	return false
+}
+
+// record is what the bucket stores: never the secret itself.
+type record struct {
+	api.Key
+	Hash string `json:"hash"`
+}
+
+// Keys checks and manages API keys.
+type Keys struct {
+	kv        jetstream.KeyValue
+	log       *slog.Logger
+	adminHash []byte
+
+	mu     sync.RWMutex
+	keys   map[string]record
+	synced chan struct{}
+}
+
+// New makes the key store. adminKey, if set, is a bootstrap key with the
+// admin scope that lives only in the queen's configuration.
+func New(kv jetstream.KeyValue, adminKey string, log *slog.Logger) *Keys {
+	k := &Keys{kv: kv, log: log.With("component", "auth"), keys: map[string]record{}, synced: make(chan struct{})}
+	if adminKey != "" {
+		sum := sha256.Sum256([]byte(adminKey))
+		k.adminHash = sum[:]
+	}
+	return k
+}
+
+// Run keeps the in-memory copy of the bucket current until ctx ends.
+func (k *Keys) Run(ctx context.Context) error {
+	first := true
+	for ctx.Err() == nil {
+		w, err := k.kv.WatchAll(ctx)
+		if err != nil {
+			k.log.Warn("watch keys", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				if first {
+					close(k.synced)
+					first = false
+				}
+				continue
+			}
+			k.apply(e)
+		}
+		_ = w.Stop()
+	}
+	return nil
+}
+
+// Synced is closed once the bucket's keys are loaded.
+func (k *Keys) Synced() <-chan struct{} { return k.synced }
+
+func (k *Keys) apply(e jetstream.KeyValueEntry) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(k.keys, e.Key())
+		return
+	}
+	var r record
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		k.log.Warn("bad key record", "key_id", e.Key(), "err", err)
+		return
+	}
+	k.keys[e.Key()] = r
+}
+
+// Enabled reports whether requests must carry a key: once an admin key is
+// configured or any key exists.
+func (k *Keys) Enabled() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.adminHash != nil || len(k.keys) > 0
+}
+
+// Authenticate finds the principal of a bearer token.
+func (k *Keys) Authenticate(token string) (Principal, bool) {
+	sum := sha256.Sum256([]byte(token))
+	if k.adminHash != nil && subtle.ConstantTimeCompare(sum[:], k.adminHash) == 1 {
+		return Principal{KeyID: "admin", Name: "admin key from configuration", Scopes: []string{api.ScopeAdmin}}, true
+	}
+	id, ok := keyID(token)
+	if !ok {
+		return Principal{}, false
+	}
+	k.mu.RLock()
+	r, found := k.keys[id]
+	k.mu.RUnlock()
+	want, err := hex.DecodeString(r.Hash)
+	if !found || err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 {
+		return Principal{}, false
+	}
+	return Principal{KeyID: r.ID, Name: r.Name, Scopes: r.Scopes}, true
+}
+
+// keyID reads the id out of a key of the form rbee_<id>_<secret>.
+func keyID(token string) (string, bool) {
+	rest, ok := strings.CutPrefix(token, "rbee_")
+	if !ok {
+		return "", false
+	}
+	id, secret, ok := strings.Cut(rest, "_")
+	return id, ok && len(id) == 12 && len(secret) >= 32
+}
+
+// Create makes a key and returns it with its secret, the only time the
+// secret is seen.
+func (k *Keys) Create(ctx context.Context, req api.KeyRequest) (api.Key, error) {
+	var idb [6]byte
+	var secret [32]byte
+	_, _ = rand.Read(idb[:])
+	_, _ = rand.Read(secret[:])
+	id := hex.EncodeToString(idb[:])
+	token := "rbee_" + id + "_" + base64.RawURLEncoding.EncodeToString(secret[:])
+	sum := sha256.Sum256([]byte(token))
+	scopes := append([]string(nil), req.Scopes...)
+	sort.Strings(scopes)
+	r := record{Key: api.Key{ID: id, Name: req.Name, Scopes: scopes, CreatedAt: time.Now().UTC()}, Hash: hex.EncodeToString(sum[:])}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return api.Key{}, err
+	}
+	if _, err := k.kv.Create(ctx, id, data); err != nil {
+		return api.Key{}, fmt.Errorf("store key: %w", err)
+	}
+	// Usable on this queen at once, before the watch brings it back.
+	k.mu.Lock()
+	k.keys[id] = r
+	k.mu.Unlock()
+	out := r.Key
+	out.Key = token
+	return out, nil
+}
+
+// List returns every key without secrets or hashes.
+func (k *Keys) List() []api.Key {
+	k.mu.RLock()
+	out := make([]api.Key, 0, len(k.keys))
+	for _, r := range k.keys {
+		out = append(out, r.Key)
+	}
+	k.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// Revoke deletes a key; every queen stops accepting it as its watch sees
+// the delete.
+func (k *Keys) Revoke(ctx context.Context, id string) error {
+	k.mu.RLock()
+	_, ok := k.keys[id]
+	k.mu.RUnlock()
+	if !ok {
+		return ErrNotFound
+	}
+	if err := k.kv.Purge(ctx, id); err != nil {
+		return fmt.Errorf("revoke key %s: %w", id, err)
+	}
+	k.mu.Lock()
+	delete(k.keys, id)
+	k.mu.Unlock()
+	return nil
+}

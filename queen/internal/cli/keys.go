@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"rbee.dev/shared/api"
+)
+
+func (a *app) keysCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "keys",
+		Aliases: []string{"key"},
+		Short:   "Create, list and revoke API keys (needs the admin scope)",
+		Args:    groupArgs,
+		RunE:    groupRun,
+	}
+	var name, scopes string
+	create := &cobra.Command{
+		Use:   "create --name NAME --scopes read,infer",
+		Short: "Create a key; its secret is printed once",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := api.KeyRequest{Name: name, Scopes: strings.Split(scopes, ",")}
+			if err := req.Validate(); err != nil {
+				return usagef(cmd, "%v", err)
+			}
+			k, err := a.client.CreateKey(cmd.Context(), req)
+			if err != nil {
+				return fmt.Errorf("create key: %w", err)
+			}
+			if a.json {
+				return writeJSON(a.stdout, k)
+			}
+			fmt.Fprintf(a.stdout, "id      %s\nname    %s\nscopes  %s\nkey     %s\n\nThe key is shown only now; store it (e.g. export RBEE_TOKEN=...).\n",
+				k.ID, k.Name, strings.Join(k.Scopes, ","), k.Key)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "what the key is for")
+	create.Flags().StringVar(&scopes, "scopes", api.ScopeRead, "comma-separated: "+strings.Join(api.Scopes, ", "))
+	list := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List keys (never their secrets)",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keys, err := a.client.ListKeys(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("list keys: %w", err)
+			}
+			if a.json {
+				return writeJSON(a.stdout, keys)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tCREATED")
+			for _, k := range keys.Keys {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Name, strings.Join(k.Scopes, ","), k.CreatedAt.Local().Format("2006-01-02 15:04:05"))
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:     "revoke ID",
+		Aliases: []string{"rm"},
+		Short:   "Revoke a key on every queen",
+		Args:    exactArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.client.RevokeKey(cmd.Context(), args[0]); err != nil {
+				return fmt.Errorf("revoke key %s: %w", args[0], err)
+			}
+			fmt.Fprintf(a.stdout, "key %s revoked\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}

@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"rbee.dev/queen/internal/auth"
+	"rbee.dev/shared/api"
+)
+
+const principalKey = "rbee.principal"
+
+// authenticate reads the bearer key. With auth enabled a request without a
+// valid key is refused; with it off (loopback, no keys) every request acts
+// as admin.
+func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !h.Keys.Enabled() {
+			c.Set(principalKey, auth.Principal{KeyID: "open", Scopes: []string{api.ScopeAdmin}})
+			return next(c)
+		}
+		hdr := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(hdr, "Bearer ")
+		if !ok || token == "" {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rbee"`)
+			return newError(http.StatusUnauthorized, api.CodeUnauthorized, "an API key is required: send Authorization: Bearer <key>")
+		}
+		p, ok := h.Keys.Authenticate(token)
+		if !ok {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rbee", error="invalid_token"`)
+			return newError(http.StatusUnauthorized, api.CodeUnauthorized, "the API key is not valid or was revoked")
+		}
+		c.Set(principalKey, p)
+		return next(c)
+	}
+}
+
+// need makes a route require a scope.
+func need(scope string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if err := authorize(c, scope); err != nil {
+				return err
+			}
+			return next(c)
+		}
+	}
+}
+
+func authorize(c echo.Context, scope string) error {
+	p, _ := c.Get(principalKey).(auth.Principal)
+	if !p.Has(scope) {
+		return newError(http.StatusForbidden, api.CodeForbidden, "this API key lacks the %s scope", scope)
+	}
+	return nil
+}
+
+func (h *handlers) createKey(c echo.Context) error {
+	var req api.KeyRequest
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "body must be {\"name\": ..., \"scopes\": [...]}: %s", clip(err.Error()))
+	}
+	if err := req.Validate(); err != nil {
+		return newError(http.StatusBadRequest, api.CodeValidation, "%s", err.Error())
+	}
+	k, err := h.Keys.Create(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, k)
+}
+
+func (h *handlers) listKeys(c echo.Context) error {
+	return c.JSON(http.StatusOK, api.KeyList{Keys: h.Keys.List()})
+}
+
+func (h *handlers) revokeKey(c echo.Context) error {
+	id := c.Param("id")
+	err := h.Keys.Revoke(c.Request().Context(), id)
+	if errors.Is(err, auth.ErrNotFound) {
+		return notFound("key %s not found", clip(id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// API key scopes. admin holds every other scope.
+const (
+	ScopeInfer   = "infer"
+	ScopeRead    = "read"
+	ScopeOperate = "operate"
+	ScopeAdmin   = "admin"
+)
+
+// Scopes lists every scope.
+var Scopes = []string{ScopeInfer, ScopeRead, ScopeOperate, ScopeAdmin}
+
+// ScopeForOperation is the scope a key needs to submit a job: reading
+// operations need read, changing ones operate, inference infer, and run
+// (arbitrary commands) admin.
+func ScopeForOperation(op string) string {
+	switch op {
+	case OpRun:
+		return ScopeAdmin
+	case OpInfer:
+		return ScopeInfer
+	case OpStatus, OpHiveStatus, OpModelList, OpModelGet, OpWorkerCatalogList, OpWorkerList, OpWorkerGet:
+		return ScopeRead
+	}
+	return ScopeOperate
+}
+
+// KeyRequest is the body of POST /v1/keys.
+type KeyRequest struct {
+	Name   string   `json:"name"`
+	Scopes []string `json:"scopes"`
+}
+
+// Key is an API key as listed. Secret is set only in the answer that
+// creates it, the one time it is shown.
+type Key struct {
+	ID        string    `json:"id"`
+	Key       string    `json:"key,omitempty"`
+	Name      string    `json:"name"`
+	Scopes    []string  `json:"scopes"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// KeyList is the answer to GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// Validate checks a key request.
+func (r *KeyRequest) Validate() error {
+	var p []string
+	if r.Name == "" || len(r.Name) > 128 || hasControl(r.Name) {
+		p = append(p, "name is required: 1-128 characters, no control characters")
+	}
+	if len(r.Scopes) == 0 {
+		p = append(p, fmt.Sprintf("scopes is required: some of %s", strings.Join(Scopes, ", ")))
+	}
+	seen := map[string]bool{}
+	for _, s := range r.Scopes {
+		known := false
+		for _, k := range Scopes {
+			known = known || s == k
+		}
+		if !known {
+			p = append(p, fmt.Sprintf("scope %q is not one of %s", clip(s), strings.Join(Scopes, ", ")))
+		}
+		if seen[s] {
+			p = append(p, fmt.Sprintf("scope %q is listed twice", clip(s)))
+		}
+		seen[s] = true
+	}
+	if len(p) > 0 {
+		return &ValidationError{Problems: p}
+	}
+	return nil
+}
