@@ -21,6 +21,7 @@ import (
 
 	"rbee.dev/hive/internal/inventory"
 	"rbee.dev/hive/internal/models"
+	"rbee.dev/hive/internal/workers"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -42,6 +43,9 @@ type Config struct {
 	// AckWait is how long the work queue waits for a sign of life before
 	// redelivering a job; the hive signals progress at a third of it.
 	AckWait time.Duration
+	// ConfigFile is the hive's JSON config file holding the worker catalog
+	// ("backends"); empty means the built-in catalog.
+	ConfigFile string
 }
 
 // DefaultConfig returns the settings a hive starts from.
@@ -89,6 +93,8 @@ type Agent struct {
 	started time.Time
 	// models is the model catalog under <data dir>/models.
 	models *models.Catalog
+	// workers supervises the inference workers this hive started.
+	workers *workers.Supervisor
 
 	m *hiveMetrics
 
@@ -122,12 +128,21 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 		running: map[string]context.CancelCauseFunc{},
 	}
 	a.m = newHiveMetrics(a)
+	if a.workers, err = newWorkers(cfg, a.log); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
 // Run serves until ctx ends, then stops taking jobs, ends the running ones
 // and removes its heartbeat so queens see it leave at once.
 func (a *Agent) Run(ctx context.Context) error {
+	// Workers are stopped when Run returns, whatever the reason: after the
+	// jobs, so a spawn in progress is cancelled rather than cut short.
+	wctx, stopWorkers := context.WithCancel(context.Background())
+	workersDone := make(chan struct{})
+	go func() { defer close(workersDone); _ = a.workers.Run(wctx) }()
+	defer func() { stopWorkers(); <-workersDone }()
 	kv, cons, err := a.attach(ctx)
 	if err != nil {
 		return err

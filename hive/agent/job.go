@@ -83,16 +83,25 @@ func (a *Agent) handle(msg jetstream.Msg) {
 		cancel(nil)
 	}()
 
-	if a.exists(subject.NarrEnd(d.JobID)) {
-		_ = msg.Ack()
-		return
-	}
 	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, d.NextSeq, a.cfg.MaxEvents)
 	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 &&
 		!api.Operations[d.Request.Operation].Retryable &&
 		a.exists(subject.Narr(d.JobID, a.cfg.ID, subject.KindStart)) {
 		a.end(p, op, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
 		_ = msg.Ack()
+		return
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := p.Start(sctx, api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
+	scancel()
+	if errors.Is(err, narrate.ErrAlreadyEnded) {
+		// Cancelled or ended by a queen before it could start.
+		_ = msg.Ack()
+		return
+	}
+	if err != nil {
+		log.Warn("publish start; the job will be redelivered", "err", err)
+		_ = msg.NakWithDelay(time.Second)
 		return
 	}
 
@@ -110,9 +119,8 @@ func (a *Agent) handle(msg jetstream.Msg) {
 		}
 	}()
 
-	_ = p.Start(api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
 	j := &job{d: d, p: p, a: a, ctx: ctx}
-	err := a.run(j)
+	err = a.run(j)
 	close(keepAlive)
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
@@ -134,6 +142,16 @@ func (a *Agent) run(j *job) error {
 		return j.modelDelete()
 	case api.OpModelDownload:
 		return j.modelDownload()
+	case api.OpWorkerCatalogList:
+		return j.workerCatalogList()
+	case api.OpWorkerSpawn:
+		return j.workerSpawn()
+	case api.OpWorkerList:
+		return j.workerList()
+	case api.OpWorkerGet:
+		return j.workerGet()
+	case api.OpWorkerStop:
+		return j.workerStop()
 	}
 	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
 }
@@ -177,8 +195,8 @@ func (a *Agent) end(p *narrate.Publisher, op string, e api.Event, log interface{
 	}
 }
 
-// exists reports whether any message is stored on subj. A lookup error
-// counts as "no": the exactly-once end check in the server is the real guard.
+// exists reports whether any message is stored on subj, one of this hive's
+// own narration subjects. A lookup error counts as "no".
 func (a *Agent) exists(subj string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -89,6 +89,10 @@ func DispatchConsumer(hive string) string { return "hive-" + hive }
 // Cancel is the core NATS subject on which a hive takes cancel requests.
 func Cancel(hive string) string { return "ctl.hive." + hive + ".cancel" }
 
+// Inbox is the reply-inbox prefix of one hive's connection; NATS
+// permissions let a hive subscribe to its own inboxes only.
+func Inbox(hive string) string { return "_INBOX_" + hive }
+
 // ValidToken reports whether s can be used as one subject token and as a KV
 // key: ASCII letters, digits, '-' and '_', 1 to 64 characters.
 func ValidToken(s string) bool {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"rbee.dev/hive/agent"
+	"rbee.dev/shared/subject"
 )
 
 // Run parses args (with HIVE_* environment twins), connects to NATS and
@@ -40,6 +41,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address for /metrics, e.g. 127.0.0.1:9100")
 	fs.Uint64Var(&cfg.MaxEvents, "max-events", cfg.MaxEvents, "narration events kept per job (0: no cap)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", cfg.AckWait, "work-queue ack wait; progress is signalled at a third of it")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "hive config file (JSON) with the worker catalog; default: the built-in catalog")
+	var creds natsCreds
+	fs.StringVar(&creds.user, "nats-user", "", "NATS user (the hive id in a generated nats-config)")
+	fs.StringVar(&creds.password, "nats-password", "", "NATS password; prefer the HIVE_NATS_PASSWORD variable")
+	fs.StringVar(&creds.ca, "nats-ca", "", "CA file to verify the NATS server's TLS certificate")
+	fs.StringVar(&creds.cert, "nats-cert", "", "client certificate for NATS TLS")
+	fs.StringVar(&creds.key, "nats-key", "", "client key for NATS TLS")
 	fs.BoolVar(&verbose, "verbose", false, "debug logging")
 	if err := parseWithEnv(fs, args, "HIVE_", getenv); err != nil {
 		return err
@@ -54,14 +62,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	nc, err := nats.Connect(natsURL,
+	// A connection NATS closes for good (a refused password, say) ends the
+	// hive with the reason, rather than leaving it waiting forever.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	nc, err := nats.Connect(natsURL, append(creds.options(cfg.ID),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			if err := c.LastError(); err != nil {
+				stop(fmt.Errorf("nats connection closed: %w", err))
+			}
+		}),
 		nats.Name("hive "+cfg.ID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", natsURL, err)
 	}
@@ -79,6 +96,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
 	}
 	return nil
 }
@@ -102,6 +122,26 @@ func serveMetrics(addr string, hive *prometheus.Registry, log *slog.Logger) (fun
 		}
 	}()
 	return func() { _ = srv.Close() }, nil
+}
+
+// natsCreds are how a hive proves who it is to NATS.
+type natsCreds struct{ user, password, ca, cert, key string }
+
+// options turns the credentials into connection options. The inbox prefix
+// carries the hive id, so a server can let each hive receive replies on its
+// own inboxes only.
+func (c natsCreds) options(id string) []nats.Option {
+	opts := []nats.Option{nats.CustomInboxPrefix(subject.Inbox(id))}
+	if c.user != "" {
+		opts = append(opts, nats.UserInfo(c.user, c.password))
+	}
+	if c.ca != "" {
+		opts = append(opts, nats.RootCAs(c.ca))
+	}
+	if c.cert != "" || c.key != "" {
+		opts = append(opts, nats.ClientCert(c.cert, c.key))
+	}
+	return opts
 }
 
 // parseWithEnv parses flags; a flag not given on the command line takes its

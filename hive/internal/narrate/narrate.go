@@ -102,8 +102,31 @@ func (p *Publisher) republish(m *nats.Msg) error {
 // are unacknowledged, which is the backpressure a fast producer needs.
 func (p *Publisher) Emit(e api.Event) error { return p.emit(subject.KindEvent, e) }
 
-// Start publishes the event that marks the job running.
-func (p *Publisher) Start(e api.Event) error { return p.emit(subject.KindStart, e) }
+// Start publishes the event that marks the job running, unless the job
+// has ended already (cancelled while queued, say): then it returns
+// ErrAlreadyEnded and the work must not begin. The check and the write are
+// one step in the server, and need no right to read other narration.
+func (p *Publisher) Start(ctx context.Context, e api.Event) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fill(&e)
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode start: %w", err)
+	}
+	_, err = p.js.Publish(ctx, subject.Narr(p.job, p.writer, subject.KindStart), data,
+		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job)))
+	if lostRace(err) {
+		p.ended = true
+		close(p.acks)
+		return ErrAlreadyEnded
+	}
+	if err != nil {
+		return fmt.Errorf("publish start: %w", err)
+	}
+	p.events++
+	return nil
+}
 
 // Data publishes a structured result.
 func (p *Publisher) Data(e api.Event) error { return p.emit(subject.KindData, e) }

@@ -103,7 +103,7 @@ func (s *Supervisor) watchPID(pid int, start uint64) *instance {
 		defer t.Stop()
 		for {
 			if !processAlive(pid, start) {
-				in.err = fmt.Errorf("process %d is gone", pid)
+				in.err = errors.New("exited (an adopted process: its exit status is not known)")
 				close(in.exited)
 				return
 			}

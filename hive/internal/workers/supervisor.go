@@ -34,14 +34,14 @@ import (
 
 // Events passed to Config.OnEvent.
 const (
-	EventReady        = "ready"     // a spawned worker answers its health check
-	EventCrashed      = "crashed"   // a ready worker's process exited or stopped answering
-	EventRestarted    = "restarted" // a crashed worker is ready again
-	EventRestartError = "restart_failed"
-	EventFailed       = "failed"  // restarts gave up; the worker stays listed until stopped
-	EventStopped      = "stopped" // stopped on request or with the hive
-	EventAdopted      = "adopted" // found alive from a previous hive run
-	EventDropped      = "dropped" // found dead or unhealthy from a previous run, cleaned up
+	EventReady         = "ready"          // a spawned worker answers its health check
+	EventCrashed       = "crashed"        // a ready worker's process exited or stopped answering
+	EventRestarted     = "restarted"      // a crashed worker is ready again
+	EventRestartFailed = "restart_failed" // a restart attempt did not become ready; retried
+	EventFailed        = "failed"         // restarts gave up; the worker stays listed until stopped
+	EventStopped       = "stopped"        // stopped on request or with the hive
+	EventAdopted       = "adopted"        // found alive from a previous hive run
+	EventDropped       = "dropped"        // found dead or unhealthy from a previous run, cleaned up
 )
 
 // Config is what a Supervisor needs. Zero durations and counts take the

@@ -242,6 +242,9 @@ func TestSpawnServeStop(t *testing.T) {
 }
 
 func TestCrashRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for restarts, timeouts or kills")
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	s, ev := newSupervisor(t, dir)
@@ -270,6 +273,9 @@ func TestCrashRestarts(t *testing.T) {
 }
 
 func TestSpawnFailures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for restarts, timeouts or kills")
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	model := modelFile(t, dir)
@@ -359,6 +365,9 @@ func TestRunStopsWorkers(t *testing.T) {
 
 // A hive that crashed left a healthy worker: the next one adopts it.
 func TestAdoptsLiveWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for restarts, timeouts or kills")
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	a, _ := newSupervisor(t, dir)
@@ -406,6 +415,9 @@ func TestAdoptsLiveWorker(t *testing.T) {
 // Workers a crashed hive left behind that are dead, or alive but not
 // answering, are cleaned up and forgotten.
 func TestDropsDeadAndHungWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for restarts, timeouts or kills")
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	a, _ := newSupervisor(t, dir)

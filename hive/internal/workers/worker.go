@@ -84,7 +84,7 @@ func (w *worker) loop(in *instance) {
 					return
 				}
 				failures++
-				s.event(w.update(func(r *api.Worker) { r.Error = err.Error() }), EventRestartError)
+				s.event(w.update(func(r *api.Worker) { r.Error = err.Error() }), EventRestartFailed)
 				w.repickPort()
 				in = nil
 				if !w.pause(failures) {

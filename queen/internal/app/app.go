@@ -6,12 +6,15 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -27,6 +30,7 @@ import (
 	"rbee.dev/queen/internal/httpapi"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
+	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -34,6 +38,9 @@ import (
 
 // Run starts a queen from command-line arguments and serves until ctx ends.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "nats-config" {
+		return natsConfig(args[1:], stdout, stderr)
+	}
 	cfg, err := ParseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -61,6 +68,7 @@ type Queen struct {
 	ns     *server.Server
 	nc     *nats.Conn
 	ln     net.Listener
+	creds  nats.Option
 	srv    *http.Server
 	cancel context.CancelFunc
 	g      *errgroup.Group
@@ -96,6 +104,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	q.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.TLSCert != "" {
+		tc, err := serverTLS(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("https: %w", err)
+		}
+		q.ln = tls.NewListener(q.ln, tc)
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -193,15 +208,32 @@ func (q *Queen) connect() error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }),
 	}
+	var users []*server.User
+	if q.cfg.NATSAuth != "" {
+		f, err := natsauth.Load(q.cfg.NATSAuth)
+		if err != nil {
+			return err
+		}
+		users = natsauth.Users(f)
+		q.creds = nats.UserInfo(natsauth.QueenUser, f.QueenPassword)
+		opts = append(opts, q.creds)
+	}
 	var err error
 	if q.cfg.NATSURL != "" {
+		opts = append(opts, q.tlsOptions()...)
 		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", q.cfg.NATSURL, err)
 		}
 		return nil
 	}
-	q.ns, err = embedded.Start(filepath.Join(q.cfg.DataDir, "nats"), q.cfg.NATSListen)
+	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users}
+	if q.cfg.NATSCert != "" {
+		if eo.TLS, err = serverTLS(q.cfg.NATSCert, q.cfg.NATSKey, q.cfg.NATSCA); err != nil {
+			return fmt.Errorf("nats tls: %w", err)
+		}
+	}
+	q.ns, err = embedded.Start(filepath.Join(q.cfg.DataDir, "nats"), eo)
 	if err != nil {
 		return err
 	}
@@ -212,14 +244,52 @@ func (q *Queen) connect() error {
 	return nil
 }
 
+// tlsOptions are the client TLS settings for an external NATS server.
+func (q *Queen) tlsOptions() []nats.Option {
+	var opts []nats.Option
+	if q.cfg.NATSCA != "" {
+		opts = append(opts, nats.RootCAs(q.cfg.NATSCA))
+	}
+	if q.cfg.NATSCert != "" {
+		opts = append(opts, nats.ClientCert(q.cfg.NATSCert, q.cfg.NATSKey))
+	}
+	return opts
+}
+
+// serverTLS loads a server certificate; with a CA, clients must present a
+// certificate it signed.
+func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCA != "" {
+		pem, err := os.ReadFile(clientCA)
+		if err != nil {
+			return nil, err
+		}
+		c.ClientCAs = x509.NewCertPool()
+		if !c.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificates in %s", clientCA)
+		}
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
+
 // startLocalHive runs a hive named local on its own in-process connection.
 func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metrics.Queen) error {
+	opts := []nats.Option{nats.Name("hive local"), nats.MaxReconnects(-1)}
+	if q.creds != nil {
+		opts = append(opts, q.creds)
+	}
 	var nc *nats.Conn
 	var err error
 	if q.ns != nil {
-		nc, err = nats.Connect("", nats.Name("hive local"), nats.InProcessServer(q.ns), nats.MaxReconnects(-1))
+		nc, err = nats.Connect("", append(opts, nats.InProcessServer(q.ns))...)
 	} else {
-		nc, err = nats.Connect(q.cfg.NATSURL, nats.Name("hive local"), nats.MaxReconnects(-1))
+		nc, err = nats.Connect(q.cfg.NATSURL, append(opts, q.tlsOptions()...)...)
 	}
 	if err != nil {
 		return fmt.Errorf("local hive: %w", err)

@@ -1,14 +1,17 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"os/exec"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/shared/api"
 )
 
@@ -102,4 +105,45 @@ func TestRefusesOpenNetworkWithoutKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	q.Close()
+}
+
+// A hive process with its own NATS identity runs jobs; one with a wrong
+// password never joins.
+func TestHiveWithNATSCredentials(t *testing.T) {
+	dir := t.TempDir()
+	authFile := dir + "/nats-auth.json"
+	var out bytes.Buffer
+	if err := app.Run(context.Background(), []string{"nats-config", "--hives", "gpu1", "--out", authFile}, func(string) string { return "" }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	f, err := natsauth.Load(authFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, q := mustQueen(t, "", func(c *app.Config) { c.NATSAuth, c.NATSListen = authFile, "127.0.0.1:0" })
+	hiveProcess(t, base, q.NATSURL(), "gpu1", "--nats-user", "gpu1", "--nats-password", f.Hives["gpu1"], "--allow-run")
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Command: []string{"echo", "hello"}})
+	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
+	if end := checkComplete(t, frames, done); end.State != api.StateDone {
+		t.Fatalf("end %+v", end)
+	}
+	// Cancel reaches the hive through its control subject.
+	long := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Command: []string{"sleep", "30"}})
+	sse(t, context.Background(), base, long, 0, 3)
+	do(t, "DELETE", base+"/v1/jobs/"+long, nil, nil)
+	frames, done, _ = sse(t, context.Background(), base, long, 0, 0)
+	if end := checkComplete(t, frames, done); end.State != api.StateCancelled || end.Actor != "hive" {
+		t.Fatalf("cancel end %+v", end)
+	}
+
+	bad := exec.Command(hiveBin, "--id", "gpu1", "--nats-user", "gpu1", "--nats-password", "wrong", "--nats-url", q.NATSURL(), "--data-dir", t.TempDir())
+	var stderr bytes.Buffer
+	bad.Stderr = &stderr
+	_ = bad.Start()
+	time.Sleep(time.Second)
+	_ = bad.Process.Kill()
+	_ = bad.Wait()
+	if !strings.Contains(stderr.String(), "uthorization") {
+		t.Fatalf("wrong password: hive said %q", stderr.String())
+	}
 }

@@ -18,6 +18,12 @@ type Config struct {
 	DataDir    string
 	NATSURL    string
 	NATSListen string
+	// NATSAuth is a credentials file from `queen nats-config`.
+	NATSAuth string
+	// NATS client TLS (external server) or listener TLS (embedded).
+	NATSCA, NATSCert, NATSKey string
+	// HTTP TLS; with TLSClientCA clients must present a certificate.
+	TLSCert, TLSKey, TLSClientCA string
 
 	LocalHive         bool
 	LocalHiveAllowRun bool
@@ -59,6 +65,13 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the embedded NATS store")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL; empty runs an embedded NATS server")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "address where the embedded NATS server accepts remote hives, e.g. 0.0.0.0:4222")
+	fs.StringVar(&c.NATSAuth, "nats-auth", "", "NATS credentials file from `queen nats-config`: per-hive users and permissions")
+	fs.StringVar(&c.NATSCA, "nats-ca", "", "CA file: verify the external NATS server, or require client certificates on the embedded listener")
+	fs.StringVar(&c.NATSCert, "nats-cert", "", "certificate: client cert for external NATS, server cert for the embedded listener")
+	fs.StringVar(&c.NATSKey, "nats-key", "", "key for --nats-cert")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "key for --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "require HTTPS clients to present a certificate signed by this CA")
 	fs.BoolVar(&c.LocalHive, "local-hive", false, "also run a hive named local in this process")
 	fs.BoolVar(&c.LocalHiveAllowRun, "local-hive-allow-run", false, "let the local hive run commands (the run operation)")
 	fs.IntVar(&c.LocalHiveSlots, "local-hive-slots", c.LocalHiveSlots, "concurrent jobs on the local hive")
@@ -108,6 +121,15 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
 		errs = multierror.Append(errs, errors.New("data-dir is required for the embedded NATS server"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = multierror.Append(errs, errors.New("tls-cert and tls-key go together"))
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		errs = multierror.Append(errs, errors.New("tls-client-ca needs tls-cert and tls-key"))
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		errs = multierror.Append(errs, errors.New("nats-cert and nats-key go together"))
 	}
 	if c.HiveTTL < time.Second {
 		errs = multierror.Append(errs, errors.New("hive-ttl must be at least 1s"))

@@ -25,9 +25,10 @@ type Config struct {
 	Verbose    bool
 	CPUProfile string
 
-	RoundtripJobs int
-	Rate          int
-	RateFor       time.Duration
+	RoundtripJobs  int
+	RoundtripSlots int
+	Rate           int
+	RateFor        time.Duration
 
 	ThroughputEvents int
 	BaselineMsgs     int
@@ -64,9 +65,10 @@ func DefaultConfig() Config {
 		Settle:    2 * time.Second,
 		Seed:      1,
 
-		RoundtripJobs: 1000,
-		Rate:          500,
-		RateFor:       5 * time.Second,
+		RoundtripJobs:  1000,
+		RoundtripSlots: 32,
+		Rate:           500,
+		RateFor:        5 * time.Second,
 
 		ThroughputEvents: 1_000_000,
 		Payload:          100,
@@ -138,6 +140,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench process itself to this file")
 
 	fs.IntVar(&c.RoundtripJobs, "roundtrip-jobs", c.RoundtripJobs, "roundtrip: sequential jobs")
+	fs.IntVar(&c.RoundtripSlots, "roundtrip-slots", c.RoundtripSlots, "roundtrip: hive slots")
 	fs.IntVar(&c.Rate, "rate", c.Rate, "roundtrip: jobs per second of the open-loop variant")
 	fs.DurationVar(&c.RateFor, "rate-for", c.RateFor, "roundtrip: duration of the open-loop variant")
 
@@ -203,7 +206,7 @@ func (c Config) Validate() error {
 		}
 	}
 	positive := map[string]int{
-		"runs": c.Runs, "roundtrip-jobs": c.RoundtripJobs, "rate": c.Rate, "throughput-events": c.ThroughputEvents,
+		"runs": c.Runs, "roundtrip-jobs": c.RoundtripJobs, "roundtrip-slots": c.RoundtripSlots, "rate": c.Rate, "throughput-events": c.ThroughputEvents,
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,

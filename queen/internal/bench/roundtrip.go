@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -48,16 +49,23 @@ var roundtripScenario = scenario{
 			"warm-up jobs); each is timed from the start of `POST /v1/jobs` to the arrival of its `end` frame on "+
 			"`GET /v1/jobs/<id>/stream`, opened as soon as the POST answers. The stream is then read to `[DONE]` and "+
 			"verified. Open loop: a job every %s (%d jobs/s) for %s, each in its own goroutine, timed from its "+
-			"scheduled start so a stalled bench cannot hide queueing. Hive `--slots 4`.",
-			c.RoundtripJobs, time.Second/time.Duration(c.Rate), c.Rate, c.RateFor)
+			"scheduled start so a stalled bench cannot hide queueing. Hive `--slots %d`, so the open loop "+
+			"measures the queen and NATS rather than a queue of jobs waiting for a slot. The sequential "+
+			"round trip is split with the hive's own timestamps (the `time` of its `started` and `end` events; "+
+			"one clock, one machine): POST → `started` is placement, dispatch and pickup; `started` → `end` is "+
+			"the hive's work and its acknowledgements; `end` → frame is storing, the queen's tail and SSE.",
+			c.RoundtripJobs, time.Second/time.Duration(c.Rate), c.Rate, c.RateFor, c.RoundtripSlots)
 	},
-	cluster: func(Config) ClusterOptions { return ClusterOptions{Slots: 4} },
+	cluster: func(c Config) ClusterOptions { return ClusterOptions{Slots: c.RoundtripSlots} },
 	metrics: append([]Metric{
 		metric("seq_p50_ms", "sequential p50 (ms)", 2, le(2)),
 		metric("seq_p99_ms", "sequential p99 (ms)", 2, nil),
 		metric("seq_max_ms", "sequential max (ms)", 2, nil),
 		metric("seq_mean_ms", "sequential mean (ms)", 2, nil),
-		metric("seq_post_p50_ms", "sequential POST alone p50 (ms)", 2, nil),
+		metric("seq_post_p50_ms", "…POST alone p50 (ms)", 2, nil),
+		metric("seq_dispatch_p50_ms", "…POST start → hive `started` p50 (ms)", 2, nil),
+		metric("seq_hive_p50_ms", "…hive `started` → hive `end` p50 (ms)", 2, nil),
+		metric("seq_relay_p50_ms", "…hive `end` → `end` frame received p50 (ms)", 2, nil),
 		metric("seq_jobs_per_s", "sequential jobs/s", 0, nil),
 		metric("seq_queen_cpu_ms_per_job", "queen CPU per job (ms)", 3, nil),
 		metric("seq_hive_cpu_ms_per_job", "hive CPU per job (ms)", 3, nil),
@@ -83,7 +91,7 @@ func runRoundtrip(ctx context.Context, e *Env) (*Run, error) {
 
 	warm := &Tally{}
 	for i := 0; i < 20; i++ {
-		if _, _, ok := roundtrip(ctx, c, body, 1, warm, time.Now()); !ok && ctx.Err() != nil {
+		if _, ok := roundtrip(ctx, c, body, 1, warm, time.Now(), nil); !ok && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 	}
@@ -91,17 +99,23 @@ func runRoundtrip(ctx context.Context, e *Env) (*Run, error) {
 
 	n := e.Cfg.RoundtripJobs
 	lat := make([]time.Duration, 0, n)
-	post := make([]time.Duration, 0, n)
+	var post, dispatch, hive, relay []time.Duration
 	meter := NewMeter(e.Cluster.Pids())
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
-		d, p, ok := roundtrip(ctx, c, body, 1, r.Tally, time.Now())
+		var ph phases
+		d, ok := roundtrip(ctx, c, body, 1, r.Tally, time.Now(), &ph)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if ok {
 			lat = append(lat, d)
-			post = append(post, p)
+			post = append(post, ph.posted.Sub(ph.start))
+			if !ph.started.IsZero() && !ph.ended.IsZero() {
+				dispatch = append(dispatch, ph.started.Sub(ph.start))
+				hive = append(hive, ph.ended.Sub(ph.started))
+				relay = append(relay, ph.received.Sub(ph.ended))
+			}
 		}
 	}
 	wall := time.Since(t0)
@@ -112,6 +126,11 @@ func runRoundtrip(ctx context.Context, e *Env) (*Run, error) {
 	r.Set("seq_hive_cpu_ms_per_job", ms(u["hive"].CPU)/float64(n))
 	r.latencyStats("seq_", lat)
 	r.Set("seq_post_p50_ms", ms(Percentile(post, 0.5)))
+	if len(dispatch) > 0 {
+		r.Set("seq_dispatch_p50_ms", ms(Percentile(dispatch, 0.5)))
+		r.Set("seq_hive_p50_ms", ms(Percentile(hive, 0.5)))
+		r.Set("seq_relay_p50_ms", ms(Percentile(relay, 0.5)))
+	}
 	e.Logf("sequential: %d jobs in %s, p50 %.2f ms", n, wall.Round(time.Millisecond), r.Values["seq_p50_ms"])
 
 	// Open loop: the schedule does not wait for answers.
@@ -139,7 +158,7 @@ func runRoundtrip(ctx context.Context, e *Env) (*Run, error) {
 					break
 				}
 			}
-			d, _, ok := roundtrip(ctx, c, body, 1, r.Tally, at)
+			d, ok := roundtrip(ctx, c, body, 1, r.Tally, at, nil)
 			inflight.Add(-1)
 			rate[i], okAt[i] = d, ok
 		}()
@@ -162,33 +181,49 @@ func runRoundtrip(ctx context.Context, e *Env) (*Run, error) {
 	return r, nil
 }
 
+// phases are the moments of one round trip: the bench's clock for start,
+// posted and received, the hive's event times for started and ended.
+type phases struct {
+	start, posted, started, ended, received time.Time
+}
+
 // roundtrip creates a hive_check job of events events, follows its stream
 // to [DONE] and records the verdict. It returns the time from t0 to the end
-// frame and the time the POST alone took, and whether the job was whole.
-func roundtrip(ctx context.Context, c *Client, body []byte, events int, t *Tally, t0 time.Time) (time.Duration, time.Duration, bool) {
+// frame, and whether the job was whole; ph, when not nil, gets the phases.
+func roundtrip(ctx context.Context, c *Client, body []byte, events int, t *Tally, t0 time.Time, ph *phases) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	p0 := time.Now()
+	if ph != nil {
+		ph.start = time.Now()
+	}
 	job, err := c.Create(ctx, body)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.Fail("(not created)", err)
 		}
-		return 0, 0, false
+		return 0, false
 	}
-	post := time.Since(p0)
+	if ph != nil {
+		ph.posted = time.Now()
+	}
 	var end time.Time
 	res := FollowJob(ctx, c, job, checkExpect(events), 4096, func(f Frame) error {
 		if f.Kind == KindEnd && end.IsZero() {
 			end = time.Now()
+			if ph != nil {
+				ph.received, ph.ended = end, TimeOf(f.Data)
+			}
+		}
+		if ph != nil && ph.started.IsZero() && bytes.Contains(f.Data, []byte(`"action":"started"`)) {
+			ph.started = TimeOf(f.Data)
 		}
 		return nil
 	})
 	t.Add(job.JobID, res)
 	if end.IsZero() || !res.OK() {
-		return 0, 0, false
+		return 0, false
 	}
-	return end.Sub(t0), post, true
+	return end.Sub(t0), true
 }
 
 var sustainedScenario = scenario{
@@ -230,7 +265,7 @@ func runSustained(ctx context.Context, e *Env) (*Run, error) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				if d, _, ok := roundtrip(ctx, c, body, 1, r.Tally, time.Now()); ok {
+				if d, ok := roundtrip(ctx, c, body, 1, r.Tally, time.Now(), nil); ok {
 					lats[i] = append(lats[i], d)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"time"
 )
 
 // maxSeq bounds the per-job sequences a verifier tracks, so a corrupt frame
@@ -209,7 +210,24 @@ func (v *Verifier) countUpTo(n uint64) uint64 {
 var (
 	keySeq   = []byte(`"seq":`)
 	keyState = []byte(`"state":"`)
+	keyTime  = []byte(`"time":"`)
 )
+
+// TimeOf reads the top-level "time" of an event, the zero time if it has
+// none. time is the third field, before any that could nest another.
+func TimeOf(data []byte) time.Time {
+	i := bytes.Index(data, keyTime)
+	if i < 0 {
+		return time.Time{}
+	}
+	d := data[i+len(keyTime):]
+	j := bytes.IndexByte(d, '"')
+	if j < 0 {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, string(d[:j]))
+	return t
+}
 
 // SeqOf reads the top-level "seq" of an event. The first `"seq":` in the
 // JSON is the top-level one: seq is the second field of every event, and

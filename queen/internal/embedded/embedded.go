@@ -3,6 +3,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -12,10 +13,20 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Start runs a JetStream-enabled NATS server that stores under dir. With an
-// empty listen address it accepts in-process connections only; otherwise it
-// also listens there for remote hives.
-func Start(dir, listen string) (*server.Server, error) {
+// Options shape the embedded server.
+type Options struct {
+	// Listen is where remote hives connect; empty accepts in-process
+	// connections only.
+	Listen string
+	// Users, when set, are the only identities accepted.
+	Users []*server.User
+	// TLS, when set, is required of connections on the listener.
+	TLS *tls.Config
+}
+
+// Start runs a JetStream-enabled NATS server that stores under dir.
+func Start(dir string, o Options) (*server.Server, error) {
+	listen := o.Listen
 	opts := &server.Options{
 		ServerName: "rbee-queen",
 		JetStream:  true,
@@ -23,6 +34,11 @@ func Start(dir, listen string) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: listen == "",
+		Users:      o.Users,
+	}
+	if o.TLS != nil {
+		opts.TLSConfig, opts.TLS, opts.TLSVerify = o.TLS, true, o.TLS.ClientCAs != nil
+		opts.TLSTimeout = 5
 	}
 	if listen != "" {
 		host, port, err := net.SplitHostPort(listen)

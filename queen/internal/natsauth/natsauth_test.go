@@ -1,0 +1,180 @@
+package natsauth_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/queen/internal/natsauth"
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/shared/subject"
+)
+
+// A hive's NATS identity reaches its own subjects only, and every attempt
+// beyond them is refused out loud.
+func TestHivePermissions(t *testing.T) {
+	f, err := natsauth.Generate([]string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1",
+		NoLog: true, NoSigs: true, Users: natsauth.Users(f)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	queen, err := nats.Connect(s.ClientURL(), nats.UserInfo(natsauth.QueenUser, f.QueenPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queen.Close()
+	if _, err := store.Open(ctx, queen, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", "wrong")); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+
+	var mu sync.Mutex
+	var violations []string
+	hive, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", f.Hives["h1"]), nats.CustomInboxPrefix(subject.Inbox("h1")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err.Error())
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hive.Close()
+	js, _ := jetstream.New(hive)
+
+	allowed := map[string]func(context.Context) error{
+		"own narration": func(c context.Context) error {
+			_, err := js.Publish(c, subject.Narr("job1", "h1", subject.KindEvent), []byte(`{}`))
+			return err
+		},
+		"own heartbeat": func(c context.Context) error {
+			kv, err := js.KeyValue(c, subject.HivesBucket)
+			if err == nil {
+				_, err = kv.Put(c, "h1", []byte(`{}`))
+			}
+			return err
+		},
+		"own work queue": func(c context.Context) error {
+			cons, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
+				Durable: subject.DispatchConsumer("h1"), FilterSubject: subject.Dispatch("h1"), AckPolicy: jetstream.AckExplicitPolicy})
+			if err == nil {
+				_, err = cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond))
+				if errors.Is(err, nats.ErrTimeout) {
+					err = nil
+				}
+			}
+			return err
+		},
+	}
+	for name, try := range allowed {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := try(c); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+		cancel()
+	}
+
+	refused := map[string]func(context.Context) error{
+		"another hive's narration": func(c context.Context) error {
+			_, err := js.Publish(c, subject.Narr("job1", "h2", subject.KindEnd), []byte(`{}`))
+			return err
+		},
+		"the queen's narration": func(c context.Context) error {
+			_, err := js.Publish(c, subject.Narr("job1", subject.QueenWriter, subject.KindEvent), []byte(`{}`))
+			return err
+		},
+		"another hive's heartbeat": func(c context.Context) error {
+			kv, err := js.KeyValue(c, subject.HivesBucket)
+			if err == nil {
+				_, err = kv.Put(c, "h2", []byte(`{}`))
+			}
+			return err
+		},
+		"another hive's work queue": func(c context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
+				Durable: subject.DispatchConsumer("h2"), FilterSubject: subject.Dispatch("h2"), AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		},
+		"dispatching work": func(c context.Context) error {
+			_, err := js.Publish(c, subject.Dispatch("h2"), []byte(`{}`))
+			return err
+		},
+		"job records": func(c context.Context) error {
+			_, err := js.KeyValue(c, subject.JobsBucket)
+			return err
+		},
+		"another hive's control subject": func(c context.Context) error {
+			sub, err := hive.SubscribeSync(subject.Cancel("h2"))
+			if err != nil {
+				return err
+			}
+			defer sub.Unsubscribe()
+			return hive.FlushTimeout(time.Second)
+		},
+	}
+	for name, try := range refused {
+		c, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := try(c)
+		cancel()
+		// The server answers a refused publish or subscription with a
+		// permissions error on the connection: the hive is told.
+		waitViolation := time.Now().Add(time.Second)
+		for {
+			mu.Lock()
+			seen := strings.Contains(strings.Join(violations, " "), "Permissions Violation")
+			mu.Unlock()
+			if seen || time.Now().After(waitViolation) {
+				if !seen {
+					t.Errorf("%s: no permissions violation reported (err %v)", name, err)
+				}
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		violations = nil
+		mu.Unlock()
+	}
+
+	// And the queen saw none of the refused writes land.
+	qjs, _ := jetstream.New(queen)
+	narr, _ := qjs.Stream(ctx, subject.NarrStream)
+	if _, err := narr.GetLastMsgForSubject(ctx, subject.Narr("job1", "h2", subject.KindEnd)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("forged end stored: %v", err)
+	}
+}
+
+// The generated nats-server block names every hive and its subjects.
+func TestServerConfig(t *testing.T) {
+	f, _ := natsauth.Generate([]string{"gpu1"})
+	conf := natsauth.ServerConfig(f)
+	for _, want := range []string{`user: "queen"`, `user: "gpu1"`, `"narr.*.gpu1.>"`, `"$KV.hives.gpu1"`, `"_INBOX_gpu1.>"`, "allow_responses"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("config lacks %s:\n%s", want, conf)
+		}
+	}
+	if _, err := natsauth.Generate([]string{"../x"}); err == nil {
+		t.Fatal("bad hive id accepted")
+	}
+}
