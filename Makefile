@@ -14,9 +14,9 @@ HTTP_ADDR ?= 127.0.0.1:7833
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build queen, hive and rbee into bin/ (static)
+build: ## build queen, hive, rbee and the reference worker into bin/ (static)
 	@mkdir -p $(BIN)
-	$(GO_BUILD) -o $(BIN)/ rbee.dev/queen/cmd/queen rbee.dev/queen/cmd/rbee rbee.dev/hive/cmd/hive
+	$(GO_BUILD) -o $(BIN)/ rbee.dev/queen/cmd/queen rbee.dev/queen/cmd/rbee rbee.dev/hive/cmd/hive rbee.dev/hive/cmd/rbee-worker
 
 run: build ## start a single-machine cluster: queen, embedded NATS, local hive
 	@echo

@@ -128,7 +128,7 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 		running: map[string]context.CancelCauseFunc{},
 	}
 	a.m = newHiveMetrics(a)
-	if a.workers, err = newWorkers(cfg, a.log); err != nil {
+	if a.workers, err = newWorkers(cfg, a.log, a.m); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -234,6 +234,16 @@ func (a *Agent) info(ctx context.Context) api.Hive {
 		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-len(running)), Running: running,
 		MetricsAddr: a.cfg.MetricsAddr,
 		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
+		Workers:     a.workers.List(),
+	}
+	if ms, err := a.models.List(); err == nil {
+		h.Models = ms
+	}
+	if h.Models == nil {
+		h.Models = []api.Model{}
+	}
+	if h.Workers == nil {
+		h.Workers = []api.Worker{}
 	}
 	a.mu.Lock()
 	a.lastBeat = h

@@ -63,7 +63,13 @@ func (j *job) modelDelete() error {
 // leaves no partial file.
 func (j *job) modelDownload() error {
 	req := j.d.Request
+	var counted int64
 	progress := func(done, total int64) {
+		// Progress may restart from zero when a transfer starts over.
+		if done > counted {
+			j.a.m.bytesDownloaded.Add(float64(done - counted))
+		}
+		counted = done
 		_ = j.p.Emit(api.Event{
 			Actor: "download", Action: "progress", Message: models.ProgressText(done, total),
 			Progress: &api.Progress{Done: done, Total: max(total, 0), Unit: "bytes"},

@@ -14,7 +14,7 @@ import (
 // newWorkers makes the hive's worker supervisor, with the catalog from the
 // hive's config file, logging every worker lifecycle event. Workers a
 // previous run of this hive left behind are adopted or cleaned up here.
-func newWorkers(cfg Config, log *slog.Logger) (*workers.Supervisor, error) {
+func newWorkers(cfg Config, log *slog.Logger, m *hiveMetrics) (*workers.Supervisor, error) {
 	backends, err := workers.LoadCatalog(cfg.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -22,6 +22,9 @@ func newWorkers(cfg Config, log *slog.Logger) (*workers.Supervisor, error) {
 	return workers.New(workers.Config{
 		DataDir: cfg.DataDir, Hive: cfg.ID, Backends: backends, Log: log,
 		OnEvent: func(w api.Worker, ev string) {
+			if ev == workers.EventRestarted {
+				m.workerRestarts.WithLabelValues(w.ModelID).Inc()
+			}
 			level := slog.LevelInfo
 			switch ev {
 			case workers.EventCrashed, workers.EventRestartFailed, workers.EventFailed, workers.EventDropped:

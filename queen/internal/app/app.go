@@ -299,6 +299,7 @@ func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metric
 	hc.DataDir = filepath.Join(q.cfg.DataDir, "hive")
 	hc.AllowRun = q.cfg.LocalHiveAllowRun
 	hc.Slots = q.cfg.LocalHiveSlots
+	hc.ConfigFile = q.cfg.LocalHiveConfig
 	a, err := agent.New(hc, nc, q.log)
 	if err != nil {
 		nc.Close()

@@ -28,6 +28,7 @@ type Config struct {
 	LocalHive         bool
 	LocalHiveAllowRun bool
 	LocalHiveSlots    int
+	LocalHiveConfig   string
 
 	HiveTTL         time.Duration
 	Retention       time.Duration
@@ -75,6 +76,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.BoolVar(&c.LocalHive, "local-hive", false, "also run a hive named local in this process")
 	fs.BoolVar(&c.LocalHiveAllowRun, "local-hive-allow-run", false, "let the local hive run commands (the run operation)")
 	fs.IntVar(&c.LocalHiveSlots, "local-hive-slots", c.LocalHiveSlots, "concurrent jobs on the local hive")
+	fs.StringVar(&c.LocalHiveConfig, "local-hive-config", "", "hive config file (worker catalog) for the local hive")
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")

@@ -16,10 +16,11 @@ var fanoutScenario = scenario{
 	title: "many SSE clients per job",
 	how: func(c Config) string {
 		return fmt.Sprintf("The hive (`--slots %d --allow-run`) is first filled with %d blocker jobs "+
-			"(`run` `sleep 300`), so that the %d `hive_check` jobs (`events: %d`) created next all stay queued. "+
+			"(`run` `sleep 120`), so that the %d `hive_check` jobs (`events: %d`) created next all stay queued. "+
 			"Then %d SSE clients per job connect, at most %d connecting at a time; a client counts as connected "+
 			"when it has received the job's first event (so the queen has subscribed it). With all %d connected "+
-			"and idle, the queen's VmRSS is read; KiB per client = (that − the RSS before the clients) ÷ clients. "+
+			"and idle, the queen's VmRSS is read; KiB per client = (that − the RSS before the clients) ÷ clients; "+
+			"the same for VmData shows what the Go heap reserved, touched or not. "+
 			"Then the blockers are cancelled, the jobs run, and every client must receive every event of its job.",
 			c.FanoutSlots, c.FanoutSlots, c.FanoutJobs, c.FanoutEvents, c.FanoutClients, c.ConnectParallel,
 			c.FanoutJobs*c.FanoutClients)
@@ -27,6 +28,7 @@ var fanoutScenario = scenario{
 	cluster: func(c Config) ClusterOptions { return ClusterOptions{Slots: c.FanoutSlots, AllowRun: true} },
 	metrics: append([]Metric{
 		metric("kib_per_client", "queen KiB per connected client", 1, le(32)),
+		metric("data_kib_per_client", "queen VmData KiB per connected client", 1, nil),
 		metric("clients", "SSE clients connected at once", 0, nil),
 		metric("queen_before_clients_mib", "queen RSS before the clients (MiB)", 1, nil),
 		metric("queen_connected_mib", "queen RSS with all clients connected (MiB)", 1, nil),
@@ -129,6 +131,7 @@ func runFanout(ctx context.Context, e *Env) (*Run, error) {
 	r.Set("queen_connected_mib", mib(conn.RSS))
 	if ok > 0 {
 		r.Set("kib_per_client", (float64(conn.RSS)-float64(before.RSS))/1024/float64(ok))
+		r.Set("data_kib_per_client", (float64(conn.Data)-float64(before.Data))/1024/float64(ok))
 	}
 	for _, b := range blockers {
 		if st, err := c.JobState(ctx, b); err != nil || st != api.StateRunning {
@@ -165,7 +168,7 @@ func runFanout(ctx context.Context, e *Env) (*Run, error) {
 // startBlockers fills the hive's slots with jobs that sleep until cancelled,
 // and waits until each one runs.
 func startBlockers(ctx context.Context, c *Client, n int) ([]string, error) {
-	body, _ := json.Marshal(api.JobRequest{Operation: api.OpRun, Hive: HiveID, Command: []string{"sleep", "300"}, TimeoutS: 600})
+	body, _ := json.Marshal(api.JobRequest{Operation: api.OpRun, Hive: HiveID, Command: []string{"sleep", "120"}, TimeoutS: 600})
 	var ids []string
 	for i := 0; i < n; i++ {
 		job, err := c.Create(ctx, body)

@@ -47,9 +47,12 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 type Mem struct {
 	RSS  uint64 // VmRSS: resident now
 	Peak uint64 // VmHWM: the most ever resident, or since the last ResetPeak
+	// Data is VmData, the private address space mapped: for a Go program,
+	// the heap arenas it has reserved whether or not the pages were touched.
+	Data uint64
 }
 
-// ReadMem reads VmRSS and VmHWM from /proc/<pid>/status.
+// ReadMem reads VmRSS, VmHWM and VmData from /proc/<pid>/status.
 func ReadMem(pid int) (Mem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -62,6 +65,8 @@ func ReadMem(pid int) (Mem, error) {
 			m.RSS = kbField(line)
 		case bytes.HasPrefix(line, []byte("VmHWM:")):
 			m.Peak = kbField(line)
+		case bytes.HasPrefix(line, []byte("VmData:")):
+			m.Data = kbField(line)
 		}
 	}
 	return m, nil

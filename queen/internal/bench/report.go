@@ -247,6 +247,13 @@ func (r *Report) Markdown(w io.Writer) error {
 
 	for _, s := range r.Scenarios {
 		p("## %s: %s\n\n%s\n\n", s.Name, s.Title, s.How)
+		if len(s.Runs) == 0 {
+			p("No run completed.\n\n")
+			for _, e := range s.Errors {
+				p("- **error**: %s\n", e)
+			}
+			continue
+		}
 		p("| metric | median |")
 		for i := range s.Runs {
 			p(" run %d |", i+1)

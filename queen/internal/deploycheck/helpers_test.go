@@ -109,7 +109,7 @@ func startQueenWithSamples(t *testing.T) string {
 	t.Helper()
 	base, _ := startQueen(t)
 	waitFor(t, 15*time.Second, "local hive online", func() bool { return httpStatus(base+"/v1/hives/local") == http.StatusOK })
-	runJob(t, base, "local")
+	runJob(t, base, hiveCheck("local"))
 	var text string
 	waitFor(t, 15*time.Second, "GPU series on the queen's /metrics", func() bool {
 		text = get(t, base+"/metrics")
@@ -118,10 +118,14 @@ func startQueenWithSamples(t *testing.T) string {
 	return text
 }
 
-// runJob runs a hive_check job on hive and reads its stream to the end.
-func runJob(t testing.TB, base, hive string) {
+// hiveCheck is the request for a short hive_check job on hive.
+func hiveCheck(hive string) string {
+	return fmt.Sprintf(`{"operation":"hive_check","hive":%q,"events":3}`, hive)
+}
+
+// runJob submits a job and reads its stream to the end.
+func runJob(t testing.TB, base, body string) {
 	t.Helper()
-	body := fmt.Sprintf(`{"operation":"hive_check","hive":%q,"events":3}`, hive)
 	resp, err := http.Post(base+"/v1/jobs", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +135,7 @@ func runJob(t testing.TB, base, hive string) {
 	}
 	err = decodeJSON(resp, &created)
 	if err != nil || resp.StatusCode != http.StatusCreated || created.JobID == "" {
-		t.Fatalf("POST /v1/jobs on hive %s: status %d, %+v, %v", hive, resp.StatusCode, created, err)
+		t.Fatalf("POST /v1/jobs %s: status %d, %+v, %v", body, resp.StatusCode, created, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

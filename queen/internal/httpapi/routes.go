@@ -6,7 +6,7 @@ import (
 	"rbee.dev/shared/api"
 )
 
-// routes is the one list of the queen's endpoints.
+// routes is the one list of the queen's endpoints and the scope each needs.
 func routes(e *echo.Echo, h *handlers) {
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -16,18 +16,23 @@ func routes(e *echo.Echo, h *handlers) {
 		e.GET("/metrics", h.metrics)
 	}
 
-	v1 := e.Group("/v1", h.authenticate)
+	// Middleware is attached per route, not to a group: an echo group with
+	// middleware answers 404 instead of 405 for a wrong method.
+	read := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeRead)}
+	operate := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeOperate)}
+	admin := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeAdmin)}
+
 	// POST /v1/jobs checks the scope its operation needs once it has read
 	// the body.
-	v1.POST("/jobs", h.createJob)
-	v1.GET("/jobs", h.listJobs, need(api.ScopeRead))
-	v1.GET("/jobs/:id", h.getJob, need(api.ScopeRead))
-	v1.DELETE("/jobs/:id", h.cancelJob, need(api.ScopeOperate))
-	v1.GET("/jobs/:id/stream", h.streamJob, need(api.ScopeRead))
-	v1.GET("/hives", h.listHives, need(api.ScopeRead))
-	v1.GET("/hives/:id", h.getHive, need(api.ScopeRead))
-	v1.GET("/metrics/targets", h.metricsTargets, need(api.ScopeRead))
-	v1.POST("/keys", h.createKey, need(api.ScopeAdmin))
-	v1.GET("/keys", h.listKeys, need(api.ScopeAdmin))
-	v1.DELETE("/keys/:id", h.revokeKey, need(api.ScopeAdmin))
+	e.POST("/v1/jobs", h.createJob, h.authenticate)
+	e.GET("/v1/jobs", h.listJobs, read...)
+	e.GET("/v1/jobs/:id", h.getJob, read...)
+	e.DELETE("/v1/jobs/:id", h.cancelJob, operate...)
+	e.GET("/v1/jobs/:id/stream", h.streamJob, read...)
+	e.GET("/v1/hives", h.listHives, read...)
+	e.GET("/v1/hives/:id", h.getHive, read...)
+	e.GET("/v1/metrics/targets", h.metricsTargets, read...)
+	e.POST("/v1/keys", h.createKey, admin...)
+	e.GET("/v1/keys", h.listKeys, admin...)
+	e.DELETE("/v1/keys/:id", h.revokeKey, admin...)
 }
