@@ -95,6 +95,8 @@ type Agent struct {
 	models *models.Catalog
 	// workers supervises the inference workers this hive started.
 	workers *workers.Supervisor
+	usage   *usage
+	changed chan struct{}
 
 	m *hiveMetrics
 
@@ -126,9 +128,11 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 		smi:     inventory.FromEnvSMI(),
 		started: time.Now().UTC(),
 		running: map[string]context.CancelCauseFunc{},
+		usage:   newUsage(),
+		changed: make(chan struct{}, 1),
 	}
 	a.m = newHiveMetrics(a)
-	if a.workers, err = newWorkers(cfg, a.log, a.m); err != nil {
+	if a.workers, err = newWorkers(a); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -142,6 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	workersDone := make(chan struct{})
 	go func() { defer close(workersDone); _ = a.workers.Run(wctx) }()
+	go a.stopIdleWorkers(wctx)
 	defer func() { stopWorkers(); <-workersDone }()
 	kv, cons, err := a.attach(ctx)
 	if err != nil {

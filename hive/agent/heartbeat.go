@@ -29,7 +29,17 @@ func (a *Agent) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
+		case <-a.changed:
 		}
+	}
+}
+
+// beatSoon asks for a heartbeat now, after a change queens should see at
+// once (a model or worker added or gone).
+func (a *Agent) beatSoon() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
 	}
 }
 

@@ -122,6 +122,10 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	j := &job{d: d, p: p, a: a, ctx: ctx}
 	err = a.run(j)
 	close(keepAlive)
+	switch op {
+	case api.OpModelDownload, api.OpModelDelete, api.OpWorkerSpawn, api.OpWorkerStop:
+		a.beatSoon()
+	}
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
 }
@@ -134,6 +138,8 @@ func (a *Agent) run(j *job) error {
 		return j.status()
 	case api.OpRun:
 		return j.runCommand()
+	case api.OpInfer:
+		return j.infer()
 	case api.OpModelList:
 		return j.modelList()
 	case api.OpModelGet:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"rbee.dev/hive/internal/workers"
 	"rbee.dev/shared/api"
@@ -14,7 +15,8 @@ import (
 // newWorkers makes the hive's worker supervisor, with the catalog from the
 // hive's config file, logging every worker lifecycle event. Workers a
 // previous run of this hive left behind are adopted or cleaned up here.
-func newWorkers(cfg Config, log *slog.Logger, m *hiveMetrics) (*workers.Supervisor, error) {
+func newWorkers(a *Agent) (*workers.Supervisor, error) {
+	cfg, log, m := a.cfg, a.log, a.m
 	backends, err := workers.LoadCatalog(cfg.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -25,6 +27,7 @@ func newWorkers(cfg Config, log *slog.Logger, m *hiveMetrics) (*workers.Supervis
 			if ev == workers.EventRestarted {
 				m.workerRestarts.WithLabelValues(w.ModelID).Inc()
 			}
+			a.beatSoon()
 			level := slog.LevelInfo
 			switch ev {
 			case workers.EventCrashed, workers.EventRestartFailed, workers.EventFailed, workers.EventDropped:
@@ -78,6 +81,9 @@ func (j *job) workerSpawn() error {
 	})
 	if err != nil {
 		return j.workerError(err)
+	}
+	if req.IdleTimeoutS > 0 {
+		j.a.setIdleTimeout(w.WorkerID, time.Duration(req.IdleTimeoutS*float64(time.Second)))
 	}
 	return j.p.Data(api.Event{
 		Actor: "workers", Action: "worker_spawn", Data: w,

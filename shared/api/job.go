@@ -45,6 +45,8 @@ type JobRequest struct {
 	GPUs     []int  `json:"gpus,omitempty"`
 	CtxSize  int    `json:"ctx_size,omitempty"`
 	WorkerID string `json:"worker_id,omitempty"`
+	// IdleTimeoutS stops a spawned worker after this long without a request.
+	IdleTimeoutS float64 `json:"idle_timeout_s,omitempty"`
 
 	// infer
 	Model       string    `json:"model,omitempty"`

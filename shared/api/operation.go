@@ -58,6 +58,8 @@ var Operations = map[string]OpSpec{
 	OpWorkerList:        {DefaultTimeout: 30 * time.Second, Retryable: true},
 	OpWorkerGet:         {DefaultTimeout: 30 * time.Second, Retryable: true},
 	OpWorkerStop:        {DefaultTimeout: time.Minute},
+
+	OpInfer: {DefaultTimeout: 10 * time.Minute},
 }
 
 // Limits on request fields. They keep one request from costing the cluster
@@ -81,7 +83,25 @@ type ValidationError struct {
 	Problems []string
 }
 
-func (e *ValidationError) Error() string { return strings.Join(e.Problems, "; ") }
+// Error joins the problems, but stops near maxErrorText bytes: a request
+// with thousands of bad labels or arguments must not get a megabyte back.
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 && b.Len()+len(p) > maxErrorText {
+			fmt.Fprintf(&b, "; and %d more problems", len(e.Problems)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// maxErrorText bounds the message of a ValidationError.
+const maxErrorText = 2048
 
 // DecodeJobRequest reads one JSON object from r, rejecting unknown fields,
 // wrong types and trailing data with an error that names the problem.
@@ -108,11 +128,11 @@ func describeJSONError(err error) error {
 		return fmt.Errorf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
 	case errors.As(err, &typ):
 		if typ.Field == "" {
-			return fmt.Errorf("body must be a JSON object, not %s", typ.Value)
+			return fmt.Errorf("body must be a JSON object, not %s", clip(typ.Value))
 		}
-		return fmt.Errorf("field %q must be %s, not %s", typ.Field, typ.Type.String(), typ.Value)
+		return fmt.Errorf("field %q must be %s, not %s", clip(typ.Field), typ.Type.String(), clip(typ.Value))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return fmt.Errorf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return fmt.Errorf("unknown field %s", clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	}
 	return fmt.Errorf("malformed JSON: %s", err.Error())
 }
@@ -178,10 +198,15 @@ func (r *JobRequest) Validate() error {
 		if r.CtxSize < 0 || r.CtxSize > 1<<24 {
 			add("ctx_size must be between 0 and %d", 1<<24)
 		}
+		if r.IdleTimeoutS < 0 || r.IdleTimeoutS > MaxTimeout.Seconds() {
+			add("idle_timeout_s must be between 0 and %.0f", MaxTimeout.Seconds())
+		}
 	case OpWorkerGet, OpWorkerStop:
 		if !validName(r.WorkerID) {
 			add("worker_id is required: letters, digits, '-' and '_'")
 		}
+	case OpInfer:
+		validateInfer(r, add)
 	}
 	if known {
 		r.rejectForeignFields(add)
@@ -216,6 +241,47 @@ func validateRun(r *JobRequest, add func(string, ...any)) {
 	}
 	if len(r.Dir) > MaxStringField || strings.ContainsRune(r.Dir, 0) {
 		add("dir is too long or holds a NUL byte")
+	}
+}
+
+// Limits of an inference request.
+const (
+	MaxPromptBytes = 1 << 20
+	MaxMessages    = 1024
+	MaxTokens      = 1 << 20
+)
+
+func validateInfer(r *JobRequest, add func(string, ...any)) {
+	requireModelID(r.Model, func(f string, a ...any) { add(strings.Replace(f, "model_id", "model", 1), a...) })
+	switch {
+	case r.Prompt == "" && len(r.Messages) == 0:
+		add("prompt or messages is required")
+	case r.Prompt != "" && len(r.Messages) > 0:
+		add("give prompt or messages, not both")
+	}
+	if len(r.Prompt) > MaxPromptBytes {
+		add("prompt is longer than %d bytes", MaxPromptBytes)
+	}
+	if len(r.Messages) > MaxMessages {
+		add("messages: at most %d", MaxMessages)
+	}
+	total := 0
+	for i, m := range r.Messages {
+		total += len(m.Content)
+		switch m.Role {
+		case "system", "user", "assistant", "developer", "tool":
+		default:
+			add("messages[%d].role %q is not system, user, assistant, developer or tool", i, clip(m.Role))
+		}
+	}
+	if total > MaxPromptBytes {
+		add("messages hold more than %d bytes", MaxPromptBytes)
+	}
+	if r.MaxTokens < 0 || r.MaxTokens > MaxTokens {
+		add("max_tokens must be between 0 and %d", MaxTokens)
+	}
+	if r.Temperature != nil && (*r.Temperature < 0 || *r.Temperature > 2) {
+		add("temperature must be between 0 and 2")
 	}
 }
 
@@ -261,6 +327,7 @@ func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
 		allowed["source"], allowed["model_id"], allowed["sha256"] = true, true, true
 	case OpWorkerSpawn:
 		allowed["model_id"], allowed["backend"], allowed["gpus"], allowed["ctx_size"] = true, true, true, true
+		allowed["idle_timeout_s"] = true
 	case OpWorkerGet, OpWorkerStop:
 		allowed["worker_id"] = true
 	case OpInfer:
@@ -275,7 +342,7 @@ func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
 		"backend": r.Backend != "", "gpus": len(r.GPUs) > 0, "ctx_size": r.CtxSize != 0,
 		"worker_id": r.WorkerID != "", "model": r.Model != "", "prompt": r.Prompt != "",
 		"messages": len(r.Messages) > 0, "max_tokens": r.MaxTokens != 0,
-		"temperature": r.Temperature != nil, "stream": r.Stream,
+		"temperature": r.Temperature != nil, "stream": r.Stream, "idle_timeout_s": r.IdleTimeoutS != 0,
 	}
 	var bad []string
 	for f, isSet := range set {

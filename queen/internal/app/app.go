@@ -31,6 +31,7 @@ import (
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/natsauth"
+	"rbee.dev/queen/internal/openai"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -129,7 +130,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	})
 	svc = jobs.New(st, v, m, log)
 	keys := auth.New(st.Keys, cfg.AdminKey, log)
-	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	oai := openai.New(v, svc, st, hub, m, cfg.Infer, log)
+	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
 	q.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"rbee.dev/queen/internal/openai"
 )
 
 // Config is everything a queen is told at start.
@@ -36,6 +38,7 @@ type Config struct {
 	AdminKey        string
 	Insecure        bool
 	MetricsAuth     bool
+	Infer           openai.Config
 	SSEHeartbeat    time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
@@ -53,6 +56,9 @@ func DefaultConfig() Config {
 		Replicas:       1,
 		SSEHeartbeat:   15 * time.Second,
 		SSEBuffer:      1024,
+		Infer: openai.Config{
+			Backend: "reference", IdleTimeout: 10 * time.Minute, QueueDepth: 256, SpawnTimeout: 5 * time.Minute,
+		},
 	}
 }
 
@@ -82,6 +88,10 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
+	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
+	fs.DurationVar(&c.Infer.IdleTimeout, "infer-idle-timeout", c.Infer.IdleTimeout, "workers started for inference stop after this long unused (0: never)")
+	fs.IntVar(&c.Infer.QueueDepth, "infer-queue-depth", c.Infer.QueueDepth, "requests per model waiting or running on this queen before 503")
+	fs.DurationVar(&c.Infer.SpawnTimeout, "infer-spawn-timeout", c.Infer.SpawnTimeout, "how long a request waits for a worker to start")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
@@ -147,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if c.SSEBuffer < 1 || c.SSEBuffer > 1<<20 {
 		errs = multierror.Append(errs, errors.New("sse-buffer must be between 1 and 1048576"))
+	}
+	if c.Infer.QueueDepth < 1 || c.Infer.SpawnTimeout < time.Second || c.Infer.IdleTimeout < 0 {
+		errs = multierror.Append(errs, errors.New("infer-queue-depth must be at least 1, infer-spawn-timeout at least 1s, infer-idle-timeout not negative"))
 	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))

@@ -110,10 +110,21 @@ func startQueenWithSamples(t *testing.T) string {
 	base, _ := startQueen(t)
 	waitFor(t, 15*time.Second, "local hive online", func() bool { return httpStatus(base+"/v1/hives/local") == http.StatusOK })
 	runJob(t, base, hiveCheck("local"))
+	// The job's end reaches the queen's counters a moment after its
+	// stream ends, and the GPUs come with the hive's next heartbeat.
+	want := []string{
+		"rbee_hive_gpu_memory_used_bytes{", "rbee_hive_jobs_finished_total{",
+		"rbee_jobs_finished_total{", "rbee_job_duration_seconds_bucket{", "rbee_job_queue_wait_seconds_bucket{",
+	}
 	var text string
-	waitFor(t, 15*time.Second, "GPU series on the queen's /metrics", func() bool {
+	waitFor(t, 15*time.Second, "job and GPU series on the queen's /metrics", func() bool {
 		text = get(t, base+"/metrics")
-		return strings.Contains(text, "\nrbee_hive_gpu_memory_used_bytes{")
+		for _, w := range want {
+			if !strings.Contains(text, "\n"+w) {
+				return false
+			}
+		}
+		return true
 	})
 	return text
 }

@@ -3,6 +3,7 @@ package deploycheck_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -314,4 +315,84 @@ func declaredNames(t testing.TB) map[string]bool {
 func decodeJSON(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestQueryParsing checks the readers the other tests rely on, so a
+// metric they fail to see cannot pass for a metric that exists.
+func TestQueryParsing(t *testing.T) {
+	t.Run("metrics and labels", func(t *testing.T) {
+		tests := []struct {
+			expr   string
+			names  []string
+			labels []labelUse
+		}{
+			{
+				expr:   `sum by (le) (rate(rbee_job_duration_seconds_bucket{operation=~"$operation"}[$__rate_interval]))`,
+				names:  []string{"rbee_job_duration_seconds_bucket"},
+				labels: []labelUse{{"rbee_job_duration_seconds_bucket", "operation"}},
+			},
+			{
+				expr:   `rbee_hive_gpu_memory_used_bytes / rbee_hive_gpu_memory_total_bytes{hive!="x", gpu = "0"} > 0.95`,
+				names:  []string{"rbee_hive_gpu_memory_used_bytes", "rbee_hive_gpu_memory_total_bytes"},
+				labels: []labelUse{{"rbee_hive_gpu_memory_total_bytes", "hive"}, {"rbee_hive_gpu_memory_total_bytes", "gpu"}},
+			},
+			{
+				expr:   `absent(up{job="rbee-queen"} == 1)`,
+				labels: []labelUse{{"up", "job"}},
+			},
+			{
+				expr:   `label_values(rbee_hive_slots, hive)`,
+				names:  []string{"rbee_hive_slots"},
+				labels: []labelUse{{"rbee_hive_slots", "hive"}},
+			},
+			{
+				expr:   `process_resident_memory_bytes{route="/v1/jobs/:id/stream"}`,
+				names:  []string{"process_resident_memory_bytes"},
+				labels: []labelUse{{"process_resident_memory_bytes", "route"}},
+			},
+		}
+		for _, tt := range tests {
+			if got := metricNames(tt.expr); strings.Join(got, " ") != strings.Join(tt.names, " ") {
+				t.Errorf("metricNames(%s) = %v, want %v", tt.expr, got, tt.names)
+			}
+			if got := labelUses(tt.expr); fmt.Sprint(got) != fmt.Sprint(tt.labels) {
+				t.Errorf("labelUses(%s) = %v, want %v", tt.expr, got, tt.labels)
+			}
+		}
+	})
+
+	t.Run("grafana variables", func(t *testing.T) {
+		got := grafanaToPromQL(`rate(x{hive=~"$hive",op=~"${operation}"}[$__rate_interval]) / increase(x[$__range])`)
+		want := `rate(x{hive=~".*",op=~".*"}[1m]) / increase(x[1h])`
+		if got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	})
+
+	t.Run("exposition", func(t *testing.T) {
+		text := "# HELP a_total x\n# TYPE a_total counter\na_total 1\n" +
+			`b{name="NVIDIA A100, \"80GB\"",route="/v1/jobs/:id"} 2` + "\n" +
+			`b{kind="x}"} 3` + "\n"
+		got := parseExposition(t, text)
+		if fmt.Sprint(got) != "map[a_total:map[] b:map[kind:true name:true route:true]]" {
+			t.Errorf("got %v", got)
+		}
+	})
+
+	t.Run("rule files", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "rules.yml")
+		rules := "groups:\n  - name: g\n    rules:\n" +
+			"      - alert: A\n        expr: up == 0\n        for: 1m\n" +
+			"      - alert: B\n        expr: |\n          sum(x)\n            > 1\n\n        labels: {}\n" +
+			"      - alert: C\n        expr: \"y{a=\\\"b\\\"}\"\n" +
+			"      - record: d:e\n        expr: 'z{a=''b''}'\n"
+		if err := os.WriteFile(path, []byte(rules), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got := ruleExprs(t, path)
+		want := []string{"up == 0", "sum(x)\n> 1", `y{a="b"}`, `z{a='b'}`}
+		if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
 }

@@ -2,7 +2,6 @@ package deploycheck_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -20,9 +19,10 @@ import (
 // TestPrometheusScrapes runs the real Prometheus with deploy/'s
 // configuration and rules against a queen with a local hive and a hive
 // binary serving --metrics-addr, found through the queen's service
-// discovery. Prometheus must scrape both, label the hives' series by hive,
-// evaluate every alert rule without error and answer every dashboard
-// query.
+// discovery. Prometheus must scrape both and label the hives' series by
+// hive; every alert rule must evaluate without error and stay quiet on a
+// healthy cluster; every dashboard query must answer with data; and when
+// the hive process dies, RbeeHiveDown must go off for it.
 func TestPrometheusScrapes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Prometheus and a hive process")
@@ -31,15 +31,20 @@ func TestPrometheusScrapes(t *testing.T) {
 	promtool := needTool(t, "promtool")
 	hiveBin := buildHive(t)
 
-	base, q := startQueen(t, func(c *app.Config) { c.NATSListen = "127.0.0.1:0" })
+	base, q := startQueen(t, func(c *app.Config) {
+		c.NATSListen = "127.0.0.1:0"
+		c.LocalHiveAllowRun = true
+	})
 	hiveMetrics := freeAddr(t)
-	startHive(t, hiveBin, q.NATSURL(), "h2", hiveMetrics)
+	hive := startHive(t, hiveBin, q.NATSURL(), "h2", hiveMetrics)
 	waitFor(t, 15*time.Second, "hives online", func() bool {
 		return httpStatus(base+"/v1/hives/h2") == http.StatusOK && httpStatus(base+"/v1/hives/local") == http.StatusOK
 	})
-	runJob(t, base, "local")
-	runJob(t, base, "h2")
-	runJob(t, base, "h2")
+	runJob(t, base, hiveCheck("local"))
+	runJob(t, base, hiveCheck("h2"))
+	runJob(t, base, hiveCheck("h2"))
+	// One failure gives the failure panels and rules something to count.
+	runJob(t, base, `{"operation":"run","hive":"local","command":["false"]}`)
 
 	prom := startPrometheus(t, prometheus, q.HTTPAddr())
 
@@ -60,11 +65,11 @@ func TestPrometheusScrapes(t *testing.T) {
 		}},
 		{`up{job="rbee-hive",hive="h2"} == 1`, nonEmpty},
 		{`up{job="rbee-queen"} == 1`, nonEmpty},
-		// Named by service discovery.
+		// Labelled by service discovery.
 		{`rbee_hive_jobs_finished_total{hive="h2",state="done"}`, nonEmpty},
-		// Named by the queen job's metric relabelling.
-		{`rbee_hive_jobs_finished_total{hive="local",state="done"}`, nonEmpty},
-		{`rbee_hive_slots`, func(s []promSample) string {
+		// Labelled by the queen job's metric relabelling.
+		{`rbee_hive_jobs_finished_total{hive="local",state="failed"}`, nonEmpty},
+		{"rbee_hive_slots", func(s []promSample) string {
 			hives := map[string]bool{}
 			for _, x := range s {
 				hives[x.Metric["hive"]] = true
@@ -89,44 +94,91 @@ func TestPrometheusScrapes(t *testing.T) {
 		}
 	}
 
-	t.Run("alert rules evaluate", func(t *testing.T) {
+	t.Run("alert rules evaluate and stay quiet", func(t *testing.T) {
+		// Rules evaluated before the first scrape may be pending (no queen
+		// seen yet); on a healthy cluster they must settle to inactive.
 		want := len(ruleExprs(t, deployPath("prometheus", "alerts.yml")))
-		waitFor(t, 20*time.Second, "every rule evaluated", func() bool {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
 			rules := prom.rules(t)
-			healthy := 0
-			for _, r := range rules {
-				switch r.Health {
-				case "ok":
-					healthy++
-				case "err":
-					t.Fatalf("rule %s: %s", r.Name, r.LastError)
-				}
-			}
 			if len(rules) != want {
 				t.Fatalf("prometheus loaded %d rules, alerts.yml has %d", len(rules), want)
 			}
-			return healthy == want
-		})
+			var unsettled []string
+			for _, r := range rules {
+				if r.Health == "err" {
+					t.Fatalf("rule %s: %s", r.Name, r.LastError)
+				}
+				if r.Health != "ok" || r.State != "inactive" {
+					unsettled = append(unsettled, fmt.Sprintf("%s (health %s, %s)", r.Name, r.Health, r.State))
+				}
+			}
+			if len(unsettled) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("on a healthy cluster, still not evaluated or not inactive: %v", unsettled)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
 	})
 
-	t.Run("dashboard queries run", func(t *testing.T) {
+	t.Run("dashboard queries answer", func(t *testing.T) {
+		// A query may come back empty only if it uses a series that
+		// neither binary has (a worker restart counter before any crash).
+		live := parseExposition(t, get(t, base+"/metrics"))
+		for name, labels := range parseExposition(t, get(t, "http://"+hiveMetrics+"/metrics")) {
+			live[name] = labels
+		}
+		want := map[string]string{}
 		for _, f := range dashboardFiles(t) {
 			for _, q := range dashboardQueries(t, f) {
 				if strings.HasPrefix(q, "label_values(") {
 					continue
 				}
-				if s := prom.query(t, grafanaToPromQL(q)); len(s) == 0 {
-					// Rates need two scrapes and some series need events
-					// this test does not cause (a worker crash); an empty
-					// answer is expected for those.
-					t.Logf("%s: no data yet for %s", filepath.Base(f), q)
+				missing := ""
+				for _, name := range metricNames(q) {
+					if live[name] == nil {
+						missing = name
+					}
+				}
+				if missing != "" {
+					t.Logf("%s: %s may be empty: no %s series yet", filepath.Base(f), q, missing)
+					continue
+				}
+				want[grafanaToPromQL(q)] = filepath.Base(f) + ": " + q
+			}
+		}
+		// Rates need two samples in their window; give Prometheus a few
+		// scrapes.
+		deadline := time.Now().Add(20 * time.Second)
+		for len(want) > 0 && time.Now().Before(deadline) {
+			for q := range want {
+				if len(prom.query(t, q)) > 0 {
+					delete(want, q)
 				}
 			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		for _, q := range want {
+			t.Errorf("no data for %s", q)
 		}
 	})
 
 	t.Run("hive metrics lint", func(t *testing.T) {
 		checkMetrics(t, promtool, "hive", get(t, "http://"+hiveMetrics+"/metrics"))
+	})
+
+	t.Run("hive down alerts", func(t *testing.T) {
+		_ = hive.Process.Kill()
+		waitFor(t, 30*time.Second, "RbeeHiveDown for h2", func() bool {
+			for _, a := range prom.alerts(t) {
+				if a.Labels["alertname"] == "RbeeHiveDown" && a.Labels["hive"] == "h2" {
+					return true
+				}
+			}
+			return false
+		})
 	})
 }
 
@@ -150,7 +202,7 @@ func buildHive(t *testing.T) string {
 
 // startHive runs the hive binary with the fake nvidia-smi, serving
 // /metrics on metricsAddr, until the test ends.
-func startHive(t *testing.T, bin, natsURL, id, metricsAddr string) {
+func startHive(t *testing.T, bin, natsURL, id, metricsAddr string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "--id", id, "--nats-url", natsURL, "--data-dir", t.TempDir(), "--metrics-addr", metricsAddr)
 	cmd.Env = append(os.Environ(), "RBEE_NVIDIA_SMI="+fakeSMI(t))
@@ -161,6 +213,7 @@ func startHive(t *testing.T, bin, natsURL, id, metricsAddr string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
 }
 
 // promServer is a Prometheus process run for one test.
@@ -263,8 +316,26 @@ func (p *promServer) query(t testing.TB, q string) []promSample {
 // promRule is one rule as /api/v1/rules reports it.
 type promRule struct {
 	Name      string `json:"name"`
+	State     string `json:"state"`
 	Health    string `json:"health"`
 	LastError string `json:"lastError"`
+}
+
+// promAlert is one pending or firing alert.
+type promAlert struct {
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
+}
+
+func (p *promServer) alerts(t testing.TB) []promAlert {
+	t.Helper()
+	var out struct {
+		Data struct {
+			Alerts []promAlert `json:"alerts"`
+		} `json:"data"`
+	}
+	p.get(t, "/api/v1/alerts", &out)
+	return out.Data.Alerts
 }
 
 func (p *promServer) rules(t testing.TB) []promRule {
@@ -312,5 +383,3 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
-
-var _ = json.Marshal

@@ -160,12 +160,9 @@ func lastEventID(c echo.Context) (uint64, error) {
 	if v == "" {
 		return 0, nil
 	}
-	if len(v) > 20 || strings.TrimLeft(v, "0123456789") != "" {
-		return 0, badRequest("Last-Event-ID must be an event id (a decimal number), not %q", clip(v))
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
+	n, err := api.ParseLastEventID(v)
 	if err != nil {
-		return 0, badRequest("Last-Event-ID %q is out of range", clip(v))
+		return 0, badRequest("Last-Event-ID: %v", err)
 	}
 	return n, nil
 }

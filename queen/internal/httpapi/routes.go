@@ -21,6 +21,7 @@ func routes(e *echo.Echo, h *handlers) {
 	read := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeRead)}
 	operate := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeOperate)}
 	admin := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeAdmin)}
+	infer := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeInfer)}
 
 	// POST /v1/jobs checks the scope its operation needs once it has read
 	// the body.
@@ -35,4 +36,10 @@ func routes(e *echo.Echo, h *handlers) {
 	e.POST("/v1/keys", h.createKey, admin...)
 	e.GET("/v1/keys", h.listKeys, admin...)
 	e.DELETE("/v1/keys/:id", h.revokeKey, admin...)
+
+	// OpenAI-compatible API; its own error shape, see package openai.
+	e.GET("/v1/models", h.OpenAI.Models, infer...)
+	e.GET("/v1/models/:id", h.OpenAI.Model, infer...)
+	e.POST("/v1/chat/completions", h.OpenAI.Chat, infer...)
+	e.POST("/v1/completions", h.OpenAI.Completions, infer...)
 }

@@ -13,6 +13,7 @@ import (
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
+	"rbee.dev/queen/internal/openai"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -29,6 +30,7 @@ type Deps struct {
 	Hub     *relay.Hub
 	Metrics *metrics.Queen
 	Keys    *auth.Keys
+	OpenAI  *openai.API
 	// MetricsAuth makes /metrics need a key with the read scope.
 	MetricsAuth bool
 	Log         *slog.Logger

@@ -24,6 +24,11 @@ type Queen struct {
 	HTTPRequests  *prometheus.CounterVec
 	HTTPDuration  *prometheus.HistogramVec
 	NATSReconnect prometheus.Counter
+
+	InferRequests        *prometheus.CounterVec
+	InferTokens          *prometheus.CounterVec
+	InferTTFT            *prometheus.HistogramVec
+	InferTokensPerSecond *prometheus.HistogramVec
 }
 
 // Gauges are read at scrape time from the parts that own the numbers.
@@ -69,6 +74,21 @@ func New(g Gauges) *Queen {
 			Name: "rbee_nats_reconnects_total", Help: "Times the queen's NATS connection was re-established.",
 		}),
 	}
+	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, cancelled, model_not_found, unavailable).",
+	}, []string{"model", "status"})
+	m.InferTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rbee_inference_tokens_total", Help: "Tokens by model and direction (in: prompt, out: completion).",
+	}, []string{"model", "direction"})
+	m.InferTTFT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "rbee_inference_time_to_first_token_seconds", Help: "Time from request to the first token, by model.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+	}, []string{"model"})
+	m.InferTokensPerSecond = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "rbee_inference_tokens_per_second", Help: "Generation speed after the first token, by model.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+	}, []string{"model"})
+	reg.MustRegister(m.InferRequests, m.InferTokens, m.InferTTFT, m.InferTokensPerSecond)
 	m.Gatherer = reg
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect)
 	reg.MustRegister(&gauges{g: g,

@@ -66,11 +66,20 @@ func (w *Writer) Flush() error {
 	return w.rc.Flush()
 }
 
+// Sink receives a stream: an SSE writer, or a translator such as the
+// OpenAI-compatible API's.
+type Sink interface {
+	Frame(Frame) error
+	Comment(text string) error
+	Done() error
+	Flush() error
+}
+
 // Stream sends job's narration after stream sequence after to w: history
 // first, then live, through the end event and the closing line. A client
 // that falls behind the live feed is switched back to reading history from
 // where it stands, so it loses nothing and slows no one.
-func (h *Hub) Stream(ctx context.Context, w *Writer, job string, after uint64, heartbeat time.Duration) error {
+func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, heartbeat time.Duration) error {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
@@ -107,7 +116,7 @@ func (h *Hub) Stream(ctx context.Context, w *Writer, job string, after uint64, h
 }
 
 // live relays the feed until the end event, an overflow or the client leaves.
-func (h *Hub) live(ctx context.Context, w *Writer, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
+func (h *Hub) live(ctx context.Context, w Sink, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
@@ -146,7 +155,7 @@ func (h *Hub) live(ctx context.Context, w *Writer, s *sub, last *uint64, heartbe
 
 // replay sends the stored events after *last, up to the newest one stored
 // when it begins. It reports whether it sent the end event.
-func (h *Hub) replay(ctx context.Context, w *Writer, job string, last *uint64) (bool, error) {
+func (h *Hub) replay(ctx context.Context, w Sink, job string, last *uint64) (bool, error) {
 	stream, err := h.js.Stream(ctx, subject.NarrStream)
 	if err != nil {
 		return false, err
@@ -187,7 +196,7 @@ func (h *Hub) replay(ctx context.Context, w *Writer, job string, last *uint64) (
 
 // replayConsumer reads a long history with an ordered consumer, which the
 // server streams with flow control, and deletes it when done.
-func (h *Hub) replayConsumer(ctx context.Context, w *Writer, job string, last *uint64, target uint64) (bool, error) {
+func (h *Hub) replayConsumer(ctx context.Context, w Sink, job string, last *uint64, target uint64) (bool, error) {
 	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{subject.NarrJob(job)},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
@@ -239,7 +248,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *Writer, job string, last *u
 	}
 }
 
-func (h *Hub) send(w *Writer, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
+func (h *Hub) send(w Sink, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
 	_, _, kind, ok := subject.ParseNarr(subj)
 	if !ok || seq <= *last {
 		return false, nil
