@@ -9,7 +9,7 @@ GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 DATA ?= data
 HTTP_ADDR ?= 127.0.0.1:7833
 
-.PHONY: help build run test test-short bench lint tidy-check clean
+.PHONY: help build run test test-short bench fuzz lint tidy-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,14 @@ test-short: ## the fast tests only
 
 bench: build ## measure round trip and narration throughput; see BENCHMARKS.md
 	go run rbee.dev/queen/cmd/rbee-bench -bin $(BIN)
+
+FUZZTIME ?= 10s
+
+fuzz: ## run every fuzz test for FUZZTIME each (default 10s), one after another
+	go test -run '^$$' -fuzz '^FuzzDecodeJobRequest$$' -fuzztime $(FUZZTIME) rbee.dev/shared/api
+	go test -run '^$$' -fuzz '^FuzzValidModelID$$' -fuzztime $(FUZZTIME) rbee.dev/shared/api
+	go test -run '^$$' -fuzz '^FuzzLastEventID$$' -fuzztime $(FUZZTIME) rbee.dev/shared/api
+	go test -run '^$$' -fuzz '^FuzzSource$$' -fuzztime $(FUZZTIME) rbee.dev/hive/internal/models
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -35,6 +35,9 @@ type Config struct {
 	DataDir  string
 	Slots    int
 	AllowRun bool
+	// RunAllow, if non-empty, lists the only executables run may start:
+	// absolute paths, or bare names resolved through PATH.
+	RunAllow []string
 	Labels   map[string]string
 	// MetricsAddr is advertised in heartbeats so Prometheus can find it.
 	MetricsAddr string

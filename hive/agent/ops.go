@@ -54,7 +54,12 @@ func (j *job) runCommand() error {
 	if !j.a.cfg.AllowRun {
 		return fmt.Errorf("the run operation is not allowed on hive %s (start it with --allow-run); nothing was executed", j.a.cfg.ID)
 	}
-	cmd := exec.Command(req.Command[0], req.Command[1:]...)
+	prog, refused := j.a.allowedExecutable(req.Command[0])
+	if refused != nil {
+		return refused
+	}
+	cmd := exec.Command(prog, req.Command[1:]...)
+	cmd.Args[0] = req.Command[0]
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Dir = req.Dir
 	if cmd.Dir == "" {

@@ -37,6 +37,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for models, work files and state")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at the same time")
 	fs.BoolVar(&cfg.AllowRun, "allow-run", false, "permit the run operation (arbitrary commands)")
+	fs.Func("allow-run-commands", "with --allow-run, the only executables run may start: comma-separated absolute paths or bare names looked up in PATH", func(v string) error {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if strings.Contains(name, "/") && !strings.HasPrefix(name, "/") {
+				return fmt.Errorf("%q is neither an absolute path nor a bare name", name)
+			}
+			if name != "" {
+				cfg.RunAllow = append(cfg.RunAllow, name)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&labels, "labels", "", "placement labels, k=v,k=v")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address for /metrics, e.g. 127.0.0.1:9100")
 	fs.Uint64Var(&cfg.MaxEvents, "max-events", cfg.MaxEvents, "narration events kept per job (0: no cap)")

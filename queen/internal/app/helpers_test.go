@@ -34,10 +34,12 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	hiveBin = filepath.Join(dir, "hive")
-	if out, err := exec.Command("go", "build", "-o", hiveBin, "rbee.dev/hive/cmd/hive").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", dir+"/", "rbee.dev/hive/cmd/hive", "rbee.dev/hive/cmd/rbee-worker").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build hive: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// Hives find the reference worker on PATH.
+	os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -51,7 +51,7 @@ type scenario struct {
 }
 
 func scenarios() map[string]scenario {
-	return map[string]scenario{
+	all := map[string]scenario{
 		"idle":       idleScenario,
 		"roundtrip":  roundtripScenario,
 		"throughput": throughputScenario,
@@ -59,6 +59,15 @@ func scenarios() map[string]scenario {
 		"sustained":  sustainedScenario,
 		"chaos":      chaosScenario,
 	}
+	noise := map[string]string{
+		"idle": "others_cpu_s", "roundtrip": "seq_others_cpu_s", "throughput": "job_others_cpu_s",
+		"fanout": "deliver_others_cpu_s", "sustained": "others_cpu_s", "chaos": "others_cpu_s",
+	}
+	for name, sc := range all {
+		sc.metrics = append(slices.Clip(sc.metrics), noiseMetrics(noise[name])...)
+		all[name] = sc
+	}
+	return all
 }
 
 // Main runs rbee-bench with args and returns the process exit code. The
@@ -177,6 +186,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runOnce runs one repetition of a scenario on a fresh cluster.
 func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(string, ...any)) (*Run, error) {
+	load, err := waitQuiet(ctx, cfg.QuietWait, cfg.QuietCores)
+	if err != nil {
+		return nil, err
+	}
+	if load >= cfg.QuietCores && cfg.QuietWait > 0 {
+		logf("%s: other processes keep %.2f cores busy; running anyway", sc.name, load)
+	}
 	cl, err := StartCluster(ctx, cfg.Bin, sc.cluster(cfg), cfg.Settle, cfg.Keep)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
@@ -191,7 +207,9 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 	e := &Env{Cfg: cfg, Cluster: cl, Run: i, log: func(format string, args ...any) {
 		logf("%s: "+format, append([]any{sc.name}, args...)...)
 	}}
-	run, err := sc.run(ctx, e)
+	sctx, stop := cl.Watch(ctx)
+	run, err := sc.run(sctx, e)
+	stop()
 	if run != nil {
 		qm, _ := ReadMem(cl.Queen.Pid)
 		hm, _ := ReadMem(cl.Hive.Pid)
@@ -200,11 +218,45 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 		run.Set("queen_idle_mib", mib(cl.IdleQueen.RSS))
 		run.Set("hive_idle_mib", mib(cl.IdleHive.RSS))
 		run.SetTally()
+		run.Set("background_cores", load)
 	}
-	if cerr := cl.Check(); cerr != nil && err == nil {
+	if cerr := cl.Check(); cerr != nil {
 		err = cerr
 	}
 	return run, err
+}
+
+// waitQuiet measures, second by second, the CPU the machine's processes
+// use (no child of the bench runs now) until it is under cores or limit has
+// passed, and returns the last measurement in cores. On a machine shared
+// with builds and tests this keeps most runs clear of them, and the report
+// says when it could not.
+func waitQuiet(ctx context.Context, limit time.Duration, cores float64) (float64, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		m0, err := MachineCPU()
+		if err != nil {
+			return 0, nil
+		}
+		t0 := time.Now()
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return 0, err
+		}
+		m1, _ := MachineCPU()
+		load := (m1 - m0).Seconds() / time.Since(t0).Seconds()
+		if load < cores || !time.Now().Before(deadline) {
+			return load, nil
+		}
+	}
+}
+
+// noiseMetrics are the rows that tell how much other processes disturbed
+// a scenario; key is its "others" CPU key.
+func noiseMetrics(key string) []Metric {
+	return []Metric{
+		metric(key, "other processes' CPU meanwhile (s)", 2, nil),
+		metric("background_cores", "other processes' load before the run (cores)", 2, nil),
+	}
 }
 
 // RaiseNoFile lifts the open-file soft limit to the hard limit. Children

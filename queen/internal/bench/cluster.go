@@ -135,14 +135,40 @@ func (c *Cluster) Pids() map[string]int {
 	return map[string]int{"queen": c.Queen.Pid, "hive": c.Hive.Pid, "bench": 0}
 }
 
-// Check reports a child that died during a scenario.
+// Check reports a child that died during a scenario. A child that exited
+// but is not reaped yet counts as dead.
 func (c *Cluster) Check() error {
 	for _, p := range []*Proc{c.Queen, c.Hive} {
-		if p != nil && p.Exited() {
+		if p == nil {
+			continue
+		}
+		if !p.Exited() && !Alive(p.Pid) {
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		if p.Exited() {
 			return p.exitError()
 		}
 	}
 	return nil
+}
+
+// Watch cancels the returned context when a child dies or ctx ends, so a
+// scenario stops at once rather than piling up failures against a dead
+// queen. stop ends the watch.
+func (c *Cluster) Watch(ctx context.Context) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-c.Queen.exited:
+		case <-c.Hive.exited:
+		case <-wctx.Done():
+		}
+		cancel()
+	}()
+	return wctx, cancel
 }
 
 // Close stops the hive, then the queen, each with SIGTERM and after a grace
@@ -299,7 +325,16 @@ func (p *Proc) Exited() bool {
 
 func (p *Proc) exitError() error {
 	<-p.exited
-	return fmt.Errorf("%s exited (%v); log:\n%s", p.Name, p.err, p.LogTail())
+	how := "exit status 0"
+	if p.err != nil {
+		how = p.err.Error()
+	}
+	if p.err == nil || strings.Contains(how, "terminated") || strings.Contains(how, "interrupt") {
+		// The bench sends no signal before it stops a cluster, and the
+		// binaries exit 0 only on SIGTERM or SIGINT.
+		how += ": it was stopped from outside the bench (SIGTERM or SIGINT)"
+	}
+	return fmt.Errorf("%s (pid %d) exited during the run (%s); its log ends:\n%s", p.Name, p.Pid, how, p.LogTail())
 }
 
 // LogTail is the end of the process's log.

@@ -51,6 +51,11 @@ type Config struct {
 	ChaosResumeAtEnd float64
 
 	IdleFor time.Duration
+
+	// QuietWait is how long a run waits for other processes to calm down
+	// before it starts; QuietCores is what counts as calm.
+	QuietWait  time.Duration
+	QuietCores float64
 }
 
 // ScenarioNames lists the scenarios in the order they run.
@@ -90,6 +95,9 @@ func DefaultConfig() Config {
 		ChaosResumeAtEnd: 0.05,
 
 		IdleFor: 5 * time.Second,
+
+		QuietWait:  60 * time.Second,
+		QuietCores: 0.25,
 	}
 }
 
@@ -114,6 +122,7 @@ func (c *Config) quick(set map[string]bool) {
 	scale("chaos-jobs", &c.ChaosJobs, 5)
 	scaleD("idle-for", &c.IdleFor, 2*time.Second)
 	scale("runs", &c.Runs, 1)
+	scaleD("quiet-wait", &c.QuietWait, 5*time.Second)
 }
 
 // ParseConfig reads the command line.
@@ -165,6 +174,8 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.Float64Var(&c.ChaosResumeAtEnd, "chaos-resume-at-end", c.ChaosResumeAtEnd, "chaos: share of streams that hang up right after the end event and resume from it")
 
 	fs.DurationVar(&c.IdleFor, "idle-for", c.IdleFor, "idle: window over which idle CPU is measured")
+	fs.DurationVar(&c.QuietWait, "quiet-wait", c.QuietWait, "before each run, wait up to this long for other processes to use less than -quiet-cores (0: do not wait)")
+	fs.Float64Var(&c.QuietCores, "quiet-cores", c.QuietCores, "cores other processes may keep busy for a run to start at once")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -230,6 +241,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			add("-%s must be positive", name)
 		}
+	}
+	if c.QuietWait < 0 || c.QuietCores < 0 {
+		add("-quiet-wait and -quiet-cores must not be negative")
 	}
 	if c.Settle < 0 {
 		add("-settle must not be negative")

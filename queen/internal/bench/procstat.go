@@ -94,11 +94,41 @@ type Usage struct {
 	Mem Mem
 }
 
-// Meter follows the CPU of a set of processes across a span.
+// MachineCPU is the CPU time all processes of the machine have used since
+// boot: user, nice, system, irq, softirq and steal from /proc/stat.
+func MachineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return 0, fmt.Errorf("malformed /proc/stat")
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		n, err := strconv.ParseUint(string(f[i]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("malformed /proc/stat: %w", err)
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks, nil
+}
+
+// Others is the name under which a Meter reports the CPU that processes
+// other than the measured ones used: other people's builds and tests on a
+// shared machine, which slow a benchmark down.
+const Others = "others"
+
+// Meter follows the CPU of a set of processes across a span, and of the
+// whole machine.
 type Meter struct {
-	pids  map[string]int
-	start map[string]time.Duration
-	t0    time.Time
+	pids    map[string]int
+	start   map[string]time.Duration
+	machine time.Duration
+	t0      time.Time
 }
 
 // NewMeter starts measuring the named processes now. A pid of 0 means the
@@ -108,20 +138,37 @@ func NewMeter(pids map[string]int) *Meter {
 	for name, pid := range pids {
 		m.start[name], _ = CPUTime(resolvePid(pid))
 	}
+	m.machine, _ = MachineCPU()
 	return m
 }
 
-// Stop returns each process's CPU since NewMeter and its memory now, and
-// the wall time elapsed.
+// Stop returns each process's CPU since NewMeter and its memory now, the
+// CPU of every other process under Others, and the wall time elapsed.
 func (m *Meter) Stop() (map[string]Usage, time.Duration) {
 	wall := time.Since(m.t0)
 	out := map[string]Usage{}
+	var ours time.Duration
 	for name, pid := range m.pids {
 		cpu, _ := CPUTime(resolvePid(pid))
 		mem, _ := ReadMem(resolvePid(pid))
 		out[name] = Usage{CPU: cpu - m.start[name], Mem: mem}
+		ours += cpu - m.start[name]
+	}
+	if all, err := MachineCPU(); err == nil && m.machine > 0 {
+		out[Others] = Usage{CPU: max(0, all-m.machine-ours)}
 	}
 	return out, wall
+}
+
+// Alive reports whether pid is a running process: not gone, not a zombie
+// waiting to be reaped.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 func resolvePid(pid int) int {

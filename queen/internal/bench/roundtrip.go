@@ -37,6 +37,7 @@ var idleScenario = scenario{
 		u, wall := meter.Stop()
 		r.Set("queen_idle_cpu_pct", 100*u["queen"].CPU.Seconds()/wall.Seconds())
 		r.Set("hive_idle_cpu_pct", 100*u["hive"].CPU.Seconds()/wall.Seconds())
+		r.Set("others_cpu_s", u[Others].CPU.Seconds())
 		return r, nil
 	},
 }

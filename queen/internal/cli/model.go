@@ -285,6 +285,10 @@ func (v *downloadView) drawBar(p api.Progress) {
 			progressbar.OptionUseIECUnits(true),
 			progressbar.OptionShowCount(),
 			progressbar.OptionClearOnFinish(),
+			// The spinner of an unknown size turns with each event rather
+			// than on a timer: a timer's goroutine would draw between the
+			// lines this view prints, and outlive the command.
+			progressbar.OptionSetSpinnerChangeInterval(0),
 		)
 	}
 	if total != v.bar.GetMax64() {

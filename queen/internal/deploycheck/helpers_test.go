@@ -50,22 +50,23 @@ func testLogger() *slog.Logger {
 }
 
 // fakeSMI writes a script that answers like nvidia-smi on a machine with
-// eight A100s, from the output recorded for the inventory tests, and
-// returns its path.
+// eight A100s, with the output recorded for the inventory tests, and
+// returns its path. The output is copied into the script, which uses
+// only shell builtins, so it runs whatever PATH the hive has.
 func fakeSMI(t testing.TB) string {
 	t.Helper()
-	csv, err := filepath.Abs(filepath.Join(root, "hive", "internal", "inventory", "testdata", "gpus-8x-a100.csv"))
+	csv, err := os.ReadFile(filepath.Join(root, "hive", "internal", "inventory", "testdata", "gpus-8x-a100.csv"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(csv); err != nil {
 		t.Fatalf("recorded nvidia-smi output: %v", err)
+	}
+	if strings.Contains(string(csv), "'") {
+		t.Fatal("recorded nvidia-smi output holds a quote; quote it for the shell")
 	}
 	// The hive asks only for GPUs on each heartbeat; any other query gets
 	// an empty answer, as on a machine with no GPU processes.
 	script := "#!/bin/sh\n" +
 		"case \"$1\" in\n" +
-		"--query-gpu=*) cat '" + csv + "' ;;\n" +
+		"--query-gpu=*) printf '%s' '" + string(csv) + "' ;;\n" +
 		"esac\n"
 	path := filepath.Join(t.TempDir(), "nvidia-smi")
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {

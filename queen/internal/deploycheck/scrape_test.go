@@ -266,9 +266,9 @@ func startPrometheus(t *testing.T, bin, queenAddr string) *promServer {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	exited := make(chan struct{})
-	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 	deadline := time.Now().Add(30 * time.Second)
 	for httpStatus(p.base+"/-/ready") != http.StatusOK {
 		select {
