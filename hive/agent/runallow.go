@@ -1,15 +1,11 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 )
-
-// errNotAllowed marks a run refused by the hive's allowlist.
-var errNotAllowed = errors.New("not on this hive's run allowlist")
 
 // allowedExecutable checks a run request's program against Config.RunAllow
 // and returns the path to execute. With no allowlist it returns name
@@ -26,25 +22,22 @@ func (a *Agent) allowedExecutable(name string) (string, error) {
 	if len(a.cfg.RunAllow) == 0 {
 		return name, nil
 	}
-	refuse := func(why string) (string, error) {
-		return "", fmt.Errorf("run %q: %w (%s); nothing was executed", clipArg(name), errNotAllowed, why)
+	refuse := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("run refused: %s; nothing was executed", fmt.Sprintf(format, args...))
 	}
 	if strings.ContainsRune(name, '/') && !filepath.IsAbs(name) {
-		return refuse("give an absolute path or a bare name, not a relative path")
+		return refuse("%q is a relative path; this hive's run allowlist takes absolute paths or bare names", clipArg(name))
 	}
 	want, err := resolveExecutable(name)
 	if err != nil {
-		return refuse(err.Error())
+		return refuse("%v", err)
 	}
 	for _, entry := range a.cfg.RunAllow {
 		if got, err := resolveExecutable(entry); err == nil && got == want {
 			return want, nil
 		}
 	}
-	if filepath.Base(want) != name {
-		return refuse("it resolves to " + want + ", which is not allowed")
-	}
-	return refuse("allowed: " + strings.Join(a.cfg.RunAllow, ", "))
+	return refuse("%q (%s) is not on this hive's run allowlist (%s)", clipArg(name), want, strings.Join(a.cfg.RunAllow, ", "))
 }
 
 // resolveExecutable turns an absolute path or a bare name into the absolute,

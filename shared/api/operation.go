@@ -134,7 +134,7 @@ func describeJSONError(err error) error {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return fmt.Errorf("unknown field %s", clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	}
-	return fmt.Errorf("malformed JSON: %s", err.Error())
+	return fmt.Errorf("malformed JSON: %w", err)
 }
 
 // Validate checks the request against its operation and fills defaults. It
@@ -148,7 +148,7 @@ func (r *JobRequest) Validate() error {
 	case r.Operation == "":
 		add("operation is required")
 	case !known:
-		add("unknown operation %q (known: %s)", r.Operation, strings.Join(OperationNames(), ", "))
+		add("unknown operation %q (known: %s)", clip(r.Operation), strings.Join(OperationNames(), ", "))
 	}
 	if r.Hive != "" && !validName(r.Hive) {
 		add("hive %q is not a valid hive id (letters, digits, '-' and '_', at most 64)", clip(r.Hive))

@@ -5,10 +5,16 @@
 // reader can filter one job, the writer (a hive id or "queen") second so a
 // hive's NATS permissions can be limited to narr.*.<hive>.>, and the kind
 // last so the SSE relay and the state applier can tell events apart without
-// decoding payloads.
+// decoding payloads. End events carry the job's attempt as a fifth token,
+// narr.<job>.<writer>.end.<attempt>: each attempt has its own one-end slot,
+// so a lost hive's late end can never take the place of a re-placed
+// attempt's end.
 package subject
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Stream, bucket and consumer names.
 const (
@@ -45,7 +51,7 @@ const (
 	DispatchAll = "dispatch.hive.*"
 	// NarrStartAll and NarrEndAll are the applier consumer's filters.
 	NarrStartAll = "narr.*.*." + KindStart
-	NarrEndAll   = "narr.*.*." + KindEnd
+	NarrEndAll   = "narr.*.*." + KindEnd + ".*"
 )
 
 // Narr is the subject one writer uses for one kind of a job's narration.
@@ -56,9 +62,20 @@ func Narr(job, writer, kind string) string {
 // NarrJob matches every narration subject of one job.
 func NarrJob(job string) string { return "narr." + job + ".>" }
 
-// NarrEnd matches the end subjects of one job, whoever wrote them. Publishing
-// an end with an expected last sequence of 0 on this filter stores at most one.
-func NarrEnd(job string) string { return "narr." + job + ".*." + KindEnd }
+// NarrEnd matches the end subjects of one attempt of a job, whoever wrote
+// them. Publishing an end with an expected last sequence of 0 on this filter
+// stores at most one.
+func NarrEnd(job string, attempt int) string {
+	return "narr." + job + ".*." + KindEnd + "." + strconv.Itoa(max(attempt, 1))
+}
+
+// NarrEndAny matches every end of a job, of any attempt.
+func NarrEndAny(job string) string { return "narr." + job + ".*." + KindEnd + ".*" }
+
+// NarrEndSubject is where writer publishes the end of an attempt.
+func NarrEndSubject(job, writer string, attempt int) string {
+	return "narr." + job + "." + writer + "." + KindEnd + "." + strconv.Itoa(max(attempt, 1))
+}
 
 // NarrWriter matches everything one writer may publish.
 func NarrWriter(writer string) string { return "narr.*." + writer + ".>" }
@@ -74,10 +91,29 @@ func ParseNarr(subj string) (job, writer, kind string, ok bool) {
 		return "", "", "", false
 	}
 	writer, kind, found = strings.Cut(rest, ".")
-	if !found || strings.Contains(kind, ".") {
+	if !found {
 		return "", "", "", false
 	}
+	if k, attempt, isEnd := strings.Cut(kind, "."); isEnd {
+		if k != KindEnd || strings.Contains(attempt, ".") {
+			return "", "", "", false
+		}
+		kind = KindEnd
+	}
 	return job, writer, kind, true
+}
+
+// EndAttempt is the attempt an end subject belongs to, 0 for other subjects.
+func EndAttempt(subj string) int {
+	i := strings.LastIndexByte(subj, '.')
+	if i < 0 || !strings.HasSuffix(subj[:i], "."+KindEnd) {
+		return 0
+	}
+	n, err := strconv.Atoi(subj[i+1:])
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Dispatch is the work-queue subject of one hive.

@@ -115,7 +115,7 @@ func (p *Publisher) Start(ctx context.Context, e api.Event) error {
 		return fmt.Errorf("encode start: %w", err)
 	}
 	_, err = p.js.Publish(ctx, subject.Narr(p.job, p.writer, subject.KindStart), data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job)))
+		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job, p.attempt)))
 	if lostRace(err) {
 		p.ended = true
 		close(p.acks)
@@ -237,8 +237,8 @@ func PublishEnd(ctx context.Context, js jetstream.JetStream, writer string, e ap
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	_, err = js.Publish(ctx, subject.Narr(e.JobID, writer, subject.KindEnd), data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID)))
+	_, err = js.Publish(ctx, subject.NarrEndSubject(e.JobID, writer, e.Attempt), data,
+		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
 	if lostRace(err) {
 		return ErrAlreadyEnded
 	}

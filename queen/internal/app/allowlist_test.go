@@ -88,6 +88,7 @@ func TestRunAllowlist(t *testing.T) {
 			if _, err := os.Stat(marker); err == nil {
 				t.Fatalf("%s ran although only echo is allowed", tc.argv0)
 			}
+			t.Log(end.Error)
 		})
 	}
 }

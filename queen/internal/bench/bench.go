@@ -193,7 +193,9 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 	if load >= cfg.QuietCores && cfg.QuietWait > 0 {
 		logf("%s: other processes keep %.2f cores busy; running anyway", sc.name, load)
 	}
-	cl, err := StartCluster(ctx, cfg.Bin, sc.cluster(cfg), cfg.Settle, cfg.Keep)
+	co := sc.cluster(cfg)
+	co.QueenFlags, co.HiveFlags = cfg.QueenFlags, cfg.HiveFlags
+	cl, err := StartCluster(ctx, cfg.Bin, co, cfg.Settle, cfg.Keep)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}

@@ -26,6 +26,8 @@ type ClusterOptions struct {
 	Slots int
 	// AllowRun starts the hive with --allow-run, for blocker jobs.
 	AllowRun bool
+	// QueenFlags and HiveFlags are appended to the children's flags.
+	QueenFlags, HiveFlags []string
 }
 
 // Cluster is a queen with embedded NATS and one hive, each a child process
@@ -89,9 +91,9 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	c.URL, c.NATSURL = "http://"+httpAddr, "nats://"+natsAddr
 
 	t0 := time.Now()
-	c.Queen, err = startProc("queen", filepath.Join(bin, "queen"), []string{
+	c.Queen, err = startProc("queen", filepath.Join(bin, "queen"), append([]string{
 		"--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "queen"), "--nats-listen", natsAddr,
-	}, filepath.Join(dir, "queen.log"))
+	}, o.QueenFlags...), filepath.Join(dir, "queen.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +108,7 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	if o.AllowRun {
 		args = append(args, "--allow-run")
 	}
+	args = append(args, o.HiveFlags...)
 	c.Hive, err = startProc("hive", filepath.Join(bin, "hive"), args, filepath.Join(dir, "hive.log"))
 	if err != nil {
 		return nil, err

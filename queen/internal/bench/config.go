@@ -24,6 +24,10 @@ type Config struct {
 	Seed       uint64
 	Verbose    bool
 	CPUProfile string
+	// QueenFlags and HiveFlags are passed to every queen and hive as well,
+	// to try a setting (say --sse-buffer) without changing the bench.
+	QueenFlags []string
+	HiveFlags  []string
 
 	RoundtripJobs  int
 	RoundtripSlots int
@@ -136,7 +140,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 			"usage: rbee-bench [-bin DIR] [-scenarios %s] [-runs N] [-quick] [-out FILE]\n\n", strings.Join(ScenarioNames, ","))
 		fs.PrintDefaults()
 	}
-	var scen string
+	var scen, queenFlags, hiveFlags string
 	fs.StringVar(&c.Bin, "bin", c.Bin, "directory holding the queen and hive binaries")
 	fs.StringVar(&scen, "scenarios", "all", "comma-separated scenarios to run: all or "+strings.Join(ScenarioNames, ","))
 	fs.IntVar(&c.Runs, "runs", c.Runs, "repetitions of each scenario, each on a fresh queen and hive; the median is reported")
@@ -147,6 +151,8 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the chaos scenario's random disconnects")
 	fs.BoolVar(&c.Verbose, "v", false, "more progress on stderr")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench process itself to this file")
+	fs.StringVar(&queenFlags, "queen-flags", "", "extra flags for every queen, space-separated, e.g. \"--sse-buffer 64\"")
+	fs.StringVar(&hiveFlags, "hive-flags", "", "extra flags for every hive, space-separated")
 
 	fs.IntVar(&c.RoundtripJobs, "roundtrip-jobs", c.RoundtripJobs, "roundtrip: sequential jobs")
 	fs.IntVar(&c.RoundtripSlots, "roundtrip-slots", c.RoundtripSlots, "roundtrip: hive slots")
@@ -188,6 +194,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	if c.Quick {
 		c.quick(set)
 	}
+	c.QueenFlags, c.HiveFlags = strings.Fields(queenFlags), strings.Fields(hiveFlags)
 	if c.BaselineMsgs == 0 {
 		c.BaselineMsgs = c.ThroughputEvents
 	}

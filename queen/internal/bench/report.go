@@ -234,6 +234,9 @@ func (r *Report) Markdown(w io.Writer) error {
 		p("| revision | %s |\n", mc.Revision)
 	}
 	p("| binaries | `%s` |\n", mc.BinaryDir)
+	if len(r.Cfg.QueenFlags)+len(r.Cfg.HiveFlags) > 0 {
+		p("| extra flags | queen `%s`, hive `%s` |\n", strings.Join(r.Cfg.QueenFlags, " "), strings.Join(r.Cfg.HiveFlags, " "))
+	}
 	p("| open files | %s |\n", orDash(mc.NoFile))
 	p("| runs | %d per scenario, each on a fresh queen and hive; tables show the median (the worst run for counts that must be 0) |\n\n", r.Cfg.Runs)
 	for _, n := range r.Notes {

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"path"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -197,9 +199,16 @@ func (a *app) workerStopCommand(hive *string) *cobra.Command {
 	}
 }
 
-// workerLogsNote says where a worker's whole output is, for hives whose
-// worker_get sends no log lines.
-const workerLogsNote = "the hive keeps worker %s's output in its data directory, <data dir>/workers/%s.log on hive %s"
+// logFile says where a worker's whole output is on its hive: the hive
+// writes it to <data dir>/workers/<id>.log, and its heartbeat names its
+// data dir as the path of its disk.
+func (a *app) logFile(ctx context.Context, hive, id string) string {
+	dir := "<data dir>"
+	if h, err := a.client.GetHive(ctx, hive); err == nil && h.Inventory.Disk.Path != "" {
+		dir = h.Inventory.Disk.Path
+	}
+	return path.Join(dir, "workers", id+".log")
+}
 
 func (a *app) workerLogsCommand(hive *string) *cobra.Command {
 	return &cobra.Command{
@@ -231,7 +240,8 @@ on its hive; when the hive's answer holds no lines, this command says so.`,
 			}
 			_ = json.Unmarshal(raw, &extra)
 			if extra.Logs == nil {
-				fmt.Fprintf(a.stderr, "rbee: "+workerLogsNote+"\n", args[0], args[0], *hive)
+				fmt.Fprintf(a.stderr, "rbee: hive %s sends no log lines; worker %s's whole output is in %s on the hive\n",
+					*hive, args[0], a.logFile(cmd.Context(), *hive, args[0]))
 				return nil
 			}
 			fmt.Fprintln(a.stdout)

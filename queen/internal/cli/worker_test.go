@@ -179,7 +179,8 @@ func TestWorkerLogs(t *testing.T) {
 	r := q.run(t, "worker", "logs", "w-1a2b", "--hive", "h1")
 	r.want(t, 0)
 	wantLines(t, r.stdout, "ID w-1a2b", "STATE ready")
-	if r.stderr != "rbee: the hive keeps worker w-1a2b's output in its data directory, <data dir>/workers/w-1a2b.log on hive h1\n" {
+	// The fake queen does not know the hive, so its data dir stays a name.
+	if r.stderr != "rbee: hive h1 sends no log lines; worker w-1a2b's whole output is in <data dir>/workers/w-1a2b.log on the hive\n" {
 		t.Errorf("stderr %q", r.stderr)
 	}
 	creates, _, _ := q.snapshot()

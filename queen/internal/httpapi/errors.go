@@ -77,9 +77,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			msg := http.StatusText(he.Code)
 			switch he.Code {
 			case http.StatusNotFound:
-				msg = fmt.Sprintf("no route for %s %s", c.Request().Method, c.Request().URL.Path)
+				msg = fmt.Sprintf("no route for %s %s", clip(c.Request().Method), clip(c.Request().URL.Path))
 			case http.StatusMethodNotAllowed:
-				msg = fmt.Sprintf("method %s is not allowed on %s", c.Request().Method, c.Request().URL.Path)
+				msg = fmt.Sprintf("method %s is not allowed on %s", clip(c.Request().Method), clip(c.Request().URL.Path))
 			case http.StatusRequestEntityTooLarge:
 				msg = fmt.Sprintf("request body is larger than the limit of %d bytes", maxBody)
 			}

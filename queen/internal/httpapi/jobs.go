@@ -30,7 +30,8 @@ func (h *handlers) createJob(c echo.Context) error {
 	req, err := api.DecodeJobRequest(c.Request().Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) || strings.Contains(err.Error(), "http: request body too large") {
+		var he *echo.HTTPError // the body limit's error when no Content-Length warned it
+		if errors.As(err, &mbe) || errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge || strings.Contains(err.Error(), "http: request body too large") {
 			return newError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body is larger than the limit of %d bytes", maxBody)
 		}
 		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "%s", err.Error())

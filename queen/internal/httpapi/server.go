@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"log/slog"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -69,9 +70,21 @@ func instrument(m *metrics.Queen) echo.MiddlewareFunc {
 			if route == "" {
 				route = "unmatched"
 			}
-			m.HTTPRequests.WithLabelValues(route, c.Request().Method, strconv.Itoa(c.Response().Status)).Inc()
-			m.HTTPDuration.WithLabelValues(route, c.Request().Method).Observe(time.Since(start).Seconds())
+			method := methodLabel(c.Request().Method)
+			m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
+			m.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 			return nil
 		}
 	}
+}
+
+// methodLabel is the method as a metric label: a client may send any token
+// as a method, and each distinct one would be a series kept for good.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }

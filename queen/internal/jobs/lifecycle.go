@@ -88,11 +88,12 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	e.Attempt = max(subject.EndAttempt(m.Subject()), 1)
 	rec, err := s.st.UpdateJob(ctx, job, func(j *api.Job) bool {
 		if kind == subject.KindEnd {
 			return store.ApplyEnd(j, e)
 		}
-		if j.State != api.StateQueued && j.State != api.StateDispatched {
+		if (j.State != api.StateQueued && j.State != api.StateDispatched) || max(e.Attempt, 1) < j.Attempt {
 			return false
 		}
 		t := e.Time
@@ -146,6 +147,9 @@ func (s *Service) reap(ctx context.Context) {
 		var e api.Event
 		switch {
 		case j.Hive != "" && !s.hiveLive(j.Hive) && now.Sub(j.CreatedAt) > time.Second:
+			if s.replace(ctx, j) {
+				continue
+			}
 			e = api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s lost", j.Hive), Message: fmt.Sprintf("hive %s stopped sending heartbeats", j.Hive)}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
@@ -155,6 +159,67 @@ func (s *Service) reap(ctx context.Context) {
 			continue
 		}
 		s.endFor(ctx, j, e)
+	}
+	s.reconcile(ctx)
+}
+
+// maxAttempts bounds how often a job is re-placed after losing its hive.
+const maxAttempts = 3
+
+// replace moves a job whose hive was lost to another hive, when running it
+// again is safe (the operation is retryable, the user did not pin a hive)
+// and another hive can take it. The attempt number rises; the relay uses
+// it to drop whatever the lost hive still writes for the old attempt.
+func (s *Service) replace(ctx context.Context, j api.Job) bool {
+	if !api.Operations[j.Operation].Retryable || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
+		return false
+	}
+	to, err := s.place(j.Request)
+	if err != nil {
+		return false
+	}
+	last, err := s.st.LastSeq(ctx, j.JobID)
+	if err != nil {
+		return false
+	}
+	won := false
+	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
+			return false
+		}
+		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
+		won = true
+		return true
+	})
+	if err != nil || !won {
+		return won
+	}
+	if j.DispatchSeq > 0 {
+		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+	}
+	err = s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: last + 1, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
+		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)})
+	if err == nil {
+		err = s.dispatch(ctx, &rec, last+2)
+	}
+	if err != nil {
+		s.log.Warn("re-place job", "job_id", j.JobID, "err", err)
+	}
+	return true
+}
+
+// reconcile stops work that a hive still runs for jobs that ended or moved
+// while it was away: a hive back from a partition drops its orphans.
+func (s *Service) reconcile(ctx context.Context) {
+	for _, h := range s.v.Hives() {
+		for _, id := range h.Running {
+			j, ok := s.v.Job(id)
+			if !ok || (!api.Terminal(j.State) && j.Hive == h.ID) {
+				continue
+			}
+			s.log.Info("stopping orphaned work", "hive_id", h.ID, "job_id", id)
+			s.askHiveToCancel(ctx, api.Job{JobID: id, Hive: h.ID})
+		}
 	}
 }
 
@@ -170,7 +235,7 @@ func (s *Service) hiveLive(id string) bool {
 
 // endFor ends a job on the queen's authority and tidies what the job left.
 func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
-	e.JobID = j.JobID
+	e.JobID, e.Attempt = j.JobID, j.Attempt
 	err := s.st.End(ctx, e)
 	if errors.Is(err, store.ErrAlreadyEnded) {
 		err = nil

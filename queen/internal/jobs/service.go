@@ -101,7 +101,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 		go s.runOnQueen(j)
 		return j, true, nil
 	}
-	if err := s.dispatch(ctx, &j); err != nil {
+	if err := s.dispatch(ctx, &j, 2); err != nil {
 		s.abandon(j.JobID, err)
 		return api.Job{}, false, err
 	}
@@ -125,8 +125,8 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem string) (api.Job, b
 
 // dispatch puts the job on its hive's work queue; the message id makes a
 // retried publish a no-op.
-func (s *Service) dispatch(ctx context.Context, j *api.Job) error {
-	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: 2, DeadlineAt: j.DeadlineAt, Request: j.Request})
+func (s *Service) dispatch(ctx context.Context, j *api.Job, nextSeq uint64) error {
+	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request})
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job) error {
 func (s *Service) abandon(id string, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = s.st.End(ctx, api.Event{JobID: id, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
+	_ = s.st.End(ctx, api.Event{JobID: id, Attempt: 1, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
 	_, _ = s.st.UpdateJob(ctx, id, func(j *api.Job) bool {
 		now := time.Now().UTC()
 		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error()})
@@ -244,7 +244,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 		// the hive has it already, it finds the end and skips it.
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	err = s.st.End(ctx, api.Event{JobID: id, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
+	err = s.st.End(ctx, api.Event{JobID: id, Attempt: j.Attempt, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
 	if err != nil && !errors.Is(err, store.ErrAlreadyEnded) {
 		return j, err
 	}
@@ -271,7 +271,7 @@ func (s *Service) askHiveToCancel(ctx context.Context, j api.Job) bool {
 func (s *Service) runOnQueen(j api.Job) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.DeadlineAt.Sub(time.Now()))
 	defer cancel()
-	end := api.Event{JobID: j.JobID, Seq: 4, State: api.StateDone, Message: "job done"}
+	end := api.Event{JobID: j.JobID, Seq: 4, Attempt: 1, State: api.StateDone, Message: "job done"}
 	_ = s.st.Narrate(ctx, subject.KindStart, api.Event{JobID: j.JobID, Seq: 2, Action: "started", Message: "status on queen"})
 	if err := s.st.Narrate(ctx, subject.KindData, api.Event{JobID: j.JobID, Seq: 3, Action: "status", Message: "cluster status", Data: s.Status()}); err != nil {
 		end.State, end.Error = api.StateFailed, err.Error()

@@ -21,9 +21,12 @@ import (
 
 // Frame is one stored narration message on its way to a client.
 type Frame struct {
-	Seq  uint64 // stream sequence: the SSE event id
-	Kind string // narration subject kind
-	Data []byte // the event JSON, sent verbatim
+	Seq    uint64 // stream sequence: the SSE event id
+	Writer string // who wrote it: a hive id or the queen
+	Kind   string // narration subject kind
+	Data   []byte // the event JSON, sent verbatim
+	// Attempt is the attempt of an end frame, from its subject.
+	Attempt int
 }
 
 // Event is the SSE event name of the frame.
@@ -105,7 +108,7 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 func (h *Hub) deliver(m jetstream.Msg) {
-	job, _, kind, ok := subject.ParseNarr(m.Subject())
+	job, writer, kind, ok := subject.ParseNarr(m.Subject())
 	if !ok {
 		return
 	}
@@ -120,7 +123,7 @@ func (h *Hub) deliver(m jetstream.Msg) {
 		h.mu.RUnlock()
 		return
 	}
-	f := Frame{Seq: md.Sequence.Stream, Kind: kind, Data: m.Data()}
+	f := Frame{Seq: md.Sequence.Stream, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
 	var full []*sub
 	for s := range subs {
 		select {

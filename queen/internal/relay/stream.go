@@ -2,7 +2,9 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -86,17 +88,18 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		return ctx.Err()
 	}
 	last := after
+	fw := &fenced{Sink: w, attempt: 1}
 	for {
 		// Subscribe before reading history: whatever is stored after the
 		// history read ends reaches the feed.
 		s := h.subscribe(job)
-		ended, err := h.replay(ctx, w, job, &last)
+		ended, err := h.replay(ctx, fw, job, &last)
 		if err == nil && !ended {
 			err = w.Flush()
 		}
 		if err == nil && !ended {
 			var overflow bool
-			ended, overflow, err = h.live(ctx, w, s, &last, heartbeat)
+			ended, overflow, err = h.live(ctx, fw, s, &last, heartbeat)
 			if overflow {
 				continue
 			}
@@ -116,7 +119,7 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 }
 
 // live relays the feed until the end event, an overflow or the client leaves.
-func (h *Hub) live(ctx context.Context, w Sink, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
+func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
@@ -128,11 +131,12 @@ func (h *Hub) live(ctx context.Context, w Sink, s *sub, last *uint64, heartbeat 
 			if f.Seq <= *last {
 				continue
 			}
-			if err := w.Frame(f); err != nil {
+			*last = f.Seq
+			sent, err := w.send(f)
+			if err != nil {
 				return false, false, err
 			}
-			*last = f.Seq
-			if f.Kind == subject.KindEnd {
+			if sent && f.Kind == subject.KindEnd {
 				return true, false, nil
 			}
 			if len(s.ch) == 0 {
@@ -155,7 +159,7 @@ func (h *Hub) live(ctx context.Context, w Sink, s *sub, last *uint64, heartbeat 
 
 // replay sends the stored events after *last, up to the newest one stored
 // when it begins. It reports whether it sent the end event.
-func (h *Hub) replay(ctx context.Context, w Sink, job string, last *uint64) (bool, error) {
+func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (bool, error) {
 	stream, err := h.js.Stream(ctx, subject.NarrStream)
 	if err != nil {
 		return false, err
@@ -170,7 +174,7 @@ func (h *Hub) replay(ctx context.Context, w Sink, job string, last *uint64) (boo
 	target := newest.Sequence
 	if target <= *last {
 		// Nothing new; a client resuming after the end gets the close.
-		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEnd(job))
+		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
 		}
@@ -196,7 +200,7 @@ func (h *Hub) replay(ctx context.Context, w Sink, job string, last *uint64) (boo
 
 // replayConsumer reads a long history with an ordered consumer, which the
 // server streams with flow control, and deletes it when done.
-func (h *Hub) replayConsumer(ctx context.Context, w Sink, job string, last *uint64, target uint64) (bool, error) {
+func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *uint64, target uint64) (bool, error) {
 	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{subject.NarrJob(job)},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
@@ -248,14 +252,43 @@ func (h *Hub) replayConsumer(ctx context.Context, w Sink, job string, last *uint
 	}
 }
 
-func (h *Hub) send(w Sink, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
-	_, _, kind, ok := subject.ParseNarr(subj)
+func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
+	_, writer, kind, ok := subject.ParseNarr(subj)
 	if !ok || seq <= *last {
 		return false, nil
 	}
-	if err := w.Frame(Frame{Seq: seq, Kind: kind, Data: data}); err != nil {
-		return false, err
-	}
 	*last = seq
-	return kind == subject.KindEnd, nil
+	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: subject.EndAttempt(subj)})
+	return sent && kind == subject.KindEnd, err
+}
+
+// fenced drops what a job's earlier attempts write after the queen
+// re-placed it: a lost hive that comes back must not add to the story of
+// the attempt that replaced it. The queen's "replaced" event marks the new
+// attempt; every queen sees the same events in the same order, so every
+// client sees the same story.
+type fenced struct {
+	Sink
+	attempt int
+}
+
+func (w *fenced) send(f Frame) (bool, error) {
+	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && bytes.Contains(f.Data, []byte(`"action":"replaced"`)) {
+		var e struct{ Attempt int }
+		if json.Unmarshal(f.Data, &e) == nil && e.Attempt > w.attempt {
+			w.attempt = e.Attempt
+		}
+	}
+	if w.attempt > 1 && f.Writer != subject.QueenWriter && w.stale(f) {
+		return false, nil
+	}
+	return true, w.Frame(f)
+}
+
+func (w *fenced) stale(f Frame) bool {
+	if f.Kind == subject.KindEnd {
+		return f.Attempt < w.attempt
+	}
+	var e struct{ Attempt int }
+	return json.Unmarshal(f.Data, &e) == nil && e.Attempt < w.attempt
 }

@@ -52,8 +52,8 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	_, err = s.JS.Publish(ctx, subject.Narr(e.JobID, subject.QueenWriter, subject.KindEnd), data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID)))
+	_, err = s.JS.Publish(ctx, subject.NarrEndSubject(e.JobID, subject.QueenWriter, e.Attempt), data,
+		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -107,7 +107,7 @@ func (s *Store) LastStreamSeq(ctx context.Context, job string) (uint64, error) {
 
 // EndOf returns the job's end event and its stream sequence, or nil.
 func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrEnd(job))
+	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -118,13 +118,16 @@ func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, er
 	if err := json.Unmarshal(m.Data, &end); err != nil {
 		return nil, 0, fmt.Errorf("decode end of job %s: %w", job, err)
 	}
+	end.Attempt = max(subject.EndAttempt(m.Subject), 1)
 	return &end, m.Sequence, nil
 }
 
 // ApplyEnd copies an end event into a record; it reports whether anything
 // changed, for use with UpdateJob.
 func ApplyEnd(j *api.Job, end api.EndInfo) bool {
-	if api.Terminal(j.State) {
+	// An end of an earlier attempt, from a hive that was lost and came
+	// back, does not end the attempt that replaced it.
+	if api.Terminal(j.State) || max(end.Attempt, 1) < j.Attempt {
 		return false
 	}
 	j.State, j.Error, j.ExitCode = end.State, end.Error, end.ExitCode

@@ -130,6 +130,14 @@ func (v *View) Hive(id string) (api.Hive, bool) {
 	return h, ok
 }
 
+// Job returns one job record as last seen.
+func (v *View) Job(id string) (api.Job, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	j, ok := v.jobs[id]
+	return j, ok
+}
+
 // Hives returns the live hives sorted by id.
 func (v *View) Hives() []api.Hive {
 	v.mu.RLock()

@@ -1,0 +1,137 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"rbee.dev/shared/api"
+)
+
+// slowFile serves size bytes in 100 KB pieces, one every tick, so a
+// download is still running when a test breaks its hive.
+func slowFile(t *testing.T, size int, tick time.Duration) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		piece := []byte(strings.Repeat("m", 100_000))
+		for sent := 0; sent < size; sent += len(piece) {
+			if _, err := w.Write(piece[:min(len(piece), size-sent)]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(tick):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/model.gguf"
+}
+
+// A hive killed mid-download: the download is safe to repeat, so it is
+// re-placed on the other hive with its attempt raised, and the stream reads
+// as one story.
+func TestHiveKilledMidDownloadReplaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills processes")
+	}
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	a := hiveProcess(t, base, ns.ClientURL(), "a")
+	hiveProcess(t, base, ns.ClientURL(), "b")
+	url := slowFile(t, 1_500_000, 100*time.Millisecond)
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Source: url})
+	head, _, _ := sse(t, context.Background(), base, job, 0, 4)
+	var rec api.Job
+	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
+	if rec.Hive != "a" {
+		t.Fatalf("placed on %s, want a", rec.Hive)
+	}
+	_ = a.Process.Kill()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rest, done, _ := sse(t, ctx, base, job, head[len(head)-1].ID, 0)
+	all := append(head, rest...)
+	end := checkComplete(t, all, done)
+	if end.State != api.StateDone || end.Attempt != 2 {
+		t.Fatalf("end %+v", end)
+	}
+	if !replacedIn(t, all, "a", "b") {
+		t.Fatal("no replaced event naming a and b")
+	}
+	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
+	if rec.State != api.StateDone || rec.Hive != "b" || rec.Attempt != 2 {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+// A hive that freezes (a partition, a stalled machine) loses its job to
+// another hive; when it wakes, what it still writes for the old attempt is
+// fenced off, and its orphaned work is stopped.
+func TestFrozenHiveIsFencedOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stops processes")
+	}
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	a := hiveProcess(t, base, ns.ClientURL(), "a")
+	hiveProcess(t, base, ns.ClientURL(), "b")
+	url := slowFile(t, 2_000_000, 100*time.Millisecond)
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Source: url})
+	head, _, _ := sse(t, context.Background(), base, job, 0, 4)
+	_ = a.Process.Signal(syscall.SIGSTOP)
+	var rec api.Job
+	waitFor(t, 15*time.Second, func() bool {
+		do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
+		return rec.Attempt == 2
+	})
+	_ = a.Process.Signal(syscall.SIGCONT)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rest, done, _ := sse(t, ctx, base, job, head[len(head)-1].ID, 0)
+	all := append(head, rest...)
+	end := checkComplete(t, all, done)
+	if end.State != api.StateDone || end.Attempt != 2 {
+		t.Fatalf("end %+v", end)
+	}
+	seenReplace := false
+	for _, f := range all {
+		e := f.event(t)
+		if e.Action == "replaced" {
+			seenReplace = true
+		} else if seenReplace && e.Actor != "queen" && e.Attempt != 2 {
+			t.Fatalf("attempt %d event after the re-placement: %s", e.Attempt, f.Data)
+		}
+	}
+	// The woken hive is told to drop the job it still runs.
+	waitFor(t, 15*time.Second, func() bool {
+		var h api.Hive
+		return do(t, "GET", base+"/v1/hives/a", nil, &h) == 200 && len(h.Running) == 0
+	})
+	// A full replay tells the same story.
+	again, done, _ := sse(t, context.Background(), base, job, 0, 0)
+	checkComplete(t, again, done)
+	if len(again) != len(all) {
+		t.Fatalf("replay has %d frames, live read %d", len(again), len(all))
+	}
+}
+
+func replacedIn(t *testing.T, frames []frame, from, to string) bool {
+	for _, f := range frames {
+		e := f.event(t)
+		if e.Action == "replaced" && strings.Contains(e.Message, "hive "+from) && strings.Contains(e.Message, "hive "+to) {
+			return true
+		}
+	}
+	return false
+}
