@@ -27,6 +27,9 @@ type JobRequest struct {
 	Hive      string            `json:"hive,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	TimeoutS  float64           `json:"timeout_s,omitempty"`
+	// Queue, when false, asks for 503 instead of waiting in the queue when
+	// no hive can take the job now.
+	Queue *bool `json:"queue,omitempty"`
 
 	// hive_check
 	Events       *int `json:"events,omitempty"`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 
+	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/openai"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	AdminKey        string
 	Insecure        bool
 	MetricsAuth     bool
+	Placement       string
 	Infer           openai.Config
 	SSEHeartbeat    time.Duration
 	SSEBuffer       int
@@ -56,6 +58,7 @@ func DefaultConfig() Config {
 		Replicas:       1,
 		SSEHeartbeat:   15 * time.Second,
 		SSEBuffer:      1024,
+		Placement:      jobs.Spread,
 		Infer: openai.Config{
 			Backend: "reference", IdleTimeout: 10 * time.Minute, QueueDepth: 256, SpawnTimeout: 5 * time.Minute,
 		},
@@ -88,6 +91,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
+	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
 	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
 	fs.DurationVar(&c.Infer.IdleTimeout, "infer-idle-timeout", c.Infer.IdleTimeout, "workers started for inference stop after this long unused (0: never)")
 	fs.IntVar(&c.Infer.QueueDepth, "infer-queue-depth", c.Infer.QueueDepth, "requests per model waiting or running on this queen before 503")
@@ -160,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.Infer.QueueDepth < 1 || c.Infer.SpawnTimeout < time.Second || c.Infer.IdleTimeout < 0 {
 		errs = multierror.Append(errs, errors.New("infer-queue-depth must be at least 1, infer-spawn-timeout at least 1s, infer-idle-timeout not negative"))
+	}
+	if c.Placement != jobs.Spread && c.Placement != jobs.Binpack {
+		errs = multierror.Append(errs, fmt.Errorf("placement must be %s or %s", jobs.Spread, jobs.Binpack))
 	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))

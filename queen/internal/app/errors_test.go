@@ -39,7 +39,7 @@ func TestBadRequests(t *testing.T) {
 		{"foreign field", "POST", "/v1/jobs", `{"operation":"hive_check","command":["ls"]}`, "", 400, api.CodeValidation, "command"},
 		{"negative events", "POST", "/v1/jobs", `{"operation":"hive_check","events":-1}`, "", 400, api.CodeValidation, "events"},
 		{"bad hive id", "POST", "/v1/jobs", `{"operation":"hive_check","hive":"../etc"}`, "", 400, api.CodeValidation, "hive"},
-		{"offline hive", "POST", "/v1/jobs", `{"operation":"hive_check","hive":"ghost"}`, "", 503, api.CodeNoCapableHive, "ghost"},
+		{"offline hive, no queueing", "POST", "/v1/jobs", `{"operation":"hive_check","hive":"ghost","queue":false}`, "", 503, api.CodeNoCapableHive, "ghost"},
 		{"xml", "POST", "/v1/jobs", `<job/>`, "application/xml", 415, api.CodeUnsupportedType, "application/json"},
 		{"too large", "POST", "/v1/jobs", huge, "", 413, api.CodeTooLarge, "limit"},
 		{"bad last event id", "GET", "/v1/jobs/x/stream?last_event_id=-1", "", "", 400, api.CodeBadRequest, "Last-Event-ID"},

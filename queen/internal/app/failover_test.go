@@ -135,3 +135,33 @@ func replacedIn(t *testing.T, frames []frame, from, to string) bool {
 	}
 	return false
 }
+
+// A job for a hive that is not online waits as queued, saying why, and
+// runs when the hive joins, even if the queen that took it is gone by then.
+func TestQueuedUntilHiveJoins(t *testing.T) {
+	ns := mustNATS(t)
+	first, q1 := mustQueen(t, ns.ClientURL())
+	job := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Events: intp(3)})
+	var rec api.Job
+	do(t, "GET", first+"/v1/jobs/"+job, nil, &rec)
+	if rec.State != api.StateQueued || rec.Hive != "" {
+		t.Fatalf("record %+v", rec)
+	}
+	head, _, _ := sse(t, context.Background(), first, job, 0, 1)
+	if e := head[0].event(t); !strings.Contains(e.Message, "waits in the queue") || !strings.Contains(e.Message, "late") {
+		t.Fatalf("first event %q does not say why it waits", e.Message)
+	}
+	_ = q1.Close()
+
+	second, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, second, ns.ClientURL(), "late")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	frames, done, _ := sse(t, ctx, second, job, 0, 0)
+	if end := checkComplete(t, frames, done); end.State != api.StateDone {
+		t.Fatalf("end %+v", end)
+	}
+	if e := frames[1].event(t); e.Action != "placed" {
+		t.Fatalf("second event %+v, want placed", e)
+	}
+}

@@ -151,8 +151,13 @@ func (s *Service) reap(ctx context.Context) {
 				continue
 			}
 			e = api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s lost", j.Hive), Message: fmt.Sprintf("hive %s stopped sending heartbeats", j.Hive)}
+		case j.State == api.StateQueued && j.Hive == "" && now.After(j.DeadlineAt):
+			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
+		case j.State == api.StateQueued && j.Hive == "":
+			s.placeQueued(ctx, j)
+			continue
 		case j.State == api.StateCancelling && j.CancelRequestedAt != nil && now.After(j.CancelRequestedAt.Add(s.Grace)) && s.cancelStale(ctx, j):
 			e = api.Event{State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled"}
 		default:
@@ -161,6 +166,38 @@ func (s *Service) reap(ctx context.Context) {
 		s.endFor(ctx, j, e)
 	}
 	s.reconcile(ctx)
+}
+
+// placeQueued hands a waiting job to a hive once one can take it. Queens
+// race for it by compare-and-set; one wins and dispatches.
+func (s *Service) placeQueued(ctx context.Context, j api.Job) {
+	to, err := s.place(j.Request)
+	if err != nil {
+		return
+	}
+	last, err := s.st.LastSeq(ctx, j.JobID)
+	if err != nil {
+		return
+	}
+	won := false
+	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+		if r.State != api.StateQueued || r.Hive != "" {
+			return false
+		}
+		r.Hive, won = to, true
+		return true
+	})
+	if err != nil || !won {
+		return
+	}
+	err = s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: last + 1, Attempt: rec.Attempt, Action: "placed",
+		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))})
+	if err == nil {
+		err = s.dispatch(ctx, &rec, last+2)
+	}
+	if err != nil {
+		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
+	}
 }
 
 // maxAttempts bounds how often a job is re-placed after losing its hive.

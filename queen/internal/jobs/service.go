@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,11 +36,13 @@ type Service struct {
 	// Grace is how long past its deadline a job may stay open before the
 	// queen ends it; the hive normally ends it first.
 	Grace time.Duration
+	// Policy is Spread or Binpack.
+	Policy string
 }
 
 // New makes a service.
 func New(st *store.Store, v *view.View, m *metrics.Queen, log *slog.Logger) *Service {
-	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second}
+	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second, Policy: Spread}
 }
 
 // NewID makes a job id that sorts by creation time: 12 hex digits of
@@ -64,13 +67,18 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 		}
 	}
 	spec := api.Operations[req.Operation]
-	hive := ""
+	hive, waiting := "", ""
 	if !spec.OnQueen {
 		h, err := s.place(req)
-		if err != nil {
+		switch {
+		case err == nil:
+			hive = h
+		case errors.Is(err, ErrNoCapableHive) && (req.Queue == nil || *req.Queue):
+			// It may fit later: a hive may join or come back.
+			waiting = strings.TrimPrefix(err.Error(), ErrNoCapableHive.Error()+": ")
+		default:
 			return api.Job{}, false, err
 		}
-		hive = h
 	}
 	now := time.Now().UTC()
 	j := api.Job{
@@ -90,8 +98,11 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	}
 	s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
 	msg := fmt.Sprintf("job created: %s on queen", j.Operation)
-	if hive != "" {
+	switch {
+	case hive != "":
 		msg = fmt.Sprintf("job created: %s placed on hive %s", j.Operation, hive)
+	case waiting != "":
+		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, s.queuePosition(j.JobID), waiting)
 	}
 	if err := s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1}); err != nil {
 		s.abandon(j.JobID, err)
@@ -99,6 +110,9 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	}
 	if spec.OnQueen {
 		go s.runOnQueen(j)
+		return j, true, nil
+	}
+	if hive == "" {
 		return j, true, nil
 	}
 	if err := s.dispatch(ctx, &j, 2); err != nil {
@@ -157,8 +171,19 @@ func (s *Service) abandon(id string, cause error) {
 	})
 }
 
-// place picks a hive: the pinned one if live, else the live hive that can
-// run the operation with the most free slots.
+// queuePosition is how many queued jobs were created before id, plus one.
+func (s *Service) queuePosition(id string) int {
+	n := 1
+	for _, j := range s.v.Active() {
+		if j.State == api.StateQueued && j.Hive == "" && j.JobID < id {
+			n++
+		}
+	}
+	return n
+}
+
+// place picks a hive: the pinned one if live, else, among the live hives
+// that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
 	if req.Hive != "" {
 		if _, ok := s.v.Hive(req.Hive); !ok {
@@ -183,8 +208,44 @@ func (s *Service) place(req api.JobRequest) (string, error) {
 		}
 		return "", fmt.Errorf("%w: %s", ErrNoCapableHive, why)
 	}
-	sort.SliceStable(cands, func(i, k int) bool { return cands[i].SlotsFree > cands[k].SlotsFree })
+	sort.SliceStable(cands, func(i, k int) bool { return s.better(cands[i], cands[k], req) })
 	return cands[0].ID, nil
+}
+
+// Placement policies.
+const (
+	// Spread puts work where the most slots are free.
+	Spread = "spread"
+	// Binpack fills the busiest hive that still has a free slot first,
+	// keeping other machines idle (and their GPUs free for big models).
+	Binpack = "binpack"
+)
+
+// better reports whether hive a should be chosen over b: hives that hold
+// the job's model first, then hives with a free slot, then by policy.
+func (s *Service) better(a, b api.Hive, req api.JobRequest) bool {
+	if model := req.ModelID + req.Model; model != "" {
+		ha, hb := holds(a, model), holds(b, model)
+		if ha != hb {
+			return ha
+		}
+	}
+	if (a.SlotsFree > 0) != (b.SlotsFree > 0) {
+		return a.SlotsFree > 0
+	}
+	if s.Policy == Binpack {
+		return a.SlotsFree < b.SlotsFree
+	}
+	return a.SlotsFree > b.SlotsFree
+}
+
+func holds(h api.Hive, model string) bool {
+	for _, m := range h.Models {
+		if m.ModelID == model {
+			return true
+		}
+	}
+	return false
 }
 
 func labelsMatch(have, want map[string]string) bool {
