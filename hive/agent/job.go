@@ -68,6 +68,38 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	a.m.jobsRunning.WithLabelValues(op).Inc()
 	defer a.m.jobsRunning.WithLabelValues(op).Dec()
 
+	// A redelivered dispatch means this hive, or the process it was before a
+	// restart, took the job and did not finish it. Its events so far are
+	// stored; numbering goes on after them, so the stream never repeats a
+	// sequence.
+	next := d.NextSeq
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+		a.mu.Lock()
+		_, here := a.running[d.JobID]
+		a.mu.Unlock()
+		if here {
+			// A stalled process woke up: its first handler still owns the job.
+			return
+		}
+		lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		last, err := narrate.LastSeq(lctx, a.js, d.JobID, a.cfg.ID)
+		lcancel()
+		if err != nil {
+			log.Warn("read narration of a redelivered job; it will be redelivered", "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		if last >= next {
+			next = last + 1
+			if !api.Operations[op].Retryable {
+				p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
+				a.end(p, op, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
+				_ = msg.Ack()
+				return
+			}
+		}
+	}
+
 	// Register before checking for an end, so that a cancel arriving now
 	// either finds the job here or has already stored its end.
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -83,14 +115,7 @@ func (a *Agent) handle(msg jetstream.Msg) {
 		cancel(nil)
 	}()
 
-	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, d.NextSeq, a.cfg.MaxEvents)
-	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 &&
-		!api.Operations[d.Request.Operation].Retryable &&
-		a.exists(subject.Narr(d.JobID, a.cfg.ID, subject.KindStart)) {
-		a.end(p, op, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
-		_ = msg.Ack()
-		return
-	}
+	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := p.Start(sctx, api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
 	scancel()
@@ -199,19 +224,6 @@ func (a *Agent) end(p *narrate.Publisher, op string, e api.Event, log interface{
 	if err := p.End(ctx, e); err != nil && !errors.Is(err, narrate.ErrAlreadyEnded) {
 		log.Warn("publish end", "err", err)
 	}
-}
-
-// exists reports whether any message is stored on subj, one of this hive's
-// own narration subjects. A lookup error counts as "no".
-func (a *Agent) exists(subj string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := a.js.Stream(ctx, subject.NarrStream)
-	if err != nil {
-		return false
-	}
-	_, err = s.GetLastMsgForSubject(ctx, subj)
-	return err == nil
 }
 
 // onCancel answers a queen's cancel request for a job of this hive.

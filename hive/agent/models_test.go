@@ -106,7 +106,7 @@ func runJob(t testing.TB, js jetstream.JetStream, hive, jobID string, req api.Jo
 			t.Fatal(err)
 		}
 		events = append(events, e)
-		if strings.HasSuffix(msg.Subject(), "."+subject.KindEnd) {
+		if subject.EndAttempt(msg.Subject()) > 0 {
 			return events
 		}
 	}

@@ -23,6 +23,9 @@ import (
 	"rbee.dev/shared/api"
 )
 
+// services are the compose services the suite starts.
+var services = []string{"n1", "n2", "n3", "q1", "q2", "hive1", "hive2"}
+
 // hiveTTL is the queens' --hive-ttl in the suite: short, so that a lost
 // hive is noticed in seconds rather than the default 15.
 const hiveTTL = 6 * time.Second
@@ -36,6 +39,11 @@ type cluster struct {
 	env     []string
 	token   string
 	queens  []queen
+	// ids are the containers of the services, which keep their ids
+	// through kill, start and restart.
+	ids map[string]string
+	// jobs is every job the suite created, for the final audit.
+	jobs ledger
 }
 
 // queen is one queen as the host reaches it.
@@ -87,8 +95,12 @@ func startCluster(t *testing.T) *cluster {
 
 	t.Cleanup(c.down)
 	start := time.Now()
-	c.mustCompose("up", "-d")
-	c.waitReady(3*time.Minute, "hive1", "hive2")
+	c.mustCompose(t, "up", "-d")
+	c.ids = map[string]string{}
+	for _, svc := range services {
+		c.ids[svc] = c.container(t, svc)
+	}
+	c.waitReady(t, 3*time.Minute, "hive1", "hive2")
 	t.Logf("cluster %s up in %s: q1 %s, q2 %s", c.project, time.Since(start).Round(time.Second), c.queens[0].url, c.queens[1].url)
 	return c
 }
@@ -151,52 +163,52 @@ func (c *cluster) runCompose(args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (c *cluster) mustCompose(args ...string) string {
-	c.t.Helper()
+func (c *cluster) mustCompose(t testing.TB, args ...string) string {
+	t.Helper()
 	out, err := c.runCompose(args...)
 	if err != nil {
-		c.t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s", err, out)
 	}
 	return out
 }
 
 // docker runs a docker command and fails the test if it fails.
-func (c *cluster) docker(args ...string) string {
-	c.t.Helper()
+func (c *cluster) docker(t testing.TB, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
 	if err != nil {
-		c.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
 }
 
 // container is the id of a service's container.
-func (c *cluster) container(service string) string {
-	c.t.Helper()
-	id := strings.TrimSpace(c.mustCompose("ps", "-q", service))
+func (c *cluster) container(t testing.TB, service string) string {
+	t.Helper()
+	id := strings.TrimSpace(c.mustCompose(t, "ps", "-q", service))
 	if id == "" || strings.ContainsAny(id, " \n") {
-		c.t.Fatalf("service %s: container id %q", service, id)
+		t.Fatalf("service %s: container id %q", service, id)
 	}
 	return id
 }
 
 // network is the compose project's network, which the containers share.
-func (c *cluster) network(service string) string {
-	c.t.Helper()
-	nets := strings.Fields(c.docker("inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", c.container(service)))
+func (c *cluster) network(t testing.TB, service string) string {
+	t.Helper()
+	nets := strings.Fields(c.docker(t, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", c.ids[service]))
 	if len(nets) != 1 {
-		c.t.Fatalf("service %s is on networks %v, want one", service, nets)
+		t.Fatalf("service %s is on networks %v, want one", service, nets)
 	}
 	return nets[0]
 }
 
 // ip is a service's address on the project network, which the host reaches
 // directly on Linux.
-func (c *cluster) ip(service string) string {
-	c.t.Helper()
-	return c.docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", c.container(service))
+func (c *cluster) ip(t testing.TB, service string) string {
+	t.Helper()
+	return c.docker(t, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", c.ids[service])
 }
 
 // down removes the project: containers, network and volumes. On failure it
@@ -213,9 +225,9 @@ func (c *cluster) down() {
 }
 
 // waitReady waits until every queen is ready and sees the given hives.
-func (c *cluster) waitReady(within time.Duration, hives ...string) {
-	c.t.Helper()
-	c.waitFor(within, fmt.Sprintf("queens ready with hives %v", hives), func() error {
+func (c *cluster) waitReady(t testing.TB, within time.Duration, hives ...string) {
+	t.Helper()
+	waitFor(t, within, fmt.Sprintf("queens ready with hives %v", hives), func() error {
 		for _, q := range c.queens {
 			if err := ready(q.url); err != nil {
 				return fmt.Errorf("%s: %w", q.name, err)
@@ -249,9 +261,9 @@ func (c *cluster) hivesOnline(q queen, hives ...string) error {
 }
 
 // hiveGone waits until no queen lists the hive.
-func (c *cluster) hiveGone(within time.Duration, hive string) {
-	c.t.Helper()
-	c.waitFor(within, "hive "+hive+" gone from every queen", func() error {
+func (c *cluster) hiveGone(t testing.TB, within time.Duration, hive string) {
+	t.Helper()
+	waitFor(t, within, "hive "+hive+" gone from every queen", func() error {
 		for _, q := range c.queens {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_, err := q.cl.GetHive(ctx, hive)
@@ -291,8 +303,8 @@ func ready(base string) error {
 
 // waitFor polls cond until it returns nil, failing the test with the last
 // error after within.
-func (c *cluster) waitFor(within time.Duration, what string, cond func() error) {
-	c.t.Helper()
+func waitFor(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		err := cond()
@@ -300,7 +312,7 @@ func (c *cluster) waitFor(within time.Duration, what string, cond func() error) 
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("waited %s for %s: %v", within, what, err)
+			t.Fatalf("waited %s for %s: %v", within, what, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -326,3 +338,6 @@ func randomHex(n int) string {
 
 // errStop ends a stream read early on purpose.
 var errStop = errors.New("stop reading")
+
+// clientFilter lists up to limit jobs, newest first.
+func clientFilter(limit int) client.JobFilter { return client.JobFilter{Limit: limit} }

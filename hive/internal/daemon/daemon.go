@@ -143,7 +143,9 @@ type natsCreds struct{ user, password, ca, cert, key string }
 // carries the hive id, so a server can let each hive receive replies on its
 // own inboxes only.
 func (c natsCreds) options(id string) []nats.Option {
-	opts := []nats.Option{nats.CustomInboxPrefix(subject.Inbox(id))}
+	// No reconnect buffer: a publish while reconnecting fails at once, so
+	// narration is resent in order instead of landing after a gap.
+	opts := []nats.Option{nats.CustomInboxPrefix(subject.Inbox(id)), nats.ReconnectBufSize(-1)}
 	if c.user != "" {
 		opts = append(opts, nats.UserInfo(c.user, c.password))
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,8 +33,18 @@ func lostRace(err error) bool {
 
 // Publisher narrates one job. It is safe for concurrent use: a command's
 // stdout and stderr readers share one.
+//
+// Events are published asynchronously, with a bounded number in flight, and
+// must be stored in order with none missing, even when a NATS node dies
+// mid-job. Messages on one connection reach the server in order, so what a
+// broken connection stored is a prefix of what was sent. When a publish
+// fails or the connection is replaced, the publisher stops, asks the stream
+// for the newest event it stored, and sends the rest again in order. The
+// hive's connection must not buffer publishes while reconnecting
+// (nats.ReconnectBufSize(-1)), or buffered events could land after a gap.
 type Publisher struct {
 	js      jetstream.JetStream
+	nc      *nats.Conn
 	job     string
 	writer  string
 	attempt int
@@ -45,57 +56,184 @@ type Publisher struct {
 	seq     uint64
 	events  uint64
 	dropped uint64
-	acks    chan jetstream.PubAckFuture
+	window  []pending // sent, maybe not yet stored, in order
+	broken  bool      // a publish failed: resync before the next
+	gen     uint64    // the connection's reconnect count at the last sync
 	failed  error
-	done    chan struct{}
 	ended   bool
+
+	futures  chan future
+	inflight atomic.Int64
+	acked    atomic.Uint64 // highest sequence acknowledged
+	errored  atomic.Bool
+	done     chan struct{}
+}
+
+type pending struct {
+	seq uint64
+	msg *nats.Msg
+}
+
+type future struct {
+	seq uint64
+	f   jetstream.PubAckFuture
 }
 
 // New starts a publisher whose first event gets sequence nextSeq.
 func New(js jetstream.JetStream, job, writer string, attempt int, nextSeq, maxEvents uint64) *Publisher {
 	p := &Publisher{
-		js: js, job: job, writer: writer, attempt: attempt,
+		js: js, nc: js.Conn(), job: job, writer: writer, attempt: attempt,
 		maxEvents: maxEvents, seq: nextSeq,
-		acks: make(chan jetstream.PubAckFuture, 1024),
-		done: make(chan struct{}),
+		futures: make(chan future, 8192),
+		done:    make(chan struct{}),
 	}
+	p.gen = p.nc.Stats().Reconnects
 	go p.collect()
 	return p
 }
 
-// collect waits for each acknowledgement in publish order. A publish that
-// failed (a full stream, a timeout) is retried synchronously so no event is
-// silently lost; only if that fails too is the loss recorded for the end.
+// collect follows the acknowledgements in publish order.
 func (p *Publisher) collect() {
 	defer close(p.done)
-	for f := range p.acks {
+	for fu := range p.futures {
 		select {
-		case <-f.Ok():
-			continue
-		case err := <-f.Err():
-			if rerr := p.republish(f.Msg()); rerr != nil {
-				p.mu.Lock()
-				if p.failed == nil {
-					p.failed = fmt.Errorf("narration event lost: %w (first error: %v)", rerr, err)
-				}
-				p.mu.Unlock()
+		case <-fu.f.Ok():
+			p.acked.Store(fu.seq)
+		case <-fu.f.Err():
+			p.errored.Store(true)
+		}
+		p.inflight.Add(-1)
+	}
+}
+
+// send publishes the newest window entry, first resynchronising if a
+// publish failed or the connection changed since the last one.
+func (p *Publisher) send() error {
+	if p.failed != nil {
+		return p.failed
+	}
+	if p.broken || p.errored.Load() || p.nc.Stats().Reconnects != p.gen {
+		return p.resync()
+	}
+	p.trim()
+	p.publish(p.window[len(p.window)-1])
+	return nil
+}
+
+func (p *Publisher) publish(pd pending) {
+	f, err := p.js.PublishMsgAsync(pd.msg)
+	if err != nil {
+		p.broken = true
+		return
+	}
+	p.inflight.Add(1)
+	p.futures <- future{seq: pd.seq, f: f}
+}
+
+// trim forgets window entries already acknowledged.
+func (p *Publisher) trim() {
+	acked := p.acked.Load()
+	i := 0
+	for i < len(p.window) && p.window[i].seq <= acked {
+		i++
+	}
+	p.window = p.window[i:]
+}
+
+// resync waits for the connection and for every outstanding publish to
+// settle, learns the newest event the stream holds from this writer, and
+// sends everything after it again, in order.
+func (p *Publisher) resync() error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		for !p.nc.IsConnected() || p.inflight.Load() > 0 {
+			if time.Now().After(deadline) {
+				p.failed = fmt.Errorf("narration stalled: NATS unavailable for 2 minutes")
+				return p.failed
 			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		gen := p.nc.Stats().Reconnects
+		last, err := p.lastStored()
+		if err != nil {
+			if time.Now().After(deadline) {
+				p.failed = fmt.Errorf("narration stalled: %w", err)
+				return p.failed
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		p.acked.Store(max(p.acked.Load(), last))
+		p.trim()
+		p.errored.Store(false)
+		p.broken, p.gen = false, gen
+		for _, pd := range p.window {
+			p.publish(pd)
+			if p.broken {
+				break
+			}
+		}
+		if !p.broken {
+			return nil
 		}
 	}
 }
 
-func (p *Publisher) republish(m *nats.Msg) error {
-	var err error
-	for i := 0; i < 5; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = p.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
-		cancel()
-		if err == nil {
+// lastStored is the sequence of this writer's newest stored event of the
+// job, 0 if none.
+func (p *Publisher) lastStored() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return LastSeq(ctx, p.js, p.job, p.writer)
+}
+
+// LastSeq is the job sequence of the newest event writer stored for job, 0
+// if none. A hive may read its own narration subjects only, which is all
+// this needs.
+func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (uint64, error) {
+	stream, err := js.Stream(ctx, subject.NarrStream)
+	if err != nil {
+		return 0, err
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, "narr."+job+"."+writer+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var e struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(m.Data, &e); err != nil {
+		return 0, err
+	}
+	return e.Seq, nil
+}
+
+// settle waits until every sent event is stored.
+func (p *Publisher) settle() error {
+	for {
+		if p.failed != nil {
+			return p.failed
+		}
+		if p.broken || p.errored.Load() || p.nc.Stats().Reconnects != p.gen {
+			if err := p.resync(); err != nil {
+				return err
+			}
+			continue
+		}
+		p.trim()
+		if len(p.window) == 0 {
 			return nil
 		}
-		time.Sleep(time.Duration(50*(i+1)) * time.Millisecond)
+		if p.inflight.Load() == 0 {
+			// Sent but neither acknowledged nor failed: treat as broken.
+			p.broken = true
+			continue
+		}
+		time.Sleep(time.Millisecond)
 	}
-	return err
 }
 
 // Emit publishes one narration event. It blocks while too many publishes
@@ -118,7 +256,7 @@ func (p *Publisher) Start(ctx context.Context, e api.Event) error {
 		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job, p.attempt)))
 	if lostRace(err) {
 		p.ended = true
-		close(p.acks)
+		close(p.futures)
 		return ErrAlreadyEnded
 	}
 	if err != nil {
@@ -158,12 +296,8 @@ func (p *Publisher) publishLocked(kind string, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject.Narr(p.job, p.writer, kind), Data: data})
-	if err != nil {
-		return fmt.Errorf("publish event: %w", err)
-	}
-	p.acks <- f
-	return nil
+	p.window = append(p.window, pending{seq: e.Seq, msg: &nats.Msg{Subject: subject.Narr(p.job, p.writer, kind), Data: data}})
+	return p.send()
 }
 
 func (p *Publisher) fill(e *api.Event) {
@@ -197,16 +331,10 @@ func (p *Publisher) End(ctx context.Context, e api.Event) error {
 		return ErrAlreadyEnded
 	}
 	p.ended = true
-	close(p.acks)
-	p.mu.Unlock()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	p.mu.Lock()
-	if p.failed != nil && e.State == api.StateDone {
-		e.State, e.Error = api.StateFailed, p.failed.Error()
+	err := p.settle()
+	close(p.futures)
+	if err != nil && e.State == api.StateDone {
+		e.State, e.Error = api.StateFailed, err.Error()
 	}
 	if e.Level == "" && e.State != api.StateDone {
 		e.Level = api.LevelError
@@ -216,6 +344,7 @@ func (p *Publisher) End(ctx context.Context, e api.Event) error {
 	}
 	p.fill(&e)
 	p.mu.Unlock()
+	<-p.done
 	return PublishEnd(ctx, p.js, p.writer, e)
 }
 

@@ -283,7 +283,7 @@ func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 
 // startLocalHive runs a hive named local on its own in-process connection.
 func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metrics.Queen) error {
-	opts := []nats.Option{nats.Name("hive local"), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name("hive local"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
 	if q.creds != nil {
 		opts = append(opts, q.creds)
 	}

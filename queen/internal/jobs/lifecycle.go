@@ -175,10 +175,6 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil {
 		return
 	}
-	last, err := s.st.LastSeq(ctx, j.JobID)
-	if err != nil {
-		return
-	}
 	won := false
 	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
 		if r.State != api.StateQueued || r.Hive != "" {
@@ -190,10 +186,10 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil || !won {
 		return
 	}
-	err = s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: last + 1, Attempt: rec.Attempt, Action: "placed",
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed",
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))})
 	if err == nil {
-		err = s.dispatch(ctx, &rec, last+2)
+		err = s.dispatch(ctx, &rec, seq+1)
 	}
 	if err != nil {
 		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
@@ -215,10 +211,6 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if err != nil {
 		return false
 	}
-	last, err := s.st.LastSeq(ctx, j.JobID)
-	if err != nil {
-		return false
-	}
 	won := false
 	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
@@ -234,10 +226,10 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if j.DispatchSeq > 0 {
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	err = s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: last + 1, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
 		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)})
 	if err == nil {
-		err = s.dispatch(ctx, &rec, last+2)
+		err = s.dispatch(ctx, &rec, seq+1)
 	}
 	if err != nil {
 		s.log.Warn("re-place job", "job_id", j.JobID, "err", err)

@@ -88,7 +88,7 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		return ctx.Err()
 	}
 	last := after
-	fw := &fenced{Sink: w, attempt: 1}
+	fw := &fenced{Sink: w, attempt: h.attemptAt(ctx, job, after)}
 	for {
 		// Subscribe before reading history: whatever is stored after the
 		// history read ends reaches the feed.
@@ -283,6 +283,30 @@ func (w *fenced) send(f Frame) (bool, error) {
 		return false, nil
 	}
 	return true, w.Frame(f)
+}
+
+// attemptAt is the attempt of the event a resuming client saw last: it saw
+// no stale event, so that is the attempt its story had reached.
+func (h *Hub) attemptAt(ctx context.Context, job string, seq uint64) int {
+	if seq == 0 {
+		return 1
+	}
+	stream, err := h.js.Stream(ctx, subject.NarrStream)
+	if err != nil {
+		return 1
+	}
+	m, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return 1
+	}
+	if j, _, kind, ok := subject.ParseNarr(m.Subject); !ok || j != job {
+		return 1
+	} else if kind == subject.KindEnd {
+		return max(subject.EndAttempt(m.Subject), 1)
+	}
+	var e struct{ Attempt int }
+	_ = json.Unmarshal(m.Data, &e)
+	return max(e.Attempt, 1)
 }
 
 func (w *fenced) stale(f Frame) bool {

@@ -29,17 +29,21 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 	return nil
 }
 
+// NarrateNext stores a queen-written event numbered after the job's newest
+// event and returns the number it got. A hive that is slow rather than gone
+// may store an event between the read and the write; the write expects the
+// job's last stream sequence as read, so it is refused then and tried again
+// with the next number: two events never share one.
+func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event) (uint64, error) {
+	fill(&e)
+	return s.publishNext(ctx, e, subject.Narr(e.JobID, subject.QueenWriter, kind), "")
+}
+
 // End stores e as the job's end event unless one exists. The server checks
 // and writes in one step, so a hive and any number of queens racing to end
-// a job store exactly one end between them.
+// a job store exactly one end between them. Without a sequence, e is
+// numbered after the job's newest event.
 func (s *Store) End(ctx context.Context, e api.Event) error {
-	if e.Seq == 0 {
-		last, err := s.LastSeq(ctx, e.JobID)
-		if err != nil {
-			return err
-		}
-		e.Seq = last + 1
-	}
 	e.Action = "end"
 	if e.Level == "" {
 		e.Level = api.LevelError
@@ -48,21 +52,75 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 		}
 	}
 	fill(&e)
+	subj := subject.NarrEndSubject(e.JobID, subject.QueenWriter, e.Attempt)
+	if e.Seq == 0 {
+		_, err := s.publishNext(ctx, e, subj, subject.NarrEnd(e.JobID, e.Attempt))
+		return err
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	_, err = s.JS.Publish(ctx, subject.NarrEndSubject(e.JobID, subject.QueenWriter, e.Attempt), data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	_, err = s.JS.Publish(ctx, subj, data, jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
+	if lostRace(err) {
 		return ErrAlreadyEnded
 	}
 	if err != nil {
 		return fmt.Errorf("end job %s: %w", e.JobID, err)
 	}
 	return nil
+}
+
+// nextTries bounds how often publishNext loses to another writer before it
+// gives up.
+const nextTries = 50
+
+// publishNext stores e on subj numbered after the job's newest event,
+// expecting nothing to have been stored for the job since it looked. With
+// an end slot, it first checks that the slot is empty; the expectation
+// then also covers an end stored meanwhile.
+func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot string) (uint64, error) {
+	for try := 0; ; try++ {
+		if endSlot != "" {
+			_, err := s.Narr.GetLastMsgForSubject(ctx, endSlot)
+			if err == nil {
+				return 0, ErrAlreadyEnded
+			}
+			if !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return 0, fmt.Errorf("end of job %s: %w", e.JobID, err)
+			}
+		}
+		streamSeq, seq, err := s.last(ctx, e.JobID)
+		if err != nil {
+			return 0, err
+		}
+		e.Seq = seq + 1
+		data, err := json.Marshal(e)
+		if err != nil {
+			return 0, fmt.Errorf("encode event: %w", err)
+		}
+		_, err = s.JS.Publish(ctx, subj, data, jetstream.WithExpectLastSequenceForSubject(streamSeq, subject.NarrJob(e.JobID)))
+		if err == nil {
+			return e.Seq, nil
+		}
+		if !lostRace(err) || try == nextTries {
+			return 0, fmt.Errorf("narrate job %s: %w", e.JobID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Duration(try+1) * time.Millisecond):
+		}
+	}
+}
+
+// lostRace reports whether err is JetStream refusing a write because the
+// expected last sequence did not match: single-node and replicated streams
+// use different codes for it.
+func lostRace(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func fill(e *api.Event) {
@@ -77,32 +135,27 @@ func fill(e *api.Event) {
 	}
 }
 
-// LastSeq is the per-job sequence of the job's newest event, 0 if none.
-func (s *Store) LastSeq(ctx context.Context, job string) (uint64, error) {
+// last is the job's newest event: its stream sequence and its job
+// sequence, both 0 if there is none.
+func (s *Store) last(ctx context.Context, job string) (streamSeq, seq uint64, err error) {
 	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJob(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("last event of job %s: %w", job, err)
+		return 0, 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
 	var e struct {
 		Seq uint64 `json:"seq"`
 	}
 	_ = json.Unmarshal(m.Data, &e)
-	return e.Seq, nil
+	return m.Sequence, e.Seq, nil
 }
 
 // LastStreamSeq is the stream sequence of the job's newest event, 0 if none.
 func (s *Store) LastStreamSeq(ctx context.Context, job string) (uint64, error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJob(job))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("last event of job %s: %w", job, err)
-	}
-	return m.Sequence, nil
+	streamSeq, _, err := s.last(ctx, job)
+	return streamSeq, err
 }
 
 // EndOf returns the job's end event and its stream sequence, or nil.
