@@ -17,6 +17,8 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	// retryAfter, when set, is sent as the Retry-After header.
+	retryAfter string
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -42,6 +44,9 @@ func serviceError(err error, id string) error {
 		return newError(http.StatusConflict, api.CodeConflict, "job %s already ended", id)
 	case errors.Is(err, jobs.ErrNoCapableHive):
 		return newError(http.StatusServiceUnavailable, api.CodeNoCapableHive, "%s", err.Error())
+	case errors.Is(err, jobs.ErrUnavailable):
+		return &apiError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retryAfter: "2",
+			msg: "the cluster's NATS did not answer in time; try again"}
 	}
 	return err
 }
@@ -89,6 +94,9 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		if ae.status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "status", ae.status, "err", err)
+		}
+		if ae.retryAfter != "" {
+			c.Response().Header().Set("Retry-After", ae.retryAfter)
 		}
 		if c.Request().Method == http.MethodHead {
 			_ = c.NoContent(ae.status)

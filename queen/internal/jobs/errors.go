@@ -10,4 +10,6 @@ var (
 	ErrTerminal = errors.New("job already ended")
 	// ErrNoCapableHive: no live hive can take the job now.
 	ErrNoCapableHive = errors.New("no capable hive")
+	// ErrUnavailable: NATS did not answer for longer than a retry covers.
+	ErrUnavailable = errors.New("cluster storage unavailable")
 )

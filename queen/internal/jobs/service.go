@@ -93,7 +93,14 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 			return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
 		}
 	}
-	if err := s.st.CreateJob(ctx, j); err != nil {
+	err := retry(ctx, func(ctx context.Context, retried bool) error {
+		err := s.st.CreateJob(ctx, j)
+		if retried && errors.Is(err, jetstream.ErrKeyExists) {
+			return nil // the first try stored it
+		}
+		return err
+	})
+	if err != nil {
 		return api.Job{}, false, err
 	}
 	s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
@@ -104,7 +111,15 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	case waiting != "":
 		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, s.queuePosition(j.JobID), waiting)
 	}
-	if err := s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1}); err != nil {
+	err = retry(ctx, func(ctx context.Context, retried bool) error {
+		if retried {
+			if last, err := s.st.LastStreamSeq(ctx, j.JobID); err != nil || last > 0 {
+				return err // stored by the first try, or still unavailable
+			}
+		}
+		return s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1})
+	})
+	if err != nil {
 		s.abandon(j.JobID, err)
 		return api.Job{}, false, err
 	}
@@ -115,7 +130,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	if hive == "" {
 		return j, true, nil
 	}
-	if err := s.dispatch(ctx, &j, 2); err != nil {
+	if err := retry(ctx, func(ctx context.Context, _ bool) error { return s.dispatch(ctx, &j, 2) }); err != nil {
 		s.abandon(j.JobID, err)
 		return api.Job{}, false, err
 	}
