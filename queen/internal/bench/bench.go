@@ -58,10 +58,12 @@ func scenarios() map[string]scenario {
 		"fanout":     fanoutScenario,
 		"sustained":  sustainedScenario,
 		"chaos":      chaosScenario,
+		"infer":      inferScenario,
 	}
 	noise := map[string]string{
 		"idle": "others_cpu_s", "roundtrip": "seq_others_cpu_s", "throughput": "job_others_cpu_s",
 		"fanout": "deliver_others_cpu_s", "sustained": "others_cpu_s", "chaos": "others_cpu_s",
+		"infer": "cn_others_cpu_s",
 	}
 	for name, sc := range all {
 		sc.metrics = append(slices.Clip(sc.metrics), noiseMetrics(noise[name])...)
@@ -194,7 +196,7 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 		logf("%s: other processes keep %.2f cores busy; running anyway", sc.name, load)
 	}
 	co := sc.cluster(cfg)
-	co.QueenFlags, co.HiveFlags = cfg.QueenFlags, cfg.HiveFlags
+	co.QueenFlags, co.HiveFlags = append(co.QueenFlags, cfg.QueenFlags...), append(co.HiveFlags, cfg.HiveFlags...)
 	cl, err := StartCluster(ctx, cfg.Bin, co, cfg.Settle, cfg.Keep)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)

@@ -54,6 +54,11 @@ type Config struct {
 	ChaosSlots       int
 	ChaosResumeAtEnd float64
 
+	InferClients   int
+	InferTokens    int
+	InferFor       time.Duration
+	InferTokenRate float64
+
 	IdleFor time.Duration
 
 	// QuietWait is how long a run waits for other processes to calm down
@@ -63,7 +68,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {
@@ -98,6 +103,11 @@ func DefaultConfig() Config {
 		ChaosSlots:       32,
 		ChaosResumeAtEnd: 0.05,
 
+		InferClients:   32,
+		InferTokens:    64,
+		InferFor:       5 * time.Second,
+		InferTokenRate: 100,
+
 		IdleFor: 5 * time.Second,
 
 		QuietWait:  60 * time.Second,
@@ -125,6 +135,7 @@ func (c *Config) quick(set map[string]bool) {
 	scale("chaos-clients", &c.ChaosClients, 50)
 	scale("chaos-jobs", &c.ChaosJobs, 5)
 	scaleD("idle-for", &c.IdleFor, 2*time.Second)
+	scaleD("infer-for", &c.InferFor, 2*time.Second)
 	scale("runs", &c.Runs, 1)
 	scaleD("quiet-wait", &c.QuietWait, 5*time.Second)
 }
@@ -179,6 +190,11 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.ChaosSlots, "chaos-slots", c.ChaosSlots, "chaos: hive slots")
 	fs.Float64Var(&c.ChaosResumeAtEnd, "chaos-resume-at-end", c.ChaosResumeAtEnd, "chaos: share of streams that hang up right after the end event and resume from it")
 
+	fs.IntVar(&c.InferClients, "infer-clients", c.InferClients, "infer: concurrent streams of the many-clients part")
+	fs.IntVar(&c.InferTokens, "infer-tokens", c.InferTokens, "infer: max_tokens of each request")
+	fs.DurationVar(&c.InferFor, "infer-for", c.InferFor, "infer: duration of each load phase")
+	fs.Float64Var(&c.InferTokenRate, "infer-token-rate", c.InferTokenRate, "infer: the reference worker's tokens per second per stream (0: as fast as it can)")
+
 	fs.DurationVar(&c.IdleFor, "idle-for", c.IdleFor, "idle: window over which idle CPU is measured")
 	fs.DurationVar(&c.QuietWait, "quiet-wait", c.QuietWait, "before each run, wait up to this long for other processes to use less than -quiet-cores (0: do not wait)")
 	fs.Float64Var(&c.QuietCores, "quiet-cores", c.QuietCores, "cores other processes may keep busy for a run to start at once")
@@ -228,7 +244,7 @@ func (c Config) Validate() error {
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
-		"chaos-slots": c.ChaosSlots,
+		"chaos-slots": c.ChaosSlots, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] < 1 {
@@ -244,10 +260,13 @@ func (c Config) Validate() error {
 	if c.ChaosResumeAtEnd < 0 || c.ChaosResumeAtEnd > 1 {
 		add("-chaos-resume-at-end must be between 0 and 1")
 	}
-	for name, d := range map[string]time.Duration{"rate-for": c.RateFor, "sustained-for": c.SustainedFor, "idle-for": c.IdleFor} {
+	for name, d := range map[string]time.Duration{"rate-for": c.RateFor, "sustained-for": c.SustainedFor, "idle-for": c.IdleFor, "infer-for": c.InferFor} {
 		if d <= 0 {
 			add("-%s must be positive", name)
 		}
+	}
+	if c.InferTokenRate < 0 {
+		add("-infer-token-rate must not be negative")
 	}
 	if c.QuietWait < 0 || c.QuietCores < 0 {
 		add("-quiet-wait and -quiet-cores must not be negative")

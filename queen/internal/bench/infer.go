@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"rbee.dev/shared/api"
+)
+
+// inferModel is the model id the infer scenario downloads and serves.
+const inferModel = "bench-model"
+
+var inferScenario = scenario{
+	name:  "infer",
+	title: "inference through the queen against the same worker called directly",
+	how: func(c Config) string {
+		return fmt.Sprintf("The hive downloads a small file from a local HTTP server as model `%s` (`model_download`) and "+
+			"starts one reference worker for it (`worker_spawn`, `rbee-worker --token-rate %g`, i.e. %g tokens/s per stream, "+
+			"about what a fast GPU streams). Then, for %d and for %d concurrent clients, each client loops streaming "+
+			"`POST /v1/chat/completions` (`max_tokens: %d`) for %s, first against the worker's own port (the baseline), "+
+			"then against the queen, which makes each request an `infer` job, sends it over NATS to the hive, and turns "+
+			"the narrated tokens back into OpenAI chunks. Throughput is completion tokens (from each stream's usage chunk) per "+
+			"second over all clients; time to first token is from sending the request to the first content chunk.",
+			inferModel, c.InferTokenRate, c.InferTokenRate, 1, c.InferClients, c.InferTokens, c.InferFor)
+	},
+	cluster: func(c Config) ClusterOptions {
+		return ClusterOptions{Slots: c.InferClients + 8, HiveFlags: []string{"--config", inferCatalog(c)}}
+	},
+	metrics: []Metric{
+		metric("c1_direct_tps", "1 stream: direct tokens/s", 0, nil),
+		metric("c1_queen_tps", "1 stream: through the queen tokens/s", 0, nil),
+		metric("c1_tps_ratio", "1 stream: queen / direct throughput", 3, ge(0.9)),
+		metric("c1_direct_ttft_p50_ms", "1 stream: direct TTFT p50 (ms)", 2, nil),
+		metric("c1_queen_ttft_p50_ms", "1 stream: queen TTFT p50 (ms)", 2, nil),
+		metric("c1_added_ttft_ms", "1 stream: TTFT added by the queen, p50 (ms)", 2, le(2)),
+		metric("cn_direct_tps", "N streams: direct tokens/s", 0, nil),
+		metric("cn_queen_tps", "N streams: through the queen tokens/s", 0, nil),
+		metric("cn_tps_ratio", "N streams: queen / direct throughput", 3, ge(0.9)),
+		metric("cn_direct_ttft_p50_ms", "N streams: direct TTFT p50 (ms)", 2, nil),
+		metric("cn_queen_ttft_p50_ms", "N streams: queen TTFT p50 (ms)", 2, nil),
+		metric("cn_queen_ttft_p99_ms", "N streams: queen TTFT p99 (ms)", 2, nil),
+		metric("cn_added_ttft_ms", "N streams: TTFT added by the queen, p50 (ms)", 2, le(2)),
+		metric("infer_failed", "requests that failed", 0, zero()),
+		metric("cn_queen_cpu_s", "queen CPU, N streams through the queen (s)", 2, nil),
+		metric("cn_hive_cpu_s", "hive CPU, N streams through the queen (s)", 2, nil),
+		metric("queen_peak_mib", "queen peak RSS (MiB)", 1, nil),
+		metric("hive_peak_mib", "hive peak RSS (MiB)", 1, nil),
+	},
+	run: runInfer,
+}
+
+// inferCatalog writes the hive config whose reference worker streams at
+// the configured rate, and returns its path.
+func inferCatalog(c Config) string {
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("rbee-bench-infer-%d.json", os.Getpid()))
+	cfg := map[string]any{"backends": []map[string]any{{
+		"name": "reference", "kind": "reference",
+		"command": []string{filepath.Join(c.Bin, "rbee-worker"), "--host", "{host}", "--port", "{port}", "--model", "{model}",
+			"--model-id", "{model_id}", "--ctx-size", "{ctx}", "--token-rate", strconv.FormatFloat(c.InferTokenRate, 'g', -1, 64)},
+	}}}
+	data, _ := json.Marshal(cfg)
+	_ = os.WriteFile(path, data, 0o644)
+	return path
+}
+
+func runInfer(ctx context.Context, e *Env) (*Run, error) {
+	r := newRun()
+	c := NewClient(e.Cluster.URL, 1024)
+	defer c.Close()
+	worker, err := startInferWorker(ctx, e, c)
+	if err != nil {
+		return nil, err
+	}
+	e.Logf("worker %s on port %d", worker.WorkerID, worker.Port)
+	direct := fmt.Sprintf("http://127.0.0.1:%d", worker.Port)
+	failed := 0
+	for _, n := range []struct {
+		prefix  string
+		clients int
+	}{{"c1_", 1}, {"cn_", e.Cfg.InferClients}} {
+		d := chatLoad(ctx, c, direct, n.clients, e.Cfg)
+		meter := NewMeter(e.Cluster.Pids())
+		q := chatLoad(ctx, c, e.Cluster.URL, n.clients, e.Cfg)
+		u, _ := meter.Stop()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		failed += d.failed + q.failed
+		for _, p := range q.problems {
+			r.Note("%s", p)
+		}
+		r.Set(n.prefix+"direct_tps", d.tps())
+		r.Set(n.prefix+"queen_tps", q.tps())
+		if d.tps() > 0 {
+			r.Set(n.prefix+"tps_ratio", q.tps()/d.tps())
+		}
+		dp, qp := Percentile(d.ttft, 0.5), Percentile(q.ttft, 0.5)
+		r.Set(n.prefix+"direct_ttft_p50_ms", ms(dp))
+		r.Set(n.prefix+"queen_ttft_p50_ms", ms(qp))
+		r.Set(n.prefix+"queen_ttft_p99_ms", ms(Percentile(q.ttft, 0.99)))
+		r.Set(n.prefix+"added_ttft_ms", ms(qp-dp))
+		if n.prefix == "cn_" {
+			r.Set("cn_queen_cpu_s", u["queen"].CPU.Seconds())
+			r.Set("cn_hive_cpu_s", u["hive"].CPU.Seconds())
+			r.Set("cn_others_cpu_s", u[Others].CPU.Seconds())
+		}
+	}
+	r.Set("infer_failed", float64(failed))
+	return r, nil
+}
+
+// startInferWorker downloads the bench model onto the hive and starts a
+// worker for it, and returns the worker as the hive reports it.
+func startInferWorker(ctx context.Context, e *Env, c *Client) (api.Worker, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return api.Worker{}, err
+	}
+	files := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("rbee bench model "), 4096))
+	})}
+	go func() { _ = files.Serve(ln) }()
+	defer files.Close()
+
+	for _, req := range []api.JobRequest{
+		{Operation: api.OpModelDownload, Hive: HiveID, Source: "http://" + ln.Addr().String() + "/" + inferModel + ".gguf", ModelID: inferModel},
+		{Operation: api.OpWorkerSpawn, Hive: HiveID, ModelID: inferModel, Backend: "reference"},
+	} {
+		body, _ := json.Marshal(req)
+		job, err := c.Create(ctx, body)
+		if err != nil {
+			return api.Worker{}, fmt.Errorf("%s: %w", req.Operation, err)
+		}
+		if res := FollowJob(ctx, c, job, 0, 0, nil); !res.OK() || res.State != api.StateDone {
+			return api.Worker{}, fmt.Errorf("%s job %s ended %q: %v", req.Operation, job.JobID, res.State, res.Problems)
+		}
+	}
+	// The queen routes to workers the hive's heartbeat reports ready.
+	for ctx.Err() == nil {
+		var h api.Hive
+		if err := c.getJSON(ctx, "/v1/hives/"+HiveID, &h); err == nil {
+			for _, w := range h.Workers {
+				if w.ModelID == inferModel && w.State == api.WorkerReady {
+					return w, nil
+				}
+			}
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return api.Worker{}, err
+		}
+	}
+	return api.Worker{}, ctx.Err()
+}
+
+// chatResult is what one load phase measured.
+type chatResult struct {
+	tokens   int
+	elapsed  time.Duration
+	ttft     []time.Duration
+	failed   int
+	problems []string
+}
+
+func (r chatResult) tps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.tokens) / r.elapsed.Seconds()
+}
+
+// chatLoad runs clients loops of streaming chat completions against base
+// for the configured time.
+func chatLoad(ctx context.Context, c *Client, base string, clients int, cfg Config) chatResult {
+	body, _ := json.Marshal(map[string]any{
+		"model": inferModel, "stream": true, "max_tokens": cfg.InferTokens, "stream_options": map[string]bool{"include_usage": true},
+		"messages": []map[string]string{{"role": "user", "content": "tell me about bees"}},
+	})
+	var mu sync.Mutex
+	var res chatResult
+	stop := time.Now().Add(cfg.InferFor)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) && ctx.Err() == nil {
+				tokens, ttft, err := c.chat(ctx, base+"/v1/chat/completions", body)
+				mu.Lock()
+				if err != nil {
+					res.failed++
+					if len(res.problems) < 5 {
+						res.problems = append(res.problems, fmt.Sprintf("%s: %v", base, err))
+					}
+				} else {
+					res.tokens += tokens
+					res.ttft = append(res.ttft, ttft)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	return res
+}
+
+// chat sends one streaming chat completion and returns the completion
+// tokens its usage chunk reports and the time to its first content chunk.
+func (c *Client) chat(ctx context.Context, url string, body []byte) (tokens int, ttft time.Duration, err error) {
+	t0 := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+		if !ok {
+			continue
+		}
+		if string(line) == api.SSEDone {
+			if tokens == 0 || ttft == 0 {
+				return 0, 0, fmt.Errorf("no content or no usage before [DONE]")
+			}
+			return tokens, ttft, nil
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if json.Unmarshal(line, &chunk) != nil {
+			continue
+		}
+		if ttft == 0 && len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
+			ttft = time.Since(t0)
+		}
+		if chunk.Usage != nil {
+			tokens = chunk.Usage.CompletionTokens
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return tokens, ttft, err
+	}
+	return tokens, ttft, fmt.Errorf("stream ended without [DONE]")
+}
+
+// getJSON reads a queen resource into out.
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
