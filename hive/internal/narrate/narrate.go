@@ -66,7 +66,10 @@ type Publisher struct {
 	inflight atomic.Int64
 	acked    atomic.Uint64 // highest sequence acknowledged
 	errored  atomic.Bool
-	done     chan struct{}
+	// settled is poked whenever an acknowledgement or failure comes in,
+	// for End waiting for the last of them.
+	settled chan struct{}
+	done    chan struct{}
 }
 
 type pending struct {
@@ -84,7 +87,8 @@ func New(js jetstream.JetStream, job, writer string, attempt int, nextSeq, maxEv
 	p := &Publisher{
 		js: js, nc: js.Conn(), job: job, writer: writer, attempt: attempt,
 		maxEvents: maxEvents, seq: nextSeq,
-		futures: make(chan future, 8192),
+		futures: make(chan future, 1024),
+		settled: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 	p.gen = p.nc.Stats().Reconnects
@@ -103,6 +107,10 @@ func (p *Publisher) collect() {
 			p.errored.Store(true)
 		}
 		p.inflight.Add(-1)
+		select {
+		case p.settled <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -232,7 +240,10 @@ func (p *Publisher) settle() error {
 			p.broken = true
 			continue
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case <-p.settled:
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"github.com/labstack/echo/v4"
 
+	"rbee.dev/queen/internal/webui"
 	"rbee.dev/shared/api"
 )
 
@@ -42,4 +43,7 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/models/:id", h.OpenAI.Model, infer...)
 	e.POST("/v1/chat/completions", h.OpenAI.Chat, infer...)
 	e.POST("/v1/completions", h.OpenAI.Completions, infer...)
+
+	// The browser UI: static files that call the routes above.
+	webui.Register(e)
 }

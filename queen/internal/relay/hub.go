@@ -44,7 +44,9 @@ func (f Frame) Event() string {
 // is full the hub closes it, and the client catches up from the stream.
 type sub struct {
 	job string
-	ch  chan Frame
+	// ch holds pointers: one frame is shared by every client of its job,
+	// and an idle client's buffer costs 8 bytes a slot.
+	ch chan *Frame
 }
 
 // Hub is the queen's single live tail and its subscribers.
@@ -56,6 +58,10 @@ type Hub struct {
 	mu    sync.RWMutex
 	subs  map[string]map[*sub]struct{}
 	ready chan struct{}
+
+	// narr is the NARR stream's handle, looked up once: its reads (direct
+	// gets) need no stream info, which costs the server a round trip.
+	narr atomic.Pointer[jetstream.Stream]
 
 	// overflows counts feeds closed because their client fell behind.
 	overflows uint64
@@ -123,7 +129,7 @@ func (h *Hub) deliver(m jetstream.Msg) {
 		h.mu.RUnlock()
 		return
 	}
-	f := Frame{Seq: md.Sequence.Stream, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
+	f := &Frame{Seq: md.Sequence.Stream, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
 	var full []*sub
 	for s := range subs {
 		select {
@@ -139,9 +145,22 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	}
 }
 
+// stream is the NARR stream's handle.
+func (h *Hub) stream(ctx context.Context) (jetstream.Stream, error) {
+	if s := h.narr.Load(); s != nil {
+		return *s, nil
+	}
+	s, err := h.js.Stream(ctx, subject.NarrStream)
+	if err != nil {
+		return nil, err
+	}
+	h.narr.Store(&s)
+	return s, nil
+}
+
 // subscribe registers a live feed for job.
 func (h *Hub) subscribe(job string) *sub {
-	s := &sub{job: job, ch: make(chan Frame, h.buffer)}
+	s := &sub{job: job, ch: make(chan *Frame, h.buffer)}
 	h.mu.Lock()
 	m := h.subs[job]
 	if m == nil {

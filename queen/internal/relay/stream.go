@@ -31,7 +31,9 @@ type Writer struct {
 
 // NewWriter wraps an HTTP response that has its SSE headers set.
 func NewWriter(w http.ResponseWriter) *Writer {
-	return &Writer{w: bufio.NewWriterSize(w, 32<<10), rc: http.NewResponseController(w)}
+	// A small buffer: the HTTP server buffers too, and an idle client's
+	// memory is what limits how many one queen serves.
+	return &Writer{w: bufio.NewWriterSize(w, 4<<10), rc: http.NewResponseController(w)}
 }
 
 // Frame writes one event.
@@ -132,7 +134,7 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 				continue
 			}
 			*last = f.Seq
-			sent, err := w.send(f)
+			sent, err := w.send(*f)
 			if err != nil {
 				return false, false, err
 			}
@@ -160,7 +162,7 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 // replay sends the stored events after *last, up to the newest one stored
 // when it begins. It reports whether it sent the end event.
 func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (bool, error) {
-	stream, err := h.js.Stream(ctx, subject.NarrStream)
+	stream, err := h.stream(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -291,7 +293,7 @@ func (h *Hub) attemptAt(ctx context.Context, job string, seq uint64) int {
 	if seq == 0 {
 		return 1
 	}
-	stream, err := h.js.Stream(ctx, subject.NarrStream)
+	stream, err := h.stream(ctx)
 	if err != nil {
 		return 1
 	}
