@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -177,6 +178,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		defer scancel()
 		return q.srv.Shutdown(sctx)
 	})
+	if cfg.PprofAddr != "" {
+		if err := servePprof(gctx, g, cfg.PprofAddr); err != nil {
+			cancel()
+			_ = g.Wait()
+			return nil, err
+		}
+	}
 	// Stop with the caller's context too.
 	g.Go(func() error {
 		select {
@@ -195,6 +203,32 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	ok = true
 	log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", q.ns != nil)
 	return q, nil
+}
+
+// servePprof serves Go's profiler on addr until ctx ends.
+func servePprof(ctx context.Context, g *errgroup.Group, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		return srv.Close()
+	})
+	return nil
 }
 
 func loopback(a net.Addr) bool {

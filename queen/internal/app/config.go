@@ -44,7 +44,9 @@ type Config struct {
 	SSEHeartbeat    time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
-	Verbose         bool
+	// PprofAddr serves Go's profiler (net/http/pprof) there when set.
+	PprofAddr string
+	Verbose   bool
 }
 
 // DefaultConfig is the single-machine setup: loopback only, embedded NATS.
@@ -100,6 +102,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
 	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
+	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's profiler on this address, e.g. 127.0.0.1:6060 (loopback only: it has no authentication)")
 	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -126,6 +129,12 @@ func (c Config) Validate() error {
 	var errs *multierror.Error
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = multierror.Append(errs, fmt.Errorf("http-addr %q: %w", c.HTTPAddr, err))
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			errs = multierror.Append(errs, fmt.Errorf("pprof-addr %q must be a loopback address and port", c.PprofAddr))
+		}
 	}
 	if c.NATSListen != "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {

@@ -158,9 +158,20 @@ func (h *Hub) stream(ctx context.Context) (jetstream.Stream, error) {
 	return s, nil
 }
 
-// subscribe registers a live feed for job.
-func (h *Hub) subscribe(job string) *sub {
-	s := &sub{job: job, ch: make(chan *Frame, h.buffer)}
+// firstBuffer is the live buffer a client starts with. Most clients idle
+// or follow a slow job, and 10,000 of them should not each hold the full
+// buffer; a client that overflows it catches up from the stream and comes
+// back with the full one.
+const firstBuffer = 64
+
+// subscribe registers a live feed for job, buffering the hub's full
+// buffer of frames when full is set, firstBuffer otherwise.
+func (h *Hub) subscribe(job string, full bool) *sub {
+	n := h.buffer
+	if !full {
+		n = min(n, firstBuffer)
+	}
+	s := &sub{job: job, ch: make(chan *Frame, n)}
 	h.mu.Lock()
 	m := h.subs[job]
 	if m == nil {

@@ -1,11 +1,11 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,19 +21,19 @@ import (
 // never cost the server a consumer.
 const directReplay = 32
 
-// Writer writes SSE frames to one client, buffered, flushing when the client
-// has caught up with what there is to send.
+// Writer writes SSE frames to one client, flushing when the client has
+// caught up with what there is to send. It adds no buffer of its own: the
+// HTTP server's buffers batch the writes, and an idle client's memory is
+// what limits how many clients one queen serves.
 type Writer struct {
-	w   *bufio.Writer
+	w   http.ResponseWriter
 	rc  *http.ResponseController
 	buf []byte
 }
 
 // NewWriter wraps an HTTP response that has its SSE headers set.
 func NewWriter(w http.ResponseWriter) *Writer {
-	// A small buffer: the HTTP server buffers too, and an idle client's
-	// memory is what limits how many one queen serves.
-	return &Writer{w: bufio.NewWriterSize(w, 4<<10), rc: http.NewResponseController(w)}
+	return &Writer{w: w, rc: http.NewResponseController(w)}
 }
 
 // Frame writes one event.
@@ -52,21 +52,18 @@ func (w *Writer) Frame(f Frame) error {
 
 // Comment writes an SSE comment, used as a heartbeat.
 func (w *Writer) Comment(text string) error {
-	_, err := w.w.WriteString(": " + text + "\n\n")
+	_, err := io.WriteString(w.w, ": "+text+"\n\n")
 	return err
 }
 
 // Done writes the closing data line.
 func (w *Writer) Done() error {
-	_, err := w.w.WriteString("data: " + api.SSEDone + "\n\n")
+	_, err := io.WriteString(w.w, "data: "+api.SSEDone+"\n\n")
 	return err
 }
 
 // Flush sends what is buffered to the client now.
 func (w *Writer) Flush() error {
-	if err := w.w.Flush(); err != nil {
-		return err
-	}
 	return w.rc.Flush()
 }
 
@@ -91,10 +88,11 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 	}
 	last := after
 	fw := &fenced{Sink: w, attempt: h.attemptAt(ctx, job, after)}
+	overflowed := false
 	for {
 		// Subscribe before reading history: whatever is stored after the
 		// history read ends reaches the feed.
-		s := h.subscribe(job)
+		s := h.subscribe(job, overflowed)
 		ended, err := h.replay(ctx, fw, job, &last)
 		if err == nil && !ended {
 			err = w.Flush()
@@ -103,6 +101,7 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 			var overflow bool
 			ended, overflow, err = h.live(ctx, fw, s, &last, heartbeat)
 			if overflow {
+				overflowed = true
 				continue
 			}
 		}
