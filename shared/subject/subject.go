@@ -62,6 +62,9 @@ func Narr(job, writer, kind string) string {
 // NarrJob matches every narration subject of one job.
 func NarrJob(job string) string { return "narr." + job + ".>" }
 
+// NarrJobWriter matches everything one writer stored for one job.
+func NarrJobWriter(job, writer string) string { return "narr." + job + "." + writer + ".>" }
+
 // NarrEnd matches the end subjects of one attempt of a job, whoever wrote
 // them. Publishing an end with an expected last sequence of 0 on this filter
 // stores at most one.

@@ -203,7 +203,7 @@ func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (u
 	if err != nil {
 		return 0, err
 	}
-	m, err := stream.GetLastMsgForSubject(ctx, "narr."+job+"."+writer+".>")
+	m, err := stream.GetLastMsgForSubject(ctx, subject.NarrJobWriter(job, writer))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		log.Info("nats reconnected", "url", c.ConnectedUrl())
 	})
 	svc = jobs.New(st, v, m, log)
-	svc.Policy = cfg.Placement
+	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	keys := auth.New(st.Keys, cfg.AdminKey, log)
 	oai := openai.New(v, svc, st, hub, m, cfg.Infer, log)
 	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})

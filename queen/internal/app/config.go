@@ -159,8 +159,8 @@ func (c Config) Validate() error {
 	if c.HiveTTL < time.Second {
 		errs = multierror.Append(errs, errors.New("hive-ttl must be at least 1s"))
 	}
-	if c.Retention < time.Minute {
-		errs = multierror.Append(errs, errors.New("retention must be at least 1m"))
+	if c.Retention < time.Second {
+		errs = multierror.Append(errs, errors.New("retention must be at least 1s"))
 	}
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		errs = multierror.Append(errs, errors.New("replicas must be 1, 3 or 5"))

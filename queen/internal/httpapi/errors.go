@@ -35,11 +35,16 @@ func notFound(format string, args ...any) *apiError {
 	return newError(http.StatusNotFound, api.CodeNotFound, format, args...)
 }
 
+// jobNotFound answers for a job no queen knows.
+func jobNotFound(id string) *apiError {
+	return notFound("job %s not found: it never existed or is past the cluster's retention", id)
+}
+
 // serviceError maps the job service's sentinel errors to answers.
 func serviceError(err error, id string) error {
 	switch {
 	case errors.Is(err, jobs.ErrNotFound):
-		return notFound("job %s not found", id)
+		return jobNotFound(id)
 	case errors.Is(err, jobs.ErrTerminal):
 		return newError(http.StatusConflict, api.CodeConflict, "job %s already ended", id)
 	case errors.Is(err, jobs.ErrNoCapableHive):

@@ -80,7 +80,7 @@ func (h *handlers) listJobs(c echo.Context) error {
 func (h *handlers) getJob(c echo.Context) error {
 	id := c.Param("id")
 	if !subject.ValidToken(id) {
-		return notFound("job %s not found", clip(id))
+		return jobNotFound(clip(id))
 	}
 	j, err := h.Jobs.Get(c.Request().Context(), id)
 	if err != nil {
@@ -92,7 +92,7 @@ func (h *handlers) getJob(c echo.Context) error {
 func (h *handlers) cancelJob(c echo.Context) error {
 	id := c.Param("id")
 	if !subject.ValidToken(id) {
-		return notFound("job %s not found", clip(id))
+		return jobNotFound(clip(id))
 	}
 	j, err := h.Jobs.Cancel(c.Request().Context(), id)
 	if err != nil {
@@ -107,17 +107,21 @@ func (h *handlers) cancelJob(c echo.Context) error {
 func (h *handlers) streamJob(c echo.Context) error {
 	id := c.Param("id")
 	if !subject.ValidToken(id) {
-		return notFound("job %s not found", clip(id))
+		return jobNotFound(clip(id))
 	}
 	after, err := lastEventID(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, _, err := h.Store.GetJob(ctx, id); errors.Is(err, store.ErrNotFound) {
-		return notFound("job %s not found", id)
-	} else if err != nil {
-		return err
+	// The view knows almost every job; one created a moment ago on another
+	// queen may not have reached it yet.
+	if _, ok := h.View.Job(id); !ok {
+		if _, _, err := h.Store.GetJob(ctx, id); errors.Is(err, store.ErrNotFound) {
+			return jobNotFound(id)
+		} else if err != nil {
+			return err
+		}
 	}
 	hdr := c.Response().Header()
 	hdr.Set(echo.HeaderContentType, "text/event-stream")

@@ -143,6 +143,7 @@ func (s *Service) RunReaper(ctx context.Context) error {
 
 func (s *Service) reap(ctx context.Context) {
 	now := time.Now()
+	s.expire(ctx, now)
 	for _, j := range s.v.Active() {
 		var e api.Event
 		switch {
@@ -168,6 +169,21 @@ func (s *Service) reap(ctx context.Context) {
 	s.reconcile(ctx)
 }
 
+// expire deletes the records of jobs past retention, so that they leave
+// every queen's listing together with their first narration, which the
+// stream's MaxAge removes at the same age. The bucket's TTL removes what a
+// stopped cluster did not get to, but an expired key tells no watcher.
+func (s *Service) expire(ctx context.Context, now time.Time) {
+	if s.Retention <= 0 {
+		return
+	}
+	for _, id := range s.v.Expired(now.Add(-s.Retention)) {
+		if err := s.st.Jobs.Purge(ctx, id); err != nil {
+			s.log.Warn("expire job", "job_id", id, "err", err)
+		}
+	}
+}
+
 // placeQueued hands a waiting job to a hive once one can take it. Queens
 // race for it by compare-and-set; one wins and dispatches.
 func (s *Service) placeQueued(ctx context.Context, j api.Job) {
@@ -189,7 +205,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed",
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))})
 	if err == nil {
-		err = s.dispatch(ctx, &rec, seq+1)
+		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
 	if err != nil {
 		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
@@ -229,7 +245,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
 		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)})
 	if err == nil {
-		err = s.dispatch(ctx, &rec, seq+1)
+		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
 	if err != nil {
 		s.log.Warn("re-place job", "job_id", j.JobID, "err", err)

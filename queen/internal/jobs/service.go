@@ -38,6 +38,9 @@ type Service struct {
 	Grace time.Duration
 	// Policy is Spread or Binpack.
 	Policy string
+	// Retention is how long a job is kept after it was created; its
+	// narration (the stream's MaxAge) ages out with it.
+	Retention time.Duration
 }
 
 // New makes a service.
@@ -93,10 +96,12 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 			return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
 		}
 	}
+	var rev uint64
 	err := retry(ctx, func(ctx context.Context, retried bool) error {
-		err := s.st.CreateJob(ctx, j)
+		var err error
+		rev, err = s.st.CreateJob(ctx, j)
 		if retried && errors.Is(err, jetstream.ErrKeyExists) {
-			return nil // the first try stored it
+			return nil // the first try stored it; its revision is unknown
 		}
 		return err
 	})
@@ -130,7 +135,12 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	if hive == "" {
 		return j, true, nil
 	}
-	if err := retry(ctx, func(ctx context.Context, _ bool) error { return s.dispatch(ctx, &j, 2) }); err != nil {
+	if err := retry(ctx, func(ctx context.Context, retried bool) error {
+		if retried {
+			rev = 0
+		}
+		return s.dispatch(ctx, &j, rev, 2)
+	}); err != nil {
 		s.abandon(j.JobID, err)
 		return api.Job{}, false, err
 	}
@@ -153,8 +163,9 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem string) (api.Job, b
 }
 
 // dispatch puts the job on its hive's work queue; the message id makes a
-// retried publish a no-op.
-func (s *Service) dispatch(ctx context.Context, j *api.Job, nextSeq uint64) error {
+// retried publish a no-op. rev is the revision of *j when the caller
+// knows it, 0 otherwise.
+func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64) error {
 	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request})
 	if err != nil {
 		return err
@@ -164,7 +175,7 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, nextSeq uint64) erro
 	if err != nil {
 		return fmt.Errorf("dispatch job %s: %w", j.JobID, err)
 	}
-	*j, err = s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+	*j, err = s.st.UpdateJobAt(ctx, *j, rev, func(r *api.Job) bool {
 		r.DispatchSeq = ack.Sequence
 		if r.State == api.StateQueued {
 			r.State = api.StateDispatched

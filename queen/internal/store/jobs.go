@@ -16,16 +16,18 @@ import (
 // ErrNotFound means no record exists for the job (never created, or expired).
 var ErrNotFound = errors.New("job not found")
 
-// CreateJob stores a new record; it fails if the id is taken.
-func (s *Store) CreateJob(ctx context.Context, j api.Job) error {
+// CreateJob stores a new record and returns its revision; it fails if the
+// id is taken.
+func (s *Store) CreateJob(ctx context.Context, j api.Job) (uint64, error) {
 	data, err := json.Marshal(j)
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", j.JobID, err)
+		return 0, fmt.Errorf("encode job %s: %w", j.JobID, err)
 	}
-	if _, err := s.Jobs.Create(ctx, j.JobID, data); err != nil {
-		return fmt.Errorf("create job %s: %w", j.JobID, err)
+	rev, err := s.Jobs.Create(ctx, j.JobID, data)
+	if err != nil {
+		return 0, fmt.Errorf("create job %s: %w", j.JobID, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // GetJob reads a record and its revision.
@@ -48,10 +50,20 @@ func (s *Store) GetJob(ctx context.Context, id string) (api.Job, uint64, error) 
 // jitter when another queen wrote in between. change returns false to leave
 // the record as it is.
 func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) bool) (api.Job, error) {
+	return s.UpdateJobAt(ctx, api.Job{JobID: id}, 0, change)
+}
+
+// UpdateJobAt is UpdateJob starting from a record the caller holds at
+// revision rev, which saves reading it; 0 means unknown.
+func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, error) {
+	id := known.JobID
 	for attempt := 0; ; attempt++ {
-		j, rev, err := s.GetJob(ctx, id)
-		if err != nil {
-			return j, err
+		j := known
+		if attempt > 0 || rev == 0 {
+			var err error
+			if j, rev, err = s.GetJob(ctx, id); err != nil {
+				return j, err
+			}
 		}
 		if !change(&j) {
 			return j, nil

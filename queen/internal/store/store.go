@@ -74,8 +74,9 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      o.Retention,
-		Duplicates:  2 * time.Minute,
-		Replicas:    o.Replicas,
+		// The server wants the duplicates window within MaxAge.
+		Duplicates: min(2*time.Minute, o.Retention),
+		Replicas:   o.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", subject.DispatchStream, err)

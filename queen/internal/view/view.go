@@ -186,6 +186,20 @@ func (v *View) Active() []api.Job {
 	return out
 }
 
+// Expired returns the jobs past retention: ended and created before
+// cutoff, or so long past their deadline that nothing will end them.
+func (v *View) Expired(cutoff time.Time) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []string
+	for id, j := range v.jobs {
+		if j.CreatedAt.Before(cutoff) && (api.Terminal(j.State) || j.DeadlineAt.Before(cutoff)) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // CountByState counts jobs per state.
 func (v *View) CountByState() map[string]int {
 	v.mu.RLock()
