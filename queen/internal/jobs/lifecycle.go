@@ -63,7 +63,7 @@ func (s *Service) RunApplier(ctx context.Context) error {
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(job))
 		shards[h.Sum32()%applierShards] <- m
-	}, jetstream.PullMaxMessages(1024))
+	}, jetstream.PullMaxMessages(1024), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("consume applier: %w", err)
 	}
@@ -89,7 +89,11 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	e.Attempt = max(subject.EndAttempt(m.Subject()), 1)
-	rec, err := s.st.UpdateJob(ctx, job, func(j *api.Job) bool {
+	// Start from the view's copy: it is current unless another write is
+	// still on its way to the watch, and then the update retries.
+	known, rev, _ := s.v.JobAt(job)
+	known.JobID = job
+	rec, err := s.st.UpdateJobAt(ctx, known, rev, func(j *api.Job) bool {
 		if kind == subject.KindEnd {
 			return store.ApplyEnd(j, e)
 		}

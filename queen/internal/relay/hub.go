@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -59,6 +60,13 @@ type Hub struct {
 	subs  map[string]map[*sub]struct{}
 	ready chan struct{}
 
+	// seen is what the tail has read of each recent job. A replay reads
+	// history at least that far: on a NATS cluster a history read may be
+	// answered by a replica that lags behind the tail, and stopping where
+	// it stops would leave a gap before the live feed.
+	seenMu sync.Mutex
+	seen   map[string]seenJob
+
 	// narr is the NARR stream's handle, looked up once: its reads (direct
 	// gets) need no stream info, which costs the server a round trip.
 	narr atomic.Pointer[jetstream.Stream]
@@ -74,7 +82,33 @@ func NewHub(js jetstream.JetStream, log *slog.Logger, buffer int) *Hub {
 		buffer = 4096
 	}
 	return &Hub{js: js, log: log.With("component", "relay"), buffer: buffer,
-		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{})}
+		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{}), seen: map[string]seenJob{}}
+}
+
+// seenJob is the stream sequence of a job's newest message and of its end
+// (0: none yet) as the tail read them, and when.
+type seenJob struct {
+	last, end uint64
+	at        time.Time
+}
+
+// seenFor is what the tail has read of job.
+func (h *Hub) seenFor(job string) seenJob {
+	h.seenMu.Lock()
+	defer h.seenMu.Unlock()
+	return h.seen[job]
+}
+
+// forget drops ended jobs after a minute and silent ones after an hour;
+// their replays fall back to asking the stream alone.
+func (h *Hub) forget(now time.Time) {
+	h.seenMu.Lock()
+	defer h.seenMu.Unlock()
+	for job, s := range h.seen {
+		if (s.end > 0 && now.Sub(s.at) > time.Minute) || now.Sub(s.at) > time.Hour {
+			delete(h.seen, job)
+		}
+	}
 }
 
 // Ready is closed once the tail is consuming; no client may start before,
@@ -103,14 +137,22 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048))
+	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("consume live tail: %w", err)
 	}
 	close(h.ready)
-	<-ctx.Done()
-	cc.Stop()
-	return nil
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+			return nil
+		case now := <-t.C:
+			h.forget(now)
+		}
+	}
 }
 
 func (h *Hub) deliver(m jetstream.Msg) {
@@ -118,18 +160,29 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	if !ok {
 		return
 	}
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	seq := md.Sequence.Stream
+	// Recorded before the fan-out: a client subscribing meanwhile either
+	// gets this frame live or sees it in seen and replays it.
+	h.seenMu.Lock()
+	sj := h.seen[job]
+	sj.last, sj.at = seq, time.Now()
+	if kind == subject.KindEnd && sj.end == 0 {
+		sj.end = seq
+	}
+	h.seen[job] = sj
+	h.seenMu.Unlock()
+
 	h.mu.RLock()
 	subs := h.subs[job]
 	if len(subs) == 0 {
 		h.mu.RUnlock()
 		return
 	}
-	md, err := m.Metadata()
-	if err != nil {
-		h.mu.RUnlock()
-		return
-	}
-	f := &Frame{Seq: md.Sequence.Stream, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
+	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
 	var full []*sub
 	for s := range subs {
 		select {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -87,7 +88,7 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		return ctx.Err()
 	}
 	last := after
-	fw := &fenced{Sink: w, attempt: h.attemptAt(ctx, job, after)}
+	fw := h.fenceAt(ctx, w, job, after)
 	overflowed := false
 	for {
 		// Subscribe before reading history: whatever is stored after the
@@ -165,16 +166,20 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 	if err != nil {
 		return false, err
 	}
+	seen := h.seenFor(job)
+	target := seen.last
 	newest, err := stream.GetLastMsgForSubject(ctx, subject.NarrJob(job))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
-	}
-	if err != nil {
+	switch {
+	case err == nil:
+		target = max(target, newest.Sequence)
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, err
 	}
-	target := newest.Sequence
 	if target <= *last {
 		// Nothing new; a client resuming after the end gets the close.
+		if seen.end > 0 && seen.end <= *last {
+			return true, nil
+		}
 		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
@@ -184,7 +189,9 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 	for i := 0; i < directReplay && *last < target; i++ {
 		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(subject.NarrJob(job)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
+			// A replica behind the tail answered; the stream's leader
+			// serves the consumer below.
+			break
 		}
 		if err != nil {
 			return false, err
@@ -211,7 +218,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 	if err != nil {
 		return false, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
 	if err != nil {
 		return false, err
 	}
@@ -271,6 +278,10 @@ func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64
 type fenced struct {
 	Sink
 	attempt int
+	// seq is the job sequence of the last event sent. A writer that lost
+	// its acknowledgements with a NATS server resends what the stream may
+	// already hold; the copies are dropped here.
+	seq uint64
 }
 
 func (w *fenced) send(f Frame) (bool, error) {
@@ -283,31 +294,64 @@ func (w *fenced) send(f Frame) (bool, error) {
 	if w.attempt > 1 && f.Writer != subject.QueenWriter && w.stale(f) {
 		return false, nil
 	}
+	if seq, ok := eventSeq(f.Data); ok {
+		if seq <= w.seq {
+			return false, nil
+		}
+		w.seq = seq
+	}
 	return true, w.Frame(f)
 }
 
-// attemptAt is the attempt of the event a resuming client saw last: it saw
-// no stale event, so that is the attempt its story had reached.
-func (h *Hub) attemptAt(ctx context.Context, job string, seq uint64) int {
-	if seq == 0 {
-		return 1
+// eventSeq reads an event's "seq" without decoding the rest: it is the
+// second field, after the job id, which holds no quotes.
+func eventSeq(data []byte) (uint64, bool) {
+	i := bytes.Index(data, []byte(`"seq":`))
+	if i < 0 {
+		return 0, false
+	}
+	var n uint64
+	digits := 0
+	for _, c := range data[i+6:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+		digits++
+	}
+	return n, digits > 0
+}
+
+// fenceAt is the fence of a client that resumes after stream sequence
+// after: the attempt and job sequence of the event it saw last. It saw no
+// stale event, so that is where its story stands.
+func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fenced {
+	f := &fenced{Sink: w, attempt: 1}
+	if after == 0 {
+		return f
 	}
 	stream, err := h.stream(ctx)
 	if err != nil {
-		return 1
+		return f
 	}
-	m, err := stream.GetMsg(ctx, seq)
+	m, err := stream.GetMsg(ctx, after)
 	if err != nil {
-		return 1
+		return f
 	}
-	if j, _, kind, ok := subject.ParseNarr(m.Subject); !ok || j != job {
-		return 1
-	} else if kind == subject.KindEnd {
-		return max(subject.EndAttempt(m.Subject), 1)
+	j, _, kind, ok := subject.ParseNarr(m.Subject)
+	if !ok || j != job {
+		return f
 	}
-	var e struct{ Attempt int }
+	var e struct {
+		Attempt int
+		Seq     uint64
+	}
 	_ = json.Unmarshal(m.Data, &e)
-	return max(e.Attempt, 1)
+	f.attempt, f.seq = max(e.Attempt, 1), e.Seq
+	if kind == subject.KindEnd {
+		f.attempt = max(subject.EndAttempt(m.Subject), 1)
+	}
+	return f
 }
 
 func (w *fenced) stale(f Frame) bool {

@@ -54,18 +54,25 @@ func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) 
 }
 
 // UpdateJobAt is UpdateJob starting from a record the caller holds at
-// revision rev, which saves reading it; 0 means unknown.
+// revision rev (0: unknown), which saves reading it when it is current. A
+// copy that may be stale is trusted only for a change: when change declines
+// it, the record is read and asked again.
 func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, error) {
 	id := known.JobID
 	for attempt := 0; ; attempt++ {
-		j := known
+		j, fresh := known, false
 		if attempt > 0 || rev == 0 {
 			var err error
 			if j, rev, err = s.GetJob(ctx, id); err != nil {
 				return j, err
 			}
+			fresh = true
 		}
 		if !change(&j) {
+			if !fresh {
+				rev = 0
+				continue
+			}
 			return j, nil
 		}
 		data, err := json.Marshal(j)

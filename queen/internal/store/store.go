@@ -41,6 +41,15 @@ type Store struct {
 	Keys     jetstream.KeyValue
 }
 
+// Pulls of the queen's long-lived consumers expire after PullExpiry and
+// carry a heartbeat every PullHeartbeat, so a consumer whose NATS server
+// died is noticed, and recreated on another, within seconds; nats.go's
+// defaults take half a minute.
+const (
+	PullExpiry    = 5 * time.Second
+	PullHeartbeat = time.Second
+)
+
 // Open creates or updates every stream and bucket, so a queen of a newer
 // version can start on an older cluster's data.
 func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {

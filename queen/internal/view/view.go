@@ -23,6 +23,7 @@ type View struct {
 	mu        sync.RWMutex
 	hives     map[string]api.Hive
 	jobs      map[string]api.Job
+	revs      map[string]uint64 // each job record's bucket revision
 	hivesSync bool
 	jobsSync  bool
 	synced    chan struct{}
@@ -33,7 +34,7 @@ type View struct {
 // deleted or expires.
 func New(log *slog.Logger, onLost func(hive string)) *View {
 	return &View{
-		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{},
+		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
 		synced: make(chan struct{}), onLost: onLost,
 	}
 }
@@ -109,6 +110,7 @@ func (v *View) applyJob(e jetstream.KeyValueEntry) {
 	if e.Operation() != jetstream.KeyValuePut {
 		v.mu.Lock()
 		delete(v.jobs, e.Key())
+		delete(v.revs, e.Key())
 		v.mu.Unlock()
 		return
 	}
@@ -119,7 +121,16 @@ func (v *View) applyJob(e jetstream.KeyValueEntry) {
 	}
 	v.mu.Lock()
 	v.jobs[e.Key()] = j
+	v.revs[e.Key()] = e.Revision()
 	v.mu.Unlock()
+}
+
+// JobAt returns one job record as last seen and its bucket revision.
+func (v *View) JobAt(id string) (api.Job, uint64, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	j, ok := v.jobs[id]
+	return j, v.revs[id], ok
 }
 
 // Hive returns one live hive.
