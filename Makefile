@@ -20,7 +20,7 @@ build: ## build queen, hive, rbee and the reference worker into bin/ (static)
 
 run: build ## start a single-machine cluster: queen, embedded NATS, local hive
 	@echo
-	@echo "  rbee queen on http://$(HTTP_ADDR) with a local hive that may run commands."
+	@echo "  rbee queen on http://$(HTTP_ADDR) (web UI at that address) with a local hive that may run commands."
 	@echo "  In another shell:"
 	@echo "    export PATH=\"$$PWD/$(BIN):\$$PATH\""
 	@echo "    rbee hive ls"
@@ -36,8 +36,11 @@ test: lint ## vet, format check and every test (the CI suite)
 test-short: ## the fast tests only
 	go test -count=1 -short -timeout 5m $(PKGS)
 
-bench: build ## measure round trip and narration throughput; see BENCHMARKS.md
-	go run rbee.dev/queen/cmd/rbee-bench -bin $(BIN)
+BENCH_FLAGS ?=
+
+bench: build ## every benchmark, 3 runs each (~6 min on 2 cores); report in build/bench-report.md, see BENCHMARKS.md
+	@mkdir -p build
+	go run rbee.dev/queen/cmd/rbee-bench -bin $(BIN) -out build/bench-report.md $(BENCH_FLAGS)
 
 FUZZTIME ?= 10s
 
