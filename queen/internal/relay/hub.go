@@ -1,8 +1,8 @@
 // Package relay carries narration from JetStream to SSE clients. One live
 // tail per queen reads every job's narration once and fans it out in memory
 // to the clients of each job; history for late or resuming clients is read
-// with a short-lived ordered consumer. A client costs a few kilobytes, not a
-// server-side consumer.
+// with direct gets, and a long one with a short-lived ordered consumer. A
+// client costs a few dozen kilobytes, not a server-side consumer.
 package relay
 
 import (
