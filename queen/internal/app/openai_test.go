@@ -205,3 +205,50 @@ func TestInferenceDisconnect(t *testing.T) {
 		return st.Cancelled == 1
 	})
 }
+
+// A model no hive holds is fetched when the request says from where: the
+// queen downloads it onto a hive, starts a worker and answers.
+func TestInferDownloadsOnRequest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("fresh model bytes ", 500)))
+	}))
+	t.Cleanup(files.Close)
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, base, ns.ClientURL(), "h1")
+	client := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	params := openai.ChatCompletionNewParams{Model: "fresh", MaxTokens: openai.Int(3),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
+	_, err := client.Chat.Completions.New(ctx, params)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || !strings.Contains(apiErr.Message, "download") {
+		t.Fatalf("unknown model without a source: %v", err)
+	}
+	_, err = client.Chat.Completions.New(ctx, params, option.WithJSONSet("download", "ftp://nowhere/x.gguf"))
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 {
+		t.Fatalf("bad source: %v", err)
+	}
+
+	resp, err := client.Chat.Completions.New(ctx, params, option.WithJSONSet("download", files.URL+"/fresh.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Choices[0].Message.Content == "" || resp.Usage.CompletionTokens != 3 {
+		t.Fatalf("answer: %+v", resp)
+	}
+	var list api.JobList
+	do(t, "GET", base+"/v1/jobs?operation=model_download", nil, &list)
+	if len(list.Jobs) != 1 || list.Jobs[0].State != api.StateDone || list.Jobs[0].Hive != "h1" {
+		t.Fatalf("download jobs: %+v", list.Jobs)
+	}
+	// Now it is held and served: a plain request works.
+	if _, err := client.Chat.Completions.New(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -71,11 +71,21 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	if err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	}
-	status := "ok"
-	defer func() { a.m.InferRequests.WithLabelValues(req.Model, status).Inc() }()
-	if len(a.r.models()) == 0 || !a.known(req.Model) {
-		status = "model_not_found"
-		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found", fmt.Sprintf("model %q is not served or held by any hive", req.Model))
+	status, label := "ok", req.Model
+	// A model nobody has is counted as "unknown": request bodies must not
+	// mint metric series.
+	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
+	if in.Download != "" {
+		dl := api.JobRequest{Operation: api.OpModelDownload, Source: in.Download, ModelID: req.Model}
+		if err := dl.Validate(); err != nil {
+			status, label = "bad_request", "unknown"
+			return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", "download: "+err.Error())
+		}
+	}
+	if in.Download == "" && !a.known(req.Model) {
+		status, label = "model_not_found", "unknown"
+		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
+			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", req.Model))
 	}
 	release, err := a.r.admit(req.Model)
 	if err != nil {
@@ -85,7 +95,7 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	}
 	defer release()
 	ctx := c.Request().Context()
-	hive, done, err := a.r.place(ctx, req.Model, func(msg string) { a.log.Info(msg, "model", req.Model) })
+	hive, done, err := a.r.place(ctx, req.Model, in.Download, func(msg string) { a.log.Info(msg, "model", req.Model) })
 	if err != nil {
 		status = "unavailable"
 		return a.routeError(c, err)

@@ -75,8 +75,9 @@ func (r *router) admit(model string) (func(), error) {
 }
 
 // place returns the hive to run on, counting the request as in flight
-// there until release is called.
-func (r *router) place(ctx context.Context, model string, narrate func(string)) (hive string, release func(), err error) {
+// there until release is called. source, when set, is downloaded as the
+// model first if no hive holds it.
+func (r *router) place(ctx context.Context, model, source string, narrate func(string)) (hive string, release func(), err error) {
 	for {
 		if h := r.readyHive(model); h != "" {
 			r.mu.Lock()
@@ -88,7 +89,7 @@ func (r *router) place(ctx context.Context, model string, narrate func(string)) 
 				r.mu.Unlock()
 			}, nil
 		}
-		if err := r.startWorker(ctx, model, narrate); err != nil {
+		if err := r.startWorker(ctx, model, source, narrate); err != nil {
 			return "", nil, err
 		}
 	}
@@ -118,13 +119,13 @@ func (r *router) readyHive(model string) string {
 // startWorker starts a worker for model where it is on disk, once per model
 // however many requests wait, and returns when the worker is ready and the
 // hive's heartbeat shows it.
-func (r *router) startWorker(ctx context.Context, model string, narrate func(string)) error {
+func (r *router) startWorker(ctx context.Context, model, source string, narrate func(string)) error {
 	r.mu.Lock()
 	s, running := r.spawning[model]
 	if !running {
 		s = &spawn{done: make(chan struct{})}
 		r.spawning[model] = s
-		go r.runSpawn(model, s)
+		go r.runSpawn(model, source, s)
 	}
 	r.mu.Unlock()
 	narrate(fmt.Sprintf("no ready worker serves %s; starting one", model))
@@ -140,7 +141,7 @@ func (r *router) startWorker(ctx context.Context, model string, narrate func(str
 	return nil
 }
 
-func (r *router) runSpawn(model string, s *spawn) {
+func (r *router) runSpawn(model, source string, s *spawn) {
 	defer func() {
 		r.mu.Lock()
 		delete(r.spawning, model)
@@ -148,48 +149,88 @@ func (r *router) runSpawn(model string, s *spawn) {
 		close(s.done)
 	}()
 	hive := r.holder(model)
+	if hive == "" && source != "" {
+		// A download may take long; it gets the job's own timeout.
+		dl, err := r.runJob(context.Background(), api.JobRequest{Operation: api.OpModelDownload, Source: source, ModelID: model})
+		if err != nil {
+			s.err = fmt.Errorf("%w: download %s as %s: %v", errNoCapacity, source, model, err)
+			return
+		}
+		hive = r.await(time.Minute, func() string { return r.holderOn(model, dl.Hive) })
+	}
 	if hive == "" {
 		s.err = fmt.Errorf("%w: no hive serves or holds model %s", errUnknownModel, model)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.SpawnTimeout)
 	defer cancel()
-	j, _, err := r.jobs.Create(ctx, api.JobRequest{
+	s.hive = hive
+	if _, err := r.runJob(ctx, api.JobRequest{
 		Operation: api.OpWorkerSpawn, Hive: hive, ModelID: model, Backend: r.cfg.Backend,
 		IdleTimeoutS: r.cfg.IdleTimeout.Seconds(), TimeoutS: r.cfg.SpawnTimeout.Seconds(),
-	}, "")
-	if err != nil {
-		s.err = fmt.Errorf("%w: start a worker for %s: %v", errNoCapacity, model, err)
+	}); err != nil {
+		s.err = fmt.Errorf("%w: start a worker for %s on hive %s: %v", errNoCapacity, model, hive, err)
 		return
 	}
-	s.hive = hive
+	// Wait for the heartbeat that shows the worker ready.
+	if r.await(time.Until(deadlineOf(ctx)), func() string { return r.readyHive(model) }) == "" {
+		s.err = fmt.Errorf("%w: worker for %s started but its hive has not reported it", errNoCapacity, model)
+	}
+}
+
+// runJob creates a job and waits until it ends; an end other than done is
+// an error saying why.
+func (r *router) runJob(ctx context.Context, req api.JobRequest) (api.Job, error) {
+	j, _, err := r.jobs.Create(ctx, req, "")
+	if err != nil {
+		return j, err
+	}
 	for {
 		rec, err := r.jobs.Get(ctx, j.JobID)
 		switch {
 		case err != nil:
-			s.err = err
-			return
+			return rec, err
 		case rec.State == api.StateDone:
-			// Wait for the heartbeat that shows the worker ready.
-			for r.readyHive(model) == "" {
-				if ctx.Err() != nil {
-					s.err = fmt.Errorf("%w: worker for %s started but its hive has not reported it", errNoCapacity, model)
-					return
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-			return
+			return rec, nil
 		case api.Terminal(rec.State):
-			s.err = fmt.Errorf("%w: starting a worker for %s on hive %s failed: %s", errNoCapacity, model, hive, rec.Error)
-			return
+			return rec, fmt.Errorf("%s job %s %s: %s", req.Operation, j.JobID, rec.State, rec.Error)
 		}
 		select {
 		case <-ctx.Done():
-			s.err = fmt.Errorf("%w: worker for %s did not start within %s", errNoCapacity, model, r.cfg.SpawnTimeout)
-			return
+			return rec, fmt.Errorf("%s job %s did not end in time", req.Operation, j.JobID)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// await polls find until it returns a hive id or within passes.
+func (r *router) await(within time.Duration, find func() string) string {
+	deadline := time.Now().Add(within)
+	for {
+		if h := find(); h != "" || time.Now().After(deadline) {
+			return h
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// holderOn is hive if its heartbeat lists model, "" otherwise.
+func (r *router) holderOn(model, hive string) string {
+	h, ok := r.v.Hive(hive)
+	if !ok {
+		return ""
+	}
+	for _, m := range h.Models {
+		if m.ModelID == model {
+			return hive
+		}
+	}
+	return ""
 }
 
 // holder is the hive that holds model on disk with the most free GPU

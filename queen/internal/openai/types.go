@@ -27,6 +27,10 @@ type request struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	N *int `json:"n"`
+	// Download is rbee's extension: a model source (hf:org/repo[:file] or
+	// an http(s) URL) to fetch, as the model's id, onto a hive when no hive
+	// serves or holds the model yet.
+	Download string `json:"download"`
 }
 
 type message struct {
