@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/cli"
+	"rbee.dev/queen/internal/client"
 	"rbee.dev/shared/api"
 )
 
@@ -250,5 +253,39 @@ func TestInferDownloadsOnRequest(t *testing.T) {
 	// Now it is held and served: a plain request works.
 	if _, err := client.Chat.Completions.New(ctx, params); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// rbee infer prints the answer as it streams, or the whole result as JSON,
+// through the same OpenAI API; every answer is a job.
+func TestRbeeInfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	base, _ := inferCluster(t)
+	rbee := func(stdin string, args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), args, func(k string) string { return map[string]string{"RBEE_QUEEN": base}[k] },
+			strings.NewReader(stdin), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, out, errOut := rbee("", "infer", "--model", "demo", "--max-tokens", "4", "tell", "me", "about", "bees")
+	if code != 0 || strings.TrimSpace(out) == "" || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("infer: exit %d, %q %q", code, out, errOut)
+	}
+	code, out, errOut = rbee("a prompt from stdin", "--json", "infer", "--model", "demo", "--max-tokens", "3", "-")
+	var res client.ChatResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Usage.CompletionTokens != 3 || res.Content == "" {
+		t.Fatalf("infer --json: exit %d, %q %q", code, out, errOut)
+	}
+	var rec api.Job
+	if do(t, "GET", base+"/v1/jobs/"+res.JobID, nil, &rec) != 200 || rec.Operation != api.OpInfer || rec.State != api.StateDone {
+		t.Fatalf("job of the answer: %+v", rec)
+	}
+	if code, _, errOut := rbee("", "infer", "--model", "nope", "hi"); code != 1 || !strings.Contains(errOut, "not served or held") {
+		t.Fatalf("unknown model: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := rbee("", "infer", "hi"); code != 2 {
+		t.Fatalf("no --model: exit %d, want 2", code)
 	}
 }
