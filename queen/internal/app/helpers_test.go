@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,7 +51,14 @@ func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Warnings and errors are kept to show if the test fails.
+	var buf lockedBuffer
+	t.Cleanup(func() {
+		if t.Failed() && buf.String() != "" {
+			t.Logf("queen log:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // mustNATS starts a JetStream server on a random port for one test.
@@ -119,15 +127,51 @@ func mustHive(t testing.TB, base, natsURL, id string, edit ...func(*agent.Config
 func hiveProcess(t testing.TB, base, natsURL, id string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(hiveBin, append([]string{"--id", id, "--nats-url", natsURL, "--data-dir", t.TempDir()}, args...)...)
-	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
-	}
+	logTo(t, cmd, "hive "+id)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	waitHive(t, base, id)
 	return cmd
+}
+
+// logTo sends a child's stderr to ours under -v, and otherwise keeps its
+// warnings and errors to show if the test fails.
+func logTo(t testing.TB, cmd *exec.Cmd, name string) {
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+		return
+	}
+	var buf lockedBuffer
+	cmd.Stderr = &buf
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, line := range strings.Split(buf.String(), "\n") {
+				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+					t.Logf("%s: %s", name, line)
+				}
+			}
+		}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for a child's writes and our reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func waitHive(t testing.TB, base, id string) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,9 +23,7 @@ func queenProcess(t testing.TB, natsURL string, args ...string) (string, *exec.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
-	}
+	logTo(t, cmd, "queen")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
