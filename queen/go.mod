@@ -68,7 +68,6 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace (
-	rbee.dev/hive => ../hive
-	rbee.dev/shared => ../shared
-)
+replace rbee.dev/hive => ../hive
+
+replace rbee.dev/shared => ../shared
