@@ -3,11 +3,14 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
+	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/queen/internal/cli"
+	"rbee.dev/shared/api"
 )
 
 // The CLI against a real queen and hive: run streams output and exits with
@@ -40,5 +43,36 @@ func TestCLIAgainstRealQueen(t *testing.T) {
 	}
 	if code, _, errOut := rbee("run", "--hive", "h1", "--", "true"); code == 0 || !strings.Contains(errOut, "admin") {
 		t.Fatalf("run with a read key: exit %d, %q", code, errOut)
+	}
+}
+
+// --label places a job on a hive carrying the label, every time.
+func TestCLILabels(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, base, ns.ClientURL(), "plain")
+	mustHive(t, base, ns.ClientURL(), "big", func(c *agent.Config) { c.Labels = map[string]string{"gpu": "4090"} })
+	env := map[string]string{"RBEE_QUEEN": base}
+	for i := 0; i < 4; i++ {
+		var out, errb bytes.Buffer
+		code := cli.Run(context.Background(), []string{"--json", "check", "--label", "gpu=4090", "--events", "1"},
+			func(k string) string { return env[k] }, strings.NewReader(""), &out, &errb)
+		var sum struct {
+			JobID string `json:"job_id"`
+			State string `json:"state"`
+		}
+		if code != 0 || json.Unmarshal(out.Bytes(), &sum) != nil || sum.State != api.StateDone {
+			t.Fatalf("check --label: exit %d, %q %q", code, out.String(), errb.String())
+		}
+		var rec api.Job
+		do(t, "GET", base+"/v1/jobs/"+sum.JobID, nil, &rec)
+		if rec.Hive != "big" || rec.Request.Labels["gpu"] != "4090" {
+			t.Fatalf("job %d ran on %q with labels %v", i, rec.Hive, rec.Request.Labels)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := cli.Run(context.Background(), []string{"check", "--label", "gpu"}, func(k string) string { return env[k] },
+		strings.NewReader(""), &out, &errb); code != 2 || !strings.Contains(errb.String(), "KEY=VALUE") {
+		t.Fatalf("bad --label: exit %d, %q", code, errb.String())
 	}
 }

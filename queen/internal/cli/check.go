@@ -29,6 +29,7 @@ func (a *app) checkCommand() *cobra.Command {
 		payloadBytes int
 		timeout      durationFlag
 	)
+	var labels *[]string
 	cmd := &cobra.Command{
 		Use:   "check [--hive H] [--events N] [--payload-bytes B]",
 		Short: "Run a hive_check self-test and summarise its narration",
@@ -39,7 +40,11 @@ the job fails or events arrive out of order. An interrupt cancels the job.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			req := api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, PayloadBytes: payloadBytes, TimeoutS: timeout.seconds()}
+			labelMap, err := parseKV(cmd, "label", *labels)
+			if err != nil {
+				return err
+			}
+			req := api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, Labels: labelMap, PayloadBytes: payloadBytes, TimeoutS: timeout.seconds()}
 			if cmd.Flags().Changed("events") {
 				req.Events = &events
 			}
@@ -103,6 +108,7 @@ the job fails or events arrive out of order. An interrupt cancels the job.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&hive, "hive", "", "hive to check (default: the queen places the job)")
+	labels = labelsFlag(cmd)
 	f.IntVar(&events, "events", api.DefaultCheckEvents, "narration events to emit")
 	f.IntVar(&payloadBytes, "payload-bytes", 0, "filler bytes in each event")
 	f.Var(&timeout, "timeout", "job deadline, in seconds or as a duration such as 10m")

@@ -233,6 +233,14 @@ func (f *durationFlag) Type() string { return "seconds" }
 // seconds is the flag's value in the API's timeout_s unit.
 func (f *durationFlag) seconds() float64 { return f.d.Seconds() }
 
+// labelsFlag adds the repeatable --label flag, placement labels a hive
+// must carry, and returns where its values land.
+func labelsFlag(cmd *cobra.Command) *[]string {
+	var pairs []string
+	cmd.Flags().StringArrayVar(&pairs, "label", nil, "run only on a hive with this label, KEY=VALUE (repeatable)")
+	return &pairs
+}
+
 // parseKV splits k=v pairs of a repeated flag.
 func parseKV(cmd *cobra.Command, flag string, pairs []string) (map[string]string, error) {
 	if len(pairs) == 0 {

@@ -47,6 +47,7 @@ func (a *app) jobsSubmitCommand() *cobra.Command {
 		timeout             durationFlag
 		follow              bool
 	)
+	var labels *[]string
 	cmd := &cobra.Command{
 		Use:   "submit --op NAME [--hive H] [--field k=v ...] [--body JSON|-] [-f]",
 		Short: "Submit a job and print its id, or follow it with -f",
@@ -64,6 +65,16 @@ An interrupt stops following; the job goes on.`,
 			req, err := a.buildRequest(cmd, body, op, hive, &timeout, fields)
 			if err != nil {
 				return err
+			}
+			labelMap, err := parseKV(cmd, "label", *labels)
+			if err != nil {
+				return err
+			}
+			for k, v := range labelMap {
+				if req.Labels == nil {
+					req.Labels = map[string]string{}
+				}
+				req.Labels[k] = v
 			}
 			created, err := a.client.CreateJob(cmd.Context(), req, key)
 			if err != nil {
@@ -89,6 +100,7 @@ An interrupt stops following; the job goes on.`,
 	f := cmd.Flags()
 	f.StringVar(&op, "op", "", "operation, such as hive_check or run")
 	f.StringVar(&hive, "hive", "", "hive to run on (default: the queen places the job)")
+	labels = labelsFlag(cmd)
 	f.Var(&timeout, "timeout", "job deadline, in seconds or as a duration such as 10m")
 	f.StringArrayVar(&fields, "field", nil, "request field as KEY=VALUE (repeatable)")
 	f.StringVar(&body, "body", "", "request body as JSON, or - for stdin")

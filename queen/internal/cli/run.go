@@ -15,6 +15,7 @@ func (a *app) runCommand() *cobra.Command {
 		env       []string
 		timeout   durationFlag
 	)
+	var labels *[]string
 	cmd := &cobra.Command{
 		Use:   "run [--hive H] [--env K=V ...] [--dir D] [--timeout S] -- CMD ARGS...",
 		Short: "Run a command on a hive, with its output here and its exit code",
@@ -35,8 +36,12 @@ the hive to confirm. With -v, the job's narration goes to stderr too.`,
 			if err != nil {
 				return err
 			}
+			labelMap, err := parseKV(cmd, "label", *labels)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
-			req := api.JobRequest{Operation: api.OpRun, Hive: hive, Command: args, Env: envMap, Dir: dir, TimeoutS: timeout.seconds()}
+			req := api.JobRequest{Operation: api.OpRun, Hive: hive, Labels: labelMap, Command: args, Env: envMap, Dir: dir, TimeoutS: timeout.seconds()}
 			created, err := a.createOwn(ctx, req)
 			if err != nil {
 				return err
@@ -56,6 +61,7 @@ the hive to confirm. With -v, the job's narration goes to stderr too.`,
 	// The command's own flags must reach it untouched: `rbee run ls -l`.
 	f.SetInterspersed(false)
 	f.StringVar(&hive, "hive", "", "hive to run on (default: the queen places the job)")
+	labels = labelsFlag(cmd)
 	f.StringArrayVar(&env, "env", nil, "environment variable KEY=VALUE (repeatable)")
 	f.StringVar(&dir, "dir", "", "working directory on the hive")
 	f.Var(&timeout, "timeout", "job deadline, in seconds or as a duration such as 10m")
