@@ -85,11 +85,12 @@ func NewHub(js jetstream.JetStream, log *slog.Logger, buffer int) *Hub {
 		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{}), seen: map[string]seenJob{}}
 }
 
-// seenJob is the stream sequence of a job's newest message and of its end
-// (0: none yet) as the tail read them, and when.
+// seenJob is the stream sequence of a job's newest message and of the end
+// of its latest ended attempt (0: none yet) as the tail read them, and when.
 type seenJob struct {
-	last, end uint64
-	at        time.Time
+	last, end  uint64
+	endAttempt int
+	at         time.Time
 }
 
 // seenFor is what the tail has read of job.
@@ -170,8 +171,8 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	h.seenMu.Lock()
 	sj := h.seen[job]
 	sj.last, sj.at = seq, time.Now()
-	if kind == subject.KindEnd && sj.end == 0 {
-		sj.end = seq
+	if a := subject.EndAttempt(m.Subject()); kind == subject.KindEnd && a > sj.endAttempt {
+		sj.end, sj.endAttempt = seq, a
 	}
 	h.seen[job] = sj
 	h.seenMu.Unlock()

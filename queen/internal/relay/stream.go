@@ -176,11 +176,12 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		return false, err
 	}
 	if target <= *last {
-		// Nothing new; a client resuming after the end gets the close.
-		if seen.end > 0 && seen.end <= *last {
+		// Nothing new; a client resuming after the end of the attempt its
+		// story has reached gets the close.
+		if seen.end > 0 && seen.end <= *last && seen.endAttempt >= w.attempt {
 			return true, nil
 		}
-		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))
+		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEnd(job, w.attempt))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
 		}
