@@ -147,3 +147,24 @@ func TestHiveWithNATSCredentials(t *testing.T) {
 		t.Fatalf("wrong password: hive said %q", stderr.String())
 	}
 }
+
+// The embedded NATS server opens beyond loopback only with per-hive
+// identities, or when told --insecure.
+func TestRefusesOpenNATSWithoutIdentities(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--nats-listen", "0.0.0.0:4222"}, false},
+		{[]string{"--nats-listen", ":4222"}, false},
+		{[]string{"--nats-listen", "0.0.0.0:4222", "--insecure"}, true},
+		{[]string{"--nats-listen", "0.0.0.0:4222", "--nats-auth", "nats-auth.json"}, true},
+		{[]string{"--nats-listen", "127.0.0.1:4222"}, true},
+		{[]string{"--nats-listen", "localhost:4222"}, true},
+	} {
+		_, err := app.ParseConfig(tt.args, func(string) string { return "" }, io.Discard)
+		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "nats-auth")) {
+			t.Errorf("%v: %v", tt.args, err)
+		}
+	}
+}

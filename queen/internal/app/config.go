@@ -91,7 +91,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
-	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys (HTTP) or per-hive identities (NATS)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
 	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
@@ -143,6 +143,10 @@ func (c Config) Validate() error {
 		if c.NATSURL != "" {
 			errs = multierror.Append(errs, errors.New("nats-listen applies to the embedded server only; drop it or nats-url"))
 		}
+		// Whoever reaches an open NATS can dispatch work to every hive.
+		if host, _, err := net.SplitHostPort(c.NATSListen); err == nil && !loopbackHost(host) && c.NATSAuth == "" && !c.Insecure {
+			errs = multierror.Append(errs, fmt.Errorf("nats-listen %s reaches beyond loopback: give hives their own identities with --nats-auth (from queen nats-config), or --insecure to allow it", c.NATSListen))
+		}
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
 		errs = multierror.Append(errs, errors.New("data-dir is required for the embedded NATS server"))
@@ -181,4 +185,13 @@ func (c Config) Validate() error {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
 	return errs.ErrorOrNil()
+}
+
+// loopbackHost reports whether a listen host only accepts local clients.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
