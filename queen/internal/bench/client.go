@@ -100,23 +100,28 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 
 // JobState reads a job record's state.
 func (c *Client) JobState(ctx context.Context, id string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/jobs/"+id, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
 	var j api.Job
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("get job %s: %s", id, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&j); err != nil {
+	if err := c.getJSON(ctx, "/v1/jobs/"+id, &j); err != nil {
 		return "", err
 	}
 	return j.State, nil
+}
+
+// getJSON reads a queen resource into out.
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // Stream is an open SSE response.

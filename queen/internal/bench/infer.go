@@ -270,20 +270,3 @@ func (c *Client) chat(ctx context.Context, url string, body []byte) (tokens int,
 	}
 	return tokens, ttft, fmt.Errorf("stream ended without [DONE]")
 }
-
-// getJSON reads a queen resource into out.
-func (c *Client) getJSON(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: status %d", path, resp.StatusCode)
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
