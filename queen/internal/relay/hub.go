@@ -67,6 +67,9 @@ type Hub struct {
 	seenMu sync.Mutex
 	seen   map[string]seenJob
 
+	// tail is the stream sequence of the newest message the tail read.
+	tail atomic.Uint64
+
 	// narr is the NARR stream's handle, looked up once: its reads (direct
 	// gets) need no stream info, which costs the server a round trip.
 	narr atomic.Pointer[jetstream.Stream]
@@ -118,41 +121,106 @@ func (h *Hub) Ready() <-chan struct{} { return h.ready }
 
 // Run tails all narration from now on until ctx ends. The ordered consumer
 // recreates itself after a reconnect from the last sequence it delivered,
-// so the tail has no gaps.
+// so the tail has no gaps. A watchdog restarts it from there too when the
+// stream holds newer messages and the tail has not moved for two checks:
+// after a NATS server dies, the consumer's own recovery can stall.
 func (h *Hub) Run(ctx context.Context) error {
-	var cons jetstream.Consumer
-	var err error
+	var stream jetstream.Stream
 	for {
-		cons, err = h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
-			FilterSubjects:    []string{subject.NarrAll},
-			DeliverPolicy:     jetstream.DeliverNewPolicy,
-			InactiveThreshold: 30 * time.Second,
-		})
+		var err error
+		stream, err = h.stream(ctx)
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = stream.Info(ctx); err == nil {
+				h.tail.Store(info.State.LastSeq)
+			}
+		}
 		if err == nil {
 			break
 		}
-		h.log.Warn("create live tail", "err", err)
-		select {
-		case <-ctx.Done():
+		h.log.Warn("open live tail", "err", err)
+		if !sleepCtx(ctx, time.Second) {
 			return nil
-		case <-time.After(time.Second):
 		}
 	}
-	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
-	if err != nil {
-		return fmt.Errorf("consume live tail: %w", err)
+	cc, err := h.consume(ctx)
+	for err != nil {
+		h.log.Warn("create live tail", "err", err)
+		if !sleepCtx(ctx, time.Second) {
+			return nil
+		}
+		cc, err = h.consume(ctx)
 	}
 	close(h.ready)
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
+	prune := time.NewTicker(30 * time.Second)
+	defer prune.Stop()
+	watch := time.NewTicker(tailCheck)
+	defer watch.Stop()
+	var seenAt uint64
+	stalls := 0
 	for {
 		select {
 		case <-ctx.Done():
-			cc.Stop()
+			if cc != nil {
+				cc.Stop()
+			}
 			return nil
-		case now := <-t.C:
+		case now := <-prune.C:
 			h.forget(now)
+		case <-watch.C:
+			info, err := stream.Info(ctx)
+			if err != nil {
+				continue
+			}
+			at := h.tail.Load()
+			if info.State.LastSeq > at && at == seenAt {
+				stalls++
+			} else {
+				stalls = 0
+			}
+			seenAt = at
+			if stalls < 2 && cc != nil {
+				continue
+			}
+			h.log.Warn("live tail stalled; restarting it", "at", at, "stream_last", info.State.LastSeq)
+			if cc != nil {
+				cc.Stop()
+			}
+			if cc, err = h.consume(ctx); err != nil {
+				h.log.Warn("restart live tail", "err", err)
+			}
+			stalls = 0
 		}
+	}
+}
+
+// tailCheck is how often the watchdog compares the tail with the stream.
+const tailCheck = 2 * time.Second
+
+// consume starts an ordered consumer of all narration after the tail.
+func (h *Hub) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
+	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subject.NarrAll},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       h.tail.Load() + 1,
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
+	if err != nil {
+		return nil, fmt.Errorf("consume live tail: %w", err)
+	}
+	return cc, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
@@ -166,6 +234,17 @@ func (h *Hub) deliver(m jetstream.Msg) {
 		return
 	}
 	seq := md.Sequence.Stream
+	// The tail moves forward only: after a restart, what the stopped
+	// consumer still hands over was delivered already.
+	for {
+		at := h.tail.Load()
+		if seq <= at {
+			return
+		}
+		if h.tail.CompareAndSwap(at, seq) {
+			break
+		}
+	}
 	// Recorded before the fan-out: a client subscribing meanwhile either
 	// gets this frame live or sees it in seen and replays it.
 	h.seenMu.Lock()
