@@ -15,6 +15,7 @@ const (
 	CodeInternal        = "internal"
 	CodeMethodNotAllow  = "method_not_allowed"
 	CodeUnsupportedType = "unsupported_media_type"
+	CodeMisdirected     = "misdirected_request"
 )
 
 // ErrorBody is the one error shape every HTTP answer uses.
@@ -27,4 +28,7 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Type is set on the OpenAI-compatible routes, whose clients expect
+	// OpenAI's error shape: invalid_request_error or server_error.
+	Type string `json:"type,omitempty"`
 }

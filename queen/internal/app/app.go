@@ -131,12 +131,24 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	})
 	svc = jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
-	keys := auth.New(st.Keys, cfg.AdminKey, log)
+	// Whether keys are required is settled here, from configuration, and
+	// never from how many keys the bucket holds: emptying it must not open
+	// a keyed queen.
+	required := cfg.AdminKey != "" || cfg.RequireKeys || (!loopback(q.ln.Addr()) && !cfg.Insecure)
+	keys := auth.New(st.Keys, cfg.AdminKey, required, log)
 	oai := openai.New(v, svc, st, hub, m, cfg.Infer, log)
-	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai,
+		PublicHosts: cfg.PublicHosts, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
+	// Deadlines for ordinary requests, so a slow or stalled client cannot
+	// hold a connection: SSE streams and generations lift them once their
+	// request is read and then flush at least once a heartbeat
+	// (relay.KeepOpen).
 	q.srv = &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.HTTPTimeout,
+		WriteTimeout:      cfg.HTTPTimeout,
+		IdleTimeout:       2 * cfg.HTTPTimeout,
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 	}
 
@@ -157,10 +169,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		_ = g.Wait()
 		return nil, errors.New("could not load API keys from NATS")
 	}
-	if !keys.Enabled() && !cfg.Insecure && !loopback(q.ln.Addr()) {
+	if required && cfg.AdminKey == "" && keys.Count() == 0 {
 		cancel()
 		_ = g.Wait()
-		return nil, fmt.Errorf("refusing to serve %s beyond loopback without API keys: set --admin-key, or --insecure to allow it", q.ln.Addr())
+		why := "--require-keys is set"
+		if !loopback(q.ln.Addr()) {
+			why = fmt.Sprintf("%s reaches beyond loopback", q.ln.Addr())
+		}
+		return nil, fmt.Errorf("refusing to start: %s, so every request needs an API key, and none exists: set --admin-key (or QUEEN_ADMIN_KEY), or --insecure to serve without keys", why)
 	}
 	g.Go(func() error { return hub.Run(gctx) })
 	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })

@@ -33,15 +33,23 @@ type Config struct {
 	LocalHiveSlots    int
 	LocalHiveConfig   string
 
-	HiveTTL         time.Duration
-	Retention       time.Duration
-	Replicas        int
-	AdminKey        string
-	Insecure        bool
-	MetricsAuth     bool
-	Placement       string
-	Infer           openai.Config
-	SSEHeartbeat    time.Duration
+	HiveTTL   time.Duration
+	Retention time.Duration
+	Replicas  int
+	AdminKey  string
+	// RequireKeys makes every request carry an API key even on loopback.
+	RequireKeys bool
+	// PublicHosts are the names, besides localhost, clients may reach the
+	// queen by; any other name in a Host header is refused (DNS rebinding).
+	PublicHosts  hostList
+	Insecure     bool
+	MetricsAuth  bool
+	Placement    string
+	Infer        openai.Config
+	SSEHeartbeat time.Duration
+	// HTTPTimeout bounds reading a request and writing an ordinary answer;
+	// streams lift it and flush at least once a heartbeat.
+	HTTPTimeout     time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
 	// PprofAddr serves Go's profiler (net/http/pprof) there when set.
@@ -59,6 +67,7 @@ func DefaultConfig() Config {
 		Retention:      72 * time.Hour,
 		Replicas:       1,
 		SSEHeartbeat:   15 * time.Second,
+		HTTPTimeout:    time.Minute,
 		SSEBuffer:      1024,
 		Placement:      jobs.Spread,
 		Infer: openai.Config{
@@ -91,6 +100,8 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
+	fs.BoolVar(&c.RequireKeys, "require-keys", false, "require an API key on every request, even on loopback (on beyond loopback or with --admin-key)")
+	fs.Var(&c.PublicHosts, "public-host", "a name clients reach the queen by, besides localhost and IP addresses (repeatable; QUEEN_PUBLIC_HOST takes a comma-separated list)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys (HTTP) or per-hive identities (NATS)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
@@ -169,8 +180,11 @@ func (c Config) Validate() error {
 	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
 		errs = multierror.Append(errs, errors.New("replicas must be 1, 3 or 5"))
 	}
-	if c.SSEHeartbeat < 100*time.Millisecond {
-		errs = multierror.Append(errs, errors.New("sse-heartbeat must be at least 100ms"))
+	if c.SSEHeartbeat < 100*time.Millisecond || c.SSEHeartbeat > 30*time.Second {
+		errs = multierror.Append(errs, errors.New("sse-heartbeat must be between 100ms and 30s: a stream that writes nothing for a minute is cut off"))
+	}
+	if c.HTTPTimeout < time.Second {
+		errs = multierror.Append(errs, errors.New("http timeout must be at least 1s"))
 	}
 	if c.SSEBuffer < 1 || c.SSEBuffer > 1<<20 {
 		errs = multierror.Append(errs, errors.New("sse-buffer must be between 1 and 1048576"))
@@ -185,6 +199,26 @@ func (c Config) Validate() error {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
 	return errs.ErrorOrNil()
+}
+
+// hostList is a repeatable flag of host names; one value may list several,
+// separated by commas.
+type hostList []string
+
+func (h *hostList) String() string { return strings.Join(*h, ",") }
+
+func (h *hostList) Set(v string) error {
+	for _, name := range strings.Split(v, ",") {
+		name = strings.ToLower(strings.TrimSpace(name))
+		if name == "" {
+			continue
+		}
+		if strings.ContainsAny(name, ":/[] ") {
+			return fmt.Errorf("public host %q must be a bare host name, without scheme or port", name)
+		}
+		*h = append(*h, name)
+	}
+	return nil
 }
 
 // loopbackHost reports whether a listen host only accepts local clients.

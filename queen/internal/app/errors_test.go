@@ -51,6 +51,8 @@ func TestBadRequests(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
 			if tc.ct != "" {
 				req.Header.Set("Content-Type", tc.ct)
+			} else if tc.body != "" {
+				req.Header.Set("Content-Type", "application/json")
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

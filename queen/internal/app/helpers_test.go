@@ -411,6 +411,7 @@ func doQuiet(url string, body any, out any) int {
 		r = bytes.NewReader(data)
 	}
 	req, _ := http.NewRequest(method, url, r)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0

@@ -37,6 +37,16 @@ func hostileCases() []hostile {
 		h.hdr = map[string]string{k: v}
 		return h
 	}
+	withHeaders := func(h hostile, kv ...string) hostile {
+		h.hdr = map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.hdr[kv[i]] = kv[i+1]
+		}
+		return h
+	}
+	delete := func(name, path string, status int) hostile {
+		return hostile{name: name, method: "DELETE", path: path, status: status}
+	}
 	long := func(n int) string { return strings.Repeat("A", n) }
 	nested := func(open, close string, n int) string {
 		return strings.Repeat(open, n) + "1" + strings.Repeat(close, n)
@@ -198,6 +208,26 @@ func hostileCases() []hostile {
 		get("last_event_id plus sign", "/v1/jobs/x/stream?last_event_id=%2B1", 400),
 		withHeader(post("multipart body", "--x\r\nContent-Disposition: form-data; name=\"operation\"\r\n\r\nrun\r\n--x--\r\n", 415), "Content-Type", "multipart/form-data; boundary=x"),
 		withHeader(post("text/html body", "<b>run</b>", 415), "Content-Type", "text/html"),
+
+		// Browsers on other sites. A text/plain or form post, and a body
+		// with no type at all, need no CORS preflight: the queen must not
+		// read them as JSON.
+		withHeader(post("text/plain job (simple cross-site request)", hostileJob, 415), "Content-Type", "text/plain"),
+		withHeader(post("form-encoded job", hostileJob, 415), "Content-Type", "application/x-www-form-urlencoded"),
+		withHeader(post("job without a content type", hostileJob, 415), "Content-Type", ""),
+		withHeaders(post("job from another site", hostileJob, 403), "Origin", "https://evil.example", "Content-Type", "application/json"),
+		withHeaders(post("text/plain job from another site", hostileJob, 403), "Origin", "https://evil.example", "Content-Type", "text/plain"),
+		withHeader(post("job from a sandboxed frame", hostileJob, 403), "Origin", "null"),
+		withHeader(post("job from another port of loopback", hostileJob, 403), "Origin", "http://127.0.0.1:1"),
+		withHeader(get("jobs read from another site", "/v1/jobs", 403), "Origin", "http://evil.example"),
+		withHeader(post("job marked cross-site", hostileJob, 403), "Sec-Fetch-Site", "cross-site"),
+		withHeader(get("stream fetched cross-site", "/v1/jobs/x/stream", 403), "Sec-Fetch-Site", "cross-site"),
+		withHeaders(post("cross-site post claiming navigation", hostileJob, 403), "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"),
+		withHeader(delete("cancel from another site", "/v1/jobs/x", 403), "Origin", "https://evil.example"),
+		// DNS rebinding: the attacker's name resolves to the queen.
+		withHeader(post("job for a rebound name", hostileJob, 421), "Host", "rebind.evil.example"),
+		withHeader(get("jobs read by a rebound name", "/v1/jobs", 421), "Host", "rebind.evil.example:7833"),
+		withHeader(get("metrics by a rebound name", "/metrics", 421), "Host", "localhost.evil.example"),
 		withHeader(post("unparsable content type", hostileJob, 415), "Content-Type", ";;;=/"),
 		withHeader(post("content type of 10k", hostileJob, 415), "Content-Type", "application/"+long(10_000)),
 
@@ -264,8 +294,18 @@ func TestHostileRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tc.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
 			for k, v := range tc.hdr {
+				if k == "Host" {
+					req.Host = v
+					continue
+				}
 				req.Header.Set(k, v)
+				if v == "" {
+					req.Header.Del(k)
+				}
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {

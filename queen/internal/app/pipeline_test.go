@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -321,4 +322,61 @@ func TestIdempotencyKey(t *testing.T) {
 		do(t, "GET", base+"/v1/jobs?operation=hive_check", nil, &list)
 		return len(list.Jobs) == 1
 	})
+}
+
+// An Idempotency-Key belongs to who sent it and to what they sent: the same
+// key with another body is a conflict, another key holder gets a job of its
+// own, and retries racing each other all get the one job, never an empty id.
+func TestIdempotencyKeyBinding(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
+	mustHive(t, base, ns.ClientURL(), "h1")
+	admin := map[string]string{"Authorization": "Bearer " + testAdminKey, "Idempotency-Key": "k-1"}
+	var k api.Key
+	if code := doHeaders(t, "POST", base+"/v1/keys", api.KeyRequest{Name: "ops", Scopes: []string{"operate", "read"}}, admin, &k); code != 201 {
+		t.Fatalf("create key: %d", code)
+	}
+	ops := map[string]string{"Authorization": "Bearer " + k.Key, "Idempotency-Key": "k-1"}
+	one := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
+	two := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(2)}
+
+	var first, again, other api.CreateJobResponse
+	if code := doHeaders(t, "POST", base+"/v1/jobs", one, admin, &first); code != 201 || first.JobID == "" {
+		t.Fatalf("first: %d %+v", code, first)
+	}
+	if code := doHeaders(t, "POST", base+"/v1/jobs", two, admin, nil); code != 409 {
+		t.Fatalf("same key, other body: %d, want 409", code)
+	}
+	if code := doHeaders(t, "POST", base+"/v1/jobs", one, ops, &other); code != 201 || other.JobID == first.JobID || other.JobID == "" {
+		t.Fatalf("same key, other principal: %d %+v (first %s)", code, other, first.JobID)
+	}
+	if code := doHeaders(t, "POST", base+"/v1/jobs", one, admin, &again); code != 201 || again.JobID != first.JobID {
+		t.Fatalf("retry: %d %+v, want %s", code, again, first.JobID)
+	}
+
+	const racers = 8
+	ids := make(chan string, racers)
+	var wg sync.WaitGroup
+	for i := 0; i < racers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out api.CreateJobResponse
+			hdr := map[string]string{"Authorization": "Bearer " + testAdminKey, "Idempotency-Key": "race-1"}
+			code := doHeaders(t, "POST", base+"/v1/jobs", one, hdr, &out)
+			if code != 201 {
+				t.Errorf("racer: status %d", code)
+			}
+			ids <- out.JobID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	var won string
+	for id := range ids {
+		if id == "" || (won != "" && id != won) {
+			t.Fatalf("racing retries got job ids %q and %q", won, id)
+		}
+		won = id
+	}
 }

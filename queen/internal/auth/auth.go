@@ -55,6 +55,7 @@ type Keys struct {
 	kv        jetstream.KeyValue
 	log       *slog.Logger
 	adminHash []byte
+	required  bool
 
 	mu     sync.RWMutex
 	keys   map[string]record
@@ -62,9 +63,10 @@ type Keys struct {
 }
 
 // New makes the key store. adminKey, if set, is a bootstrap key with the
-// admin scope that lives only in the queen's configuration.
-func New(kv jetstream.KeyValue, adminKey string, log *slog.Logger) *Keys {
-	k := &Keys{kv: kv, log: log.With("component", "auth"), keys: map[string]record{}, synced: make(chan struct{})}
+// admin scope that lives only in the queen's configuration. required says
+// whether every request must carry a key; it is fixed for the queen's life.
+func New(kv jetstream.KeyValue, adminKey string, required bool, log *slog.Logger) *Keys {
+	k := &Keys{kv: kv, log: log.With("component", "auth"), keys: map[string]record{}, synced: make(chan struct{}), required: required}
 	if adminKey != "" {
 		sum := sha256.Sum256([]byte(adminKey))
 		k.adminHash = sum[:]
@@ -118,12 +120,16 @@ func (k *Keys) apply(e jetstream.KeyValueEntry) {
 	k.keys[e.Key()] = r
 }
 
-// Enabled reports whether requests must carry a key: once an admin key is
-// configured or any key exists.
-func (k *Keys) Enabled() bool {
+// Enabled reports whether requests must carry a key. It was decided from
+// configuration when the queen started and never changes: revoking the last
+// key or purging the bucket leaves every request refused, not open.
+func (k *Keys) Enabled() bool { return k.required }
+
+// Count is how many stored keys there are.
+func (k *Keys) Count() int {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.adminHash != nil || len(k.keys) > 0
+	return len(k.keys)
 }
 
 // Authenticate finds the principal of a bearer token.

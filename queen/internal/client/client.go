@@ -188,6 +188,11 @@ func (c *Client) do(ctx context.Context, method, path string, h http.Header, bod
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		// The queen refuses bodies of any other type: browsers send those
+		// cross-site without asking.
+		req.Header.Set("Content-Type", "application/json")
+	}
 	c.authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -47,6 +47,11 @@ func serviceError(err error, id string) error {
 		return jobNotFound(id)
 	case errors.Is(err, jobs.ErrTerminal):
 		return newError(http.StatusConflict, api.CodeConflict, "job %s already ended", id)
+	case errors.Is(err, jobs.ErrIdempotencyMismatch):
+		return newError(http.StatusConflict, api.CodeConflict, "Idempotency-Key was already used for a different request; use a new key for a new job")
+	case errors.Is(err, jobs.ErrIdempotencyPending):
+		return &apiError{status: http.StatusConflict, code: api.CodeConflict, retryAfter: "1",
+			msg: "a request with this Idempotency-Key is still creating its job; retry in a moment"}
 	case errors.Is(err, jobs.ErrNoCapableHive):
 		return newError(http.StatusServiceUnavailable, api.CodeNoCapableHive, "%s", err.Error())
 	case errors.Is(err, jobs.ErrUnavailable):
@@ -107,6 +112,13 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			_ = c.NoContent(ae.status)
 			return
 		}
-		_ = c.JSON(ae.status, api.ErrorBody{Error: api.ErrorDetail{Code: ae.code, Message: ae.msg}})
+		body := api.ErrorBody{Error: api.ErrorDetail{Code: ae.code, Message: ae.msg}}
+		if openAIRoute(c.Request().URL.Path) {
+			body.Error.Type = "invalid_request_error"
+			if ae.status >= 500 {
+				body.Error.Type = "server_error"
+			}
+		}
+		_ = c.JSON(ae.status, body)
 	}
 }

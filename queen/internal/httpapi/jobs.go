@@ -2,8 +2,8 @@ package httpapi
 
 import (
 	"errors"
-	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -20,9 +20,6 @@ import (
 const maxIdempotencyKey = 255
 
 func (h *handlers) createJob(c echo.Context) error {
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !jsonish(ct) {
-		return newError(http.StatusUnsupportedMediaType, api.CodeUnsupportedType, "content type must be application/json, not %q", clip(ct))
-	}
 	idem := c.Request().Header.Get("Idempotency-Key")
 	if len(idem) > maxIdempotencyKey || strings.IndexFunc(idem, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
 		return badRequest("Idempotency-Key must be 1-%d printable ASCII characters", maxIdempotencyKey)
@@ -42,7 +39,7 @@ func (h *handlers) createJob(c echo.Context) error {
 	if err := authorize(c, api.ScopeForOperation(req.Operation)); err != nil {
 		return err
 	}
-	j, created, err := h.Jobs.Create(c.Request().Context(), req, idem)
+	j, created, err := h.Jobs.Create(c.Request().Context(), req, principal(c).KeyID, idem)
 	if err != nil {
 		return serviceError(err, "")
 	}
@@ -74,7 +71,13 @@ func (h *handlers) listJobs(c echo.Context) error {
 		}
 		f.Limit = n
 	}
-	return c.JSON(http.StatusOK, api.JobList{Jobs: h.View.Jobs(f)})
+	list := h.View.Jobs(f)
+	if !principal(c).Has(api.ScopeAdmin) {
+		for i := range list {
+			list[i].Request = redact(list[i].Request)
+		}
+	}
+	return c.JSON(http.StatusOK, api.JobList{Jobs: list})
 }
 
 func (h *handlers) getJob(c echo.Context) error {
@@ -85,6 +88,9 @@ func (h *handlers) getJob(c echo.Context) error {
 	j, err := h.Jobs.Get(c.Request().Context(), id)
 	if err != nil {
 		return serviceError(err, id)
+	}
+	if !principal(c).Has(api.ScopeAdmin) {
+		j.Request = redact(j.Request)
 	}
 	return c.JSON(http.StatusOK, j)
 }
@@ -142,18 +148,32 @@ func (h *handlers) streamJob(c echo.Context) error {
 	return nil
 }
 
-// jsonish accepts JSON and the types that plain tools send by default
-// (curl -d says form-urlencoded); the body must still be a JSON object.
-func jsonish(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return false
+// redacted replaces what a record shows of a secret to keys without the
+// admin scope.
+const redacted = "REDACTED"
+
+// redact hides what a request may carry of secrets: the values of a run's
+// environment, and the credentials and query (signed URLs, tokens) of a
+// download source. Names stay, so a reader still sees what was asked.
+func redact(r api.JobRequest) api.JobRequest {
+	if len(r.Env) > 0 {
+		env := make(map[string]string, len(r.Env))
+		for k := range r.Env {
+			env[k] = redacted
+		}
+		r.Env = env
 	}
-	switch mt {
-	case echo.MIMEApplicationJSON, echo.MIMETextPlain, echo.MIMEApplicationForm:
-		return true
+	if u, err := url.Parse(r.Source); err == nil && (u.User != nil || u.RawQuery != "" || u.Fragment != "") {
+		if u.User != nil {
+			u.User = url.User(redacted)
+		}
+		if u.RawQuery != "" {
+			u.RawQuery = redacted
+		}
+		u.Fragment = ""
+		r.Source = u.String()
 	}
-	return strings.HasSuffix(mt, "+json")
+	return r
 }
 
 // lastEventID parses the resume point strictly: decimal digits only.

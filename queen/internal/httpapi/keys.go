@@ -51,9 +51,14 @@ func need(scope string) echo.MiddlewareFunc {
 	}
 }
 
-func authorize(c echo.Context, scope string) error {
+// principal is who the request acts as, set by authenticate.
+func principal(c echo.Context) auth.Principal {
 	p, _ := c.Get(principalKey).(auth.Principal)
-	if !p.Has(scope) {
+	return p
+}
+
+func authorize(c echo.Context, scope string) error {
+	if p := principal(c); !p.Has(scope) {
 		return newError(http.StatusForbidden, api.CodeForbidden, "this API key lacks the %s scope", scope)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"strings"
+
 	"github.com/labstack/echo/v4"
 
 	"rbee.dev/queen/internal/webui"
@@ -38,7 +40,7 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/keys", h.listKeys, admin...)
 	e.DELETE("/v1/keys/:id", h.revokeKey, admin...)
 
-	// OpenAI-compatible API; its own error shape, see package openai.
+	// OpenAI-compatible API; OpenAI's error shape, see openAIRoute.
 	e.GET("/v1/models", h.OpenAI.Models, infer...)
 	e.GET("/v1/models/:id", h.OpenAI.Model, infer...)
 	e.POST("/v1/chat/completions", h.OpenAI.Chat, infer...)
@@ -46,4 +48,15 @@ func routes(e *echo.Echo, h *handlers) {
 
 	// The browser UI: static files that call the routes above.
 	webui.Register(e)
+}
+
+// openAIRoute reports whether a path belongs to the OpenAI-compatible API,
+// whose errors carry OpenAI's "type" as well.
+func openAIRoute(path string) bool {
+	switch {
+	case path == "/v1/models", strings.HasPrefix(path, "/v1/models/"),
+		path == "/v1/chat/completions", path == "/v1/completions":
+		return true
+	}
+	return false
 }

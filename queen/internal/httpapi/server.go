@@ -32,6 +32,9 @@ type Deps struct {
 	Metrics *metrics.Queen
 	Keys    *auth.Keys
 	OpenAI  *openai.API
+	// PublicHosts are the names, besides localhost and IP addresses, that
+	// clients may use in the Host header.
+	PublicHosts []string
 	// MetricsAuth makes /metrics need a key with the read scope.
 	MetricsAuth bool
 	Log         *slog.Logger
@@ -46,6 +49,7 @@ func New(d Deps) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(d.Log)
 	e.Use(instrument(d.Metrics))
 	e.Use(middleware.Recover())
+	e.Use(guard(d.PublicHosts))
 	e.Use(middleware.BodyLimit("1M"))
 	if d.Heartbeat <= 0 {
 		d.Heartbeat = 15 * time.Second

@@ -10,6 +10,12 @@ var (
 	ErrTerminal = errors.New("job already ended")
 	// ErrNoCapableHive: no live hive can take the job now.
 	ErrNoCapableHive = errors.New("no capable hive")
+	// ErrIdempotencyMismatch: the Idempotency-Key was used before, by the
+	// same principal, for a different request.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused for a different request")
+	// ErrIdempotencyPending: a request with the same Idempotency-Key is
+	// still creating its job.
+	ErrIdempotencyPending = errors.New("a request with this idempotency key is still in progress")
 	// ErrUnavailable: NATS did not answer for longer than a retry covers.
 	ErrUnavailable = errors.New("cluster storage unavailable")
 )

@@ -58,14 +58,24 @@ func NewID() string {
 
 // Create validates nothing (the caller did), places the job, stores its
 // record and first event, and hands it to its hive. The job's narration is
-// readable before Create returns. With an idempotency key, a repeat returns
-// the first job and created=false.
-func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string) (api.Job, bool, error) {
+// readable before Create returns. With an idempotency key, a repeat of the
+// same request by the same principal returns the first job and
+// created=false; the same key with another request is ErrIdempotencyMismatch.
+func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, idemKey string) (api.Job, bool, error) {
 	var idem string
+	var claim idemClaim
 	if idemKey != "" {
-		sum := sha256.Sum256([]byte(idemKey))
+		// The key is scoped to who sent it, so one principal can neither
+		// find nor block another's jobs by guessing its keys.
+		sum := sha256.Sum256([]byte(principal + "\x00" + idemKey))
 		idem = hex.EncodeToString(sum[:])
-		if j, ok, err := s.byIdempotencyKey(ctx, idem); ok || err != nil {
+		body, err := json.Marshal(req)
+		if err != nil {
+			return api.Job{}, false, err
+		}
+		bs := sha256.Sum256(body)
+		claim.Request = hex.EncodeToString(bs[:])
+		if j, ok, err := s.byIdempotencyKey(ctx, idem, claim.Request, 0); ok || err != nil {
 			return j, false, err
 		}
 	}
@@ -89,8 +99,15 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req,
 	}
 	if idem != "" {
-		if _, err := s.st.Idem.Create(ctx, idem, []byte(j.JobID)); errors.Is(err, jetstream.ErrKeyExists) {
-			j, _, err := s.byIdempotencyKey(ctx, idem)
+		claim.JobID = j.JobID
+		data, _ := json.Marshal(claim)
+		if _, err := s.st.Idem.Create(ctx, idem, data); errors.Is(err, jetstream.ErrKeyExists) {
+			// A concurrent retry claimed the key first: answer with its
+			// job once that job's record exists.
+			j, ok, err := s.byIdempotencyKey(ctx, idem, claim.Request, idemWait)
+			if err == nil && !ok {
+				err = ErrIdempotencyPending
+			}
 			return j, false, err
 		} else if err != nil {
 			return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
@@ -147,7 +164,21 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, idemKey string
 	return j, true, nil
 }
 
-func (s *Service) byIdempotencyKey(ctx context.Context, idem string) (api.Job, bool, error) {
+// idemClaim is what the idempotency bucket keeps for a key: the job it
+// created and a hash of the request that created it.
+type idemClaim struct {
+	JobID   string `json:"job_id"`
+	Request string `json:"request"`
+}
+
+// idemWait is how long a retry that lost the race for its key waits for
+// the winner's record.
+const idemWait = 5 * time.Second
+
+// byIdempotencyKey finds the job a key created, waiting up to wait for its
+// record. It reports false when the key is unused, or its job's record is
+// not there (yet, or any more).
+func (s *Service) byIdempotencyKey(ctx context.Context, idem, request string, wait time.Duration) (api.Job, bool, error) {
 	e, err := s.st.Idem.Get(ctx, idem)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return api.Job{}, false, nil
@@ -155,11 +186,31 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem string) (api.Job, b
 	if err != nil {
 		return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
-	j, _, err := s.st.GetJob(ctx, string(e.Value()))
-	if errors.Is(err, store.ErrNotFound) {
-		return api.Job{}, false, nil
+	var c idemClaim
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
-	return j, err == nil, err
+	if c.Request != request {
+		return api.Job{}, false, ErrIdempotencyMismatch
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		j, _, err := s.st.GetJob(ctx, c.JobID)
+		if err == nil {
+			return j, true, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return api.Job{}, false, err
+		}
+		if time.Now().After(deadline) {
+			return api.Job{}, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return api.Job{}, false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // dispatch puts the job on its hive's work queue; the message id makes a

@@ -67,6 +67,9 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_json", "request body is not valid JSON: "+clip(err.Error()))
 	}
+	// A generation may take longer than the server's deadlines allow an
+	// ordinary request.
+	relay.KeepOpen(http.NewResponseController(c.Response()))
 	req, err := toJob(in, chat)
 	if err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
@@ -102,7 +105,7 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	}
 	defer done()
 	req.Hive = hive
-	j, _, err := a.jobs.Create(ctx, req, "")
+	j, _, err := a.jobs.Create(ctx, req, "", "")
 	if err != nil {
 		status = "unavailable"
 		c.Response().Header().Set("Retry-After", "1")
@@ -272,7 +275,7 @@ func (s *sink) Flush() error {
 	if err := s.w.Flush(); err != nil {
 		return err
 	}
-	return http.NewResponseController(s.c.Response()).Flush()
+	return relay.FlushWithin(http.NewResponseController(s.c.Response()))
 }
 
 // open starts the SSE answer; the first chunk carries the role.

@@ -181,7 +181,7 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 // runJob creates a job and waits until it ends; an end other than done is
 // an error saying why.
 func (r *router) runJob(ctx context.Context, req api.JobRequest) (api.Job, error) {
-	j, _, err := r.jobs.Create(ctx, req, "")
+	j, _, err := r.jobs.Create(ctx, req, "", "")
 	if err != nil {
 		return j, err
 	}

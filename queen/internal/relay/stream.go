@@ -32,9 +32,36 @@ type Writer struct {
 	buf []byte
 }
 
-// NewWriter wraps an HTTP response that has its SSE headers set.
+// NewWriter wraps an HTTP response that has its SSE headers set, and lifts
+// the server's deadlines for it (see KeepOpen).
 func NewWriter(w http.ResponseWriter) *Writer {
-	return &Writer{w: w, rc: http.NewResponseController(w)}
+	rc := http.NewResponseController(w)
+	KeepOpen(rc)
+	return &Writer{w: w, rc: rc}
+}
+
+// WriteWindow is how long a long-lived answer may take to write what it
+// flushes. Live streams flush at least once a heartbeat, so a client that
+// stops reading is cut off within a window while a quiet stream stays open.
+const WriteWindow = time.Minute
+
+// KeepOpen lifts the read and write deadlines the HTTP server sets for
+// ordinary requests, for an answer that may last as long as its job: the
+// read deadline would cancel the request once it passed, and the write
+// deadline would cut the answer off. Call it once the request body is read.
+func KeepOpen(rc *http.ResponseController) {
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+}
+
+// FlushWithin sends what is buffered and gives the next flush WriteWindow
+// to get through.
+func FlushWithin(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil {
+		return err
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(WriteWindow))
+	return nil
 }
 
 // Frame writes one event.
@@ -65,7 +92,7 @@ func (w *Writer) Done() error {
 
 // Flush sends what is buffered to the client now.
 func (w *Writer) Flush() error {
-	return w.rc.Flush()
+	return FlushWithin(w.rc)
 }
 
 // Sink receives a stream: an SSE writer, or a translator such as the
