@@ -49,6 +49,11 @@ type Config struct {
 	// ConfigFile is the hive's JSON config file holding the worker catalog
 	// ("backends"); empty means the built-in catalog.
 	ConfigFile string
+	// MaxModelBytes caps the size of one downloaded model file.
+	MaxModelBytes int64
+	// MinFreeDisk is the space downloads leave free on the disk holding
+	// the models directory.
+	MinFreeDisk int64
 }
 
 // DefaultConfig returns the settings a hive starts from.
@@ -60,6 +65,9 @@ func DefaultConfig() Config {
 		Slots:     4,
 		MaxEvents: 10_000_000,
 		AckWait:   30 * time.Second,
+
+		MaxModelBytes: models.DefaultMaxModelBytes,
+		MinFreeDisk:   models.DefaultMinFreeDisk,
 	}
 }
 
@@ -82,6 +90,12 @@ func (c Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		errs = multierror.Append(errs, errors.New("ack wait must be at least 1s"))
+	}
+	if c.MaxModelBytes <= 0 {
+		errs = multierror.Append(errs, fmt.Errorf("max-model-bytes must be above 0, not %d", c.MaxModelBytes))
+	}
+	if c.MinFreeDisk < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("min-free-disk must not be negative, not %d", c.MinFreeDisk))
 	}
 	return errs.ErrorOrNil()
 }
@@ -123,7 +137,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "work"), 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	catalog, err := models.Open(cfg.DataDir, models.EnvOptions(os.Getenv))
+	mo := models.EnvOptions(os.Getenv)
+	mo.MaxModelBytes, mo.MinFreeDisk = cfg.MaxModelBytes, cfg.MinFreeDisk
+	catalog, err := models.Open(cfg.DataDir, mo)
 	if err != nil {
 		return nil, err
 	}

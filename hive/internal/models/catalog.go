@@ -34,6 +34,16 @@ import (
 // DefaultHFEndpoint is the Hugging Face hub used when HF_ENDPOINT is unset.
 const DefaultHFEndpoint = "https://huggingface.co"
 
+const (
+	// DefaultMaxModelBytes is the largest model file a hive accepts unless
+	// told otherwise (--max-model-bytes): above the biggest single-file
+	// GGUFs in use, far below what a hostile source could send.
+	DefaultMaxModelBytes int64 = 256 << 30
+	// DefaultMinFreeDisk is the space a hive's downloads leave free unless
+	// told otherwise (--min-free-disk), for logs, work files and workers.
+	DefaultMinFreeDisk int64 = 5 << 30
+)
+
 // Options configure a catalog. The zero value works: the public hub, no
 // token, a default HTTP client.
 type Options struct {
@@ -55,6 +65,18 @@ type Options struct {
 	// StallTimeout ends a transfer that received nothing for this long (and
 	// counts it as a broken connection). Zero: two minutes.
 	StallTimeout time.Duration
+	// MaxModelBytes caps one model file. A source that states a larger size
+	// is refused before its body is read; a body that grows past the cap,
+	// whatever its headers said, is cut off and its partial file removed.
+	// Zero or less: DefaultMaxModelBytes.
+	MaxModelBytes int64
+	// MinFreeDisk is the space downloads leave free on the models
+	// directory's file system, checked before a download starts and while
+	// it runs. Zero: none beyond the file itself.
+	MinFreeDisk int64
+	// FreeSpace measures the space left on the file system holding dir, or
+	// -1 when it cannot; nil asks the operating system (statfs).
+	FreeSpace func(dir string) int64
 }
 
 // EnvOptions reads HF_ENDPOINT and HF_TOKEN through getenv (os.Getenv in
@@ -103,6 +125,15 @@ func Open(dataDir string, o Options) (*Catalog, error) {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 2 * time.Minute
+	}
+	if o.MaxModelBytes <= 0 {
+		o.MaxModelBytes = DefaultMaxModelBytes
+	}
+	if o.MinFreeDisk < 0 {
+		o.MinFreeDisk = 0
+	}
+	if o.FreeSpace == nil {
+		o.FreeSpace = freeSpace
 	}
 	return &Catalog{dir: abs, opts: o, flights: map[string]*flight{}}, nil
 }

@@ -280,7 +280,8 @@ func TestDownloadSourceErrors(t *testing.T) {
 	h := newHub(t)
 	big := h.srv.URL + "/huge.gguf"
 	h.huge["/huge.gguf"] = true
-	c := openCatalog(t, h, 3)
+	// Under the size cap, so that the disk is what refuses it.
+	c := openLimited(t, h, func(o *models.Options) { o.MaxModelBytes = 1 << 62 })
 
 	_, err := download(t, c, models.DownloadRequest{Source: h.srv.URL + "/nothing-here.gguf"})
 	if !errors.Is(err, models.ErrSource) || !strings.Contains(err.Error(), "not found (HTTP 404") {

@@ -101,6 +101,9 @@ func (c *Catalog) Download(ctx context.Context, req DownloadRequest, progress Pr
 		}
 		say(api.LevelInfo, fmt.Sprintf("model_id %s (from the file name %s)", id, clip(src.file)))
 	}
+	if src.size > c.opts.MaxModelBytes {
+		return api.Model{}, c.tooLarge(id, src.size)
+	}
 
 	for {
 		c.mu.Lock()
@@ -257,6 +260,10 @@ func (c *Catalog) transfer(ctx context.Context, id string, src source, want stri
 	// A server that stops sending without closing the connection would
 	// hold the job forever; a watchdog ends the request after StallTimeout
 	// without a byte, and the attempt counts as a broken connection.
+	if err := c.checkSpace(id, 0); err != nil {
+		removePartial(part)
+		return api.Model{}, err
+	}
 	tctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	watchdog := time.AfterFunc(c.opts.StallTimeout, func() { stop(errStalled) })
@@ -314,13 +321,14 @@ func (c *Catalog) transfer(ctx context.Context, id string, src source, want stri
 		}
 	}
 
+	if total > c.opts.MaxModelBytes {
+		removePartial(part)
+		return api.Model{}, c.tooLarge(id, total)
+	}
 	if total > 0 {
-		if free := freeSpace(c.dir); free >= 0 {
-			need, margin := total-offset, diskMargin(total)
-			if need+margin > free {
-				return api.Model{}, fmt.Errorf("%w for model %s: it needs %s more (plus a %s margin) but %s has only %s free",
-					ErrNoSpace, id, HumanBytes(need), HumanBytes(margin), c.dir, HumanBytes(free))
-			}
+		if err := c.checkSpace(id, total-offset); err != nil {
+			removePartial(part)
+			return api.Model{}, err
 		}
 	}
 	if offset == 0 {
@@ -346,11 +354,17 @@ func (c *Catalog) transfer(ctx context.Context, id string, src source, want stri
 	m := &st.meter
 	m.total = total
 	m.update(offset, true)
-	done, err := copyBody(f, h, resp.Body, offset, m, func() { watchdog.Reset(c.opts.StallTimeout) })
+	done, err := c.copyBody(f, h, resp.Body, id, offset, m, func() { watchdog.Reset(c.opts.StallTimeout) })
 	if serr := f.Sync(); err == nil && serr != nil {
 		return api.Model{}, fmt.Errorf("write partial file: %w", serr)
 	}
 	switch {
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrNoSpace):
+		// Keeping the partial file would only hold on to the space, and a
+		// resume could never finish within the limits.
+		_ = f.Close()
+		removePartial(part)
+		return api.Model{}, err
 	case err != nil && ctx.Err() != nil:
 		return api.Model{}, context.Cause(ctx)
 	case err != nil && tctx.Err() != nil:
@@ -400,14 +414,32 @@ func (c *Catalog) commit(f *os.File, id string, src source, sum string, size int
 	return rec, nil
 }
 
+// spaceCheckEvery is how many bytes a download writes between two looks at
+// the free disk space.
+const spaceCheckEvery = 4 << 20
+
 // copyBody streams body into f and h, reporting progress, and returns the
-// byte count reached.
-func copyBody(f *os.File, h io.Writer, body io.Reader, done int64, m *meter, alive func()) (int64, error) {
+// byte count reached. It counts the bytes it actually reads, whatever the
+// headers said: past MaxModelBytes, or with the disk down to MinFreeDisk,
+// it stops with ErrTooLarge or ErrNoSpace.
+func (c *Catalog) copyBody(f *os.File, h io.Writer, body io.Reader, id string, done int64, m *meter, alive func()) (int64, error) {
 	buf := make([]byte, 1<<20)
+	checked := int64(-spaceCheckEvery)
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			alive()
+			if done+int64(n) > c.opts.MaxModelBytes {
+				return done, fmt.Errorf("%w: model %s grew past this hive's limit of %s (--max-model-bytes) though its source did not say it was that large; the partial file was removed",
+					ErrTooLarge, id, HumanBytes(c.opts.MaxModelBytes))
+			}
+			if done-checked >= spaceCheckEvery {
+				checked = done
+				if free := c.opts.FreeSpace(c.dir); free >= 0 && free < c.opts.MinFreeDisk {
+					return done, fmt.Errorf("%w for model %s: %s has %s free, under the %s --min-free-disk keeps free; stopped at %s and removed the partial file",
+						ErrNoSpace, id, c.dir, HumanBytes(free), HumanBytes(c.opts.MinFreeDisk), HumanBytes(done))
+				}
+			}
 			if _, err := f.Write(buf[:n]); err != nil {
 				return done, fmt.Errorf("write partial file: %w", err)
 			}
@@ -482,10 +514,27 @@ func isSHA256(s string) bool {
 	return err == nil
 }
 
-// diskMargin is the room left free after a download: 128 MiB plus 1% of
-// the file, so a download never fills the disk the hive and its workers
-// write logs and partial files to.
-func diskMargin(size int64) int64 { return 128<<20 + size/100 }
+// tooLarge refuses a model whose stated size is over the cap.
+func (c *Catalog) tooLarge(id string, size int64) error {
+	return fmt.Errorf("%w: model %s is %s, over this hive's limit of %s (--max-model-bytes); nothing was downloaded",
+		ErrTooLarge, id, HumanBytes(size), HumanBytes(c.opts.MaxModelBytes))
+}
+
+// checkSpace refuses a download of need more bytes that would leave less
+// than MinFreeDisk free, so a download never fills the disk the hive and
+// its workers write logs and work files to. An unmeasurable disk passes.
+func (c *Catalog) checkSpace(id string, need int64) error {
+	free := c.opts.FreeSpace(c.dir)
+	if free < 0 || need+c.opts.MinFreeDisk <= free {
+		return nil
+	}
+	if need == 0 {
+		return fmt.Errorf("%w for model %s: %s has only %s free, and --min-free-disk keeps %s free; nothing was downloaded",
+			ErrNoSpace, id, c.dir, HumanBytes(free), HumanBytes(c.opts.MinFreeDisk))
+	}
+	return fmt.Errorf("%w for model %s: it needs %s more, and --min-free-disk keeps %s free, but %s has only %s free; nothing more was downloaded",
+		ErrNoSpace, id, HumanBytes(need), HumanBytes(c.opts.MinFreeDisk), c.dir, HumanBytes(free))
+}
 
 // ProgressText renders download progress for narration:
 // "12.5 MiB of 100.0 MiB (12%)".

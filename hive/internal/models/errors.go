@@ -18,8 +18,12 @@ var (
 	ErrExists = errors.New("model id taken")
 	// ErrChecksum means a downloaded file did not match its expected sha256.
 	ErrChecksum = errors.New("sha256 mismatch")
-	// ErrNoSpace means the models directory lacks the room for a download.
+	// ErrNoSpace means the models directory lacks the room for a download
+	// while keeping Options.MinFreeDisk free.
 	ErrNoSpace = errors.New("not enough disk space")
+	// ErrTooLarge means a model is larger than Options.MaxModelBytes, as
+	// its source states or as its body turned out to be.
+	ErrTooLarge = errors.New("model too large")
 	// ErrSource means a source could not be understood or resolved; the
 	// wrapping message says why.
 	ErrSource = errors.New("bad source")

@@ -30,6 +30,8 @@ type source struct {
 	// file is the source's file name, used only to derive an id and an
 	// extension, never as a path.
 	file string
+	// size is the file's size as a hub listing states it; 0 when unknown.
+	size int64
 }
 
 var (
@@ -63,9 +65,10 @@ func (c *Catalog) resolveHF(ctx context.Context, raw string, say func(level, msg
 	if named && !validRepoFile(file) {
 		return source{}, fmt.Errorf("%w: file %q in %s is not a plain path inside the repo", ErrSource, clip(file), clip(raw))
 	}
+	var size int64
 	if !named {
 		var err error
-		if file, err = c.chooseHFFile(ctx, org, repo, say); err != nil {
+		if file, size, err = c.chooseHFFile(ctx, org, repo, say); err != nil {
 			return source{}, err
 		}
 	}
@@ -78,7 +81,7 @@ func (c *Catalog) resolveHF(ctx context.Context, raw string, say func(level, msg
 	if pu, err := url.Parse(u); err == nil {
 		display = redact(pu)
 	}
-	return source{canonical: "hf:" + org + "/" + repo + ":" + file, url: u, display: display, hf: true, file: path.Base(file)}, nil
+	return source{canonical: "hf:" + org + "/" + repo + ":" + file, url: u, display: display, hf: true, file: path.Base(file), size: size}, nil
 }
 
 func hfName(s string) bool { return hfNameRe.MatchString(s) && !strings.Contains(s, "..") }
@@ -108,37 +111,43 @@ type sibling struct {
 // and size, then the nearest alternatives.
 var QuantPreference = []string{"Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0"}
 
-func (c *Catalog) chooseHFFile(ctx context.Context, org, repo string, say func(level, msg string)) (string, error) {
+func (c *Catalog) chooseHFFile(ctx context.Context, org, repo string, say func(level, msg string)) (string, int64, error) {
 	u := c.opts.HFEndpoint + "/api/models/" + org + "/" + repo + "?blobs=true"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrSource, err)
+		return "", 0, fmt.Errorf("%w: %v", ErrSource, err)
 	}
 	c.authorize(req)
 	resp, err := c.opts.Client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("list files of %s/%s on %s: %w", org, repo, c.opts.HFEndpoint, unwrapURLError(err))
+		return "", 0, fmt.Errorf("list files of %s/%s on %s: %w", org, repo, c.opts.HFEndpoint, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
-		return "", fmt.Errorf("%w: repo %s/%s not found or not accessible on %s (HTTP %d); check the name, and set HF_TOKEN on the hive for a private or gated repo",
+		return "", 0, fmt.Errorf("%w: repo %s/%s not found or not accessible on %s (HTTP %d); check the name, and set HF_TOKEN on the hive for a private or gated repo",
 			ErrSource, org, repo, c.opts.HFEndpoint, resp.StatusCode)
 	case resp.StatusCode != http.StatusOK:
-		return "", fmt.Errorf("list files of %s/%s on %s: HTTP %d", org, repo, c.opts.HFEndpoint, resp.StatusCode)
+		return "", 0, fmt.Errorf("list files of %s/%s on %s: HTTP %d", org, repo, c.opts.HFEndpoint, resp.StatusCode)
 	}
 	var listing struct {
 		Siblings []sibling `json:"siblings"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&listing); err != nil {
-		return "", fmt.Errorf("list files of %s/%s: unreadable answer: %w", org, repo, err)
+		return "", 0, fmt.Errorf("list files of %s/%s: unreadable answer: %w", org, repo, err)
 	}
 	file, why, err := chooseGGUF(listing.Siblings)
 	if err != nil {
-		return "", fmt.Errorf("%w: repo %s/%s: %v", ErrSource, org, repo, err)
+		return "", 0, fmt.Errorf("%w: repo %s/%s: %v", ErrSource, org, repo, err)
 	}
 	say(api.LevelInfo, fmt.Sprintf("chose %s from %s/%s: %s", file, org, repo, why))
-	return file, nil
+	var size int64
+	for _, f := range listing.Siblings {
+		if f.Name == file && f.Size > 0 {
+			size = f.Size
+		}
+	}
+	return file, size, nil
 }
 
 // chooseGGUF picks one file from a repo listing and says why.

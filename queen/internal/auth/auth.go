@@ -44,6 +44,22 @@ func (p Principal) Has(scope string) bool {
 	return false
 }
 
+// principalKey is the context key of the request's principal.
+type principalKey struct{}
+
+// NewContext returns ctx carrying p, for handlers outside the HTTP layer
+// that decide by scope within a request (the OpenAI API's download field).
+func NewContext(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal ctx carries; without one it is the
+// zero Principal, which has no scope at all.
+func FromContext(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}
+
 // record is what the bucket stores: never the secret itself.
 type record struct {
 	api.Key

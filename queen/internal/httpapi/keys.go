@@ -16,11 +16,13 @@ const principalKey = "rbee.principal"
 
 // authenticate reads the bearer key. With auth enabled a request without a
 // valid key is refused; with it off (loopback, no keys) every request acts
-// as admin.
+// as admin. The principal goes into the echo context for need, and into
+// the request's context for handlers in other packages (see
+// auth.FromContext).
 func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !h.Keys.Enabled() {
-			c.Set(principalKey, auth.Principal{KeyID: "open", Scopes: []string{api.ScopeAdmin}})
+			setPrincipal(c, auth.Principal{KeyID: "open", Scopes: []string{api.ScopeAdmin}})
 			return next(c)
 		}
 		hdr := c.Request().Header.Get(echo.HeaderAuthorization)
@@ -34,9 +36,14 @@ func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rbee", error="invalid_token"`)
 			return newError(http.StatusUnauthorized, api.CodeUnauthorized, "the API key is not valid or was revoked")
 		}
-		c.Set(principalKey, p)
+		setPrincipal(c, p)
 		return next(c)
 	}
+}
+
+func setPrincipal(c echo.Context, p auth.Principal) {
+	c.Set(principalKey, p)
+	c.SetRequest(c.Request().WithContext(auth.NewContext(c.Request().Context(), p)))
 }
 
 // need makes a route require a scope.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/relay"
@@ -79,6 +80,14 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	// mint metric series.
 	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
 	if in.Download != "" {
+		// The route needs only infer; fetching a file onto a hive is an
+		// operator's act, so the download field needs operate too, checked
+		// before anything about the source is looked at.
+		if !auth.FromContext(c.Request().Context()).Has(api.ScopeOperate) {
+			status, label = "forbidden", "unknown"
+			return fail(c, http.StatusForbidden, "invalid_request_error", api.CodeForbidden,
+				"the download field needs an API key with the operate scope; this key may only use models hives already hold")
+		}
 		dl := api.JobRequest{Operation: api.OpModelDownload, Source: in.Download, ModelID: req.Model}
 		if err := dl.Validate(); err != nil {
 			status, label = "bad_request", "unknown"
