@@ -12,13 +12,10 @@ import (
 	"rbee.dev/shared/api"
 )
 
-const principalKey = "rbee.principal"
-
 // authenticate reads the bearer key. With auth enabled a request without a
 // valid key is refused; with it off (loopback, no keys) every request acts
-// as admin. The principal goes into the echo context for need, and into
-// the request's context for handlers in other packages (see
-// auth.FromContext).
+// as admin. The principal goes into the request's context, where need and
+// handlers in other packages find it (auth.FromContext).
 func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !h.Keys.Enabled() {
@@ -42,7 +39,6 @@ func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func setPrincipal(c echo.Context, p auth.Principal) {
-	c.Set(principalKey, p)
 	c.SetRequest(c.Request().WithContext(auth.NewContext(c.Request().Context(), p)))
 }
 
@@ -60,8 +56,7 @@ func need(scope string) echo.MiddlewareFunc {
 
 // principal is who the request acts as, set by authenticate.
 func principal(c echo.Context) auth.Principal {
-	p, _ := c.Get(principalKey).(auth.Principal)
-	return p
+	return auth.FromContext(c.Request().Context())
 }
 
 func authorize(c echo.Context, scope string) error {
