@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/openai"
+	"rbee.dev/shared/api"
 )
 
 // Config is everything a queen is told at start.
@@ -44,6 +47,11 @@ type Config struct {
 	SSEHeartbeat    time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
+	// NarrationMaxBytes bounds the NARR stream, and the embedded server's
+	// store with it; 0 is 10% of the data dir's disk, at most 50 GiB.
+	NarrationMaxBytes int64
+	// JobMaxNarrationBytes is each job's narration budget; 0 is none.
+	JobMaxNarrationBytes int64
 	// PprofAddr serves Go's profiler (net/http/pprof) there when set.
 	PprofAddr string
 	Verbose   bool
@@ -61,6 +69,9 @@ func DefaultConfig() Config {
 		SSEHeartbeat:   15 * time.Second,
 		SSEBuffer:      1024,
 		Placement:      jobs.Spread,
+		// A gigabyte of narration is far more than any job's story needs,
+		// and small beside the disk share the stream gets.
+		JobMaxNarrationBytes: 1 << 30,
 		Infer: openai.Config{
 			Backend: "reference", IdleTimeout: 10 * time.Minute, QueueDepth: 256, SpawnTimeout: 5 * time.Minute,
 		},
@@ -102,6 +113,8 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
 	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
+	fs.Var((*byteSize)(&c.NarrationMaxBytes), "narration-max-bytes", "bytes the narration stream (and the embedded NATS store) may hold, e.g. 20GiB (default 10% of the data dir's disk, at most 50GiB)")
+	fs.Var((*byteSize)(&c.JobMaxNarrationBytes), "job-max-narration-bytes", "narration one job may store, e.g. 1GiB; a job past it ends failed (0: no budget)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's profiler on this address, e.g. 127.0.0.1:6060 (loopback only: it has no authentication)")
 	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +194,14 @@ func (c Config) Validate() error {
 	if c.Placement != jobs.Spread && c.Placement != jobs.Binpack {
 		errs = multierror.Append(errs, fmt.Errorf("placement must be %s or %s", jobs.Spread, jobs.Binpack))
 	}
+	if c.NarrationMaxBytes < 0 {
+		errs = multierror.Append(errs, errors.New("narration-max-bytes must not be negative"))
+	}
+	// A budget must leave room for a 64 KiB event and the narration
+	// around it.
+	if c.JobMaxNarrationBytes != 0 && c.JobMaxNarrationBytes < minJobBudget {
+		errs = multierror.Append(errs, fmt.Errorf("job-max-narration-bytes must be 0 (no budget) or at least %d (256KiB)", minJobBudget))
+	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
@@ -194,4 +215,50 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// minJobBudget is the smallest narration budget a job may be given.
+const minJobBudget = 256 << 10
+
+// byteSize is a flag of bytes: a number, optionally with a unit (B, KB,
+// MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil || *b == 0 {
+		return "0"
+	}
+	return strings.ReplaceAll(api.FormatBytes(int64(*b)), " ", "")
+}
+
+func (b *byteSize) Set(s string) error {
+	n, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func parseBytes(given string) (int64, error) {
+	s := strings.TrimSpace(given)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a byte size such as 1048576, 512MiB or 1GiB", given)
+	}
+	return n * mult, nil
 }
