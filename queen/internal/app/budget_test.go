@@ -120,16 +120,17 @@ func TestNarrationStreamBounded(t *testing.T) {
 		name     string
 		flag     int64
 		server   int64 // the NATS server's store bound, 0: its default
+		upgrade  bool  // NARR exists as earlier versions made it
 		min, max int64
 	}{
-		{"flag", 8 << 20, 0, 8 << 20, 8 << 20},
-		{"default: a tenth of the disk, at most 50 GiB", 0, 0, 64 << 20, 50 << 30},
-		{"default shrinks to what the server holds", 0, 300 << 20, 64 << 20, 300 << 20},
+		{"flag", 8 << 20, 0, false, 8 << 20, 8 << 20},
+		{"default: a tenth of the disk, at most 50 GiB", 0, 0, false, 64 << 20, 50 << 30},
+		{"default shrinks to what the server holds", 0, 300 << 20, false, 64 << 20, 300 << 20},
+		{"an unbounded stream of an earlier version is bounded", 8 << 20, 0, true, 8 << 20, 8 << 20},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ns := mustNATSStore(t, c.server)
-			mustQueen(t, ns.ClientURL(), func(cfg *app.Config) { cfg.NarrationMaxBytes = c.flag })
 			nc, err := nats.Connect(ns.ClientURL())
 			if err != nil {
 				t.Fatal(err)
@@ -138,6 +139,13 @@ func TestNarrationStreamBounded(t *testing.T) {
 			js, _ := jetstream.New(nc)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
+			if c.upgrade {
+				_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "NARR", Subjects: []string{"narr.>"}, Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld, AllowDirect: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustQueen(t, ns.ClientURL(), func(cfg *app.Config) { cfg.NarrationMaxBytes = c.flag })
 			st, err := js.Stream(ctx, "NARR")
 			if err != nil {
 				t.Fatal(err)
