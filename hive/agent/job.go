@@ -23,6 +23,11 @@ var (
 	errHiveStopping = errors.New("hive stopping")
 )
 
+// budgetError ends a job whose narration passed its byte budget.
+type budgetError struct{ limit int64 }
+
+func (e *budgetError) Error() string { return api.BudgetExceeded(e.limit) }
+
 // job is one running job on this hive.
 type job struct {
 	d   api.Dispatch
@@ -116,6 +121,11 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	}()
 
 	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
+	if d.MaxNarrationBytes > 0 {
+		// The work stops where its narration stops being stored: a command
+		// printing forever is killed, not left running unheard.
+		p.SetBudget(d.MaxNarrationBytes, func() { cancel(&budgetError{limit: d.MaxNarrationBytes}) })
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := p.Start(sctx, api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
 	scancel()
@@ -196,7 +206,10 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit code %d", e.code) 
 func outcome(ctx context.Context, err error, hive string) api.Event {
 	cause := context.Cause(ctx)
 	var ee *exitError
+	var be *budgetError
 	switch {
+	case errors.As(cause, &be):
+		return api.Event{State: api.StateFailed, Error: be.Error(), Message: "job stopped: " + be.Error()}
 	case errors.Is(cause, errCancelled):
 		return api.Event{State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled"}
 	case errors.Is(cause, errDeadline):

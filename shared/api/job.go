@@ -102,6 +102,10 @@ type Dispatch struct {
 	NextSeq    uint64     `json:"next_seq"`
 	DeadlineAt time.Time  `json:"deadline_at"`
 	Request    JobRequest `json:"request"`
+	// MaxNarrationBytes is the job's narration budget, from the queen's
+	// --job-max-narration-bytes; 0 is none. It travels with the job so
+	// that one setting on the queens governs every hive.
+	MaxNarrationBytes int64 `json:"max_narration_bytes,omitempty"`
 }
 
 // JobList is the answer to GET /v1/jobs.

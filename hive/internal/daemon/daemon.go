@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"rbee.dev/hive/agent"
-	"rbee.dev/hive/internal/models"
+	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
 
@@ -55,8 +55,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.Uint64Var(&cfg.MaxEvents, "max-events", cfg.MaxEvents, "narration events kept per job (0: no cap)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", cfg.AckWait, "work-queue ack wait; progress is signalled at a third of it")
 	fs.StringVar(&cfg.ConfigFile, "config", "", "hive config file (JSON) with the worker catalog; default: the built-in catalog")
-	fs.Var((*byteSize)(&cfg.MaxModelBytes), "max-model-bytes", "largest model file a download may bring, e.g. 256GiB; larger ones are refused or cut off")
-	fs.Var((*byteSize)(&cfg.MinFreeDisk), "min-free-disk", "disk space downloads leave free on the models directory's disk, e.g. 5GiB")
+	fs.Var((*api.ByteSize)(&cfg.MaxModelBytes), "max-model-bytes", "largest model file a download may bring, e.g. 256GiB; larger ones are refused or cut off")
+	fs.Var((*api.ByteSize)(&cfg.MinFreeDisk), "min-free-disk", "disk space downloads leave free on the models directory's disk, e.g. 5GiB")
 	var creds natsCreds
 	fs.StringVar(&creds.user, "nats-user", "", "NATS user (the hive id in a generated nats-config)")
 	fs.StringVar(&creds.password, "nats-password", "", "NATS password; prefer the HIVE_NATS_PASSWORD variable")
@@ -179,21 +179,6 @@ func parseWithEnv(fs *flag.FlagSet, args []string, prefix string, getenv func(st
 		}
 	})
 	return err
-}
-
-// byteSize is a flag holding a byte count, written as models.ParseBytes
-// reads it ("256GiB", "5 GiB", "1048576").
-type byteSize int64
-
-func (b *byteSize) String() string { return models.HumanBytes(int64(*b)) }
-
-func (b *byteSize) Set(s string) error {
-	n, err := models.ParseBytes(s)
-	if err != nil {
-		return err
-	}
-	*b = byteSize(n)
-	return nil
 }
 
 func parseLabels(s string) (map[string]string, error) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,21 @@ import (
 
 // ErrAlreadyEnded means another writer stored the job's end event first.
 var ErrAlreadyEnded = errors.New("job already ended")
+
+// ErrBudgetExceeded means the job's narration reached its byte budget: the
+// event was not stored, and no later one will be but the end.
+var ErrBudgetExceeded = errors.New("narration budget exceeded")
+
+// errCodeStoreFailed is JetStream refusing to store a message, among
+// others because a DiscardNew stream is full.
+const errCodeStoreFailed jetstream.ErrorCode = 10077
+
+// full reports whether err is the stream refusing a message for a limit
+// (bytes, messages, messages per subject): sending it again cannot help.
+func full(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed && strings.Contains(apiErr.Description, "maximum")
+}
 
 // lostRace reports whether err is JetStream refusing a write because the
 // expected last sequence did not match: single-node and replicated streams
@@ -52,10 +68,18 @@ type Publisher struct {
 	// dropped, and the end event says how many.
 	maxEvents uint64
 
+	// budget bounds the bytes (subject and body) of the job's events,
+	// the end aside; 0 is none. overBudget is told once when an event
+	// would pass it.
+	budget     int64
+	overBudget func()
+
 	mu      sync.Mutex
 	seq     uint64
 	events  uint64
 	dropped uint64
+	bytes   int64
+	spent   bool      // the budget is used up
 	window  []pending // sent, maybe not yet stored, in order
 	broken  bool      // a publish failed: resync before the next
 	gen     uint64    // the connection's reconnect count at the last sync
@@ -66,6 +90,9 @@ type Publisher struct {
 	inflight atomic.Int64
 	acked    atomic.Uint64 // highest sequence acknowledged
 	errored  atomic.Bool
+	// refused is the stream's answer when it is full: every later event
+	// would be refused too, so the publisher stops.
+	refused atomic.Pointer[error]
 	// settled is poked whenever an acknowledgement or failure comes in,
 	// for End waiting for the last of them.
 	settled chan struct{}
@@ -96,6 +123,35 @@ func New(js jetstream.JetStream, job, writer string, attempt int, nextSeq, maxEv
 	return p
 }
 
+// SetBudget bounds the bytes the job's events may store, the end aside,
+// and names what to call once, under the publisher's lock, when an event
+// would pass it: the caller stops the job's work there. An event that does
+// not fit is not stored, so the job stores at most budget bytes before
+// its end. Call it before the first event.
+func (p *Publisher) SetBudget(budget int64, exceeded func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.budget, p.overBudget = budget, exceeded
+}
+
+// spend counts n bytes against the budget, or reports that they do not fit.
+func (p *Publisher) spend(n int) error {
+	if p.budget <= 0 {
+		return nil
+	}
+	if p.spent || p.bytes+int64(n) > p.budget {
+		if !p.spent {
+			p.spent = true
+			if p.overBudget != nil {
+				p.overBudget()
+			}
+		}
+		return ErrBudgetExceeded
+	}
+	p.bytes += int64(n)
+	return nil
+}
+
 // collect follows the acknowledgements in publish order.
 func (p *Publisher) collect() {
 	defer close(p.done)
@@ -103,7 +159,10 @@ func (p *Publisher) collect() {
 		select {
 		case <-fu.f.Ok():
 			p.acked.Store(fu.seq)
-		case <-fu.f.Err():
+		case err := <-fu.f.Err():
+			if full(err) {
+				p.refused.CompareAndSwap(nil, &err)
+			}
 			p.errored.Store(true)
 		}
 		p.inflight.Add(-1)
@@ -117,7 +176,7 @@ func (p *Publisher) collect() {
 // send publishes the newest window entry, first resynchronising if a
 // publish failed or the connection changed since the last one.
 func (p *Publisher) send() error {
-	if p.failed != nil {
+	if p.failed != nil || p.checkRefused() {
 		return p.failed
 	}
 	if p.broken || p.errored.Load() || p.nc.Stats().Reconnects != p.gen {
@@ -136,6 +195,15 @@ func (p *Publisher) publish(pd pending) {
 	}
 	p.inflight.Add(1)
 	p.futures <- future{seq: pd.seq, f: f}
+}
+
+// checkRefused fails the publisher once the stream refused an event for a
+// limit, and reports whether it did.
+func (p *Publisher) checkRefused() bool {
+	if err := p.refused.Load(); err != nil && p.failed == nil {
+		p.failed = fmt.Errorf("narration refused by NATS: %w", *err)
+	}
+	return p.failed != nil
 }
 
 // trim forgets window entries already acknowledged.
@@ -222,7 +290,7 @@ func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (u
 // settle waits until every sent event is stored.
 func (p *Publisher) settle() error {
 	for {
-		if p.failed != nil {
+		if p.failed != nil || p.checkRefused() {
 			return p.failed
 		}
 		if p.broken || p.errored.Load() || p.nc.Stats().Reconnects != p.gen {
@@ -263,7 +331,11 @@ func (p *Publisher) Start(ctx context.Context, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode start: %w", err)
 	}
-	_, err = p.js.Publish(ctx, subject.Narr(p.job, p.writer, subject.KindStart), data,
+	subj := subject.Narr(p.job, p.writer, subject.KindStart)
+	// The start is counted but always fits: a job is refused by its
+	// events, never before it begins.
+	p.bytes += int64(len(subj) + len(data))
+	_, err = p.js.Publish(ctx, subj, data,
 		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job, p.attempt)))
 	if lostRace(err) {
 		p.ended = true
@@ -302,12 +374,22 @@ func (p *Publisher) emit(kind string, e api.Event) error {
 }
 
 func (p *Publisher) publishLocked(kind string, e api.Event) error {
+	if p.spent {
+		return ErrBudgetExceeded
+	}
 	p.fill(&e)
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	p.window = append(p.window, pending{seq: e.Seq, msg: &nats.Msg{Subject: subject.Narr(p.job, p.writer, kind), Data: data}})
+	subj := subject.Narr(p.job, p.writer, kind)
+	if err := p.spend(len(subj) + len(data)); err != nil {
+		// The sequence taken by fill is given back: the stream must hold
+		// 1..n without a gap, and the end comes next.
+		p.seq--
+		return err
+	}
+	p.window = append(p.window, pending{seq: e.Seq, msg: &nats.Msg{Subject: subj, Data: data}})
 	return p.send()
 }
 

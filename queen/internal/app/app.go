@@ -83,6 +83,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	limit, auto, err := narrationLimit(cfg.NarrationMaxBytes, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NarrationMaxBytes = limit
+	// No job may be promised more than the whole stream holds; a budget
+	// left at its default shrinks with a small stream rather than refuse
+	// to start.
+	cfg.JobMaxNarrationBytes = min(cfg.JobMaxNarrationBytes, limit)
 	q := &Queen{cfg: cfg, log: log}
 	log = log.With("component", "queen")
 	ok := false
@@ -99,9 +108,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	}
 	st, err := store.Open(ctx, q.nc, store.Options{
 		Replicas: cfg.Replicas, Retention: cfg.Retention, HiveTTL: cfg.HiveTTL, MaxEventsPerJob: cfg.MaxEventsPerJob,
+		// An external server may hold less than a tenth of our disk; a
+		// default then shrinks to what it can reserve.
+		NarrationMaxBytes: limit, NarrationFit: auto && cfg.NATSURL != "",
 	})
 	if err != nil {
 		return nil, err
+	}
+	if got := st.Narr.CachedInfo().Config.MaxBytes; got != limit {
+		log.Info("narration bound shrunk to what NATS can reserve", "max_bytes", got)
+		cfg.JobMaxNarrationBytes = min(cfg.JobMaxNarrationBytes, got)
 	}
 	q.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -131,6 +147,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	})
 	svc = jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
+	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
 	// Whether keys are required is settled here, from configuration, and
 	// never from how many keys the bucket holds: emptying it must not open
 	// a keyed queen.
@@ -138,7 +155,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	keys := auth.New(st.Keys, cfg.AdminKey, required, log)
 	oai := openai.New(v, svc, st, hub, m, cfg.Infer, log)
 	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai,
-		PublicHosts: cfg.PublicHosts, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat})
+		PublicHosts: cfg.PublicHosts, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat,
+		JobMaxNarrationBytes: cfg.JobMaxNarrationBytes})
 	// Deadlines for ordinary requests, so a slow or stalled client cannot
 	// hold a connection: SSE streams and generations lift them once their
 	// request is read and then flush at least once a heartbeat
@@ -280,7 +298,7 @@ func (q *Queen) connect() error {
 		}
 		return nil
 	}
-	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users}
+	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users, MaxStore: q.cfg.NarrationMaxBytes + storeHeadroom}
 	if q.cfg.NATSCert != "" {
 		if eo.TLS, err = serverTLS(q.cfg.NATSCert, q.cfg.NATSKey, q.cfg.NATSCA); err != nil {
 			return fmt.Errorf("nats tls: %w", err)

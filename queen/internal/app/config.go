@@ -13,6 +13,7 @@ import (
 
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/openai"
+	"rbee.dev/shared/api"
 )
 
 // Config is everything a queen is told at start.
@@ -52,6 +53,11 @@ type Config struct {
 	HTTPTimeout     time.Duration
 	SSEBuffer       int
 	MaxEventsPerJob int64
+	// NarrationMaxBytes bounds the NARR stream, and the embedded server's
+	// store with it; 0 is 10% of the data dir's disk, at most 50 GiB.
+	NarrationMaxBytes int64
+	// JobMaxNarrationBytes is each job's narration budget; 0 is none.
+	JobMaxNarrationBytes int64
 	// PprofAddr serves Go's profiler (net/http/pprof) there when set.
 	PprofAddr string
 	Verbose   bool
@@ -70,6 +76,9 @@ func DefaultConfig() Config {
 		HTTPTimeout:    time.Minute,
 		SSEBuffer:      1024,
 		Placement:      jobs.Spread,
+		// A gigabyte of narration is far more than any job's story needs,
+		// and small beside the disk share the stream gets.
+		JobMaxNarrationBytes: 1 << 30,
 		Infer: openai.Config{
 			Backend: "reference", IdleTimeout: 10 * time.Minute, QueueDepth: 256, SpawnTimeout: 5 * time.Minute,
 		},
@@ -113,6 +122,8 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
 	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
+	fs.Var((*api.ByteSize)(&c.NarrationMaxBytes), "narration-max-bytes", "bytes the narration stream (and the embedded NATS store) may hold, e.g. 20GiB (default 10% of the data dir's disk, at most 50GiB)")
+	fs.Var((*api.ByteSize)(&c.JobMaxNarrationBytes), "job-max-narration-bytes", "narration one job may store, e.g. 1GiB; a job past it ends failed (0: no budget)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's profiler on this address, e.g. 127.0.0.1:6060 (loopback only: it has no authentication)")
 	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -195,6 +206,14 @@ func (c Config) Validate() error {
 	if c.Placement != jobs.Spread && c.Placement != jobs.Binpack {
 		errs = multierror.Append(errs, fmt.Errorf("placement must be %s or %s", jobs.Spread, jobs.Binpack))
 	}
+	if c.NarrationMaxBytes < 0 {
+		errs = multierror.Append(errs, errors.New("narration-max-bytes must not be negative"))
+	}
+	// A budget must leave room for a 64 KiB event and the narration
+	// around it.
+	if c.JobMaxNarrationBytes != 0 && c.JobMaxNarrationBytes < minJobBudget {
+		errs = multierror.Append(errs, fmt.Errorf("job-max-narration-bytes must be 0 (no budget) or at least %d (256KiB)", minJobBudget))
+	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
@@ -229,3 +248,6 @@ func loopbackHost(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// minJobBudget is the smallest narration budget a job may be given.
+const minJobBudget = 256 << 10

@@ -22,6 +22,9 @@ type Options struct {
 	Users []*server.User
 	// TLS, when set, is required of connections on the listener.
 	TLS *tls.Config
+	// MaxStore bounds the bytes JetStream keeps on disk; 0 leaves the
+	// server's default, most of the disk.
+	MaxStore int64
 }
 
 // Start runs a JetStream-enabled NATS server that stores under dir.
@@ -35,6 +38,9 @@ func Start(dir string, o Options) (*server.Server, error) {
 		NoLog:      true,
 		DontListen: listen == "",
 		Users:      o.Users,
+		// Without a bound the server takes up to 75% of the disk, and
+		// one job's output could fill the machine.
+		JetStreamMaxStore: o.MaxStore,
 	}
 	if o.TLS != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = o.TLS, true, o.TLS.ClientCAs != nil

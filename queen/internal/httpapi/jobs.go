@@ -36,6 +36,14 @@ func (h *handlers) createJob(c echo.Context) error {
 	if err := req.Validate(); err != nil {
 		return newError(http.StatusBadRequest, api.CodeValidation, "%s", err.Error())
 	}
+	// A job certain to pass its budget is refused now rather than run
+	// until it fails; jobs whose output is not known in advance are held
+	// to the budget by their hive.
+	if b, est := h.JobMaxNarrationBytes, req.NarrationEstimate(); b > 0 && est > b {
+		return newError(http.StatusBadRequest, api.CodeValidation,
+			"%s would narrate at least %d bytes (events × payload_bytes), more than the per-job narration budget of %s (%s)",
+			req.Operation, est, api.FormatBytes(b), api.BudgetFlag)
+	}
 	if err := authorize(c, api.ScopeForOperation(req.Operation)); err != nil {
 		return err
 	}

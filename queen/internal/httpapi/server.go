@@ -40,6 +40,9 @@ type Deps struct {
 	Log         *slog.Logger
 	// Heartbeat is the SSE comment interval.
 	Heartbeat time.Duration
+	// JobMaxNarrationBytes refuses jobs known at submit to narrate more;
+	// 0 is no budget.
+	JobMaxNarrationBytes int64
 }
 
 // New builds the echo server with every route.

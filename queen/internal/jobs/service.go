@@ -41,6 +41,9 @@ type Service struct {
 	// Retention is how long a job is kept after it was created; its
 	// narration (the stream's MaxAge) ages out with it.
 	Retention time.Duration
+	// MaxNarrationBytes is each job's narration budget, sent to the hive
+	// with the job; 0 is none.
+	MaxNarrationBytes int64
 }
 
 // New makes a service.
@@ -217,7 +220,8 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem, request string, wa
 // retried publish a no-op. rev is the revision of *j when the caller
 // knows it, 0 otherwise.
 func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64) error {
-	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request})
+	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request,
+		MaxNarrationBytes: s.MaxNarrationBytes})
 	if err != nil {
 		return err
 	}

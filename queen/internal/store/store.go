@@ -27,6 +27,12 @@ type Options struct {
 	// MaxEventsPerJob caps one writer's events of one kind per job in the
 	// stream, a server-side backstop behind the hive's own cap; 0 is none.
 	MaxEventsPerJob int64
+	// NarrationMaxBytes bounds the bytes the narration stream holds; 0 is
+	// no bound.
+	NarrationMaxBytes int64
+	// NarrationFit lets Open halve NarrationMaxBytes until the NATS server
+	// can reserve it, for a bound that was a default rather than a choice.
+	NarrationFit bool
 }
 
 // Store holds the queen's handles on NATS.
@@ -58,23 +64,8 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	s := &Store{NC: nc, JS: js}
-	s.Narr, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              subject.NarrStream,
-		Description:       "rbee job narration, one subject per job, writer and kind",
-		Subjects:          []string{subject.NarrAll},
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		MaxAge:            o.Retention,
-		MaxMsgsPerSubject: o.MaxEventsPerJob,
-		// With a per-job cap, refuse new events rather than drop old ones:
-		// the hive sees the refusal and says so, nothing vanishes silently.
-		Discard:              discard(o.MaxEventsPerJob),
-		DiscardNewPerSubject: o.MaxEventsPerJob > 0,
-		Replicas:             o.Replicas,
-		AllowDirect:          true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", subject.NarrStream, err)
+	if s.Narr, err = openNarr(ctx, js, o); err != nil {
+		return nil, err
 	}
 	s.Dispatch, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        subject.DispatchStream,
@@ -107,11 +98,58 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	return s, nil
 }
 
-func discard(perSubject int64) jetstream.DiscardPolicy {
-	if perSubject > 0 {
-		return jetstream.DiscardNew
+// JetStream's refusals to reserve storage: a single server answers the
+// first, a cluster's placement the second. nats.go names neither.
+const (
+	errCodeStorageExceeded       jetstream.ErrorCode = 10047
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+)
+
+// minNarrationFit is the least a fitted narration bound shrinks to.
+const minNarrationFit = 64 << 20
+
+// openNarr creates or updates the narration stream. With NarrationFit, a
+// bound the server cannot reserve is halved until it can.
+func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Stream, error) {
+	cfg := jetstream.StreamConfig{
+		Name:              subject.NarrStream,
+		Description:       "rbee job narration, one subject per job, writer and kind",
+		Subjects:          []string{subject.NarrAll},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		MaxAge:            o.Retention,
+		MaxBytes:          o.NarrationMaxBytes,
+		MaxMsgsPerSubject: o.MaxEventsPerJob,
+		// A full stream refuses new events rather than dropping old ones.
+		// DiscardOld would make room by silently deleting the oldest
+		// narration, which belongs to other jobs: events a client was
+		// promised and may not have read yet would vanish, and one noisy
+		// job could erase the story of every quiet one. With DiscardNew
+		// the writer that does not fit gets an error: a hive's job fails
+		// saying so, nothing stored is lost, and space comes back as old
+		// jobs age out (MaxAge). Each job's own budget, enforced by the
+		// hive where it writes, keeps any one job far from the bound.
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: o.MaxEventsPerJob > 0,
+		Replicas:             o.Replicas,
+		AllowDirect:          true,
 	}
-	return jetstream.DiscardOld
+	if o.NarrationMaxBytes <= 0 {
+		cfg.MaxBytes = -1
+	}
+	for {
+		st, err := js.CreateOrUpdateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err != nil && o.NarrationFit && cfg.MaxBytes/2 >= minNarrationFit &&
+			errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStorageExceeded || apiErr.ErrorCode == errCodeInsufficientResources) {
+			cfg.MaxBytes /= 2
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create stream %s (max %d bytes; set --narration-max-bytes to what NATS can hold): %w", subject.NarrStream, cfg.MaxBytes, err)
+		}
+		return st, nil
+	}
 }
 
 // Ready reports whether NATS is connected and the streams answer.

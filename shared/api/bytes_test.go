@@ -1,9 +1,9 @@
-package models_test
+package api_test
 
 import (
 	"testing"
 
-	"rbee.dev/hive/internal/models"
+	"rbee.dev/shared/api"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -28,7 +28,7 @@ func TestParseBytes(t *testing.T) {
 		{"99999999999999999999", 0, false},
 	}
 	for _, tt := range tests {
-		got, err := models.ParseBytes(tt.in)
+		got, err := api.ParseBytes(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d (ok %v)", tt.in, got, err, tt.want, tt.ok)
 		}

@@ -1,4 +1,4 @@
-package models
+package api
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 )
 
 // byteUnits are the suffixes ParseBytes accepts, lower-cased: binary for
-// K, KiB and the like (what HumanBytes prints), decimal for KB and the like.
+// K, KiB and the like, decimal for KB and the like.
 var byteUnits = map[string]float64{
 	"": 1, "b": 1,
 	"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
@@ -20,7 +20,7 @@ var byteUnits = map[string]float64{
 
 // ParseBytes reads a size for people: a plain byte count ("1048576"), or a
 // number with a unit ("256GiB", "5 GiB", "1.5G", "500MB"). K, M, G, T and P
-// alone are binary, as HumanBytes prints them; KB, MB and so on decimal.
+// alone are binary, like KiB; KB, MB and so on decimal.
 func ParseBytes(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
@@ -43,4 +43,36 @@ func ParseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is not a byte count, or too large", clip(s))
 	}
 	return int64(f * mult), nil
+}
+
+// FormatBytes writes n in the largest binary unit that divides it, so that
+// a limit reads as it was likely set: 1 GiB, 1536 KiB, 1000 B.
+func FormatBytes(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for i < len(units)-1 && n != 0 && n%1024 == 0 {
+		n /= 1024
+		i++
+	}
+	return fmt.Sprintf("%d %s", n, units[i])
+}
+
+// ByteSize is a command-line flag of bytes, written as ParseBytes reads it.
+type ByteSize int64
+
+func (b *ByteSize) String() string {
+	if b == nil || *b == 0 {
+		return "0"
+	}
+	return strings.ReplaceAll(FormatBytes(int64(*b)), " ", "")
+}
+
+// Set parses a flag's value.
+func (b *ByteSize) Set(s string) error {
+	n, err := ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
 }
