@@ -91,7 +91,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
 	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
-	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys (HTTP) or per-hive identities (NATS)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow HTTP beyond loopback without API keys, and a NATS listener without per-hive identities (and, beyond loopback, TLS)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
 	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
@@ -143,9 +143,8 @@ func (c Config) Validate() error {
 		if c.NATSURL != "" {
 			errs = multierror.Append(errs, errors.New("nats-listen applies to the embedded server only; drop it or nats-url"))
 		}
-		// Whoever reaches an open NATS can dispatch work to every hive.
-		if host, _, err := net.SplitHostPort(c.NATSListen); err == nil && !loopbackHost(host) && c.NATSAuth == "" && !c.Insecure {
-			errs = multierror.Append(errs, fmt.Errorf("nats-listen %s reaches beyond loopback: give hives their own identities with --nats-auth (from queen nats-config), or --insecure to allow it", c.NATSListen))
+		if err := c.natsListenSafe(); err != nil {
+			errs = multierror.Append(errs, err)
 		}
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
@@ -185,6 +184,26 @@ func (c Config) Validate() error {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
 	return errs.ErrorOrNil()
+}
+
+// natsListenSafe refuses a NATS listener anyone could abuse. Whoever
+// reaches an open NATS can dispatch work to every hive and write the keys
+// bucket, which makes them admin: that holds for every local user on a
+// loopback listener too, so any listener needs per-hive identities, and one
+// beyond loopback needs TLS as well, so those identities' passwords do not
+// cross the network in the clear. --insecure allows it all.
+func (c Config) natsListenSafe() error {
+	host, _, err := net.SplitHostPort(c.NATSListen)
+	if err != nil || c.Insecure {
+		return nil
+	}
+	switch {
+	case loopbackHost(host) && c.NATSAuth == "":
+		return fmt.Errorf("nats-listen %s lets every local user write to NATS: give hives their own identities with --nats-auth (from queen nats-config), or --insecure to allow it", c.NATSListen)
+	case !loopbackHost(host) && (c.NATSAuth == "" || c.NATSCert == ""):
+		return fmt.Errorf("nats-listen %s reaches beyond loopback: it needs per-hive identities (--nats-auth, from queen nats-config) and TLS (--nats-cert, --nats-key), or --insecure to allow it", c.NATSListen)
+	}
+	return nil
 }
 
 // loopbackHost reports whether a listen host only accepts local clients.
