@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -33,10 +34,13 @@ type Config struct {
 	LocalHiveSlots    int
 	LocalHiveConfig   string
 
-	HiveTTL         time.Duration
-	Retention       time.Duration
-	Replicas        int
-	AdminKey        string
+	HiveTTL   time.Duration
+	Retention time.Duration
+	Replicas  int
+	AdminKey  string
+	// AdminKeyFile holds the admin key, so it need not be on the command
+	// line, where every local user can read it.
+	AdminKeyFile    string
 	Insecure        bool
 	MetricsAuth     bool
 	Placement       string
@@ -90,7 +94,8 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.LocalHiveConfig, "local-hive-config", "", "hive config file (worker catalog) for the local hive")
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
-	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on (prefer --admin-key-file or QUEEN_ADMIN_KEY: a command line is visible to every local user)")
+	fs.StringVar(&c.AdminKeyFile, "admin-key-file", "", "file holding the admin key (surrounding whitespace ignored)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow HTTP beyond loopback without API keys, and a NATS listener without per-hive identities (and, beyond loopback, TLS)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
@@ -121,7 +126,30 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if err := errs.ErrorOrNil(); err != nil {
 		return c, err
 	}
+	if c.AdminKeyFile != "" && c.AdminKey == "" {
+		key, err := readSecret(c.AdminKeyFile)
+		if err != nil {
+			return c, fmt.Errorf("admin-key-file: %w", err)
+		}
+		c.AdminKey = key
+	} else if c.AdminKeyFile != "" {
+		return c, errors.New("admin-key and admin-key-file exclude each other")
+	}
 	return c, c.Validate()
+}
+
+// readSecret reads a secret from a file, without the newline an editor or
+// echo leaves at its end.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }
 
 // Validate reports every problem at once.
