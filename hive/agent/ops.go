@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,7 +61,13 @@ func (j *job) runCommand() error {
 	}
 	cmd := exec.Command(prog, req.Command[1:]...)
 	cmd.Args[0] = req.Command[0]
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = runProcAttr()
+	// The parent-death signal fires when the starting thread ends; Go may
+	// end a thread that a goroutine exited while locked to, so this
+	// goroutine keeps its thread until the command has been reaped. That
+	// costs one OS thread per running command, at most one per slot.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd.Dir = req.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = filepath.Join(j.a.cfg.DataDir, "work")

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -59,7 +61,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.Var((*api.ByteSize)(&cfg.MinFreeDisk), "min-free-disk", "disk space downloads leave free on the models directory's disk, e.g. 5GiB")
 	var creds natsCreds
 	fs.StringVar(&creds.user, "nats-user", "", "NATS user (the hive id in a generated nats-config)")
-	fs.StringVar(&creds.password, "nats-password", "", "NATS password; prefer the HIVE_NATS_PASSWORD variable")
+	fs.StringVar(&creds.password, "nats-password", "", "NATS password; prefer --nats-password-file or the HIVE_NATS_PASSWORD variable: a command line is visible to every local user")
+	var passwordFile string
+	fs.StringVar(&passwordFile, "nats-password-file", "", "file holding the NATS password (surrounding whitespace ignored)")
 	fs.StringVar(&creds.ca, "nats-ca", "", "CA file to verify the NATS server's TLS certificate")
 	fs.StringVar(&creds.cert, "nats-cert", "", "client certificate for NATS TLS")
 	fs.StringVar(&creds.key, "nats-key", "", "client key for NATS TLS")
@@ -68,6 +72,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	var err error
+	if passwordFile != "" {
+		if creds.password != "" {
+			return errors.New("nats-password and nats-password-file exclude each other")
+		}
+		if creds.password, err = readSecret(passwordFile); err != nil {
+			return fmt.Errorf("nats-password-file: %w", err)
+		}
+	}
 	if cfg.Labels, err = parseLabels(labels); err != nil {
 		return err
 	}
@@ -92,10 +104,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)...)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", natsURL, err)
+		return fmt.Errorf("connect to %s: %w", redactURLs(natsURL), err)
 	}
 	defer nc.Drain()
 	a, err := agent.New(cfg, nc, log)
@@ -179,6 +191,34 @@ func parseWithEnv(fs *flag.FlagSet, args []string, prefix string, getenv func(st
 		}
 	})
 	return err
+}
+
+// readSecret reads a secret from a file, without the newline an editor or
+// echo leaves at its end.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// redactURLs hides the passwords in a comma-separated list of NATS URLs,
+// for logs and errors.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "(unparsable url)"
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func parseLabels(s string) (map[string]string, error) {

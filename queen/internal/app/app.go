@@ -15,8 +15,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,7 +145,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	})
 	q.nc.SetReconnectHandler(func(c *nats.Conn) {
 		m.NATSReconnect.Inc()
-		log.Info("nats reconnected", "url", c.ConnectedUrl())
+		log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 	})
 	svc = jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
@@ -265,6 +267,20 @@ func servePprof(ctx context.Context, g *errgroup.Group, addr string) error {
 	return nil
 }
 
+// redactURLs hides the passwords in a comma-separated list of NATS URLs,
+// for logs and errors.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "(unparsable url)"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 func loopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
@@ -294,7 +310,7 @@ func (q *Queen) connect() error {
 		opts = append(opts, q.tlsOptions()...)
 		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
-			return fmt.Errorf("connect to %s: %w", q.cfg.NATSURL, err)
+			return fmt.Errorf("connect to %s: %w", redactURLs(q.cfg.NATSURL), err)
 		}
 		return nil
 	}

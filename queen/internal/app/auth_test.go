@@ -148,23 +148,47 @@ func TestHiveWithNATSCredentials(t *testing.T) {
 	}
 }
 
-// The embedded NATS server opens beyond loopback only with per-hive
-// identities, or when told --insecure.
+// The embedded NATS server listens only with per-hive identities, and
+// beyond loopback only with TLS as well, unless told --insecure: an open
+// listener, even on loopback, lets anyone who reaches it write the keys
+// bucket and so become admin.
 func TestRefusesOpenNATSWithoutIdentities(t *testing.T) {
+	tls := []string{"--nats-cert", "cert.pem", "--nats-key", "key.pem"}
+	auth := []string{"--nats-auth", "nats-auth.json"}
 	for _, tt := range []struct {
+		name string
 		args []string
 		ok   bool
 	}{
-		{[]string{"--nats-listen", "0.0.0.0:4222"}, false},
-		{[]string{"--nats-listen", ":4222"}, false},
-		{[]string{"--nats-listen", "0.0.0.0:4222", "--insecure"}, true},
-		{[]string{"--nats-listen", "0.0.0.0:4222", "--nats-auth", "nats-auth.json"}, true},
-		{[]string{"--nats-listen", "127.0.0.1:4222"}, true},
-		{[]string{"--nats-listen", "localhost:4222"}, true},
+		{"no listener", nil, true},
+		{"no listener, auth", auth, true},
+		{"everywhere, open", []string{"--nats-listen", "0.0.0.0:4222"}, false},
+		{"empty host, open", []string{"--nats-listen", ":4222"}, false},
+		{"everywhere, insecure", []string{"--nats-listen", "0.0.0.0:4222", "--insecure"}, true},
+		{"everywhere, auth without tls", append([]string{"--nats-listen", "0.0.0.0:4222"}, auth...), false},
+		{"everywhere, tls without auth", append([]string{"--nats-listen", "0.0.0.0:4222"}, tls...), false},
+		{"everywhere, auth and tls", append(append([]string{"--nats-listen", "0.0.0.0:4222"}, auth...), tls...), true},
+		{"ipv6 everywhere, auth", append([]string{"--nats-listen", "[::]:4222"}, auth...), false},
+		{"loopback, open", []string{"--nats-listen", "127.0.0.1:4222"}, false},
+		{"localhost, open", []string{"--nats-listen", "localhost:4222"}, false},
+		{"ipv6 loopback, open", []string{"--nats-listen", "[::1]:4222"}, false},
+		{"loopback, insecure", []string{"--nats-listen", "127.0.0.1:4222", "--insecure"}, true},
+		{"loopback, auth", append([]string{"--nats-listen", "127.0.0.1:4222"}, auth...), true},
+		{"localhost, auth and tls", append(append([]string{"--nats-listen", "localhost:4222"}, auth...), tls...), true},
 	} {
-		_, err := app.ParseConfig(tt.args, func(string) string { return "" }, io.Discard)
-		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "nats-auth")) {
-			t.Errorf("%v: %v", tt.args, err)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := app.ParseConfig(tt.args, func(string) string { return "" }, io.Discard)
+			if (err == nil) != tt.ok {
+				t.Fatalf("%v: %v", tt.args, err)
+			}
+			if err != nil && !(strings.Contains(err.Error(), "--nats-auth") && strings.Contains(err.Error(), "--insecure")) {
+				t.Fatalf("error does not say how to proceed: %v", err)
+			}
+		})
+	}
+	// The environment twin counts as the flag.
+	env := map[string]string{"QUEEN_NATS_LISTEN": "127.0.0.1:4222"}
+	if _, err := app.ParseConfig(nil, func(k string) string { return env[k] }, io.Discard); err == nil {
+		t.Fatal("QUEEN_NATS_LISTEN on loopback without identities was accepted")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ type Config struct {
 	Retention time.Duration
 	Replicas  int
 	AdminKey  string
+	// AdminKeyFile holds the admin key, so it need not be on the command
+	// line, where every local user can read it.
+	AdminKeyFile string
 	// RequireKeys makes every request carry an API key even on loopback.
 	RequireKeys bool
 	// PublicHosts are the names, besides localhost, clients may reach the
@@ -108,10 +112,11 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.LocalHiveConfig, "local-hive-config", "", "hive config file (worker catalog) for the local hive")
 	fs.DurationVar(&c.HiveTTL, "hive-ttl", c.HiveTTL, "a hive without a heartbeat for this long is lost")
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long job records and narration are kept")
-	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "bootstrap API key with the admin scope; turns authentication on (prefer --admin-key-file or QUEEN_ADMIN_KEY: a command line is visible to every local user)")
+	fs.StringVar(&c.AdminKeyFile, "admin-key-file", "", "file holding the admin key (surrounding whitespace ignored)")
 	fs.BoolVar(&c.RequireKeys, "require-keys", false, "require an API key on every request, even on loopback (on beyond loopback or with --admin-key)")
 	fs.Var(&c.PublicHosts, "public-host", "a name clients reach the queen by, besides localhost and IP addresses (repeatable; QUEEN_PUBLIC_HOST takes a comma-separated list)")
-	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening beyond loopback without API keys (HTTP) or per-hive identities (NATS)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow HTTP beyond loopback without API keys, and a NATS listener without per-hive identities (and, beyond loopback, TLS)")
 	fs.BoolVar(&c.MetricsAuth, "metrics-auth", false, "require a key with the read scope for /metrics")
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
 	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
@@ -143,7 +148,30 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if err := errs.ErrorOrNil(); err != nil {
 		return c, err
 	}
+	if c.AdminKeyFile != "" && c.AdminKey == "" {
+		key, err := readSecret(c.AdminKeyFile)
+		if err != nil {
+			return c, fmt.Errorf("admin-key-file: %w", err)
+		}
+		c.AdminKey = key
+	} else if c.AdminKeyFile != "" {
+		return c, errors.New("admin-key and admin-key-file exclude each other")
+	}
 	return c, c.Validate()
+}
+
+// readSecret reads a secret from a file, without the newline an editor or
+// echo leaves at its end.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }
 
 // Validate reports every problem at once.
@@ -165,9 +193,8 @@ func (c Config) Validate() error {
 		if c.NATSURL != "" {
 			errs = multierror.Append(errs, errors.New("nats-listen applies to the embedded server only; drop it or nats-url"))
 		}
-		// Whoever reaches an open NATS can dispatch work to every hive.
-		if host, _, err := net.SplitHostPort(c.NATSListen); err == nil && !loopbackHost(host) && c.NATSAuth == "" && !c.Insecure {
-			errs = multierror.Append(errs, fmt.Errorf("nats-listen %s reaches beyond loopback: give hives their own identities with --nats-auth (from queen nats-config), or --insecure to allow it", c.NATSListen))
+		if err := c.natsListenSafe(); err != nil {
+			errs = multierror.Append(errs, err)
 		}
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
@@ -236,6 +263,26 @@ func (h *hostList) Set(v string) error {
 			return fmt.Errorf("public host %q must be a bare host name, without scheme or port", name)
 		}
 		*h = append(*h, name)
+	}
+	return nil
+}
+
+// natsListenSafe refuses a NATS listener anyone could abuse. Whoever
+// reaches an open NATS can dispatch work to every hive and write the keys
+// bucket, which makes them admin: that holds for every local user on a
+// loopback listener too, so any listener needs per-hive identities, and one
+// beyond loopback needs TLS as well, so those identities' passwords do not
+// cross the network in the clear. --insecure allows it all.
+func (c Config) natsListenSafe() error {
+	host, _, err := net.SplitHostPort(c.NATSListen)
+	if err != nil || c.Insecure {
+		return nil
+	}
+	switch {
+	case loopbackHost(host) && c.NATSAuth == "":
+		return fmt.Errorf("nats-listen %s lets every local user write to NATS: give hives their own identities with --nats-auth (from queen nats-config), or --insecure to allow it", c.NATSListen)
+	case !loopbackHost(host) && (c.NATSAuth == "" || c.NATSCert == ""):
+		return fmt.Errorf("nats-listen %s reaches beyond loopback: it needs per-hive identities (--nats-auth, from queen nats-config) and TLS (--nats-cert, --nats-key), or --insecure to allow it", c.NATSListen)
 	}
 	return nil
 }

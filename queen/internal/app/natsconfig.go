@@ -41,7 +41,7 @@ func natsConfig(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "# For an external nats-server, add this block to its configuration:\n\n%s\n", natsauth.ServerConfig(f))
 	fmt.Fprintln(stdout, "# Start each hive with its own identity:")
 	for _, h := range strings.Split(*hives, ",") {
-		fmt.Fprintf(stdout, "HIVE_NATS_PASSWORD=%s hive --id %s --nats-user %s --nats-url nats://QUEEN:4222\n", f.Hives[h], h, h)
+		fmt.Fprintf(stdout, "HIVE_NATS_PASSWORD=%s hive --id %s --nats-user %s --nats-ca CA.pem --nats-url tls://QUEEN:4222\n", f.Hives[h], h, h)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
 )
@@ -47,4 +48,29 @@ func TestRetentionExpiresJobs(t *testing.T) {
 	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)})
 	frames, done, _ = sse(t, context.Background(), base, next, 0, 0)
 	checkComplete(t, frames, done)
+}
+
+// A job that runs longer than the retention keeps its record until it ends:
+// the jobs bucket's TTL leaves room for the longest deadline.
+func TestRetentionKeepsRunningJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("outlives the retention")
+	}
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Retention = 2 * time.Second })
+	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.AllowRun = true })
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sleep", "5"}})
+	waitFor(t, 5*time.Second, func() bool {
+		var j api.Job
+		return do(t, "GET", base+"/v1/jobs/"+job, nil, &j) == 200 && j.State == api.StateRunning
+	})
+	time.Sleep(3500 * time.Millisecond)
+	var j api.Job
+	if code := do(t, "GET", base+"/v1/jobs/"+job, nil, &j); code != 200 || j.State != api.StateRunning {
+		t.Fatalf("a running job past the retention: %d %+v", code, j)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		var j api.Job
+		return do(t, "GET", base+"/v1/jobs/"+job, nil, &j) == 200 && j.State == api.StateDone
+	})
 }

@@ -92,7 +92,7 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 
 	t0 := time.Now()
 	c.Queen, err = startProc("queen", filepath.Join(bin, "queen"), append([]string{
-		"--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "queen"), "--nats-listen", natsAddr,
+		"--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "queen"), "--nats-listen", natsAddr, "--insecure",
 	}, o.QueenFlags...), filepath.Join(dir, "queen.log"))
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func TestPrometheusScrapes(t *testing.T) {
 	hiveBin := buildHive(t)
 
 	base, q := startQueen(t, func(c *app.Config) {
-		c.NATSListen = "127.0.0.1:0"
+		c.NATSListen, c.Insecure = "127.0.0.1:0", true
 		c.LocalHiveAllowRun = true
 	})
 	hiveMetrics := freeAddr(t)

@@ -160,6 +160,12 @@ func (s *Service) reap(ctx context.Context) {
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
+		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(j.CreatedAt) > lostDispatchAfter:
+			if now.Sub(j.CreatedAt) < redispatchWithin {
+				s.redispatch(ctx, j) // a failure is tried again next pass
+				continue
+			}
+			e = api.Event{State: api.StateFailed, Error: "dispatch lost", Message: fmt.Sprintf("the queen that placed the job on hive %s stopped before handing it over", j.Hive)}
 		case j.State == api.StateQueued && j.Hive == "":
 			s.placeQueued(ctx, j)
 			continue
@@ -214,6 +220,32 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil {
 		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
 	}
+}
+
+// A record placed on a hive but still queued without a dispatch sequence
+// after lostDispatchAfter lost its dispatch: the queen that stored it
+// stopped before handing it over. Within redispatchWithin of its creation
+// it is dispatched again; the message id makes that a no-op if the first
+// dispatch did reach the work queue, and the window stays inside the
+// stream's two-minute duplicates window, past which a second message could
+// run the job twice. Older, it fails: the hive skips a dispatch whose job
+// already ended.
+const (
+	lostDispatchAfter = 5 * time.Second
+	redispatchWithin  = time.Minute
+)
+
+// redispatch hands a job whose dispatch was lost to its hive again.
+func (s *Service) redispatch(ctx context.Context, j api.Job) {
+	last, err := s.st.LastSeq(ctx, j.JobID)
+	if err == nil {
+		err = s.dispatch(ctx, &j, 0, last+1)
+	}
+	if err != nil {
+		s.log.Warn("re-dispatch job", "job_id", j.JobID, "hive_id", j.Hive, "err", err)
+		return
+	}
+	s.log.Warn("dispatch was lost; job dispatched again", "job_id", j.JobID, "hive_id", j.Hive)
 }
 
 // maxAttempts bounds how often a job is re-placed after losing its hive.

@@ -158,6 +158,12 @@ func (s *Store) LastStreamSeq(ctx context.Context, job string) (uint64, error) {
 	return streamSeq, err
 }
 
+// LastSeq is the job sequence of the job's newest event, 0 if none.
+func (s *Store) LastSeq(ctx context.Context, job string) (uint64, error) {
+	_, seq, err := s.last(ctx, job)
+	return seq, err
+}
+
 // EndOf returns the job's end event and its stream sequence, or nil.
 func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, error) {
 	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
 
@@ -73,7 +74,8 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		Subjects:    []string{subject.DispatchAll},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-		MaxAge:      o.Retention,
+		// A dispatch waits for a free slot as long as its job may run.
+		MaxAge: JobsTTL(o.Retention),
 		// The server wants the duplicates window within MaxAge.
 		Duplicates: min(2*time.Minute, o.Retention),
 		Replicas:   o.Replicas,
@@ -85,7 +87,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&s.Jobs, jetstream.KeyValueConfig{Bucket: subject.JobsBucket, Description: "rbee job records", TTL: o.Retention, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.Jobs, jetstream.KeyValueConfig{Bucket: subject.JobsBucket, Description: "rbee job records", TTL: JobsTTL(o.Retention), Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		{&s.Hives, jetstream.KeyValueConfig{Bucket: subject.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 		{&s.Idem, jetstream.KeyValueConfig{Bucket: subject.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		{&s.Keys, jetstream.KeyValueConfig{Bucket: subject.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
@@ -150,6 +152,19 @@ func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		}
 		return st, nil
 	}
+}
+
+// recordSlack covers what may pass between a job's deadline and its last
+// record write: the reaper's grace, a cancel's confirmation, a slow queen.
+const recordSlack = time.Hour
+
+// JobsTTL is the jobs bucket's TTL: a backstop behind the queens' own
+// expiry, which purges a record once retention has passed and its job can
+// no longer run. A record may go unwritten from its job's start until its
+// end, which is as late as the longest deadline allows, and must then stay
+// for the retention; a shorter TTL would drop the records of running jobs.
+func JobsTTL(retention time.Duration) time.Duration {
+	return retention + api.MaxTimeout + recordSlack
 }
 
 // Ready reports whether NATS is connected and the streams answer.
