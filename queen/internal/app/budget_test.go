@@ -173,3 +173,52 @@ func mustNATSStore(t testing.TB, maxStore int64) *server.Server {
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
 }
+
+// When jobs together fill the narration stream, the oldest finished jobs
+// leave before their retention, so running and new jobs can still narrate
+// and end: a full stream must not fail new jobs or leave them open for good.
+func TestFullNarrationStreamMakesRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a narration stream")
+	}
+	const limit = 4 << 20
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) {
+		c.NarrationMaxBytes, c.JobMaxNarrationBytes = limit, 512<<10
+	})
+	mustHive(t, base, ns.ClientURL(), "h1")
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stored := func() uint64 {
+		s, err := js.Stream(context.Background(), "NARR")
+		if err != nil {
+			return limit
+		}
+		return s.CachedInfo().State.Bytes
+	}
+	var ids []string
+	for i := 0; i < 30; i++ {
+		// About 200 KB each: the stream holds twenty. The queen keeps it
+		// under 80% full, so every job finds room.
+		waitFor(t, 10*time.Second, func() bool { return stored() < limit*8/10 })
+		job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(50), PayloadBytes: 4000})
+		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
+		if err := complete(frames); err != nil || !done {
+			t.Fatalf("job %d: %v, done %v", i, err, done)
+		}
+		if end := frames[len(frames)-1].event(t); end.State != api.StateDone {
+			t.Fatalf("job %d ended %+v", i, end)
+		}
+		ids = append(ids, job)
+	}
+	if code := do(t, "GET", base+"/v1/jobs/"+ids[0], nil, nil); code != 404 {
+		t.Fatalf("the oldest job should have made room: %d", code)
+	}
+	if code := do(t, "GET", base+"/v1/jobs/"+ids[len(ids)-1], nil, nil); code != 200 {
+		t.Fatalf("the newest job: %d", code)
+	}
+}

@@ -148,6 +148,7 @@ func (s *Service) RunReaper(ctx context.Context) error {
 func (s *Service) reap(ctx context.Context) {
 	now := time.Now()
 	s.expire(ctx, now)
+	s.relieve(ctx, now)
 	for _, j := range s.v.Active() {
 		var e api.Event
 		switch {
@@ -191,6 +192,53 @@ func (s *Service) expire(ctx context.Context, now time.Time) {
 		if err := s.st.Jobs.Purge(ctx, id); err != nil {
 			s.log.Warn("expire job", "job_id", id, "err", err)
 		}
+	}
+}
+
+// The narration stream refuses new events once full (it never drops other
+// jobs' narration on its own): a running job would fail and a refused end
+// would leave a job open for good. So when it is fuller than narrationHigh,
+// the oldest finished jobs leave early, narration and record, until it is
+// under narrationLow: under disk pressure the promise to running jobs
+// outranks the retention of finished ones.
+const (
+	narrationHigh = 0.8
+	narrationLow  = 0.6
+	// reliefEvery is how often the stream's fill is checked.
+	reliefEvery = time.Second
+)
+
+// relieve makes room in a nearly full narration stream; see narrationHigh.
+func (s *Service) relieve(ctx context.Context, now time.Time) {
+	if now.Sub(s.relievedAt) < reliefEvery {
+		return
+	}
+	s.relievedAt = now
+	info, err := s.st.Narr.Info(ctx)
+	if err != nil || info.Config.MaxBytes <= 0 {
+		return
+	}
+	limit := float64(info.Config.MaxBytes)
+	if float64(info.State.Bytes) < narrationHigh*limit {
+		return
+	}
+	before, dropped := info.State.Bytes, 0
+	for _, id := range s.v.OldestFinished(256) {
+		if err := s.st.Narr.Purge(ctx, jetstream.WithPurgeSubject(subject.NarrJob(id))); err != nil {
+			s.log.Warn("drop narration of a finished job", "job_id", id, "err", err)
+			break
+		}
+		_ = s.st.Jobs.Purge(ctx, id)
+		dropped++
+		if dropped%8 == 0 {
+			if info, err = s.st.Narr.Info(ctx); err != nil || float64(info.State.Bytes) < narrationLow*limit {
+				break
+			}
+		}
+	}
+	if info, err = s.st.Narr.Info(ctx); err == nil {
+		s.log.Warn("narration stream nearly full: dropped the oldest finished jobs before their retention; raise --narration-max-bytes",
+			"jobs", dropped, "bytes_before", before, "bytes_now", info.State.Bytes, "max_bytes", info.Config.MaxBytes)
 	}
 }
 

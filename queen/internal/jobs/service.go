@@ -29,10 +29,13 @@ import (
 
 // Service runs the job lifecycle on one queen.
 type Service struct {
-	st  *store.Store
-	v   *view.View
-	m   *metrics.Queen
-	log *slog.Logger
+	st *store.Store
+	v  *view.View
+	m  *metrics.Queen
+	// relievedAt is when the reaper last checked the narration stream's
+	// fill; only the reaper's goroutine reads and writes it.
+	relievedAt time.Time
+	log        *slog.Logger
 	// Grace is how long past its deadline a job may stay open before the
 	// queen ends it; the hive normally ends it first.
 	Grace time.Duration

@@ -211,6 +211,30 @@ func (v *View) Expired(cutoff time.Time) []string {
 	return out
 }
 
+// OldestFinished returns up to n ended jobs, the earliest finished first.
+func (v *View) OldestFinished(n int) []string {
+	v.mu.RLock()
+	ended := make([]api.Job, 0, len(v.jobs)/2)
+	for _, j := range v.jobs {
+		if api.Terminal(j.State) {
+			ended = append(ended, j)
+		}
+	}
+	v.mu.RUnlock()
+	at := func(j api.Job) time.Time {
+		if j.FinishedAt != nil {
+			return *j.FinishedAt
+		}
+		return j.CreatedAt
+	}
+	sort.Slice(ended, func(i, k int) bool { return at(ended[i]).Before(at(ended[k])) })
+	out := make([]string, 0, min(n, len(ended)))
+	for _, j := range ended[:min(n, len(ended))] {
+		out = append(out, j.JobID)
+	}
+	return out
+}
+
 // CountByState counts jobs per state.
 func (v *View) CountByState() map[string]int {
 	v.mu.RLock()
