@@ -11,8 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/secret"
 	"rbee.dev/shared/subject"
 )
 
@@ -76,7 +75,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if creds.password != "" {
 			return errors.New("nats-password and nats-password-file exclude each other")
 		}
-		if creds.password, err = readSecret(passwordFile); err != nil {
+		if creds.password, err = secret.ReadFile(passwordFile); err != nil {
 			return fmt.Errorf("nats-password-file: %w", err)
 		}
 	}
@@ -107,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)...)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redactURLs(natsURL), err)
+		return fmt.Errorf("connect to %s: %w", secret.RedactURLs(natsURL), err)
 	}
 	defer nc.Drain()
 	a, err := agent.New(cfg, nc, log)
@@ -191,34 +190,6 @@ func parseWithEnv(fs *flag.FlagSet, args []string, prefix string, getenv func(st
 		}
 	})
 	return err
-}
-
-// readSecret reads a secret from a file, without the newline an editor or
-// echo leaves at its end.
-func readSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
-}
-
-// redactURLs hides the passwords in a comma-separated list of NATS URLs,
-// for logs and errors.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
-			parts[i] = u.Redacted()
-		} else {
-			parts[i] = "(unparsable url)"
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func parseLabels(s string) (map[string]string, error) {

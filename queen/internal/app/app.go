@@ -15,10 +15,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +36,7 @@ import (
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
+	"rbee.dev/shared/secret"
 )
 
 // Run starts a queen from command-line arguments and serves until ctx ends.
@@ -267,20 +266,6 @@ func servePprof(ctx context.Context, g *errgroup.Group, addr string) error {
 	return nil
 }
 
-// redactURLs hides the passwords in a comma-separated list of NATS URLs,
-// for logs and errors.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
-			parts[i] = u.Redacted()
-		} else {
-			parts[i] = "(unparsable url)"
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
 func loopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
@@ -310,7 +295,7 @@ func (q *Queen) connect() error {
 		opts = append(opts, q.tlsOptions()...)
 		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
-			return fmt.Errorf("connect to %s: %w", redactURLs(q.cfg.NATSURL), err)
+			return fmt.Errorf("connect to %s: %w", secret.RedactURLs(q.cfg.NATSURL), err)
 		}
 		return nil
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/openai"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/secret"
 )
 
 // Config is everything a queen is told at start.
@@ -149,7 +149,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, err
 	}
 	if c.AdminKeyFile != "" && c.AdminKey == "" {
-		key, err := readSecret(c.AdminKeyFile)
+		key, err := secret.ReadFile(c.AdminKeyFile)
 		if err != nil {
 			return c, fmt.Errorf("admin-key-file: %w", err)
 		}
@@ -158,20 +158,6 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("admin-key and admin-key-file exclude each other")
 	}
 	return c, c.Validate()
-}
-
-// readSecret reads a secret from a file, without the newline an editor or
-// echo leaves at its end.
-func readSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
 }
 
 // Validate reports every problem at once.
