@@ -129,6 +129,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		m.NATSReconnect.Inc()
 		log.Info("nats reconnected", "url", c.ConnectedUrl())
 	})
+	hub.Records = v
+	hub.Rejected = func(reason string) { m.NarrationRejected.WithLabelValues(reason).Inc() }
 	svc = jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	keys := auth.New(st.Keys, cfg.AdminKey, log)

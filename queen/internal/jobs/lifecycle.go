@@ -77,27 +77,48 @@ func (s *Service) RunApplier(ctx context.Context) error {
 	return nil
 }
 
+// startOrEnd is what the applier reads of a start or end event.
+type startOrEnd struct {
+	api.EndInfo
+	JobID string `json:"job_id"`
+}
+
 func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
-	job, _, kind, ok := subject.ParseNarr(m.Subject())
-	if !ok {
-		_ = m.Term()
+	job, writer, kind, ok := subject.ParseNarr(m.Subject())
+	var e startOrEnd
+	switch {
+	case !ok || json.Unmarshal(m.Data(), &e) != nil || e.JobID != job:
+		s.reject(ctx, m, kind, "invalid")
+		return
+	case e.Seq == 0:
+		s.reject(ctx, m, kind, "sequence")
+		return
+	case kind == subject.KindEnd && !api.Terminal(e.State):
+		s.reject(ctx, m, kind, "not_terminal")
 		return
 	}
-	var e api.EndInfo
-	if err := json.Unmarshal(m.Data(), &e); err != nil {
-		_ = m.Term()
-		return
+	if kind == subject.KindEnd {
+		// The subject, not the body, says which attempt an end ends.
+		e.Attempt = subject.EndAttempt(m.Subject())
 	}
-	e.Attempt = max(subject.EndAttempt(m.Subject()), 1)
+	e.Attempt, e.Writer = max(e.Attempt, 1), writer
 	// Start from the view's copy: it is current unless another write is
 	// still on its way to the watch, and then the update retries.
 	known, rev, _ := s.v.JobAt(job)
 	known.JobID = job
+	foreign := false
 	rec, err := s.st.UpdateJobAt(ctx, known, rev, func(j *api.Job) bool {
-		if kind == subject.KindEnd {
-			return store.ApplyEnd(j, e)
+		// Judged on the record as the update reads it: a declined change
+		// on a stale copy is asked again on a fresh one.
+		// Earlier attempts are declined below as stale.
+		foreign = writer != subject.QueenWriter && (e.Attempt > j.Attempt || (e.Attempt == j.Attempt && writer != j.Hive))
+		if foreign {
+			return false
 		}
-		if (j.State != api.StateQueued && j.State != api.StateDispatched) || max(e.Attempt, 1) < j.Attempt {
+		if kind == subject.KindEnd {
+			return store.ApplyEnd(j, e.EndInfo)
+		}
+		if (j.State != api.StateQueued && j.State != api.StateDispatched) || e.Attempt < j.Attempt {
 			return false
 		}
 		t := e.Time
@@ -105,6 +126,8 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		return true
 	})
 	switch {
+	case err == nil && foreign:
+		s.reject(ctx, m, kind, "writer")
 	case err == nil:
 		// Each start and end event reaches one queen's applier once, so
 		// counting here counts every job once across the cluster, even
@@ -121,6 +144,19 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		s.log.Warn("apply narration to record", "job_id", job, "err", err)
 		_ = m.NakWithDelay(time.Second)
 	}
+}
+
+// reject drops a start or end that its writer may not write or that is not
+// a valid event. A rejected end is deleted from the stream too: it holds its
+// attempt's one end slot, which the hive of the attempt or the queen need.
+func (s *Service) reject(ctx context.Context, m jetstream.Msg, kind, reason string) {
+	s.m.NarrationRejected.WithLabelValues(reason).Inc()
+	if md, err := m.Metadata(); err == nil && kind == subject.KindEnd {
+		if err := s.st.Narr.DeleteMsg(ctx, md.Sequence.Stream); err != nil {
+			s.log.Warn("delete rejected end", "subject", m.Subject(), "err", err)
+		}
+	}
+	_ = m.Term()
 }
 
 // RunReaper ends, once a second, every job that can no longer end by
@@ -206,8 +242,8 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil || !won {
 		return
 	}
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed",
-		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))})
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
+		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -246,8 +282,8 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if j.DispatchSeq > 0 {
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
-		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)})
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
+		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)}, j.Hive)
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -284,7 +320,7 @@ func (s *Service) hiveLive(id string) bool {
 
 // endFor ends a job on the queen's authority and tidies what the job left.
 func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
-	e.JobID, e.Attempt = j.JobID, j.Attempt
+	e.JobID, e.Attempt, e.Hive = j.JobID, j.Attempt, j.Hive
 	err := s.st.End(ctx, e)
 	if errors.Is(err, store.ErrAlreadyEnded) {
 		err = nil

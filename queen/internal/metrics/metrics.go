@@ -24,6 +24,9 @@ type Queen struct {
 	HTTPRequests  *prometheus.CounterVec
 	HTTPDuration  *prometheus.HistogramVec
 	NATSReconnect prometheus.Counter
+	// NarrationRejected counts narration frames dropped because their
+	// writer may not write them or they are not valid events, by reason.
+	NarrationRejected *prometheus.CounterVec
 
 	InferRequests        *prometheus.CounterVec
 	InferTokens          *prometheus.CounterVec
@@ -73,6 +76,9 @@ func New(g Gauges) *Queen {
 		NATSReconnect: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rbee_nats_reconnects_total", Help: "Times the queen's NATS connection was re-established.",
 		}),
+		NarrationRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rbee_narration_rejected_total", Help: "Narration frames dropped, never relayed or applied, by reason (writer, invalid, not_terminal, sequence).",
+		}, []string{"reason"}),
 	}
 	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, cancelled, model_not_found, unavailable).",
@@ -90,7 +96,7 @@ func New(g Gauges) *Queen {
 	}, []string{"model"})
 	reg.MustRegister(m.InferRequests, m.InferTokens, m.InferTTFT, m.InferTokensPerSecond)
 	m.Gatherer = reg
-	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect)
+	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect, m.NarrationRejected)
 	reg.MustRegister(&gauges{g: g,
 		jobs:      prometheus.NewDesc("rbee_jobs", "Jobs known to this queen by state (records within retention).", []string{"state"}, nil),
 		hives:     prometheus.NewDesc("rbee_hives_online", "Hives with a live heartbeat.", nil, nil),

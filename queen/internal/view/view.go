@@ -101,6 +101,9 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 		v.log.Warn("bad heartbeat", "hive_id", e.Key(), "err", err)
 		return
 	}
+	// The key is the hive's: NATS lets a hive write its own key only,
+	// while the body says whatever the hive likes.
+	h.ID = e.Key()
 	v.mu.Lock()
 	v.hives[e.Key()] = h
 	v.mu.Unlock()

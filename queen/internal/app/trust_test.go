@@ -1,0 +1,183 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/app"
+	"rbee.dev/queen/internal/natsauth"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// authCluster is a queen with per-hive NATS identities for gpuA and gpuB,
+// and gpuA's hive running in-process with its own identity.
+type authCluster struct {
+	base, natsURL string
+	creds         natsauth.File
+}
+
+func mustAuthCluster(t *testing.T) authCluster {
+	t.Helper()
+	authFile := t.TempDir() + "/nats-auth.json"
+	if err := app.Run(context.Background(), []string{"nats-config", "--hives", "gpuA,gpuB", "--out", authFile}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	f, err := natsauth.Load(authFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, q := mustQueen(t, "", func(c *app.Config) { c.NATSAuth, c.NATSListen = authFile, "127.0.0.1:0" })
+	c := authCluster{base: base, natsURL: q.NATSURL(), creds: f}
+	nc := c.connect(t, "gpuA")
+	cfg := agent.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.Slots, cfg.AllowRun = "gpuA", t.TempDir(), 2, true
+	a, err := agent.New(cfg, nc, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitHive(t, base, "gpuA")
+	return c
+}
+
+// connect opens a NATS connection with hive's real credentials, as a
+// hostile process on that hive's machine would.
+func (c authCluster) connect(t *testing.T, hive string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(c.natsURL, nats.UserInfo(hive, c.creds.Hives[hive]), nats.CustomInboxPrefix(subject.Inbox(hive)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func publish(t *testing.T, js jetstream.JetStream, subj string, e any) {
+	t.Helper()
+	data, _ := json.Marshal(e)
+	if _, err := js.Publish(context.Background(), subj, data); err != nil {
+		t.Fatalf("publish %s: %v", subj, err)
+	}
+}
+
+// rejected reads rbee_narration_rejected_total{reason} from the queen.
+func rejected(t *testing.T, base, reason string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^rbee_narration_rejected_total\{reason="` + reason + `"\} (\d+)`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// A hive speaks only for its own jobs: hive B's frames in hive A's job, and
+// hive A's own frames that are not valid events, reach no reader; the job's
+// record and story are A's.
+func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a queen and a hive")
+	}
+	c := mustAuthCluster(t)
+	jsB, _ := jetstream.New(c.connect(t, "gpuB"))
+	jsA, _ := jetstream.New(c.connect(t, "gpuA"))
+
+	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Command: []string{"sh", "-c", "sleep 1.5; echo real"}})
+	type result struct {
+		frames []frame
+		done   bool
+	}
+	live := make(chan result, 1)
+	go func() {
+		frames, done, _, _ := readSSE(context.Background(), c.base, job, 0, 0, 0)
+		live <- result{frames, done}
+	}()
+	waitFor(t, 5*time.Second, func() bool {
+		var j api.Job
+		do(t, "GET", c.base+"/v1/jobs/"+job, nil, &j)
+		return j.State == api.StateRunning
+	})
+
+	forged := api.Event{JobID: job, Seq: 3, Attempt: 1, Time: time.Now(), Actor: "hive", Action: "forged", Level: api.LevelInfo, Message: "forged"}
+	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindEvent), forged)
+	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindData), forged)
+	forgedEnd := forged
+	forgedEnd.State = api.StateDone
+	publish(t, jsB, subject.NarrEndSubject(job, "gpuB", 1), forgedEnd)
+	huge := forged
+	huge.Seq = 1 << 62
+	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), huge)
+	notEnd := forged
+	notEnd.Seq, notEnd.State = 4, api.StateRunning
+	publish(t, jsA, subject.NarrEndSubject(job, "gpuA", 1), notEnd)
+	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
+
+	time.Sleep(300 * time.Millisecond)
+	var j api.Job
+	do(t, "GET", c.base+"/v1/jobs/"+job, nil, &j)
+	if j.State != api.StateRunning {
+		t.Fatalf("after forged ends the job is %s, want running", j.State)
+	}
+
+	check := func(name string, frames []frame, done bool) {
+		t.Helper()
+		for _, f := range frames {
+			if strings.Contains(f.Data, "forged") {
+				t.Errorf("%s: forged frame relayed: %s", name, f.Data)
+			}
+		}
+		end := checkComplete(t, frames, done)
+		if end.State != api.StateDone || end.Actor != "hive" {
+			t.Errorf("%s: end %+v", name, end)
+		}
+		var out bool
+		for _, f := range frames {
+			out = out || strings.Contains(f.Data, "real")
+		}
+		if !out {
+			t.Errorf("%s: the job's own output is missing", name)
+		}
+	}
+	var r result
+	select {
+	case r = <-live:
+	case <-time.After(20 * time.Second):
+		t.Fatal("live stream did not end")
+	}
+	check("live", r.frames, r.done)
+	replay, done, _ := sse(t, context.Background(), c.base, job, 0, 0)
+	check("replay", replay, done)
+	resumed, done, _ := sse(t, context.Background(), c.base, job, replay[0].ID, 0)
+	check("resume", append([]frame{replay[0]}, resumed...), done)
+
+	do(t, "GET", c.base+"/v1/jobs/"+job, nil, &j)
+	if j.State != api.StateDone || j.Hive != "gpuA" {
+		t.Fatalf("record %+v", j)
+	}
+	for _, reason := range []string{"writer", "invalid", "not_terminal", "sequence"} {
+		if rejected(t, c.base, reason) == 0 {
+			t.Errorf("rbee_narration_rejected_total{reason=%q} is 0", reason)
+		}
+	}
+}
