@@ -168,6 +168,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })
 	g.Go(func() error { return svc.RunApplier(gctx) })
 	g.Go(func() error { return svc.RunReaper(gctx) })
+	g.Go(func() error { return svc.RunDispatchConsumers(gctx) })
 	g.Go(func() error {
 		if err := q.srv.Serve(q.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -180,4 +181,64 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 			t.Errorf("rbee_narration_rejected_total{reason=%q} is 0", reason)
 		}
 	}
+}
+
+// A hive's NATS identity cannot list other jobs' subjects, nor make a
+// work-queue consumer of its own choosing, and its heartbeat speaks for its
+// own key only.
+func TestHiveIdentityLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a queen and a hive")
+	}
+	c := mustAuthCluster(t)
+	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Command: []string{"echo", "secret-job"}})
+	frames, done, _ := sse(t, context.Background(), c.base, job, 0, 0)
+	checkComplete(t, frames, done)
+
+	ncB := c.connect(t, "gpuB")
+	jsB, _ := jetstream.New(ncB)
+	t.Run("stream info with subjects", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		req, _ := json.Marshal(map[string]any{"subjects_filter": subject.NarrAll})
+		reply, err := ncB.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+subject.NarrStream, req)
+		if err == nil && bytes.Contains(reply.Data, []byte(job)) {
+			t.Fatalf("hive B listed job subjects: %s", reply.Data)
+		}
+		if err == nil {
+			t.Fatalf("stream info answered: %s", reply.Data)
+		}
+	})
+	t.Run("consumer of its own choosing", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := jsB.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
+			Durable: subject.DispatchConsumer("gpuB"), FilterSubject: subject.Dispatch("gpuC"), AckPolicy: jetstream.AckExplicitPolicy,
+		})
+		if err == nil {
+			t.Fatal("hive B created its own dispatch consumer")
+		}
+	})
+	t.Run("heartbeat under another id", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		kv, err := jsB.KeyValue(ctx, subject.HivesBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		beat, _ := json.Marshal(api.Hive{ID: "gpuA", Slots: 8, SlotsFree: 8, HeartbeatAt: time.Now().UTC(), AllowRun: true})
+		if _, err := kv.Put(ctx, "gpuB", beat); err != nil {
+			t.Fatal(err)
+		}
+		waitHive(t, c.base, "gpuB")
+		var list api.HiveList
+		do(t, "GET", c.base+"/v1/hives", nil, &list)
+		var ids []string
+		for _, h := range list.Hives {
+			ids = append(ids, h.ID)
+		}
+		if strings.Join(ids, ",") != "gpuA,gpuB" {
+			t.Fatalf("hives %v, want gpuA,gpuB", ids)
+		}
+	})
 }

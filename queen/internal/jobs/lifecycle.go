@@ -345,3 +345,44 @@ func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
 func (s *Service) OnHiveLost(hive string) {
 	s.log.Warn("hive lost", "hive_id", hive)
 }
+
+// RunDispatchConsumers makes each live hive's work-queue consumer when the
+// hive joins, and again when its slots or ack wait change, until ctx ends.
+func (s *Service) RunDispatchConsumers(ctx context.Context) error {
+	select {
+	case <-s.v.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	made := map[string]jetstream.ConsumerConfig{}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		live := map[string]bool{}
+		for _, h := range s.v.Hives() {
+			live[h.ID] = true
+			cfg := store.DispatchConsumerConfig(h)
+			if had, ok := made[h.ID]; ok && had.AckWait == cfg.AckWait && had.MaxAckPending == cfg.MaxAckPending {
+				continue
+			}
+			if err := s.st.DispatchConsumer(ctx, h); err != nil {
+				s.log.Warn("make dispatch consumer", "hive_id", h.ID, "err", err)
+				continue
+			}
+			made[h.ID] = cfg
+		}
+		// A hive that comes back gets its consumer made again, in case
+		// it was removed meanwhile.
+		for id := range made {
+			if !live[id] {
+				delete(made, id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.v.Joined():
+		case <-t.C:
+		}
+	}
+}
