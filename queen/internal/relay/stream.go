@@ -296,7 +296,7 @@ func (w *fenced) send(f Frame) (bool, error) {
 		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && f.ev.Action == "replaced" && f.ev.Attempt > w.attempt {
+	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
 		w.attempt = f.ev.Attempt
 	}
 	if w.attempt > 1 && f.Writer != subject.QueenWriter && f.ev.Attempt < w.attempt {

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"encoding/json"
-
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -32,14 +30,15 @@ type Records interface {
 	Job(id string) (api.Job, bool)
 }
 
-// frameEvent is what the relay reads of a frame's body, decoded once.
+// frameEvent is what the relay reads of a frame's body, once, with
+// scanEvent: fields of api.Event. The strings point into the body.
 type frameEvent struct {
-	JobID   string `json:"job_id"`
-	Seq     uint64 `json:"seq"`
-	Attempt int    `json:"attempt"`
-	Action  string `json:"action"`
-	State   string `json:"state"`
-	Hive    string `json:"hive"`
+	JobID   []byte
+	Seq     uint64
+	Attempt int
+	Action  []byte
+	State   []byte
+	Hive    []byte
 }
 
 // trust is what a reader has learned of one job: which hive each attempt
@@ -63,12 +62,12 @@ func (f *Frame) decode(job string) {
 		f.reject = RejectInvalid
 		return
 	}
-	if json.Unmarshal(f.Data, &f.ev) != nil || f.ev.JobID != job {
+	if !scanEvent(f.Data, &f.ev) || string(f.ev.JobID) != job {
 		f.reject = RejectInvalid
 		return
 	}
 	if f.Kind == subject.KindEnd {
-		if !api.Terminal(f.ev.State) {
+		if !api.Terminal(string(f.ev.State)) {
 			f.reject = RejectNotTerminal
 			return
 		}
@@ -102,11 +101,11 @@ func (t *trust) judge(job string, f *Frame, recs Records) string {
 // learn takes in an accepted frame: the queen's events name the hive of
 // their attempt.
 func (t *trust) learn(f *Frame) {
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && f.ev.Hive != "" {
+	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && len(f.ev.Hive) > 0 {
 		if t.hives == nil {
 			t.hives = map[int]string{}
 		}
-		t.hives[f.ev.Attempt] = f.ev.Hive
+		t.hives[f.ev.Attempt] = string(f.ev.Hive)
 	}
 	t.seq = max(t.seq, f.ev.Seq)
 }
