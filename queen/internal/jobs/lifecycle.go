@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
@@ -88,13 +89,13 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 	var e startOrEnd
 	switch {
 	case !ok || json.Unmarshal(m.Data(), &e) != nil || e.JobID != job:
-		s.reject(ctx, m, kind, "invalid")
+		s.reject(ctx, m, kind, metrics.RejectInvalid)
 		return
 	case e.Seq == 0:
-		s.reject(ctx, m, kind, "sequence")
+		s.reject(ctx, m, kind, metrics.RejectSequence)
 		return
 	case kind == subject.KindEnd && !api.Terminal(e.State):
-		s.reject(ctx, m, kind, "not_terminal")
+		s.reject(ctx, m, kind, metrics.RejectNotTerminal)
 		return
 	}
 	if kind == subject.KindEnd {
@@ -127,7 +128,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 	})
 	switch {
 	case err == nil && foreign:
-		s.reject(ctx, m, kind, "writer")
+		s.reject(ctx, m, kind, metrics.RejectWriter)
 	case err == nil:
 		// Each start and end event reaches one queen's applier once, so
 		// counting here counts every job once across the cluster, even

@@ -10,6 +10,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
+// Reasons a narration frame is rejected: the label values of
+// rbee_narration_rejected_total.
+const (
+	// RejectWriter: a hive wrote for a job attempt it was not given.
+	RejectWriter = "writer"
+	// RejectInvalid: the body is not an event of the subject's job.
+	RejectInvalid = "invalid"
+	// RejectNotTerminal: an end whose state is not a terminal one.
+	RejectNotTerminal = "not_terminal"
+	// RejectSequence: a job sequence of 0, or one far beyond the last.
+	RejectSequence = "sequence"
+)
+
 // Queen holds the queen's metrics.
 type Queen struct {
 	Registry *prometheus.Registry
@@ -95,6 +108,11 @@ func New(g Gauges) *Queen {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	}, []string{"model"})
 	reg.MustRegister(m.InferRequests, m.InferTokens, m.InferTTFT, m.InferTokensPerSecond)
+	// Every reason is exported from the start, at 0, so a rate over it
+	// works before the first rejection.
+	for _, r := range []string{RejectWriter, RejectInvalid, RejectNotTerminal, RejectSequence} {
+		m.NarrationRejected.WithLabelValues(r)
+	}
 	m.Gatherer = reg
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect, m.NarrationRejected)
 	reg.MustRegister(&gauges{g: g,

@@ -1,21 +1,9 @@
 package relay
 
 import (
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
-)
-
-// Reasons a frame is rejected, the label values of
-// rbee_narration_rejected_total.
-const (
-	// RejectWriter: a hive wrote for a job attempt it was not given.
-	RejectWriter = "writer"
-	// RejectInvalid: the body is not an event of the subject's job.
-	RejectInvalid = "invalid"
-	// RejectNotTerminal: an end whose state is not a terminal one.
-	RejectNotTerminal = "not_terminal"
-	// RejectSequence: a job sequence of 0, or one far beyond the last.
-	RejectSequence = "sequence"
 )
 
 // maxJump is the largest step between one accepted job sequence and the
@@ -59,16 +47,16 @@ func (f *Frame) decode(job string) {
 	switch f.Kind {
 	case subject.KindEvent, subject.KindData, subject.KindStart, subject.KindEnd:
 	default:
-		f.reject = RejectInvalid
+		f.reject = metrics.RejectInvalid
 		return
 	}
 	if !scanEvent(f.Data, &f.ev) || string(f.ev.JobID) != job {
-		f.reject = RejectInvalid
+		f.reject = metrics.RejectInvalid
 		return
 	}
 	if f.Kind == subject.KindEnd {
 		if !api.Terminal(string(f.ev.State)) {
-			f.reject = RejectNotTerminal
+			f.reject = metrics.RejectNotTerminal
 			return
 		}
 		// The subject, not the body, says which attempt an end ends.
@@ -76,7 +64,7 @@ func (f *Frame) decode(job string) {
 	}
 	f.ev.Attempt = max(f.ev.Attempt, 1)
 	if f.ev.Seq == 0 {
-		f.reject = RejectSequence
+		f.reject = metrics.RejectSequence
 	}
 }
 
@@ -89,10 +77,10 @@ func (t *trust) judge(job string, f *Frame, recs Records) string {
 		return f.reject
 	}
 	if f.Writer != subject.QueenWriter && !t.writes(job, f.Writer, f.ev.Attempt, recs) {
-		return RejectWriter
+		return metrics.RejectWriter
 	}
 	if t.seq > 0 && f.ev.Seq > t.seq+maxJump {
-		return RejectSequence
+		return metrics.RejectSequence
 	}
 	t.learn(f)
 	return ""
