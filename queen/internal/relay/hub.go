@@ -291,12 +291,15 @@ func (h *Hub) deliver(m jetstream.Msg) {
 		}
 		return
 	}
-	if !watched {
-		return
-	}
 
+	// Subscribed after the look above, a client gets the frame unjudged,
+	// and its fence judges it.
 	h.mu.RLock()
 	subs := h.subs[job]
+	if len(subs) == 0 {
+		h.mu.RUnlock()
+		return
+	}
 	var full []*sub
 	for s := range subs {
 		select {
