@@ -76,8 +76,8 @@ func publish(t *testing.T, js jetstream.JetStream, subj string, e any) {
 	}
 }
 
-// rejected reads rbee_narration_rejected_total{reason} from the queen.
-func rejected(t *testing.T, base, reason string) int {
+// metric reads one sample of the queen's metrics, 0 if absent.
+func metric(t *testing.T, base, sample string) int {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -85,7 +85,7 @@ func rejected(t *testing.T, base, reason string) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^rbee_narration_rejected_total\{reason="` + reason + `"\} (\d+)`).FindSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\d+)`).FindSubmatch(body)
 	if m == nil {
 		return 0
 	}
@@ -117,7 +117,7 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	waitFor(t, 5*time.Second, func() bool {
 		var j api.Job
 		do(t, "GET", c.base+"/v1/jobs/"+job, nil, &j)
-		return j.State == api.StateRunning
+		return j.State == api.StateRunning && metric(t, c.base, "rbee_sse_clients") == 1
 	})
 
 	forged := api.Event{JobID: job, Seq: 3, Attempt: 1, Time: time.Now(), Actor: "hive", Action: "forged", Level: api.LevelInfo, Message: "forged"}
@@ -177,7 +177,7 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 		t.Fatalf("record %+v", j)
 	}
 	for _, reason := range []string{"writer", "invalid", "not_terminal", "sequence"} {
-		if rejected(t, c.base, reason) == 0 {
+		if metric(t, c.base, `rbee_narration_rejected_total{reason="`+reason+`"}`) == 0 {
 			t.Errorf("rbee_narration_rejected_total{reason=%q} is 0", reason)
 		}
 	}
