@@ -57,6 +57,7 @@ func TestFence(t *testing.T) {
 		{"a replaced attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 1, "late"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"another hive", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h2", 2, 1, "forged"), end("h2", 2, 1, "done"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
 		{"the record names the hive", records{"j1": {JobID: "j1", Hive: "h1", Attempt: 1}}, []Frame{ev("h2", 5, 1, "forged"), ev("h1", 5, 1, "b")}, []uint64{5}},
+		{"the lost hive claims the new attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 2, "forged"), end("h1", 3, 2, "done"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"an end that does not end", nil, []Frame{placed(1, 1, "job_created", "h1"), end("h1", 2, 1, "running"), end("h1", 2, 1, "done")}, []uint64{1, 2}},
 		{"absurd sequences", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 0, 1, "zero"), ev("h1", 1<<62, 1, "huge"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
 		{"not an event of the job", nil, []Frame{placed(1, 1, "job_created", "h1"), {Writer: "h1", Kind: subject.KindEvent, Data: []byte(`{"job_id":"j2","seq":2}`)}, {Writer: "h1", Kind: subject.KindData, Data: []byte(`nope`)}, ev("h1", 2, 1, "b")}, []uint64{1, 2}},
