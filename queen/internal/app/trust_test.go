@@ -242,3 +242,14 @@ func TestHiveIdentityLimits(t *testing.T) {
 		}
 	})
 }
+
+// The in-process hive gets its work queue from the queen like any other.
+func TestLocalHiveGetsItsWorkQueue(t *testing.T) {
+	base, _ := mustQueen(t, "", func(c *app.Config) { c.LocalHive = true })
+	waitHive(t, base, "local")
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "local", Events: intp(3)})
+	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
+	if end := checkComplete(t, frames, done); end.State != api.StateDone {
+		t.Fatalf("end %+v", end)
+	}
+}
