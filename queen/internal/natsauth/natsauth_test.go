@@ -199,6 +199,12 @@ func TestServerConfig(t *testing.T) {
 			t.Errorf("config lacks %s:\n%s", want, conf)
 		}
 	}
+	// A hive reads no stream info that lists jobs, and makes no consumer.
+	for _, banned := range []string{"STREAM.INFO.NARR", "CONSUMER.CREATE"} {
+		if strings.Contains(conf, banned) {
+			t.Errorf("config allows %s:\n%s", banned, conf)
+		}
+	}
 	if _, err := natsauth.Generate([]string{"../x"}); err == nil {
 		t.Fatal("bad hive id accepted")
 	}
