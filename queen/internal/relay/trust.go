@@ -7,9 +7,9 @@ import (
 )
 
 // maxJump is the largest step between one accepted job sequence and the
-// next. A hive numbers its events one by one and a job holds at most a few
-// million; a forged huge sequence would make every later event look like a
-// duplicate.
+// next. Writers number a job's events one by one, so no real step comes
+// near it; a huge one would make every later event look like a copy already
+// sent.
 const maxJump = 1 << 24
 
 // Records finds a job's record: the fallback for which hive an attempt
