@@ -169,7 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer close(workersDone); _ = a.workers.Run(wctx) }()
 	go a.stopIdleWorkers(wctx)
 	defer func() { stopWorkers(); <-workersDone }()
-	kv, cons, err := a.attach(ctx)
+	kv, err := a.attach(ctx)
 	if err != nil {
 		return err
 	}
@@ -183,11 +183,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.heartbeat(ctx, kv) }()
 	var jobs sync.WaitGroup
-	for i := 0; i < a.cfg.Slots; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); a.slot(ctx, cons, &jobs) }()
+	// The queen makes the work-queue consumer once it sees the heartbeat.
+	if cons, err := a.dispatchConsumer(ctx); err == nil {
+		for i := 0; i < a.cfg.Slots; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); a.slot(ctx, cons, &jobs) }()
+		}
+		a.log.Info("hive ready", "slots", a.cfg.Slots, "allow_run", a.cfg.AllowRun)
 	}
-	a.log.Info("hive ready", "slots", a.cfg.Slots, "allow_run", a.cfg.AllowRun)
 	<-ctx.Done()
 
 	a.stopAll(errHiveStopping)
@@ -201,32 +204,44 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// attach waits for the queen to have created the streams and buckets, then
-// makes sure this hive's work-queue consumer exists.
-func (a *Agent) attach(ctx context.Context) (jetstream.KeyValue, jetstream.Consumer, error) {
+// attach waits for the queen to have created the streams and buckets.
+func (a *Agent) attach(ctx context.Context) (jetstream.KeyValue, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		kv, err := a.js.KeyValue(ctx, subject.HivesBucket)
 		if err == nil {
-			cons, cerr := a.js.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
-				Durable:       subject.DispatchConsumer(a.cfg.ID),
-				FilterSubject: subject.Dispatch(a.cfg.ID),
-				AckPolicy:     jetstream.AckExplicitPolicy,
-				AckWait:       a.cfg.AckWait,
-				MaxAckPending: a.cfg.Slots,
-			})
-			if cerr == nil {
-				return kv, cons, nil
-			}
-			err = cerr
+			return kv, nil
 		}
 		a.log.Info("waiting for the queen's streams", "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// dispatchConsumer waits for this hive's work-queue consumer. Queens make
+// it when they see the hive's heartbeat: a hive may look it up, pull from
+// it and ack, but not choose what it reads.
+func (a *Agent) dispatchConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	backoff := 20 * time.Millisecond
+	for waited := time.Duration(0); ; waited += backoff {
+		cons, err := a.js.Consumer(ctx, subject.DispatchStream, subject.DispatchConsumer(a.cfg.ID))
+		if err == nil {
+			return cons, nil
+		}
+		if waited > 5*time.Second {
+			a.log.Info("waiting for a queen to make this hive's work queue", "err", err)
+			waited = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
 	}
 }
 
@@ -258,6 +273,7 @@ func (a *Agent) info(ctx context.Context) api.Hive {
 		ID: a.cfg.ID, Version: Version, StartedAt: a.started, HeartbeatAt: time.Now().UTC(),
 		Labels: a.cfg.Labels, AllowRun: a.cfg.AllowRun,
 		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-len(running)), Running: running,
+		AckWaitS:    a.cfg.AckWait.Seconds(),
 		MetricsAddr: a.cfg.MetricsAddr,
 		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
 		Workers:     a.workers.List(),

@@ -62,6 +62,13 @@ func mustHive(t testing.TB, id string) jetstream.JetStream {
 
 	cfg := agent.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.Slots = id, t.TempDir(), 2
+	// Queens make each hive's work-queue consumer; here the test is the queen.
+	if _, err := js.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
+		Durable: subject.DispatchConsumer(id), FilterSubject: subject.Dispatch(id), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: cfg.AckWait, MaxAckPending: cfg.Slots,
+	}); err != nil {
+		t.Fatal(err)
+	}
 	a, err := agent.New(cfg, nc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

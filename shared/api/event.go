@@ -30,6 +30,10 @@ type Event struct {
 	Level   string    `json:"level"`
 	Message string    `json:"message,omitempty"`
 	Attempt int       `json:"attempt,omitempty"`
+	// Hive is the hive the attempt was dispatched to, on the queen's events
+	// that place a job ("job_created", "placed", "replaced"): readers accept
+	// a hive's narration only for the attempts these events gave it.
+	Hive string `json:"hive,omitempty"`
 
 	Progress *Progress `json:"progress,omitempty"`
 	// Stream names the output a command line came from: stdout or stderr.
@@ -60,4 +64,7 @@ type EndInfo struct {
 	Error    string    `json:"error,omitempty"`
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Attempt  int       `json:"attempt,omitempty"`
+	// Writer is who stored the end: a hive id or "queen", from its
+	// subject. Only the queen and the attempt's hive may end a job.
+	Writer string `json:"-"`
 }

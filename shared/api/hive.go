@@ -12,12 +12,16 @@ type Hive struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	AllowRun    bool              `json:"allow_run"`
 	Slots       int               `json:"slots"`
-	SlotsFree   int               `json:"slots_free"`
-	Running     []string          `json:"running,omitempty"`
-	MetricsAddr string            `json:"metrics_addr,omitempty"`
-	Inventory   Inventory         `json:"inventory"`
-	Models      []Model           `json:"models"`
-	Workers     []Worker          `json:"workers"`
+	// AckWaitS is how long, in seconds, the hive's work queue waits for a
+	// sign of life before it hands a job out again; the queen makes the
+	// hive's work-queue consumer with it.
+	AckWaitS    float64   `json:"ack_wait_s,omitempty"`
+	SlotsFree   int       `json:"slots_free"`
+	Running     []string  `json:"running,omitempty"`
+	MetricsAddr string    `json:"metrics_addr,omitempty"`
+	Inventory   Inventory `json:"inventory"`
+	Models      []Model   `json:"models"`
+	Workers     []Worker  `json:"workers"`
 }
 
 // Inventory is what a hive has to offer.

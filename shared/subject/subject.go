@@ -119,6 +119,13 @@ func EndAttempt(subj string) int {
 	return n
 }
 
+// DirectGetLast is the JetStream API subject that answers the newest
+// message of stream on subjects matching filter, without a stream lookup
+// first; NATS permissions can allow it per filter.
+func DirectGetLast(stream, filter string) string {
+	return "$JS.API.DIRECT.GET." + stream + "." + filter
+}
+
 // Dispatch is the work-queue subject of one hive.
 func Dispatch(hive string) string { return "dispatch.hive." + hive }
 

@@ -264,25 +264,26 @@ func (p *Publisher) lastStored() (uint64, error) {
 }
 
 // LastSeq is the job sequence of the newest event writer stored for job, 0
-// if none. A hive may read its own narration subjects only, which is all
-// this needs.
+// if none. A hive may read its own narration subjects only, with a direct
+// get: stream info, which lists every job's subjects, is not the hive's to
+// read.
 func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (uint64, error) {
-	stream, err := js.Stream(ctx, subject.NarrStream)
+	m, err := js.Conn().RequestWithContext(ctx, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter(job, writer)), nil)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
-	m, err := stream.GetLastMsgForSubject(ctx, subject.NarrJobWriter(job, writer))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
 		return 0, nil
-	}
-	if err != nil {
-		return 0, err
+	default:
+		return 0, fmt.Errorf("last event of job %s: status %s %s", job, status, m.Header.Get("Description"))
 	}
 	var e struct {
 		Seq uint64 `json:"seq"`
 	}
 	if err := json.Unmarshal(m.Data, &e); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
 	return e.Seq, nil
 }

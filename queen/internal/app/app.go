@@ -146,6 +146,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		m.NATSReconnect.Inc()
 		log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 	})
+	hub.Records = v
+	hub.Rejected = func(reason string) { m.NarrationRejected.WithLabelValues(reason).Inc() }
 	svc = jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
@@ -201,6 +203,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })
 	g.Go(func() error { return svc.RunApplier(gctx) })
 	g.Go(func() error { return svc.RunReaper(gctx) })
+	g.Go(func() error { return svc.RunDispatchConsumers(gctx) })
 	g.Go(func() error {
 		if err := q.srv.Serve(q.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

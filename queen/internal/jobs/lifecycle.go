@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
@@ -77,27 +78,48 @@ func (s *Service) RunApplier(ctx context.Context) error {
 	return nil
 }
 
+// startOrEnd is what the applier reads of a start or end event.
+type startOrEnd struct {
+	api.EndInfo
+	JobID string `json:"job_id"`
+}
+
 func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
-	job, _, kind, ok := subject.ParseNarr(m.Subject())
-	if !ok {
-		_ = m.Term()
+	job, writer, kind, ok := subject.ParseNarr(m.Subject())
+	var e startOrEnd
+	switch {
+	case !ok || json.Unmarshal(m.Data(), &e) != nil || e.JobID != job:
+		s.reject(ctx, m, kind, metrics.RejectInvalid)
+		return
+	case e.Seq == 0:
+		s.reject(ctx, m, kind, metrics.RejectSequence)
+		return
+	case kind == subject.KindEnd && !api.Terminal(e.State):
+		s.reject(ctx, m, kind, metrics.RejectNotTerminal)
 		return
 	}
-	var e api.EndInfo
-	if err := json.Unmarshal(m.Data(), &e); err != nil {
-		_ = m.Term()
-		return
+	if kind == subject.KindEnd {
+		// The subject, not the body, says which attempt an end ends.
+		e.Attempt = subject.EndAttempt(m.Subject())
 	}
-	e.Attempt = max(subject.EndAttempt(m.Subject()), 1)
+	e.Attempt, e.Writer = max(e.Attempt, 1), writer
 	// Start from the view's copy: it is current unless another write is
 	// still on its way to the watch, and then the update retries.
 	known, rev, _ := s.v.JobAt(job)
 	known.JobID = job
+	foreign := false
 	rec, err := s.st.UpdateJobAt(ctx, known, rev, func(j *api.Job) bool {
-		if kind == subject.KindEnd {
-			return store.ApplyEnd(j, e)
+		// Judged on the record as the update reads it: a declined change
+		// on a stale copy is asked again on a fresh one.
+		// Earlier attempts are declined below as stale.
+		foreign = writer != subject.QueenWriter && (e.Attempt > j.Attempt || (e.Attempt == j.Attempt && writer != j.Hive))
+		if foreign {
+			return false
 		}
-		if (j.State != api.StateQueued && j.State != api.StateDispatched) || max(e.Attempt, 1) < j.Attempt {
+		if kind == subject.KindEnd {
+			return store.ApplyEnd(j, e.EndInfo)
+		}
+		if (j.State != api.StateQueued && j.State != api.StateDispatched) || e.Attempt < j.Attempt {
 			return false
 		}
 		t := e.Time
@@ -105,6 +127,8 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		return true
 	})
 	switch {
+	case err == nil && foreign:
+		s.reject(ctx, m, kind, metrics.RejectWriter)
 	case err == nil:
 		// Each start and end event reaches one queen's applier once, so
 		// counting here counts every job once across the cluster, even
@@ -121,6 +145,19 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		s.log.Warn("apply narration to record", "job_id", job, "err", err)
 		_ = m.NakWithDelay(time.Second)
 	}
+}
+
+// reject drops a start or end that its writer may not write or that is not
+// a valid event. A rejected end is deleted from the stream too: it holds its
+// attempt's one end slot, which the hive of the attempt or the queen need.
+func (s *Service) reject(ctx context.Context, m jetstream.Msg, kind, reason string) {
+	s.m.NarrationRejected.WithLabelValues(reason).Inc()
+	if md, err := m.Metadata(); err == nil && kind == subject.KindEnd {
+		if err := s.st.Narr.DeleteMsg(ctx, md.Sequence.Stream); err != nil {
+			s.log.Warn("delete rejected end", "subject", m.Subject(), "err", err)
+		}
+	}
+	_ = m.Term()
 }
 
 // RunReaper ends, once a second, every job that can no longer end by
@@ -260,8 +297,8 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil || !won {
 		return
 	}
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed",
-		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))})
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
+		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -285,7 +322,7 @@ const (
 
 // redispatch hands a job whose dispatch was lost to its hive again.
 func (s *Service) redispatch(ctx context.Context, j api.Job) {
-	last, err := s.st.LastSeq(ctx, j.JobID)
+	last, err := s.st.LastSeq(ctx, j.JobID, j.Hive)
 	if err == nil {
 		err = s.dispatch(ctx, &j, 0, last+1)
 	}
@@ -326,8 +363,8 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if j.DispatchSeq > 0 {
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Level: api.LevelWarn,
-		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)})
+	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
+		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)}, j.Hive)
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -364,7 +401,7 @@ func (s *Service) hiveLive(id string) bool {
 
 // endFor ends a job on the queen's authority and tidies what the job left.
 func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
-	e.JobID, e.Attempt = j.JobID, j.Attempt
+	e.JobID, e.Attempt, e.Hive = j.JobID, j.Attempt, j.Hive
 	err := s.st.End(ctx, e)
 	if errors.Is(err, store.ErrAlreadyEnded) {
 		err = nil
@@ -388,4 +425,45 @@ func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
 // reaper's next pass ends its jobs, so this only logs.
 func (s *Service) OnHiveLost(hive string) {
 	s.log.Warn("hive lost", "hive_id", hive)
+}
+
+// RunDispatchConsumers makes each live hive's work-queue consumer when the
+// hive joins, and again when its slots or ack wait change, until ctx ends.
+func (s *Service) RunDispatchConsumers(ctx context.Context) error {
+	select {
+	case <-s.v.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	made := map[string]jetstream.ConsumerConfig{}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		live := map[string]bool{}
+		for _, h := range s.v.Hives() {
+			live[h.ID] = true
+			cfg := store.DispatchConsumerConfig(h)
+			if had, ok := made[h.ID]; ok && had.AckWait == cfg.AckWait && had.MaxAckPending == cfg.MaxAckPending {
+				continue
+			}
+			if err := s.st.DispatchConsumer(ctx, h); err != nil {
+				s.log.Warn("make dispatch consumer", "hive_id", h.ID, "err", err)
+				continue
+			}
+			made[h.ID] = cfg
+		}
+		// A hive that comes back gets its consumer made again, in case
+		// it was removed meanwhile.
+		for id := range made {
+			if !live[id] {
+				delete(made, id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.v.Joined():
+		case <-t.C:
+		}
+	}
 }

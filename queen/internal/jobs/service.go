@@ -145,7 +145,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 				return err // stored by the first try, or still unavailable
 			}
 		}
-		return s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1})
+		return s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1, Hive: hive})
 	})
 	if err != nil {
 		s.abandon(j.JobID, err)
@@ -251,7 +251,7 @@ func (s *Service) abandon(id string, cause error) {
 	_ = s.st.End(ctx, api.Event{JobID: id, Attempt: 1, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
 	_, _ = s.st.UpdateJob(ctx, id, func(j *api.Job) bool {
 		now := time.Now().UTC()
-		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error()})
+		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error(), Writer: subject.QueenWriter})
 	})
 }
 
@@ -389,7 +389,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 		// the hive has it already, it finds the end and skips it.
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	err = s.st.End(ctx, api.Event{JobID: id, Attempt: j.Attempt, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
+	err = s.st.End(ctx, api.Event{JobID: id, Attempt: j.Attempt, Hive: j.Hive, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
 	if err != nil && !errors.Is(err, store.ErrAlreadyEnded) {
 		return j, err
 	}

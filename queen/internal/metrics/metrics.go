@@ -10,6 +10,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
+// Reasons a narration frame is rejected: the label values of
+// rbee_narration_rejected_total.
+const (
+	// RejectWriter: a hive wrote for a job attempt it was not given.
+	RejectWriter = "writer"
+	// RejectInvalid: the body is not an event of the subject's job.
+	RejectInvalid = "invalid"
+	// RejectNotTerminal: an end whose state is not a terminal one.
+	RejectNotTerminal = "not_terminal"
+	// RejectSequence: a job sequence of 0, or one far beyond the last.
+	RejectSequence = "sequence"
+)
+
 // Queen holds the queen's metrics.
 type Queen struct {
 	Registry *prometheus.Registry
@@ -24,6 +37,9 @@ type Queen struct {
 	HTTPRequests  *prometheus.CounterVec
 	HTTPDuration  *prometheus.HistogramVec
 	NATSReconnect prometheus.Counter
+	// NarrationRejected counts narration frames dropped because their
+	// writer may not write them or they are not valid events, by reason.
+	NarrationRejected *prometheus.CounterVec
 
 	InferRequests        *prometheus.CounterVec
 	InferTokens          *prometheus.CounterVec
@@ -73,6 +89,9 @@ func New(g Gauges) *Queen {
 		NATSReconnect: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rbee_nats_reconnects_total", Help: "Times the queen's NATS connection was re-established.",
 		}),
+		NarrationRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rbee_narration_rejected_total", Help: "Narration frames dropped, never relayed or applied, by reason (writer, invalid, not_terminal, sequence).",
+		}, []string{"reason"}),
 	}
 	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, cancelled, model_not_found, unavailable).",
@@ -89,8 +108,13 @@ func New(g Gauges) *Queen {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	}, []string{"model"})
 	reg.MustRegister(m.InferRequests, m.InferTokens, m.InferTTFT, m.InferTokensPerSecond)
+	// Every reason is exported from the start, at 0, so a rate over it
+	// works before the first rejection.
+	for _, r := range []string{RejectWriter, RejectInvalid, RejectNotTerminal, RejectSequence} {
+		m.NarrationRejected.WithLabelValues(r)
+	}
 	m.Gatherer = reg
-	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect)
+	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect, m.NarrationRejected)
 	reg.MustRegister(&gauges{g: g,
 		jobs:      prometheus.NewDesc("rbee_jobs", "Jobs known to this queen by state (records within retention).", []string{"state"}, nil),
 		hives:     prometheus.NewDesc("rbee_hives_online", "Hives with a live heartbeat.", nil, nil),

@@ -65,7 +65,10 @@ func Load(path string) (File, error) {
 	return f, nil
 }
 
-// HivePermissions are the subjects one hive may use.
+// HivePermissions are the subjects one hive may use. It reads back only its
+// own narration (a direct get on its own subjects; stream info would list
+// every job's), and it uses the work-queue consumer that queens make for it
+// without making or changing it, so it cannot choose what it reads.
 func HivePermissions(hive string) *server.Permissions {
 	consumer := subject.DispatchConsumer(hive)
 	return &server.Permissions{
@@ -73,9 +76,7 @@ func HivePermissions(hive string) *server.Permissions {
 			subject.NarrWriter(hive),
 			"$KV." + subject.HivesBucket + "." + hive,
 			"$JS.API.STREAM.INFO.KV_" + subject.HivesBucket,
-			"$JS.API.STREAM.INFO." + subject.NarrStream,
-			"$JS.API.DIRECT.GET." + subject.NarrStream + "." + subject.NarrWriter(hive),
-			"$JS.API.CONSUMER.CREATE." + subject.DispatchStream + "." + consumer + ".>",
+			subject.DirectGetLast(subject.NarrStream, subject.NarrWriter(hive)),
 			"$JS.API.CONSUMER.INFO." + subject.DispatchStream + "." + consumer,
 			"$JS.API.CONSUMER.MSG.NEXT." + subject.DispatchStream + "." + consumer,
 			"$JS.ACK." + subject.DispatchStream + "." + consumer + ".>",

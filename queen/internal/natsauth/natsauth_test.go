@@ -3,6 +3,7 @@ package natsauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/queen/internal/store"
+	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
 
@@ -42,7 +44,11 @@ func TestHivePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer queen.Close()
-	if _, err := store.Open(ctx, queen, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: 10 * time.Second}); err != nil {
+	st, err := store.Open(ctx, queen, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DispatchConsumer(ctx, api.Hive{ID: "h1", Slots: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", "wrong")); err == nil {
@@ -68,6 +74,13 @@ func TestHivePermissions(t *testing.T) {
 			_, err := js.Publish(c, subject.Narr("job1", "h1", subject.KindEvent), []byte(`{}`))
 			return err
 		},
+		"own last event": func(c context.Context) error {
+			m, err := hive.RequestWithContext(c, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter("job1", "h1")), nil)
+			if st := m.Header.Get("Status"); err == nil && st != "" && st != "404" {
+				err = fmt.Errorf("status %s", m.Header.Get("Status"))
+			}
+			return err
+		},
 		"own heartbeat": func(c context.Context) error {
 			kv, err := js.KeyValue(c, subject.HivesBucket)
 			if err == nil {
@@ -76,8 +89,7 @@ func TestHivePermissions(t *testing.T) {
 			return err
 		},
 		"own work queue": func(c context.Context) error {
-			cons, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
-				Durable: subject.DispatchConsumer("h1"), FilterSubject: subject.Dispatch("h1"), AckPolicy: jetstream.AckExplicitPolicy})
+			cons, err := js.Consumer(c, subject.DispatchStream, subject.DispatchConsumer("h1"))
 			if err == nil {
 				_, err = cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond))
 				if errors.Is(err, nats.ErrTimeout) {
@@ -109,6 +121,19 @@ func TestHivePermissions(t *testing.T) {
 			if err == nil {
 				_, err = kv.Put(c, "h2", []byte(`{}`))
 			}
+			return err
+		},
+		"making its own work queue": func(c context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
+				Durable: subject.DispatchConsumer("h1"), FilterSubject: subject.DispatchAll, AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		},
+		"the narration stream's subjects": func(c context.Context) error {
+			_, err := js.Stream(c, subject.NarrStream)
+			return err
+		},
+		"another hive's last event": func(c context.Context) error {
+			_, err := hive.RequestWithContext(c, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter("job1", "h2")), nil)
 			return err
 		},
 		"another hive's work queue": func(c context.Context) error {
@@ -172,6 +197,12 @@ func TestServerConfig(t *testing.T) {
 	for _, want := range []string{`user: "queen"`, `user: "gpu1"`, `"narr.*.gpu1.>"`, `"$KV.hives.gpu1"`, `"_INBOX_gpu1.>"`, "allow_responses"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("config lacks %s:\n%s", want, conf)
+		}
+	}
+	// A hive reads no stream info that lists jobs, and makes no consumer.
+	for _, banned := range []string{"STREAM.INFO.NARR", "CONSUMER.CREATE"} {
+		if strings.Contains(conf, banned) {
+			t.Errorf("config allows %s:\n%s", banned, conf)
 		}
 	}
 	if _, err := natsauth.Generate([]string{"../x"}); err == nil {

@@ -28,6 +28,12 @@ type Frame struct {
 	Data   []byte // the event JSON, sent verbatim
 	// Attempt is the attempt of an end frame, from its subject.
 	Attempt int
+
+	// decoded is set once ev and reject hold what the body says; judged
+	// once the hub accepted the frame for every client of its job.
+	decoded, judged bool
+	reject          string
+	ev              frameEvent
 }
 
 // Event is the SSE event name of the frame.
@@ -77,6 +83,13 @@ type Hub struct {
 	// overflows counts feeds closed because their client fell behind.
 	overflows uint64
 	relayed   atomic.Uint64
+
+	// Records finds job records for frames whose attempt's hive the hub
+	// did not read from the queen's events; set before Run.
+	Records Records
+	// Rejected counts a frame the live tail dropped, by reason; set before
+	// Run, or nil.
+	Rejected func(reason string)
 }
 
 // NewHub makes a hub whose clients buffer up to buffer frames.
@@ -94,6 +107,8 @@ type seenJob struct {
 	last, end  uint64
 	endAttempt int
 	at         time.Time
+	// trust is what the tail learned of the job's writers.
+	trust *trust
 }
 
 // seenFor is what the tail has read of job.
@@ -245,24 +260,46 @@ func (h *Hub) deliver(m jetstream.Msg) {
 			break
 		}
 	}
+	h.mu.RLock()
+	watched := len(h.subs[job]) > 0
+	h.mu.RUnlock()
+	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
+	// Frames of jobs no client follows are decoded only when they teach
+	// something (the queen's) or could close a resuming client (ends).
+	judge := watched || writer == subject.QueenWriter || kind == subject.KindEnd
+	reject := ""
 	// Recorded before the fan-out: a client subscribing meanwhile either
 	// gets this frame live or sees it in seen and replays it.
 	h.seenMu.Lock()
 	sj := h.seen[job]
 	sj.last, sj.at = seq, time.Now()
-	if a := subject.EndAttempt(m.Subject()); kind == subject.KindEnd && a > sj.endAttempt {
-		sj.end, sj.endAttempt = seq, a
+	if judge {
+		if sj.trust == nil {
+			sj.trust = &trust{}
+		}
+		reject = sj.trust.judge(job, f, h.Records)
+		f.judged = reject == ""
+	}
+	if kind == subject.KindEnd && reject == "" && f.Attempt > sj.endAttempt {
+		sj.end, sj.endAttempt = seq, f.Attempt
 	}
 	h.seen[job] = sj
 	h.seenMu.Unlock()
+	if reject != "" {
+		if h.Rejected != nil {
+			h.Rejected(reject)
+		}
+		return
+	}
 
+	// Subscribed after the look above, a client gets the frame unjudged,
+	// and its fence judges it.
 	h.mu.RLock()
 	subs := h.subs[job]
 	if len(subs) == 0 {
 		h.mu.RUnlock()
 		return
 	}
-	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
 	var full []*sub
 	for s := range subs {
 		select {

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -302,59 +301,46 @@ func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64
 // re-placed it: a lost hive that comes back must not add to the story of
 // the attempt that replaced it. The queen's "replaced" event marks the new
 // attempt; every queen sees the same events in the same order, so every
-// client sees the same story.
+// client sees the same story. It also drops what the hub did not judge
+// already (history, and frames of a job the hub did not watch yet) when it
+// is not the job's to tell.
 type fenced struct {
 	Sink
+	job     string
+	recs    Records
 	attempt int
 	// seq is the job sequence of the last event sent. A writer that lost
 	// its acknowledgements with a NATS server resends what the stream may
 	// already hold; the copies are dropped here.
-	seq uint64
+	seq   uint64
+	trust trust
 }
 
 func (w *fenced) send(f Frame) (bool, error) {
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && bytes.Contains(f.Data, []byte(`"action":"replaced"`)) {
-		var e struct{ Attempt int }
-		if json.Unmarshal(f.Data, &e) == nil && e.Attempt > w.attempt {
-			w.attempt = e.Attempt
-		}
-	}
-	if w.attempt > 1 && f.Writer != subject.QueenWriter && w.stale(f) {
+	if f.judged {
+		w.trust.learn(&f)
+	} else if w.trust.judge(w.job, &f, w.recs) != "" {
+		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if seq, ok := eventSeq(f.Data); ok {
-		if seq <= w.seq {
-			return false, nil
-		}
-		w.seq = seq
+	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
+		w.attempt = f.ev.Attempt
 	}
+	if w.attempt > 1 && f.Writer != subject.QueenWriter && f.ev.Attempt < w.attempt {
+		return false, nil
+	}
+	if f.ev.Seq <= w.seq {
+		return false, nil
+	}
+	w.seq = f.ev.Seq
 	return true, w.Frame(f)
-}
-
-// eventSeq reads an event's "seq" without decoding the rest: it is the
-// second field, after the job id, which holds no quotes.
-func eventSeq(data []byte) (uint64, bool) {
-	i := bytes.Index(data, []byte(`"seq":`))
-	if i < 0 {
-		return 0, false
-	}
-	var n uint64
-	digits := 0
-	for _, c := range data[i+6:] {
-		if c < '0' || c > '9' {
-			break
-		}
-		n = n*10 + uint64(c-'0')
-		digits++
-	}
-	return n, digits > 0
 }
 
 // fenceAt is the fence of a client that resumes after stream sequence
 // after: the attempt and job sequence of the event it saw last. It saw no
 // stale event, so that is where its story stands.
 func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fenced {
-	f := &fenced{Sink: w, attempt: 1}
+	f := &fenced{Sink: w, job: job, recs: h.Records, attempt: 1}
 	if after == 0 {
 		return f
 	}
@@ -375,17 +361,9 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 		Seq     uint64
 	}
 	_ = json.Unmarshal(m.Data, &e)
-	f.attempt, f.seq = max(e.Attempt, 1), e.Seq
+	f.attempt, f.seq, f.trust.seq = max(e.Attempt, 1), e.Seq, e.Seq
 	if kind == subject.KindEnd {
 		f.attempt = max(subject.EndAttempt(m.Subject), 1)
 	}
 	return f
-}
-
-func (w *fenced) stale(f Frame) bool {
-	if f.Kind == subject.KindEnd {
-		return f.Attempt < w.attempt
-	}
-	var e struct{ Attempt int }
-	return json.Unmarshal(f.Data, &e) == nil && e.Attempt < w.attempt
 }

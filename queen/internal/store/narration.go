@@ -33,16 +33,19 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 // event and returns the number it got. A hive that is slow rather than gone
 // may store an event between the read and the write; the write expects the
 // job's last stream sequence as read, so it is refused then and tried again
-// with the next number: two events never share one.
-func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event) (uint64, error) {
+// with the next number: two events never share one. The numbering follows
+// the queen's events and those of hive, the hive of the job's attempt so far
+// ("" for none): other hives' frames in the job are not its story.
+func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event, hive string) (uint64, error) {
 	fill(&e)
-	return s.publishNext(ctx, e, subject.Narr(e.JobID, subject.QueenWriter, kind), "")
+	return s.publishNext(ctx, e, subject.Narr(e.JobID, subject.QueenWriter, kind), "", hive)
 }
 
 // End stores e as the job's end event unless one exists. The server checks
 // and writes in one step, so a hive and any number of queens racing to end
 // a job store exactly one end between them. Without a sequence, e is
-// numbered after the job's newest event.
+// numbered after the job's newest event of the queen or of e.Hive, the
+// hive of the attempt it ends.
 func (s *Store) End(ctx context.Context, e api.Event) error {
 	e.Action = "end"
 	if e.Level == "" {
@@ -54,7 +57,7 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 	fill(&e)
 	subj := subject.NarrEndSubject(e.JobID, subject.QueenWriter, e.Attempt)
 	if e.Seq == 0 {
-		_, err := s.publishNext(ctx, e, subj, subject.NarrEnd(e.JobID, e.Attempt))
+		_, err := s.publishNext(ctx, e, subj, subject.NarrEnd(e.JobID, e.Attempt), e.Hive)
 		return err
 	}
 	data, err := json.Marshal(e)
@@ -79,7 +82,7 @@ const nextTries = 50
 // expecting nothing to have been stored for the job since it looked. With
 // an end slot, it first checks that the slot is empty; the expectation
 // then also covers an end stored meanwhile.
-func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot string) (uint64, error) {
+func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot, hive string) (uint64, error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
 			_, err := s.Narr.GetLastMsgForSubject(ctx, endSlot)
@@ -90,7 +93,7 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot stri
 				return 0, fmt.Errorf("end of job %s: %w", e.JobID, err)
 			}
 		}
-		streamSeq, seq, err := s.last(ctx, e.JobID)
+		streamSeq, seq, err := s.last(ctx, e.JobID, hive)
 		if err != nil {
 			return 0, err
 		}
@@ -135,9 +138,12 @@ func fill(e *api.Event) {
 	}
 }
 
-// last is the job's newest event: its stream sequence and its job
-// sequence, both 0 if there is none.
-func (s *Store) last(ctx context.Context, job string) (streamSeq, seq uint64, err error) {
+// last is the stream sequence of the job's newest message and the job
+// sequence of the newest event the queen or hive ("" for none) wrote, 0 if
+// there is none. The newest message is almost always theirs; when another
+// hive wrote it, their own newest events are read instead, so that a forged
+// number does not carry over into the queen's.
+func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint64, err error) {
 	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJob(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
@@ -145,23 +151,55 @@ func (s *Store) last(ctx context.Context, job string) (streamSeq, seq uint64, er
 	if err != nil {
 		return 0, 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
+	if _, writer, _, _ := subject.ParseNarr(m.Subject); writer == subject.QueenWriter || (writer == hive && hive != "") {
+		return m.Sequence, eventSeq(m.Data), nil
+	}
+	for _, w := range []string{subject.QueenWriter, hive} {
+		if w == "" {
+			continue
+		}
+		own, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJobWriter(job, w))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("last event of job %s: %w", job, err)
+		}
+		seq = max(seq, eventSeq(own.Data))
+	}
+	return m.Sequence, seq, nil
+}
+
+func eventSeq(data []byte) uint64 {
 	var e struct {
 		Seq uint64 `json:"seq"`
 	}
-	_ = json.Unmarshal(m.Data, &e)
-	return m.Sequence, e.Seq, nil
+	_ = json.Unmarshal(data, &e)
+	return e.Seq
 }
 
 // LastStreamSeq is the stream sequence of the job's newest event, 0 if none.
 func (s *Store) LastStreamSeq(ctx context.Context, job string) (uint64, error) {
-	streamSeq, _, err := s.last(ctx, job)
+	streamSeq, _, err := s.last(ctx, job, "")
 	return streamSeq, err
 }
 
-// LastSeq is the job sequence of the job's newest event, 0 if none.
-func (s *Store) LastSeq(ctx context.Context, job string) (uint64, error) {
-	_, seq, err := s.last(ctx, job)
+// LastSeq is the job sequence of the newest event the queen or hive wrote
+// for job, 0 if none.
+func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
+	_, seq, err := s.last(ctx, job, hive)
 	return seq, err
+}
+
+// MayEnd reports whether end may end j: it is terminal, and the queen
+// wrote it, or the hive of j's current attempt wrote it for that attempt.
+// A hive may write narration subjects of any job under its own name; this
+// keeps it from ending jobs it was not given.
+func MayEnd(j api.Job, end api.EndInfo) bool {
+	if !api.Terminal(end.State) {
+		return false
+	}
+	return end.Writer == subject.QueenWriter || (end.Writer == j.Hive && j.Hive != "" && max(end.Attempt, 1) == j.Attempt)
 }
 
 // EndOf returns the job's end event and its stream sequence, or nil.
@@ -178,6 +216,7 @@ func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, er
 		return nil, 0, fmt.Errorf("decode end of job %s: %w", job, err)
 	}
 	end.Attempt = max(subject.EndAttempt(m.Subject), 1)
+	_, end.Writer, _, _ = subject.ParseNarr(m.Subject)
 	return &end, m.Sequence, nil
 }
 
@@ -186,7 +225,7 @@ func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, er
 func ApplyEnd(j *api.Job, end api.EndInfo) bool {
 	// An end of an earlier attempt, from a hive that was lost and came
 	// back, does not end the attempt that replaced it.
-	if api.Terminal(j.State) || max(end.Attempt, 1) < j.Attempt {
+	if api.Terminal(j.State) || max(end.Attempt, 1) < j.Attempt || !MayEnd(*j, end) {
 		return false
 	}
 	j.State, j.Error, j.ExitCode = end.State, end.Error, end.ExitCode

@@ -28,6 +28,7 @@ type View struct {
 	jobsSync  bool
 	synced    chan struct{}
 	onLost    func(hive string)
+	joined    chan struct{}
 }
 
 // New makes an empty view. onLost is called when a hive's heartbeat key is
@@ -35,9 +36,12 @@ type View struct {
 func New(log *slog.Logger, onLost func(hive string)) *View {
 	return &View{
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
-		synced: make(chan struct{}), onLost: onLost,
+		synced: make(chan struct{}), onLost: onLost, joined: make(chan struct{}, 1),
 	}
 }
+
+// Joined receives after a hive that was not live sends a heartbeat.
+func (v *View) Joined() <-chan struct{} { return v.joined }
 
 // Run watches both buckets until ctx ends, re-watching after errors.
 func (v *View) Run(ctx context.Context, hives, jobs jetstream.KeyValue) error {
@@ -101,9 +105,19 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 		v.log.Warn("bad heartbeat", "hive_id", e.Key(), "err", err)
 		return
 	}
+	// The key is the hive's: NATS lets a hive write its own key only,
+	// while the body says whatever the hive likes.
+	h.ID = e.Key()
 	v.mu.Lock()
+	_, had := v.hives[e.Key()]
 	v.hives[e.Key()] = h
 	v.mu.Unlock()
+	if !had {
+		select {
+		case v.joined <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (v *View) applyJob(e jetstream.KeyValueEntry) {

@@ -1,0 +1,254 @@
+package relay
+
+import "bytes"
+
+// scanEvent reads the fields the relay judges a frame by from an event's
+// JSON, skipping the rest without decoding it: the live tail does this for
+// every frame a client follows and a replay for every frame it reads, so it
+// must cost far less than encoding/json. It reports false for a body that is
+// not one well-formed JSON object. Strings are compared as written: the
+// fields read hold ids and fixed words that encoders never escape, and an
+// escaped one simply does not match.
+func scanEvent(b []byte, ev *frameEvent) bool {
+	s := scanner{b: b}
+	s.ws()
+	if !s.lit('{') {
+		return false
+	}
+	s.ws()
+	if s.lit('}') {
+		return s.end()
+	}
+	for {
+		s.ws()
+		key, ok := s.str()
+		if !ok {
+			return false
+		}
+		s.ws()
+		if !s.lit(':') {
+			return false
+		}
+		s.ws()
+		switch string(key) {
+		case "job_id":
+			ok = s.strField(&ev.JobID)
+		case "action":
+			ok = s.strField(&ev.Action)
+		case "state":
+			ok = s.strField(&ev.State)
+		case "hive":
+			ok = s.strField(&ev.Hive)
+		case "seq":
+			ev.Seq, ok = s.uint()
+		case "attempt":
+			var n uint64
+			n, ok = s.uint()
+			ok = ok && n < 1<<31
+			ev.Attempt = int(n)
+		default:
+			ok = s.skip(0)
+		}
+		if !ok {
+			return false
+		}
+		s.ws()
+		if s.lit('}') {
+			return s.end()
+		}
+		if !s.lit(',') {
+			return false
+		}
+	}
+}
+
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
+		s.i++
+	}
+}
+
+func (s *scanner) lit(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+func (s *scanner) end() bool {
+	s.ws()
+	return s.i == len(s.b)
+}
+
+// str reads a string and returns its contents as written.
+func (s *scanner) str() ([]byte, bool) {
+	if !s.lit('"') {
+		return nil, false
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return s.b[start : s.i-1], true
+		case c == '\\':
+			if s.i+1 >= len(s.b) {
+				return nil, false
+			}
+			switch s.b[s.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i += 2
+			case 'u':
+				if s.i+6 > len(s.b) {
+					return nil, false
+				}
+				for _, h := range s.b[s.i+2 : s.i+6] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return nil, false
+					}
+				}
+				s.i += 6
+			default:
+				return nil, false
+			}
+		case c < 0x20:
+			return nil, false
+		default:
+			s.i++
+		}
+	}
+	return nil, false
+}
+
+func (s *scanner) strField(dst *[]byte) bool {
+	if s.word("null") {
+		*dst = nil
+		return true
+	}
+	v, ok := s.str()
+	if ok {
+		*dst = v
+	}
+	return ok
+}
+
+// uint reads a non-negative integer that fits 63 bits.
+func (s *scanner) uint() (uint64, bool) {
+	start := s.i
+	var n uint64
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		if n > (1<<63-1)/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(s.b[s.i]-'0')
+		s.i++
+	}
+	if s.i == start || (s.b[start] == '0' && s.i-start > 1) {
+		return 0, false
+	}
+	if s.i < len(s.b) && (s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		return 0, false
+	}
+	return n, true
+}
+
+// maxDepth bounds how deeply nested a skipped value may be.
+const maxDepth = 64
+
+// skip passes over one value of any kind.
+func (s *scanner) skip(depth int) bool {
+	if s.i >= len(s.b) || depth > maxDepth {
+		return false
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		_, ok := s.str()
+		return ok
+	case c == '{' || c == '[':
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		s.i++
+		s.ws()
+		if s.lit(closer) {
+			return true
+		}
+		for {
+			s.ws()
+			if c == '{' {
+				if _, ok := s.str(); !ok {
+					return false
+				}
+				s.ws()
+				if !s.lit(':') {
+					return false
+				}
+				s.ws()
+			}
+			if !s.skip(depth + 1) {
+				return false
+			}
+			s.ws()
+			if s.lit(closer) {
+				return true
+			}
+			if !s.lit(',') {
+				return false
+			}
+		}
+	case c == 't':
+		return s.word("true")
+	case c == 'f':
+		return s.word("false")
+	case c == 'n':
+		return s.word("null")
+	default:
+		return s.number()
+	}
+}
+
+func (s *scanner) word(w string) bool {
+	if bytes.HasPrefix(s.b[s.i:], []byte(w)) {
+		s.i += len(w)
+		return true
+	}
+	return false
+}
+
+// number passes over a JSON number.
+func (s *scanner) number() bool {
+	s.lit('-')
+	if s.lit('0') {
+		if s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+			return false
+		}
+	} else if !s.digits() {
+		return false
+	}
+	if s.lit('.') && !s.digits() {
+		return false
+	}
+	if s.lit('e') || s.lit('E') {
+		if !s.lit('+') {
+			s.lit('-')
+		}
+		return s.digits()
+	}
+	return true
+}
+
+func (s *scanner) digits() bool {
+	start := s.i
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		s.i++
+	}
+	return s.i > start
+}

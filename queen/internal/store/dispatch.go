@@ -1,0 +1,40 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/subject"
+)
+
+// DispatchConsumer makes or updates hive h's durable work-queue consumer,
+// filtered on h's own dispatch subject. Queens make it, never the hive: a
+// hive's NATS identity may only look it up, pull and ack, so it cannot
+// choose what it reads. Making it again with the same settings is a no-op.
+func (s *Store) DispatchConsumer(ctx context.Context, h api.Hive) error {
+	_, err := s.JS.CreateOrUpdateConsumer(ctx, subject.DispatchStream, DispatchConsumerConfig(h))
+	if err != nil {
+		return fmt.Errorf("dispatch consumer of hive %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// DispatchConsumerConfig is hive h's work-queue consumer: as many jobs
+// handed out at once as it has slots, redelivered after its ack wait.
+func DispatchConsumerConfig(h api.Hive) jetstream.ConsumerConfig {
+	wait := 30 * time.Second
+	if h.AckWaitS > 0 {
+		wait = min(max(time.Duration(h.AckWaitS*float64(time.Second)), time.Second), 10*time.Minute)
+	}
+	return jetstream.ConsumerConfig{
+		Durable:       subject.DispatchConsumer(h.ID),
+		FilterSubject: subject.Dispatch(h.ID),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       wait,
+		MaxAckPending: min(max(h.Slots, 1), 4096),
+	}
+}
