@@ -101,10 +101,11 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 }
 
 // JetStream's refusals to reserve storage: a single server answers the
-// first, a cluster's placement the second. nats.go names neither.
+// first, a cluster's placement the second or third. nats.go names none.
 const (
 	errCodeStorageExceeded       jetstream.ErrorCode = 10047
 	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	errCodeNoSuitablePeers       jetstream.ErrorCode = 10005
 )
 
 // minNarrationFit is the least a fitted narration bound shrinks to.
@@ -143,7 +144,7 @@ func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		st, err := js.CreateOrUpdateStream(ctx, cfg)
 		var apiErr *jetstream.APIError
 		if err != nil && o.NarrationFit && cfg.MaxBytes/2 >= minNarrationFit &&
-			errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStorageExceeded || apiErr.ErrorCode == errCodeInsufficientResources) {
+			errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStorageExceeded || apiErr.ErrorCode == errCodeInsufficientResources || apiErr.ErrorCode == errCodeNoSuitablePeers) {
 			cfg.MaxBytes /= 2
 			continue
 		}
