@@ -56,6 +56,14 @@ type Config struct {
 	LoadDelay time.Duration
 	// CtxSize bounds prompt plus completion tokens.
 	CtxSize int
+	// Record, when set, is a file to which every POST request is appended
+	// as a line of JSON (a Recorded), for tests that check what reached
+	// the worker.
+	Record string
+	// Canned, when set, is a JSON file of answers by path (see Canned)
+	// given instead of generated ones, for tests of what a real server
+	// may answer: tool calls, vendor fields, errors.
+	Canned string
 }
 
 // Validate reports every problem with c at once.
@@ -109,6 +117,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.TokenRate, "token-rate", cfg.TokenRate, "tokens per second per request (0: as fast as possible)")
 	fs.DurationVar(&cfg.LoadDelay, "load-delay", 0, "simulated model load time; /health answers 503 meanwhile")
 	fs.IntVar(&cfg.CtxSize, "ctx-size", cfg.CtxSize, "context size in tokens, prompt plus completion")
+	fs.StringVar(&cfg.Record, "record", "", "append every POST request to this file, a JSON line each (for tests)")
+	fs.StringVar(&cfg.Canned, "canned", "", "JSON file of answers by path, given instead of generated ones (for tests)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,12 +137,17 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	canned, err := loadCanned(cfg.Canned)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	s := NewServer(cfg, log)
+	s.rec = &recorder{file: cfg.Record, canned: canned}
 	// Request contexts derive from ctx, so stopping the worker ends
 	// streaming responses at once instead of waiting them out.
 	srv := &http.Server{
@@ -168,6 +183,7 @@ type Server struct {
 	created int64
 	log     *slog.Logger
 	ready   atomic.Bool
+	rec     *recorder
 
 	requests  atomic.Int64
 	cancelled atomic.Int64
