@@ -137,8 +137,9 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	canned, err := loadCanned(cfg.Canned)
-	if err != nil {
+	// Checked here so that a bad file stops the worker; NewServer reads
+	// it again.
+	if _, err := loadCanned(cfg.Canned); err != nil {
 		return err
 	}
 
@@ -147,7 +148,6 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	s := NewServer(cfg, log)
-	s.rec = &recorder{file: cfg.Record, canned: canned}
 	// Request contexts derive from ctx, so stopping the worker ends
 	// streaming responses at once instead of waiting them out.
 	srv := &http.Server{
@@ -196,7 +196,12 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 	if cfg.CtxSize < 1 {
 		cfg.CtxSize = DefaultCtxSize
 	}
-	return &Server{cfg: cfg, modelID: cfg.modelID(), created: time.Now().Unix(), log: log}
+	canned, err := loadCanned(cfg.Canned)
+	if err != nil {
+		log.Error("canned answers not used", "err", err)
+	}
+	return &Server{cfg: cfg, modelID: cfg.modelID(), created: time.Now().Unix(), log: log,
+		rec: &recorder{file: cfg.Record, canned: canned}}
 }
 
 // Load waits out the configured load delay, logging as a model server
