@@ -196,6 +196,8 @@ func (a *API) observe(s *sink) {
 	u := s.res.Usage
 	a.m.InferTokens.WithLabelValues(s.target, "in").Add(float64(u.PromptTokens))
 	a.m.InferTokens.WithLabelValues(s.target, "out").Add(float64(u.CompletionTokens))
+	// Only a stream shows when the first token came; a whole answer
+	// arrives at once.
 	if !s.first.IsZero() {
 		a.m.InferTTFT.WithLabelValues(s.target).Observe(s.first.Sub(s.start).Seconds())
 		if gen := time.Since(s.first).Seconds(); gen > 0 && u.CompletionTokens > 1 {
@@ -224,10 +226,11 @@ type sink struct {
 
 // narration is the part of an event the sink reads.
 type narration struct {
-	Action string          `json:"action"`
-	State  string          `json:"state"`
-	Error  string          `json:"error"`
-	Data   json.RawMessage `json:"data"`
+	Action  string          `json:"action"`
+	Message string          `json:"message"`
+	State   string          `json:"state"`
+	Error   string          `json:"error"`
+	Data    json.RawMessage `json:"data"`
 }
 
 func (s *sink) Frame(f relay.Frame) error {
@@ -241,7 +244,9 @@ func (s *sink) Frame(f relay.Frame) error {
 		if err := json.Unmarshal(e.Data, &payload); err != nil {
 			return fmt.Errorf("chunk event: %w", err)
 		}
-		if s.first.IsZero() {
+		// The first text, not the chunk that only names the role, is the
+		// first token.
+		if s.first.IsZero() && e.Message != "" {
 			s.first = time.Now()
 		}
 		if s.dropUsage && usageOnly([]byte(payload)) {
@@ -256,9 +261,6 @@ func (s *sink) Frame(f relay.Frame) error {
 		var r api.InferResponse
 		if err := json.Unmarshal(e.Data, &r); err != nil {
 			return fmt.Errorf("response event: %w", err)
-		}
-		if s.first.IsZero() {
-			s.first = time.Now()
 		}
 		s.status, s.ctype = r.Status, r.ContentType
 		s.body = append(s.body, r.Body...)
