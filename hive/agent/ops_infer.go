@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,9 +103,18 @@ func (a *Agent) stopIdleWorkers(ctx context.Context) {
 	}
 }
 
-// infer runs the request on a local worker serving the model and narrates
-// each piece of text as a token event, then the usage as a data event.
-// Cancelling the job closes the request, which stops the generation.
+// maxWorkerAnswer bounds a worker's non-streamed answer; responsePart is
+// the most of it one event carries, well under NATS's message limit.
+const (
+	maxWorkerAnswer = 64 << 20
+	responsePart    = 256 << 10
+)
+
+// infer posts the request to a local worker serving the model and narrates
+// the answer as the worker gave it: each SSE data payload of a stream as a
+// chunk event, a whole body (or an error) as response data events, then
+// the usage as a result data event. Cancelling the job closes the request,
+// which stops the generation.
 func (j *job) infer() error {
 	req := j.d.Request
 	w, done, ok := j.a.pickWorker(req.Model)
@@ -112,20 +122,14 @@ func (j *job) infer() error {
 		return fmt.Errorf("no ready worker serves model %s on hive %s", req.Model, j.a.cfg.ID)
 	}
 	defer done()
-	path, body := "/v1/completions", map[string]any{"prompt": req.Prompt}
-	if len(req.Messages) > 0 {
-		path, body = "/v1/chat/completions", map[string]any{"messages": req.Messages}
+	path, data, err := workerBody(req, w.ModelID)
+	if err != nil {
+		return err
 	}
-	body["model"] = w.ModelID
-	body["stream"] = true
-	body["stream_options"] = map[string]bool{"include_usage": true}
-	if req.MaxTokens > 0 {
-		body["max_tokens"] = req.MaxTokens
+	if err := j.p.Emit(api.Event{Actor: "infer", Action: "worker",
+		Message: fmt.Sprintf("%s %s on worker %s", path, req.Model, w.WorkerID)}); err != nil {
+		return err
 	}
-	if req.Temperature != nil {
-		body["temperature"] = *req.Temperature
-	}
-	data, _ := json.Marshal(body)
 	hreq, err := http.NewRequestWithContext(j.ctx, http.MethodPost, w.URL+path, bytes.NewReader(data))
 	if err != nil {
 		return err
@@ -136,54 +140,183 @@ func (j *job) infer() error {
 		return fmt.Errorf("worker %s: %w", w.WorkerID, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("worker %s answered %d: %s", w.WorkerID, resp.StatusCode, strings.TrimSpace(string(msg)))
-	}
 	res := api.InferResult{Model: req.Model, WorkerID: w.WorkerID}
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	if resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		err = j.relayStream(resp.Body, w.WorkerID, &res)
+	} else {
+		err = j.relayBody(resp, w.WorkerID, &res)
+	}
+	if err != nil {
+		return err
+	}
+	return j.p.Data(api.Event{Actor: "infer", Action: api.ActionResult, Data: res,
+		Message: fmt.Sprintf("%d tokens from worker %s (%s)", res.Usage.CompletionTokens, w.WorkerID, res.FinishReason)})
+}
+
+// workerBody is the path and body to post to a worker whose model name is
+// model: the client's body with model renamed, rbee's download field
+// dropped and, for a stream, usage asked for so that tokens are counted;
+// or, for a job in the rebuilt form (prompt or messages), a streamed
+// request made from those fields.
+func workerBody(req api.JobRequest, model string) (string, []byte, error) {
+	body := map[string]any{}
+	path := req.Path
+	if len(req.Body) == 0 {
+		path, body["prompt"] = api.InferCompletions, req.Prompt
+		if len(req.Messages) > 0 {
+			path, body = api.InferChat, map[string]any{"messages": req.Messages}
+		}
+		body["stream"] = true
+		if req.MaxTokens > 0 {
+			body["max_tokens"] = req.MaxTokens
+		}
+		if req.Temperature != nil {
+			body["temperature"] = *req.Temperature
+		}
+	} else {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(req.Body, &raw); err != nil {
+			return "", nil, fmt.Errorf("request body: %w", err)
+		}
+		for k, v := range raw {
+			body[k] = v
+		}
+		delete(body, "download")
+	}
+	body["model"] = model
+	if stream, _ := body["stream"].(bool); stream || string(asRaw(body["stream"])) == "true" {
+		opts := map[string]json.RawMessage{}
+		if raw, ok := body["stream_options"].(json.RawMessage); ok {
+			// Not an object (null, say): replaced by one.
+			_ = json.Unmarshal(raw, &opts)
+			if opts == nil {
+				opts = map[string]json.RawMessage{}
+			}
+		}
+		opts["include_usage"] = json.RawMessage("true")
+		body["stream_options"] = opts
+	}
+	data, err := json.Marshal(body)
+	return path, data, err
+}
+
+func asRaw(v any) json.RawMessage {
+	raw, _ := v.(json.RawMessage)
+	return bytes.TrimSpace(raw)
+}
+
+// relayStream narrates each SSE data payload of a worker's stream as a
+// chunk event, byte for byte, with the text it adds as the message.
+func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult) error {
+	br := bufio.NewReaderSize(body, 64<<10)
 	for {
-		line, err := br.ReadSlice('\n')
+		line, err := readLine(br)
 		if err != nil {
 			if j.ctx.Err() != nil {
 				return j.ctx.Err()
 			}
-			return fmt.Errorf("worker %s stream broke: %w", w.WorkerID, err)
+			return fmt.Errorf("worker %s stream broke: %w", worker, err)
 		}
-		payload, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data: "))
+		payload, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
 		if !ok {
 			continue
 		}
-		if string(payload) == "[DONE]" {
-			break
+		payload = bytes.TrimPrefix(payload, []byte(" "))
+		if string(payload) == api.SSEDone {
+			return nil
 		}
+		// The payload goes on as it is; what the hive cannot read only
+		// goes uncounted.
 		var c chunk
-		if err := json.Unmarshal(payload, &c); err != nil {
-			return fmt.Errorf("worker %s sent a bad chunk: %w", w.WorkerID, err)
-		}
+		_ = json.Unmarshal(payload, &c)
 		if c.Usage != nil {
 			res.Usage = *c.Usage
 		}
+		var text strings.Builder
 		for _, ch := range c.Choices {
-			text := ch.Text
+			text.WriteString(ch.Text)
 			if ch.Delta != nil {
-				text = ch.Delta.Content
-			}
-			if text != "" {
-				if err := j.p.Emit(api.Event{Actor: "infer", Action: "token", Message: text}); err != nil {
-					return err
-				}
+				text.WriteString(ch.Delta.Content)
 			}
 			if ch.FinishReason != "" {
 				res.FinishReason = ch.FinishReason
 			}
 		}
+		if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Message: text.String(), Data: string(payload)}); err != nil {
+			return err
+		}
 	}
-	return j.p.Data(api.Event{Actor: "infer", Action: "result", Data: res,
-		Message: fmt.Sprintf("%d tokens from worker %s (%s)", res.Usage.CompletionTokens, w.WorkerID, res.FinishReason)})
 }
 
-// chunk is the part of an OpenAI streaming chunk the hive reads.
+// readLine reads one line of any length up to the event limit.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if err == nil || !errors.Is(err, bufio.ErrBufferFull) {
+			if long != nil {
+				return append(long, part...), err
+			}
+			return part, err
+		}
+		long = append(long, part...)
+		if len(long) > api.MaxInferBody*8 {
+			return nil, errors.New("a line over 8 MiB")
+		}
+	}
+}
+
+// relayBody narrates a worker's whole answer, in parts, and fails the job
+// when the worker answered an error; the queen answers the client with the
+// worker's status and body.
+func (j *job) relayBody(resp *http.Response, worker string, res *api.InferResult) error {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxWorkerAnswer+1))
+	if err != nil {
+		if j.ctx.Err() != nil {
+			return j.ctx.Err()
+		}
+		return fmt.Errorf("worker %s answer broke: %w", worker, err)
+	}
+	if len(data) > maxWorkerAnswer {
+		return fmt.Errorf("worker %s answered more than %d bytes", worker, maxWorkerAnswer)
+	}
+	ct := resp.Header.Get("Content-Type")
+	for off := 0; ; off += responsePart {
+		end := min(off+responsePart, len(data))
+		part := api.InferResponse{Status: resp.StatusCode, ContentType: ct, Body: string(data[off:end]), More: end < len(data)}
+		if err := j.p.Data(api.Event{Actor: "infer", Action: api.ActionResponse, Data: part}); err != nil {
+			return err
+		}
+		if !part.More {
+			break
+		}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("worker %s answered %d: %s", worker, resp.StatusCode, clipText(data, 512))
+	}
+	var c chunk
+	if json.Unmarshal(data, &c) == nil {
+		if c.Usage != nil {
+			res.Usage = *c.Usage
+		}
+		for _, ch := range c.Choices {
+			if ch.FinishReason != "" {
+				res.FinishReason = ch.FinishReason
+			}
+		}
+	}
+	return nil
+}
+
+func clipText(b []byte, n int) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// chunk is the part of an OpenAI answer or streaming chunk the hive reads.
 type chunk struct {
 	Choices []struct {
 		Text         string                    `json:"text"`

@@ -1,6 +1,46 @@
 package api
 
-// InferResult is the data event that closes an infer job's tokens.
+// The endpoints an infer job's body may go to: the worker's paths of the
+// same name.
+const (
+	InferChat        = "/v1/chat/completions"
+	InferCompletions = "/v1/completions"
+	InferEmbeddings  = "/v1/embeddings"
+	InferRerank      = "/v1/rerank"
+)
+
+// InferPaths lists the endpoints an infer job may go to.
+var InferPaths = []string{InferChat, InferCompletions, InferEmbeddings, InferRerank}
+
+// MaxInferBody bounds the client's body an infer job carries: the queen's
+// HTTP body limit.
+const MaxInferBody = 1 << 20
+
+// Actions of an infer job's narration.
+const (
+	// ActionChunk is an event whose Data is one SSE data payload of the
+	// worker's streamed answer, as a string holding it byte for byte, and
+	// whose Message is the text it adds.
+	ActionChunk = "chunk"
+	// ActionResponse is a data event with an InferResponse: the worker's
+	// whole answer when it does not stream, or its error.
+	ActionResponse = "response"
+	// ActionResult is the data event with an InferResult that closes a
+	// successful answer.
+	ActionResult = "result"
+)
+
+// InferResponse is one part of a worker's non-streamed answer: its status,
+// content type and body. A body too large for one event comes in parts in
+// order, each but the last with More set.
+type InferResponse struct {
+	Status      int    `json:"status"`
+	ContentType string `json:"content_type,omitempty"`
+	Body        string `json:"body"`
+	More        bool   `json:"more,omitempty"`
+}
+
+// InferResult is the data event that closes an infer job's answer.
 type InferResult struct {
 	Model        string `json:"model"`
 	WorkerID     string `json:"worker_id"`

@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Job states. A job moves queued → dispatched → running → one of the three
 // terminal states; cancelling is the short step between a cancel request and
@@ -58,6 +61,13 @@ type JobRequest struct {
 	MaxTokens   int       `json:"max_tokens,omitempty"`
 	Temperature *float64  `json:"temperature,omitempty"`
 	Stream      bool      `json:"stream,omitempty"`
+	// Path and Body are an OpenAI request as its client sent it: the hive
+	// posts Body to its worker's Path (one of InferPaths) with only the
+	// model renamed, rbee's own fields dropped and, for streams, usage
+	// asked for. Such a job carries none of prompt, messages, max_tokens,
+	// temperature and stream; Model is the body's model, for routing.
+	Path string          `json:"path,omitempty"`
+	Body json.RawMessage `json:"body,omitempty"`
 }
 
 // Message is one chat message of an infer request.

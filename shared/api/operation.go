@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -253,6 +254,10 @@ const (
 
 func validateInfer(r *JobRequest, add func(string, ...any)) {
 	requireModelID(r.Model, func(f string, a ...any) { add(strings.Replace(f, "model_id", "model", 1), a...) })
+	if len(r.Body) > 0 || r.Path != "" {
+		validateInferBody(r, add)
+		return
+	}
 	switch {
 	case r.Prompt == "" && len(r.Messages) == 0:
 		add("prompt or messages is required")
@@ -282,6 +287,26 @@ func validateInfer(r *JobRequest, add func(string, ...any)) {
 	}
 	if r.Temperature != nil && (*r.Temperature < 0 || *r.Temperature > 2) {
 		add("temperature must be between 0 and 2")
+	}
+}
+
+// validateInferBody checks a pass-through request: a known endpoint and a
+// bounded JSON object, with none of the fields of the rebuilt form.
+func validateInferBody(r *JobRequest, add func(string, ...any)) {
+	if !slices.Contains(InferPaths, r.Path) {
+		add("path %q is not one of %s", clip(r.Path), strings.Join(InferPaths, ", "))
+	}
+	b := bytes.TrimSpace(r.Body)
+	switch {
+	case len(b) == 0:
+		add("body is required with path")
+	case len(r.Body) > MaxInferBody:
+		add("body is longer than %d bytes", MaxInferBody)
+	case b[0] != '{' || !json.Valid(b):
+		add("body must be a JSON object")
+	}
+	if r.Prompt != "" || len(r.Messages) > 0 || r.MaxTokens != 0 || r.Temperature != nil || r.Stream {
+		add("a request with body takes its prompt, messages, max_tokens, temperature and stream from the body")
 	}
 }
 
@@ -331,7 +356,7 @@ func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
 	case OpWorkerGet, OpWorkerStop:
 		allowed["worker_id"] = true
 	case OpInfer:
-		for _, f := range []string{"model", "prompt", "messages", "max_tokens", "temperature", "stream"} {
+		for _, f := range []string{"model", "prompt", "messages", "max_tokens", "temperature", "stream", "path", "body"} {
 			allowed[f] = true
 		}
 	}
@@ -342,7 +367,8 @@ func (r *JobRequest) rejectForeignFields(add func(string, ...any)) {
 		"backend": r.Backend != "", "gpus": len(r.GPUs) > 0, "ctx_size": r.CtxSize != 0,
 		"worker_id": r.WorkerID != "", "model": r.Model != "", "prompt": r.Prompt != "",
 		"messages": len(r.Messages) > 0, "max_tokens": r.MaxTokens != 0,
-		"temperature": r.Temperature != nil, "stream": r.Stream, "idle_timeout_s": r.IdleTimeoutS != 0,
+		"temperature": r.Temperature != nil, "stream": r.Stream,
+		"path": r.Path != "", "body": len(r.Body) > 0, "idle_timeout_s": r.IdleTimeoutS != 0,
 	}
 	var bad []string
 	for f, isSet := range set {

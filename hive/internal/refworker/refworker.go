@@ -56,6 +56,14 @@ type Config struct {
 	LoadDelay time.Duration
 	// CtxSize bounds prompt plus completion tokens.
 	CtxSize int
+	// Record, when set, is a file to which every POST request is appended
+	// as a line of JSON (a Recorded), for tests that check what reached
+	// the worker.
+	Record string
+	// Canned, when set, is a JSON file of answers by path (see Canned)
+	// given instead of generated ones, for tests of what a real server
+	// may answer: tool calls, vendor fields, errors.
+	Canned string
 }
 
 // Validate reports every problem with c at once.
@@ -109,6 +117,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.TokenRate, "token-rate", cfg.TokenRate, "tokens per second per request (0: as fast as possible)")
 	fs.DurationVar(&cfg.LoadDelay, "load-delay", 0, "simulated model load time; /health answers 503 meanwhile")
 	fs.IntVar(&cfg.CtxSize, "ctx-size", cfg.CtxSize, "context size in tokens, prompt plus completion")
+	fs.StringVar(&cfg.Record, "record", "", "append every POST request to this file, a JSON line each (for tests)")
+	fs.StringVar(&cfg.Canned, "canned", "", "JSON file of answers by path, given instead of generated ones (for tests)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,6 +137,11 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// Checked here so that a bad file stops the worker; NewServer reads
+	// it again.
+	if _, err := loadCanned(cfg.Canned); err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
@@ -168,6 +183,7 @@ type Server struct {
 	created int64
 	log     *slog.Logger
 	ready   atomic.Bool
+	rec     *recorder
 
 	requests  atomic.Int64
 	cancelled atomic.Int64
@@ -180,7 +196,12 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 	if cfg.CtxSize < 1 {
 		cfg.CtxSize = DefaultCtxSize
 	}
-	return &Server{cfg: cfg, modelID: cfg.modelID(), created: time.Now().Unix(), log: log}
+	canned, err := loadCanned(cfg.Canned)
+	if err != nil {
+		log.Error("canned answers not used", "err", err)
+	}
+	return &Server{cfg: cfg, modelID: cfg.modelID(), created: time.Now().Unix(), log: log,
+		rec: &recorder{file: cfg.Record, canned: canned}}
 }
 
 // Load waits out the configured load delay, logging as a model server

@@ -17,8 +17,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/health", only(http.MethodGet, s.health))
 	mux.HandleFunc("/stats", only(http.MethodGet, s.stats))
 	mux.HandleFunc("/v1/models", only(http.MethodGet, s.loaded(s.models)))
-	mux.HandleFunc("/v1/chat/completions", only(http.MethodPost, s.loaded(s.chat)))
-	mux.HandleFunc("/v1/completions", only(http.MethodPost, s.loaded(s.completions)))
+	mux.HandleFunc("/v1/chat/completions", only(http.MethodPost, s.loaded(s.rec.wrap(s.chat))))
+	mux.HandleFunc("/v1/completions", only(http.MethodPost, s.loaded(s.rec.wrap(s.completions))))
+	mux.HandleFunc("/v1/embeddings", only(http.MethodPost, s.loaded(s.rec.wrap(s.embeddings))))
+	mux.HandleFunc("/v1/rerank", only(http.MethodPost, s.loaded(s.rec.wrap(s.rerank))))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "not_found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	})

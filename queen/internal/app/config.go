@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -123,6 +124,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.Infer.IdleTimeout, "infer-idle-timeout", c.Infer.IdleTimeout, "workers started for inference stop after this long unused (0: never)")
 	fs.IntVar(&c.Infer.QueueDepth, "infer-queue-depth", c.Infer.QueueDepth, "requests per model waiting or running on this queen before 503")
 	fs.DurationVar(&c.Infer.SpawnTimeout, "infer-spawn-timeout", c.Infer.SpawnTimeout, "how long a request waits for a worker to start")
+	fs.Var((*aliasList)(&c.Infer.Aliases), "alias", "NAME=MODEL: clients asking for model NAME get MODEL (repeatable; QUEEN_ALIAS takes a comma-separated list)")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")
 	fs.DurationVar(&c.SSEHeartbeat, "sse-heartbeat", c.SSEHeartbeat, "interval of SSE heartbeat comments")
 	fs.IntVar(&c.SSEBuffer, "sse-buffer", c.SSEBuffer, "live events buffered per SSE client before it is switched to catching up from the stream")
@@ -227,6 +229,11 @@ func (c Config) Validate() error {
 	if c.JobMaxNarrationBytes != 0 && c.JobMaxNarrationBytes < minJobBudget {
 		errs = multierror.Append(errs, fmt.Errorf("job-max-narration-bytes must be 0 (no budget) or at least %d (256KiB)", minJobBudget))
 	}
+	for name, model := range c.Infer.Aliases {
+		if _, chained := c.Infer.Aliases[model]; chained {
+			errs = multierror.Append(errs, fmt.Errorf("alias %s=%s: %s is an alias itself; name the model", name, model, model))
+		}
+	}
 	if c.LocalHiveSlots < 1 {
 		errs = multierror.Append(errs, errors.New("local-hive-slots must be at least 1"))
 	}
@@ -249,6 +256,46 @@ func (h *hostList) Set(v string) error {
 			return fmt.Errorf("public host %q must be a bare host name, without scheme or port", name)
 		}
 		*h = append(*h, name)
+	}
+	return nil
+}
+
+// aliasList is the repeatable --alias flag: NAME=MODEL pairs, several to a
+// value when separated by commas.
+type aliasList map[string]string
+
+func (l *aliasList) String() string {
+	var pairs []string
+	for name, model := range *l {
+		pairs = append(pairs, name+"="+model)
+	}
+	sort.Strings(pairs)
+	return strings.Join(pairs, ",")
+}
+
+func (l *aliasList) Set(v string) error {
+	if *l == nil {
+		*l = aliasList{}
+	}
+	for _, pair := range strings.Split(v, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		name, model, ok := strings.Cut(pair, "=")
+		name, model = strings.TrimSpace(name), strings.TrimSpace(model)
+		switch {
+		case !ok:
+			return fmt.Errorf("alias %q must be NAME=MODEL", pair)
+		case !api.ValidModelID(name) || !api.ValidModelID(model):
+			return fmt.Errorf("alias %q: both names must be model ids (letters, digits, '.', '_' or '-')", pair)
+		case name == model:
+			return fmt.Errorf("alias %q names itself", pair)
+		}
+		if prev, dup := (*l)[name]; dup && prev != model {
+			return fmt.Errorf("alias %s is given twice: %s and %s", name, prev, model)
+		}
+		(*l)[name] = model
 	}
 	return nil
 }

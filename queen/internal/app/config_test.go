@@ -45,3 +45,48 @@ func TestNarrationLimitFlags(t *testing.T) {
 		})
 	}
 }
+
+// Aliases come from repeated flags or one comma-separated environment
+// value; malformed, self-naming, conflicting and chained ones are refused.
+func TestAliasFlags(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want map[string]string
+		err  bool
+	}{
+		{"none", nil, nil, nil, false},
+		{"repeated", []string{"--alias", "gpt-4o-mini=qwen-0.5b", "--alias", "gpt-4o=llama-3.1-8b"}, nil,
+			map[string]string{"gpt-4o-mini": "qwen-0.5b", "gpt-4o": "llama-3.1-8b"}, false},
+		{"environment", nil, map[string]string{"QUEEN_ALIAS": "gpt-4o-mini=qwen-0.5b, text-embedding-3-small=bge"},
+			map[string]string{"gpt-4o-mini": "qwen-0.5b", "text-embedding-3-small": "bge"}, false},
+		{"no model", []string{"--alias", "gpt-4o-mini"}, nil, nil, true},
+		{"bad name", []string{"--alias", "../x=qwen"}, nil, nil, true},
+		{"itself", []string{"--alias", "qwen=qwen"}, nil, nil, true},
+		{"twice", []string{"--alias", "a=b", "--alias", "a=c"}, nil, nil, true},
+		{"chained", []string{"--alias", "a=b,b=c"}, nil, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := app.ParseConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
+			if c.err {
+				if err == nil {
+					t.Fatalf("accepted: %v", cfg.Infer.Aliases)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Infer.Aliases) != len(c.want) {
+				t.Fatalf("aliases %v, want %v", cfg.Infer.Aliases, c.want)
+			}
+			for k, v := range c.want {
+				if cfg.Infer.Aliases[k] != v {
+					t.Fatalf("aliases %v, want %v", cfg.Infer.Aliases, c.want)
+				}
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, onToken func(string)
 	if resp.StatusCode != http.StatusOK {
 		return ChatResult{}, readAPIError(resp)
 	}
-	res := ChatResult{Model: req.Model}
+	res := ChatResult{Model: req.Model, JobID: resp.Header.Get("X-Rbee-Job-Id")}
 	var content strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), MaxEventBytes)
@@ -94,7 +94,6 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, onToken func(string)
 		}
 		if res.ID == "" && ch.ID != "" {
 			res.ID = ch.ID
-			res.JobID = strings.TrimPrefix(ch.ID, "chatcmpl-")
 		}
 		for _, choice := range ch.Choices {
 			if t := choice.Delta.Content; t != "" {

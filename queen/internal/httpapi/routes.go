@@ -45,6 +45,8 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/models/:id", h.OpenAI.Model, infer...)
 	e.POST("/v1/chat/completions", h.OpenAI.Chat, infer...)
 	e.POST("/v1/completions", h.OpenAI.Completions, infer...)
+	e.POST("/v1/embeddings", h.OpenAI.Embeddings, infer...)
+	e.POST("/v1/rerank", h.OpenAI.Rerank, infer...)
 
 	// The browser UI: static files that call the routes above.
 	webui.Register(e)
@@ -55,7 +57,7 @@ func routes(e *echo.Echo, h *handlers) {
 func openAIRoute(path string) bool {
 	switch {
 	case path == "/v1/models", strings.HasPrefix(path, "/v1/models/"),
-		path == "/v1/chat/completions", path == "/v1/completions":
+		path == "/v1/chat/completions", path == "/v1/completions", path == "/v1/embeddings", path == "/v1/rerank":
 		return true
 	}
 	return false

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -57,22 +58,38 @@ func (a *API) Model(c echo.Context) error {
 }
 
 // Chat answers POST /v1/chat/completions.
-func (a *API) Chat(c echo.Context) error { return a.complete(c, true) }
+func (a *API) Chat(c echo.Context) error { return a.infer(c, api.InferChat) }
 
 // Completions answers POST /v1/completions.
-func (a *API) Completions(c echo.Context) error { return a.complete(c, false) }
+func (a *API) Completions(c echo.Context) error { return a.infer(c, api.InferCompletions) }
 
-func (a *API) complete(c echo.Context, chat bool) error {
+// Embeddings answers POST /v1/embeddings.
+func (a *API) Embeddings(c echo.Context) error { return a.infer(c, api.InferEmbeddings) }
+
+// Rerank answers POST /v1/rerank, in llama-server's shape.
+func (a *API) Rerank(c echo.Context) error { return a.infer(c, api.InferRerank) }
+
+// infer runs one request as an infer job that carries the client's body to
+// a worker's same path, and answers with what the worker answered.
+func (a *API) infer(c echo.Context, path string) error {
 	start := time.Now()
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+			return fail(c, he.Code, "invalid_request_error", "payload_too_large", fmt.Sprintf("request body is over %d bytes", api.MaxInferBody))
+		}
+		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", "read request body: "+clip(err.Error()))
+	}
 	var in request
-	if err := json.NewDecoder(c.Request().Body).Decode(&in); err != nil {
-		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_json", "request body is not valid JSON: "+clip(err.Error()))
+	if err := json.Unmarshal(body, &in); err != nil {
+		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_json", "request body is not a valid JSON object: "+clip(err.Error()))
 	}
 	// A generation may take longer than the server's deadlines allow an
 	// ordinary request.
 	relay.KeepOpen(http.NewResponseController(c.Response()))
-	req, err := toJob(in, chat)
-	if err != nil {
+	req := api.JobRequest{Operation: api.OpInfer, Model: a.resolve(in.Model), Path: path, Body: body}
+	if err := req.Validate(); err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	}
 	status, label := "ok", req.Model
@@ -97,7 +114,7 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	if in.Download == "" && !a.known(req.Model) {
 		status, label = "model_not_found", "unknown"
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
-			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", req.Model))
+			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", in.Model))
 	}
 	release, err := a.r.admit(req.Model)
 	if err != nil {
@@ -120,12 +137,9 @@ func (a *API) complete(c echo.Context, chat bool) error {
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
-	s := &sink{c: c, chat: chat, stream: in.Stream, model: req.Model, created: start.Unix(), start: start,
-		includeUsage: in.StreamOptions != nil && in.StreamOptions.IncludeUsage}
-	s.id = "cmpl-" + j.JobID
-	if chat {
-		s.id = "chatcmpl-" + j.JobID
-	}
+	c.Response().Header().Set(JobHeader, j.JobID)
+	s := &sink{c: c, model: in.Model, target: req.Model, start: start,
+		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.
@@ -144,6 +158,18 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	}
 	a.observe(s)
 	return s.finish()
+}
+
+// JobHeader names the response header that carries the job id of an
+// answer, so that a client can look the job up.
+const JobHeader = "X-Rbee-Job-Id"
+
+// resolve is the model a name asks for: an alias's model, or the name.
+func (a *API) resolve(name string) string {
+	if target, ok := a.r.cfg.Aliases[name]; ok {
+		return target
+	}
+	return name
 }
 
 func (a *API) known(model string) bool {
@@ -168,68 +194,31 @@ func (a *API) routeError(c echo.Context, err error) error {
 
 func (a *API) observe(s *sink) {
 	u := s.res.Usage
-	a.m.InferTokens.WithLabelValues(s.model, "in").Add(float64(u.PromptTokens))
-	a.m.InferTokens.WithLabelValues(s.model, "out").Add(float64(u.CompletionTokens))
+	a.m.InferTokens.WithLabelValues(s.target, "in").Add(float64(u.PromptTokens))
+	a.m.InferTokens.WithLabelValues(s.target, "out").Add(float64(u.CompletionTokens))
+	// Only a stream shows when the first token came; a whole answer
+	// arrives at once.
 	if !s.first.IsZero() {
-		a.m.InferTTFT.WithLabelValues(s.model).Observe(s.first.Sub(s.start).Seconds())
+		a.m.InferTTFT.WithLabelValues(s.target).Observe(s.first.Sub(s.start).Seconds())
 		if gen := time.Since(s.first).Seconds(); gen > 0 && u.CompletionTokens > 1 {
-			a.m.InferTokensPerSecond.WithLabelValues(s.model).Observe(float64(u.CompletionTokens-1) / gen)
+			a.m.InferTokensPerSecond.WithLabelValues(s.target).Observe(float64(u.CompletionTokens-1) / gen)
 		}
 	}
 }
 
-// toJob turns an OpenAI request into an infer job request.
-func toJob(in request, chat bool) (api.JobRequest, error) {
-	req := api.JobRequest{Operation: api.OpInfer, Model: in.Model, Temperature: in.Temperature, Stream: in.Stream}
-	if in.N != nil && *in.N != 1 {
-		return req, errors.New("n must be 1")
-	}
-	switch {
-	case in.MaxCompletion != nil:
-		req.MaxTokens = *in.MaxCompletion
-	case in.MaxTokens != nil:
-		req.MaxTokens = *in.MaxTokens
-	}
-	if chat {
-		if len(in.Messages) == 0 {
-			return req, errors.New("messages is required")
-		}
-		req.Messages = in.Messages
-	} else {
-		switch p := in.Prompt.(type) {
-		case string:
-			req.Prompt = p
-		case []any:
-			if len(p) != 1 {
-				return req, errors.New("prompt must be one string")
-			}
-			s, ok := p[0].(string)
-			if !ok {
-				return req, errors.New("prompt must be a string")
-			}
-			req.Prompt = s
-		default:
-			return req, errors.New("prompt is required and must be a string")
-		}
-	}
-	if err := req.Validate(); err != nil {
-		return req, err
-	}
-	return req, nil
-}
-
-// sink turns an infer job's narration into an OpenAI answer: chunks as
-// tokens arrive when streaming, one response at the end otherwise.
+// sink writes an infer job's narration as the worker's answer: each chunk
+// payload as an SSE event, or the whole body with the worker's status,
+// changing nothing but the model, which is named as the client named it.
 type sink struct {
-	c            echo.Context
-	chat, stream bool
-	includeUsage bool
-	id, model    string
-	created      int64
-	start, first time.Time
+	c             echo.Context
+	model, target string // as the client asked, and as routed
+	dropUsage     bool   // the hive asked for usage the client did not
+	start, first  time.Time
 
 	w       *bufio.Writer
-	text    strings.Builder
+	status  int
+	ctype   string
+	body    []byte
 	res     api.InferResult
 	state   string
 	failure string
@@ -250,21 +239,44 @@ func (s *sink) Frame(f relay.Frame) error {
 		return err
 	}
 	switch {
-	case f.Kind == subject.KindEvent && e.Action == "token":
-		if s.first.IsZero() {
+	case f.Kind == subject.KindEvent && e.Action == api.ActionChunk:
+		var payload string
+		if err := json.Unmarshal(e.Data, &payload); err != nil {
+			return fmt.Errorf("chunk event: %w", err)
+		}
+		// The first text, not the chunk that only names the role, is the
+		// first token.
+		if s.first.IsZero() && e.Message != "" {
 			s.first = time.Now()
 		}
-		if !s.stream {
-			s.text.WriteString(e.Message)
+		if s.dropUsage && usageOnly([]byte(payload)) {
 			return nil
 		}
-		return s.chunk(e.Message, nil, nil)
-	case f.Kind == subject.KindData && e.Action == "result":
+		if s.w == nil {
+			s.open()
+		}
+		_, err := fmt.Fprintf(s.w, "data: %s\n\n", s.rename([]byte(payload)))
+		return err
+	case f.Kind == subject.KindData && e.Action == api.ActionResponse:
+		var r api.InferResponse
+		if err := json.Unmarshal(e.Data, &r); err != nil {
+			return fmt.Errorf("response event: %w", err)
+		}
+		s.status, s.ctype = r.Status, r.ContentType
+		s.body = append(s.body, r.Body...)
+	case f.Kind == subject.KindData && e.Action == api.ActionResult:
 		return json.Unmarshal(e.Data, &s.res)
 	case f.Kind == subject.KindEnd:
 		s.state, s.failure = e.State, e.Error
 	}
 	return nil
+}
+
+func (s *sink) rename(payload []byte) []byte {
+	if s.model == "" {
+		return payload
+	}
+	return setModel(payload, s.model)
 }
 
 func (s *sink) Comment(text string) error {
@@ -287,88 +299,49 @@ func (s *sink) Flush() error {
 	return relay.FlushWithin(http.NewResponseController(s.c.Response()))
 }
 
-// open starts the SSE answer; the first chunk carries the role.
-func (s *sink) open() error {
+// open starts the SSE answer.
+func (s *sink) open() {
 	h := s.c.Response().Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set(echo.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	s.c.Response().WriteHeader(http.StatusOK)
 	s.w = bufio.NewWriterSize(s.c.Response(), 16<<10)
-	if s.chat {
-		return s.write(response{Choices: []choice{{Delta: &message{Role: "assistant"}}}})
-	}
-	return nil
-}
-
-func (s *sink) chunk(text string, finish *string, usage *api.Usage) error {
-	if s.w == nil {
-		if err := s.open(); err != nil {
-			return err
-		}
-	}
-	ch := choice{FinishReason: finish}
-	if s.chat {
-		ch.Delta = &message{Content: text}
-	} else {
-		ch.Text = &text
-	}
-	r := response{Choices: []choice{ch}, Usage: usage}
-	if usage != nil {
-		r.Choices = []choice{}
-	}
-	return s.write(r)
-}
-
-func (s *sink) write(r response) error {
-	r.ID, r.Created, r.Model = s.id, s.created, s.model
-	r.Object = "text_completion"
-	if s.chat {
-		r.Object = "chat.completion.chunk"
-	}
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(s.w, "data: %s\n\n", data)
-	return err
 }
 
 // finish sends the end of a successful answer.
 func (s *sink) finish() error {
-	reason := s.res.FinishReason
-	if reason == "" {
-		reason = "stop"
-	}
-	usage := s.res.Usage
-	if !s.stream {
-		text := s.text.String()
-		ch := choice{FinishReason: &reason}
-		obj := "text_completion"
-		if s.chat {
-			ch.Message, obj = &message{Role: "assistant", Content: text}, "chat.completion"
-		} else {
-			ch.Text = &text
-		}
-		return s.c.JSON(http.StatusOK, response{ID: s.id, Object: obj, Created: s.created, Model: s.model, Choices: []choice{ch}, Usage: &usage})
-	}
-	if err := s.chunk("", &reason, nil); err != nil {
-		return err
-	}
-	if s.includeUsage {
-		if err := s.chunk("", nil, &usage); err != nil {
+	if s.w != nil {
+		if _, err := s.w.WriteString("data: [DONE]\n\n"); err != nil {
 			return err
 		}
+		return s.Flush()
 	}
-	if _, err := s.w.WriteString("data: [DONE]\n\n"); err != nil {
-		return err
+	if s.status == 0 {
+		return fail(s.c, http.StatusBadGateway, "server_error", "upstream_error", "the worker answered nothing")
 	}
-	return s.Flush()
+	return s.answer()
 }
 
-// fail reports a failed generation: as an error answer if nothing was sent
-// yet, else as an error event in the stream.
+// answer writes the worker's whole answer with its status.
+func (s *sink) answer() error {
+	ct := s.ctype
+	if ct == "" {
+		ct = echo.MIMEApplicationJSON
+	}
+	body := s.body
+	if strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+		body = s.rename(body)
+	}
+	return s.c.Blob(s.status, ct, body)
+}
+
+// fail reports a failed generation: the worker's own error answer, or an
+// error answer, if nothing was sent yet; else an error event in the stream.
 func (s *sink) fail(err error) error {
+	if s.w == nil && s.status >= 400 {
+		return s.answer()
+	}
 	msg := err.Error()
 	code, status := "upstream_error", http.StatusBadGateway
 	if strings.Contains(msg, "no ready worker") || strings.Contains(msg, "lost") {

@@ -53,6 +53,9 @@ type Config struct {
 	QueueDepth int
 	// SpawnTimeout bounds how long a request waits for a worker to start.
 	SpawnTimeout time.Duration
+	// Aliases are model names clients may ask for, each mapped to the
+	// model that serves it.
+	Aliases map[string]string
 }
 
 func newRouter(v *view.View, j *jobs.Service, st *store.Store, cfg Config) *router {
@@ -280,6 +283,15 @@ func (r *router) models() []modelEntry {
 	for _, h := range hives {
 		for _, m := range h.Models {
 			add(m.ModelID, m.CreatedAt)
+		}
+	}
+	// An alias is listed where its model is.
+	for _, m := range out {
+		for alias, target := range r.cfg.Aliases {
+			if target == m.ID && !seen[alias] {
+				seen[alias] = true
+				out = append(out, modelEntry{ID: alias, Object: "model", Created: m.Created, OwnedBy: "rbee"})
+			}
 		}
 	}
 	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })

@@ -1,0 +1,45 @@
+package api_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"rbee.dev/shared/api"
+)
+
+// An infer job carries a client's body to one of the known endpoints: a
+// bounded JSON object, with a valid model, and none of the rebuilt form's
+// fields beside it.
+func TestInferBodyValidation(t *testing.T) {
+	ok := json.RawMessage(`{"model":"demo","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[]}`)
+	cases := []struct {
+		name string
+		req  api.JobRequest
+		err  string
+	}{
+		{"chat", api.JobRequest{Model: "demo", Path: api.InferChat, Body: ok}, ""},
+		{"rerank", api.JobRequest{Model: "demo", Path: api.InferRerank, Body: json.RawMessage(`{"query":"q","documents":["d"]}`)}, ""},
+		{"rebuilt form", api.JobRequest{Model: "demo", Prompt: "hi"}, ""},
+		{"unknown path", api.JobRequest{Model: "demo", Path: "/v1/images", Body: ok}, "path"},
+		{"path without body", api.JobRequest{Model: "demo", Path: api.InferChat}, "body is required"},
+		{"body without path", api.JobRequest{Model: "demo", Body: ok}, "path"},
+		{"array", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`[1]`)}, "JSON object"},
+		{"not JSON", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":`)}, "JSON object"},
+		{"too large", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}, "longer"},
+		{"bad model", api.JobRequest{Model: "../x", Path: api.InferChat, Body: ok}, "model"},
+		{"both forms", api.JobRequest{Model: "demo", Path: api.InferChat, Body: ok, Prompt: "hi"}, "from the body"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.req.Operation = api.OpInfer
+			err := c.req.Validate()
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatal(err)
+			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("error %v, want one saying %q", err, c.err)
+			}
+		})
+	}
+}
