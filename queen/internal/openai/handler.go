@@ -114,7 +114,7 @@ func (a *API) complete(c echo.Context, chat bool) error {
 	}
 	defer done()
 	req.Hive = hive
-	j, _, err := a.jobs.Create(ctx, req, "", "")
+	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
 	if err != nil {
 		status = "unavailable"
 		c.Response().Header().Set("Retry-After", "1")
