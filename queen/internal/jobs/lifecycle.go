@@ -78,7 +78,7 @@ func (s *Service) RunApplier(ctx context.Context) error {
 }
 
 func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
-	job, _, kind, ok := subject.ParseNarr(m.Subject())
+	job, writer, kind, ok := subject.ParseNarr(m.Subject())
 	if !ok {
 		_ = m.Term()
 		return
@@ -104,6 +104,9 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		j.State, j.StartedAt = api.StateRunning, &t
 		return true
 	})
+	if err == nil && kind == subject.KindEnd {
+		err = s.countUsage(ctx, rec, writer, e)
+	}
 	switch {
 	case err == nil:
 		// Each start and end event reaches one queen's applier once, so

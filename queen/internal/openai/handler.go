@@ -168,14 +168,24 @@ func (a *API) routeError(c echo.Context, err error) error {
 
 func (a *API) observe(s *sink) {
 	u := s.res.Usage
-	a.m.InferTokens.WithLabelValues(s.model, "in").Add(float64(u.PromptTokens))
-	a.m.InferTokens.WithLabelValues(s.model, "out").Add(float64(u.CompletionTokens))
+	key := a.m.KeyLabel(keyName(auth.FromContext(s.c.Request().Context())))
+	a.m.InferTokens.WithLabelValues(s.model, "in", key).Add(float64(u.PromptTokens))
+	a.m.InferTokens.WithLabelValues(s.model, "out", key).Add(float64(u.CompletionTokens))
 	if !s.first.IsZero() {
 		a.m.InferTTFT.WithLabelValues(s.model).Observe(s.first.Sub(s.start).Seconds())
 		if gen := time.Since(s.first).Seconds(); gen > 0 && u.CompletionTokens > 1 {
 			a.m.InferTokensPerSecond.WithLabelValues(s.model).Observe(float64(u.CompletionTokens-1) / gen)
 		}
 	}
+}
+
+// keyName names a principal in metrics: a stored key by its name, the
+// configured admin key as "admin", an open queen as "open"; never a secret.
+func keyName(p auth.Principal) string {
+	if p.KeyID == "admin" || p.KeyID == "open" {
+		return p.KeyID
+	}
+	return p.Name
 }
 
 // toJob turns an OpenAI request into an infer job request.
