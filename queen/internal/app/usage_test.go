@@ -1,6 +1,9 @@
 package app_test
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +14,7 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/queen/internal/cli"
 	"rbee.dev/shared/api"
 )
 
@@ -165,6 +169,15 @@ func TestUsageLedger(t *testing.T) {
 	}
 	if code := doHeaders(t, "GET", a+"/v1/usage?from=yesterday", nil, aliceH, nil); code != 400 {
 		t.Errorf("bad from: %d", code)
+	}
+
+	// rbee usage prints the same rows.
+	var out, errb bytes.Buffer
+	env := map[string]string{"RBEE_QUEEN": b, "RBEE_TOKEN": alice.Key}
+	row := fmt.Sprint(alice.ID, " alice demo ", n, " ", want.PromptTokens, " ", want.CompletionTokens)
+	if code := cli.Run(context.Background(), []string{"usage"}, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errb); code != 0 ||
+		!strings.Contains(strings.Join(strings.Fields(out.String()), " "), row) {
+		t.Errorf("rbee usage: exit %d\n%s%s", code, out.String(), errb.String())
 	}
 
 	// Kill queen b, start it again: nothing is lost or counted twice.
