@@ -89,28 +89,24 @@ func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn fu
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
 	}
-	if info.NumPending == 0 {
-		return nil
-	}
-	// The last record there was when the read began has NumPending 0.
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+	// Each batch asks for no more than are pending, so it completes as
+	// soon as they arrive instead of waiting out its expiry; the last
+	// record there was when the read began has NumPending 0.
+	for pending := info.NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("read usage: %w", err)
 		}
-		n, done := 0, false
+		n := 0
 		for m := range batch.Messages() {
 			n++
 			var r api.UsageRecord
 			if err := json.Unmarshal(m.Data(), &r); err == nil {
 				fn(r)
 			}
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-				done = true
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
 			}
-		}
-		if done {
-			return nil
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("read usage: %w", err)
@@ -119,4 +115,5 @@ func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn fu
 			return fmt.Errorf("read usage: no records arrived")
 		}
 	}
+	return nil
 }
