@@ -29,6 +29,9 @@ import (
 // after its record left.
 const UsageRetention = 400 * 24 * time.Hour
 
+// clockMargin is how far before from a usage scan starts.
+const clockMargin = time.Hour
+
 func openUsage(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Stream, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        subject.UsageStream,
@@ -64,9 +67,10 @@ func (s *Store) RecordUsage(ctx context.Context, r api.UsageRecord) (bool, error
 }
 
 // ScanUsage calls fn with every usage record of key ("" for every key)
-// stored at or after from, oldest first. A record is stored once its job
-// ended, never before the time it carries, so records of jobs that ended
-// before from are skipped by the server.
+// stored since shortly before from, oldest first; the caller filters by the
+// time a record carries. A record is stored after its job ended, so the
+// server skips most records of jobs that ended before from; the margin
+// covers a hive whose clock runs ahead of the NATS server's.
 func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn func(api.UsageRecord)) error {
 	filter := subject.UsageAll
 	if key != "" {
@@ -74,7 +78,8 @@ func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn fu
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: 30 * time.Second}
 	if !from.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+		start := from.Add(-clockMargin)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
 	cons, err := s.JS.OrderedConsumer(ctx, subject.UsageStream, cfg)
 	if err != nil {

@@ -63,7 +63,7 @@ func TestUsageLedgerCountsEachJobOnce(t *testing.T) {
 		{"k2", time.Time{}, 1, 2},
 		{"", time.Time{}, 3, 28},
 		{"", now.Add(-time.Minute), 3, 28},
-		{"", now.Add(time.Minute), 0, 0},
+		{"", now.Add(2 * time.Hour), 0, 0},
 		{"nobody", time.Time{}, 0, 0},
 	} {
 		var jobs, tok int64
