@@ -101,8 +101,15 @@ type Job struct {
 	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty"`
 	// DispatchSeq is the job's message in the DISPATCH stream, so a cancel
 	// can take a queued job out of its hive's queue.
-	DispatchSeq uint64     `json:"dispatch_seq,omitempty"`
-	Request     JobRequest `json:"request"`
+	DispatchSeq uint64 `json:"dispatch_seq,omitempty"`
+	// Owner is the id of the API key that created the job (never its
+	// secret): "open" on a queen without keys, "admin" for the configured
+	// admin key. Keys without the admin scope see only their own jobs.
+	Owner string `json:"owner,omitempty"`
+	// OwnerName is that key's name when the job was created, kept so that
+	// usage stays readable after the key is revoked.
+	OwnerName string     `json:"owner_name,omitempty"`
+	Request   JobRequest `json:"request"`
 }
 
 // Dispatch is the message a queen puts on a hive's work queue.

@@ -33,6 +33,9 @@ const (
 	// ApplierConsumer is the durable consumer, shared by all queens, that
 	// turns start and end narration into job record updates.
 	ApplierConsumer = "applier"
+	// UsageStream is the usage ledger: one message per finished inference
+	// job, on usage.<key>.<job>.
+	UsageStream = "USAGE"
 	// QueenWriter is the writer token the queen uses in narration subjects.
 	QueenWriter = "queen"
 )
@@ -53,6 +56,16 @@ const (
 	NarrStartAll = "narr.*.*." + KindStart
 	NarrEndAll   = "narr.*.*." + KindEnd + ".*"
 )
+
+// UsageAll matches every usage record.
+const UsageAll = "usage.>"
+
+// Usage is the subject of one job's usage record, filed under the key that
+// created the job; each subject holds at most one message.
+func Usage(key, job string) string { return "usage." + key + "." + job }
+
+// UsageKey matches every usage record of one key.
+func UsageKey(key string) string { return "usage." + key + ".*" }
 
 // Narr is the subject one writer uses for one kind of a job's narration.
 func Narr(job, writer, kind string) string {

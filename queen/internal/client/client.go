@@ -271,3 +271,27 @@ func (c *Client) ListKeys(ctx context.Context) (api.KeyList, error) {
 func (c *Client) RevokeKey(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), nil, nil, nil)
 }
+
+// UsageFilter narrows Usage; empty fields are not sent. From and To are
+// RFC 3339 times or YYYY-MM-DD dates; Key (admin only) picks one key.
+type UsageFilter struct {
+	From, To, Model, Key string
+}
+
+// Usage sums tokens per key and model from the cluster's usage ledger: the
+// calling key's own, or every key's for an admin key.
+func (c *Client) Usage(ctx context.Context, f UsageFilter) (api.UsageList, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"from": f.From, "to": f.To, "model": f.Model, "key": f.Key} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	path := "/v1/usage"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out api.UsageList
+	err := c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	return out, err
+}

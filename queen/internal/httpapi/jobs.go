@@ -79,8 +79,12 @@ func (h *handlers) listJobs(c echo.Context) error {
 		}
 		f.Limit = n
 	}
+	p := principal(c)
+	if !p.Has(api.ScopeAdmin) {
+		f.Owner = p.KeyID
+	}
 	list := h.View.Jobs(f)
-	if !principal(c).Has(api.ScopeAdmin) {
+	if !p.Has(api.ScopeAdmin) {
 		for i := range list {
 			list[i].Request = redact(list[i].Request)
 		}
@@ -97,6 +101,9 @@ func (h *handlers) getJob(c echo.Context) error {
 	if err != nil {
 		return serviceError(err, id)
 	}
+	if !owns(c, j) {
+		return jobNotFound(id)
+	}
 	if !principal(c).Has(api.ScopeAdmin) {
 		j.Request = redact(j.Request)
 	}
@@ -107,6 +114,9 @@ func (h *handlers) cancelJob(c echo.Context) error {
 	id := c.Param("id")
 	if !subject.ValidToken(id) {
 		return jobNotFound(clip(id))
+	}
+	if err := h.mustOwn(c, id); err != nil {
+		return err
 	}
 	j, err := h.Jobs.Cancel(c.Request().Context(), id)
 	if err != nil {
@@ -128,14 +138,8 @@ func (h *handlers) streamJob(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	// The view knows almost every job; one created a moment ago on another
-	// queen may not have reached it yet.
-	if _, ok := h.View.Job(id); !ok {
-		if _, _, err := h.Store.GetJob(ctx, id); errors.Is(err, store.ErrNotFound) {
-			return jobNotFound(id)
-		} else if err != nil {
-			return err
-		}
+	if err := h.mustOwn(c, id); err != nil {
+		return err
 	}
 	hdr := c.Response().Header()
 	hdr.Set(echo.HeaderContentType, "text/event-stream")
@@ -152,6 +156,33 @@ func (h *handlers) streamJob(c echo.Context) error {
 	}
 	if err := h.Hub.Stream(ctx, w, id, after, h.Heartbeat); err != nil && ctx.Err() == nil {
 		h.Log.Warn("stream ended early", "job_id", id, "err", err)
+	}
+	return nil
+}
+
+// owns reports whether the request's key may see job j: admin sees every
+// job, any other key only the jobs it created.
+func owns(c echo.Context, j api.Job) bool {
+	p := principal(c)
+	return p.Has(api.ScopeAdmin) || (j.Owner != "" && j.Owner == p.KeyID)
+}
+
+// mustOwn answers 404 when the job does not exist or belongs to another
+// key; the same answer for both, so a key cannot probe for others' jobs.
+func (h *handlers) mustOwn(c echo.Context, id string) error {
+	// The view knows almost every job; one created a moment ago on another
+	// queen may not have reached it yet.
+	j, ok := h.View.Job(id)
+	if !ok {
+		var err error
+		if j, _, err = h.Store.GetJob(c.Request().Context(), id); errors.Is(err, store.ErrNotFound) {
+			return jobNotFound(id)
+		} else if err != nil {
+			return err
+		}
+	}
+	if !owns(c, j) {
+		return jobNotFound(id)
 	}
 	return nil
 }

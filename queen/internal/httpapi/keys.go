@@ -19,7 +19,7 @@ import (
 func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !h.Keys.Enabled() {
-			setPrincipal(c, auth.Principal{KeyID: "open", Scopes: []string{api.ScopeAdmin}})
+			setPrincipal(c, auth.Principal{KeyID: "open", Name: "open", Scopes: []string{api.ScopeAdmin}})
 			return next(c)
 		}
 		hdr := c.Request().Header.Get(echo.HeaderAuthorization)

@@ -36,6 +36,8 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/hives", h.listHives, read...)
 	e.GET("/v1/hives/:id", h.getHive, read...)
 	e.GET("/v1/metrics/targets", h.metricsTargets, read...)
+	// Every key may read its own usage; admin reads all of it.
+	e.GET("/v1/usage", h.usage, h.authenticate)
 	e.POST("/v1/keys", h.createKey, admin...)
 	e.GET("/v1/keys", h.listKeys, admin...)
 	e.DELETE("/v1/keys/:id", h.revokeKey, admin...)

@@ -126,6 +126,9 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		j.State, j.StartedAt = api.StateRunning, &t
 		return true
 	})
+	if err == nil && kind == subject.KindEnd && !foreign {
+		err = s.countUsage(ctx, rec, writer, e.EndInfo)
+	}
 	switch {
 	case err == nil && foreign:
 		s.reject(ctx, m, kind, metrics.RejectWriter)

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -67,6 +68,8 @@ func NewID() string {
 // readable before Create returns. With an idempotency key, a repeat of the
 // same request by the same principal returns the first job and
 // created=false; the same key with another request is ErrIdempotencyMismatch.
+// principal, the creating key's id, becomes the job's owner; its name is
+// taken from the request's principal in ctx when that is the same key.
 func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, idemKey string) (api.Job, bool, error) {
 	var idem string
 	var claim idemClaim
@@ -102,7 +105,10 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	now := time.Now().UTC()
 	j := api.Job{
 		JobID: NewID(), Operation: req.Operation, Hive: hive, State: api.StateQueued,
-		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req,
+		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req, Owner: principal,
+	}
+	if p := auth.FromContext(ctx); p.KeyID == principal {
+		j.OwnerName = p.Name
 	}
 	if idem != "" {
 		claim.JobID = j.JobID

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,34 @@ type Queen struct {
 	InferTokens          *prometheus.CounterVec
 	InferTTFT            *prometheus.HistogramVec
 	InferTokensPerSecond *prometheus.HistogramVec
+
+	keysMu sync.Mutex
+	keys   map[string]bool
+}
+
+// MaxKeyLabels bounds the distinct values of the key label; keys past it
+// are counted as "other".
+const MaxKeyLabels = 100
+
+// KeyLabel is the key label for a key's name: the name itself for the
+// first MaxKeyLabels names seen, "other" after, so that minting keys cannot
+// mint series without bound.
+func (m *Queen) KeyLabel(name string) string {
+	if name == "" {
+		return "none"
+	}
+	m.keysMu.Lock()
+	defer m.keysMu.Unlock()
+	if m.keys == nil {
+		m.keys = map[string]bool{}
+	}
+	if !m.keys[name] {
+		if len(m.keys) >= MaxKeyLabels {
+			return "other"
+		}
+		m.keys[name] = true
+	}
+	return name
 }
 
 // Gauges are read at scrape time from the parts that own the numbers.
@@ -97,8 +126,8 @@ func New(g Gauges) *Queen {
 		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, cancelled, model_not_found, unavailable).",
 	}, []string{"model", "status"})
 	m.InferTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rbee_inference_tokens_total", Help: "Tokens by model and direction (in: prompt, out: completion).",
-	}, []string{"model", "direction"})
+		Name: "rbee_inference_tokens_total", Help: "Tokens by model, direction (in: prompt, out: completion) and API key name.",
+	}, []string{"model", "direction", "key"})
 	m.InferTTFT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "rbee_inference_time_to_first_token_seconds", Help: "Time from request to the first token, by model.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),

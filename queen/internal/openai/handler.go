@@ -131,7 +131,7 @@ func (a *API) infer(c echo.Context, path string) error {
 	}
 	defer done()
 	req.Hive = hive
-	j, _, err := a.jobs.Create(ctx, req, "", "")
+	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
 	if err != nil {
 		status = "unavailable"
 		c.Response().Header().Set("Retry-After", "1")
@@ -194,8 +194,9 @@ func (a *API) routeError(c echo.Context, err error) error {
 
 func (a *API) observe(s *sink) {
 	u := s.res.Usage
-	a.m.InferTokens.WithLabelValues(s.target, "in").Add(float64(u.PromptTokens))
-	a.m.InferTokens.WithLabelValues(s.target, "out").Add(float64(u.CompletionTokens))
+	key := a.m.KeyLabel(keyName(auth.FromContext(s.c.Request().Context())))
+	a.m.InferTokens.WithLabelValues(s.target, "in", key).Add(float64(u.PromptTokens))
+	a.m.InferTokens.WithLabelValues(s.target, "out", key).Add(float64(u.CompletionTokens))
 	// Only a stream shows when the first token came; a whole answer
 	// arrives at once.
 	if !s.first.IsZero() {
@@ -204,6 +205,15 @@ func (a *API) observe(s *sink) {
 			a.m.InferTokensPerSecond.WithLabelValues(s.target).Observe(float64(u.CompletionTokens-1) / gen)
 		}
 	}
+}
+
+// keyName names a principal in metrics: a stored key by its name, the
+// configured admin key as "admin", an open queen as "open"; never a secret.
+func keyName(p auth.Principal) string {
+	if p.KeyID == "admin" || p.KeyID == "open" {
+		return p.KeyID
+	}
+	return p.Name
 }
 
 // sink writes an infer job's narration as the worker's answer: each chunk

@@ -46,6 +46,8 @@ type Store struct {
 	Hives    jetstream.KeyValue
 	Idem     jetstream.KeyValue
 	Keys     jetstream.KeyValue
+	// Usage is the usage ledger; see RecordUsage.
+	Usage jetstream.Stream
 }
 
 // Pulls of the queen's long-lived consumers expire after PullExpiry and
@@ -82,6 +84,9 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", subject.DispatchStream, err)
+	}
+	if s.Usage, err = openUsage(ctx, js, o); err != nil {
+		return nil, err
 	}
 	buckets := []struct {
 		kv  *jetstream.KeyValue

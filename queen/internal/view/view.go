@@ -178,7 +178,9 @@ func (v *View) Hives() []api.Hive {
 // Filter selects jobs in a listing; empty fields match everything.
 type Filter struct {
 	State, Operation, Hive string
-	Limit                  int
+	// Owner, when set, keeps only the jobs that key created.
+	Owner string
+	Limit int
 }
 
 // Jobs lists records newest first. Job ids sort by creation time.
@@ -186,7 +188,7 @@ func (v *View) Jobs(f Filter) []api.Job {
 	v.mu.RLock()
 	out := make([]api.Job, 0, min(len(v.jobs), f.Limit))
 	for _, j := range v.jobs {
-		if (f.State == "" || j.State == f.State) && (f.Operation == "" || j.Operation == f.Operation) && (f.Hive == "" || j.Hive == f.Hive) {
+		if (f.State == "" || j.State == f.State) && (f.Operation == "" || j.Operation == f.Operation) && (f.Hive == "" || j.Hive == f.Hive) && (f.Owner == "" || j.Owner == f.Owner) {
 			out = append(out, j)
 		}
 	}
