@@ -36,15 +36,33 @@ func ScopeForOperation(op string) string {
 type KeyRequest struct {
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
+	KeyLimits
 }
+
+// KeyLimits bound what one key may ask of the OpenAI API, counted across
+// every queen of a cluster; 0 is no limit. Past one the answer is 429 with
+// Retry-After.
+type KeyLimits struct {
+	// RPM is requests per minute.
+	RPM int `json:"rpm,omitempty"`
+	// TPM is tokens (prompt and completion) per minute: a request is
+	// refused while the minute's tokens have reached it.
+	TPM int `json:"tpm,omitempty"`
+	// MaxConcurrent is requests running at once.
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
+}
+
+// Any reports whether l sets any limit.
+func (l KeyLimits) Any() bool { return l.RPM > 0 || l.TPM > 0 || l.MaxConcurrent > 0 }
 
 // Key is an API key as listed. Secret is set only in the answer that
 // creates it, the one time it is shown.
 type Key struct {
-	ID        string    `json:"id"`
-	Key       string    `json:"key,omitempty"`
-	Name      string    `json:"name"`
-	Scopes    []string  `json:"scopes"`
+	ID     string   `json:"id"`
+	Key    string   `json:"key,omitempty"`
+	Name   string   `json:"name"`
+	Scopes []string `json:"scopes"`
+	KeyLimits
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -75,6 +93,14 @@ func (r *KeyRequest) Validate() error {
 			p = append(p, fmt.Sprintf("scope %q is listed twice", clip(s)))
 		}
 		seen[s] = true
+	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{{"rpm", r.RPM}, {"tpm", r.TPM}, {"max_concurrent", r.MaxConcurrent}} {
+		if l.n < 0 {
+			p = append(p, fmt.Sprintf("%s must not be negative (0 is no limit), not %d", l.name, l.n))
+		}
 	}
 	if len(p) > 0 {
 		return &ValidationError{Problems: p}

@@ -30,6 +30,9 @@ const (
 	IdempotencyBucket = "idempotency"
 	// KeysBucket maps an API key id to its name, scopes and secret's hash.
 	KeysBucket = "keys"
+	// LimitsBucket holds API keys' rate-limit counters: requests and tokens
+	// per minute and running requests' leases.
+	LimitsBucket = "limits"
 	// ApplierConsumer is the durable consumer, shared by all queens, that
 	// turns start and end narration into job record updates.
 	ApplierConsumer = "applier"

@@ -32,6 +32,9 @@ type Principal struct {
 	KeyID  string
 	Name   string
 	Scopes []string
+	// Limits are the key's rate limits, none for the configured admin key
+	// and an open queen.
+	Limits api.KeyLimits
 }
 
 // Has reports whether p may act with scope; admin may do everything.
@@ -165,7 +168,7 @@ func (k *Keys) Authenticate(token string) (Principal, bool) {
 	if !found || err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 {
 		return Principal{}, false
 	}
-	return Principal{KeyID: r.ID, Name: r.Name, Scopes: r.Scopes}, true
+	return Principal{KeyID: r.ID, Name: r.Name, Scopes: r.Scopes, Limits: r.KeyLimits}, true
 }
 
 // keyID reads the id out of a key of the form rbee_<id>_<secret>.
@@ -190,7 +193,7 @@ func (k *Keys) Create(ctx context.Context, req api.KeyRequest) (api.Key, error) 
 	sum := sha256.Sum256([]byte(token))
 	scopes := append([]string(nil), req.Scopes...)
 	sort.Strings(scopes)
-	r := record{Key: api.Key{ID: id, Name: req.Name, Scopes: scopes, CreatedAt: time.Now().UTC()}, Hash: hex.EncodeToString(sum[:])}
+	r := record{Key: api.Key{ID: id, Name: req.Name, Scopes: scopes, KeyLimits: req.KeyLimits, CreatedAt: time.Now().UTC()}, Hash: hex.EncodeToString(sum[:])}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return api.Key{}, err

@@ -19,12 +19,13 @@ func (a *app) keysCommand() *cobra.Command {
 		RunE:    groupRun,
 	}
 	var name, scopes string
+	var limits api.KeyLimits
 	create := &cobra.Command{
-		Use:   "create --name NAME --scopes read,infer",
+		Use:   "create --name NAME --scopes read,infer [--rpm N] [--tpm N] [--max-concurrent N]",
 		Short: "Create a key; its secret is printed once",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := api.KeyRequest{Name: name, Scopes: strings.Split(scopes, ",")}
+			req := api.KeyRequest{Name: name, Scopes: strings.Split(scopes, ","), KeyLimits: limits}
 			if err := req.Validate(); err != nil {
 				return usagef(cmd, "%v", err)
 			}
@@ -35,13 +36,19 @@ func (a *app) keysCommand() *cobra.Command {
 			if a.json {
 				return writeJSON(a.stdout, k)
 			}
-			fmt.Fprintf(a.stdout, "id      %s\nname    %s\nscopes  %s\nkey     %s\n\nThe key is shown only now; store it (e.g. export RBEE_TOKEN=...).\n",
-				k.ID, k.Name, strings.Join(k.Scopes, ","), k.Key)
+			fmt.Fprintf(a.stdout, "id      %s\nname    %s\nscopes  %s\n", k.ID, k.Name, strings.Join(k.Scopes, ","))
+			if k.KeyLimits.Any() {
+				fmt.Fprintf(a.stdout, "limits  %s\n", limitsText(k.KeyLimits))
+			}
+			fmt.Fprintf(a.stdout, "key     %s\n\nThe key is shown only now; store it (e.g. export RBEE_TOKEN=...).\n", k.Key)
 			return nil
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "what the key is for")
 	create.Flags().StringVar(&scopes, "scopes", api.ScopeRead, "comma-separated: "+strings.Join(api.Scopes, ", "))
+	create.Flags().IntVar(&limits.RPM, "rpm", 0, "OpenAI API requests per minute, over all queens (0: no limit)")
+	create.Flags().IntVar(&limits.TPM, "tpm", 0, "OpenAI API tokens (prompt and completion) per minute, over all queens (0: no limit)")
+	create.Flags().IntVar(&limits.MaxConcurrent, "max-concurrent", 0, "OpenAI API requests running at once, over all queens (0: no limit)")
 	list := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -56,9 +63,9 @@ func (a *app) keysCommand() *cobra.Command {
 				return writeJSON(a.stdout, keys)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tCREATED")
+			fmt.Fprintln(tw, "ID\tNAME\tSCOPES\tLIMITS\tCREATED")
 			for _, k := range keys.Keys {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Name, strings.Join(k.Scopes, ","), k.CreatedAt.Local().Format("2006-01-02 15:04:05"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, strings.Join(k.Scopes, ","), limitsText(k.KeyLimits), k.CreatedAt.Local().Format("2006-01-02 15:04:05"))
 			}
 			return tw.Flush()
 		},
@@ -78,4 +85,21 @@ func (a *app) keysCommand() *cobra.Command {
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// limitsText shows a key's limits as its create flags name them, or "-".
+func limitsText(l api.KeyLimits) string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"max-concurrent", l.MaxConcurrent}} {
+		if f.n > 0 {
+			out = append(out, fmt.Sprintf("%s=%d", f.name, f.n))
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, " ")
 }

@@ -123,7 +123,7 @@ func New(g Gauges) *Queen {
 		}, []string{"reason"}),
 	}
 	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, cancelled, model_not_found, unavailable).",
+		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, rate_limited, cancelled, model_not_found, unavailable).",
 	}, []string{"model", "status"})
 	m.InferTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rbee_inference_tokens_total", Help: "Tokens by model, direction (in: prompt, out: completion) and API key name.",

@@ -16,6 +16,7 @@ import (
 
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/limits"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
@@ -31,11 +32,13 @@ type API struct {
 	jobs *jobs.Service
 	m    *metrics.Queen
 	log  *slog.Logger
+	// limits enforces keys' rate limits across queens.
+	limits *limits.Limiter
 }
 
 // New makes the API.
 func New(v *view.View, j *jobs.Service, st *store.Store, hub *relay.Hub, m *metrics.Queen, cfg Config, log *slog.Logger) *API {
-	return &API{r: newRouter(v, j, st, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai")}
+	return &API{r: newRouter(v, j, st, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.Limits, log)}
 }
 
 // Models answers GET /v1/models.
@@ -116,6 +119,12 @@ func (a *API) infer(c echo.Context, path string) error {
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
 			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", in.Model))
 	}
+	releaseKey, answered, err := a.admitKey(c)
+	if answered {
+		status = "rate_limited"
+		return err
+	}
+	defer releaseKey()
 	release, err := a.r.admit(req.Model)
 	if err != nil {
 		status = "busy"
@@ -140,6 +149,7 @@ func (a *API) infer(c echo.Context, path string) error {
 	c.Response().Header().Set(JobHeader, j.JobID)
 	s := &sink{c: c, model: in.Model, target: req.Model, start: start,
 		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
+	defer a.countTokens(c, s)
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.

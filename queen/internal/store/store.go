@@ -46,6 +46,8 @@ type Store struct {
 	Hives    jetstream.KeyValue
 	Idem     jetstream.KeyValue
 	Keys     jetstream.KeyValue
+	// Limits holds API keys' rate-limit counters (package limits).
+	Limits jetstream.KeyValue
 	// Usage is the usage ledger; see RecordUsage.
 	Usage jetstream.Stream
 }
@@ -96,6 +98,10 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		{&s.Hives, jetstream.KeyValueConfig{Bucket: subject.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 		{&s.Idem, jetstream.KeyValueConfig{Bucket: subject.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		{&s.Keys, jetstream.KeyValueConfig{Bucket: subject.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		// Counters of the current minute and leases of running requests:
+		// a NATS restart that forgets them forgets at most a minute's
+		// counts.
+		{&s.Limits, jetstream.KeyValueConfig{Bucket: subject.LimitsBucket, Description: "rbee API key rate-limit counters", TTL: LimitsTTL, Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 	}
 	for _, b := range buckets {
 		if *b.kv, err = js.CreateOrUpdateKeyValue(ctx, b.cfg); err != nil {
@@ -104,6 +110,10 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+// LimitsTTL drops a rate-limit counter untouched this long: longer than
+// the minute its window is read and than a lease lives between renewals.
+const LimitsTTL = 3 * time.Minute
 
 // JetStream's refusals to reserve storage: a single server answers the
 // first, a cluster's placement the second or third. nats.go names none.
