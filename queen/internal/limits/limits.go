@@ -92,7 +92,8 @@ func New(kv jetstream.KeyValue, log *slog.Logger) *Limiter {
 
 // Admit admits one request of key under lim, or refuses it with an *Error.
 // release ends the request's hold on a concurrency slot; it must be called
-// once the request ends, and is never nil when err is nil. A key without
+// when the request ends, may be called again, and is never nil when err is
+// nil. A key without
 // limits costs no round trip.
 func (l *Limiter) Admit(ctx context.Context, key string, lim api.KeyLimits) (release func(), err error) {
 	release = func() {}

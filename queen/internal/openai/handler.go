@@ -149,8 +149,11 @@ func (a *API) infer(c echo.Context, path string) error {
 	c.Response().Header().Set(JobHeader, j.JobID)
 	s := &sink{c: c, model: in.Model, target: req.Model, start: start,
 		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
-	defer a.countTokens(c, s)
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
+	// The generation is over: its tokens count and its slot frees before
+	// the client reads the end, so the client's next request sees both.
+	a.countTokens(c, s)
+	releaseKey()
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.
 		status = "cancelled"
