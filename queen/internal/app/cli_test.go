@@ -33,6 +33,16 @@ func TestCLIAgainstRealQueen(t *testing.T) {
 	if code, out, _ := rbee("check", "--hive", "h1", "--events", "500"); code != 0 || !strings.Contains(out, "in order") {
 		t.Fatalf("check: exit %d, %q", code, out)
 	}
+	// Limits are shown when made and listed.
+	if code, out, _ := rbee("keys", "create", "--name", "capped", "--scopes", "infer", "--rpm", "5", "--max-concurrent", "2"); code != 0 || !strings.Contains(out, "limits  rpm=5 max-concurrent=2\n") {
+		t.Fatalf("keys create with limits: exit %d, %q", code, out)
+	}
+	if code, out, _ := rbee("keys", "ls"); code != 0 || !strings.Contains(out, "rpm=5 max-concurrent=2") {
+		t.Fatalf("keys ls: exit %d, %q", code, out)
+	}
+	if code, _, errOut := rbee("keys", "create", "--name", "bad", "--scopes", "infer", "--tpm", "-1"); code == 0 || !strings.Contains(errOut, "tpm must not be negative") {
+		t.Fatalf("negative tpm: exit %d, %q", code, errOut)
+	}
 	code, out, _ = rbee("keys", "create", "--name", "ci", "--scopes", "read")
 	if code != 0 || !strings.Contains(out, "rbee_") {
 		t.Fatalf("keys create: exit %d, %q", code, out)
