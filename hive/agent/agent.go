@@ -209,9 +209,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 
+	// The puller is done before the jobs are stopped and counted, so no
+	// job it pulled escapes either.
+	wg.Wait()
 	a.stopAll(errHiveStopping)
 	jobs.Wait()
-	wg.Wait()
 	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := kv.Delete(dctx, a.cfg.ID); err != nil {
