@@ -31,10 +31,15 @@ var Version = "dev"
 
 // Config is what a hive needs to run.
 type Config struct {
-	ID       string
-	DataDir  string
-	Slots    int
-	AllowRun bool
+	ID      string
+	DataDir string
+	// Slots bounds the jobs other than inference that run at once.
+	Slots int
+	// InferSlots bounds the inference jobs the hive holds at once, running
+	// or waiting for a worker; they do not take Slots, and each worker's
+	// own parallelism limits what runs on it.
+	InferSlots int
+	AllowRun   bool
 	// RunAllow, if non-empty, lists the only executables run may start:
 	// absolute paths, or bare names resolved through PATH.
 	RunAllow []string
@@ -60,11 +65,12 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		ID:        subjectSafe(host),
-		DataDir:   "data/hive",
-		Slots:     4,
-		MaxEvents: 10_000_000,
-		AckWait:   30 * time.Second,
+		ID:         subjectSafe(host),
+		DataDir:    "data/hive",
+		Slots:      4,
+		InferSlots: 64,
+		MaxEvents:  10_000_000,
+		AckWait:    30 * time.Second,
 
 		MaxModelBytes: models.DefaultMaxModelBytes,
 		MinFreeDisk:   models.DefaultMinFreeDisk,
@@ -82,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.Slots < 1 || c.Slots > 1024 {
 		errs = multierror.Append(errs, fmt.Errorf("slots must be between 1 and 1024, not %d", c.Slots))
+	}
+	if c.InferSlots < 1 || c.InferSlots > 3072 {
+		errs = multierror.Append(errs, fmt.Errorf("infer slots must be between 1 and 3072, not %d", c.InferSlots))
 	}
 	for k := range c.Labels {
 		if !subject.ValidToken(k) {
@@ -117,8 +126,14 @@ type Agent struct {
 
 	m *hiveMetrics
 
+	// jobSlots and inferSlots hold a token for each job of their kind in
+	// hand, and one for the message being pulled.
+	jobSlots, inferSlots chan struct{}
+
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+	// inferRunning counts the inference jobs among running.
+	inferRunning int
 	// beat is the last heartbeat, served to metrics scrapes.
 	lastBeat api.Hive
 }
@@ -151,6 +166,9 @@ func New(cfg Config, nc *nats.Conn, log *slog.Logger) (*Agent, error) {
 		running: map[string]context.CancelCauseFunc{},
 		usage:   newUsage(),
 		changed: make(chan struct{}, 1),
+
+		jobSlots:   make(chan struct{}, cfg.Slots),
+		inferSlots: make(chan struct{}, cfg.InferSlots),
 	}
 	a.m = newHiveMetrics(a)
 	if a.workers, err = newWorkers(a); err != nil {
@@ -185,17 +203,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	var jobs sync.WaitGroup
 	// The queen makes the work-queue consumer once it sees the heartbeat.
 	if cons, err := a.dispatchConsumer(ctx); err == nil {
-		for i := 0; i < a.cfg.Slots; i++ {
-			wg.Add(1)
-			go func() { defer wg.Done(); a.slot(ctx, cons, &jobs) }()
-		}
-		a.log.Info("hive ready", "slots", a.cfg.Slots, "allow_run", a.cfg.AllowRun)
+		wg.Add(1)
+		go func() { defer wg.Done(); a.pull(ctx, cons, &jobs) }()
+		a.log.Info("hive ready", "slots", a.cfg.Slots, "infer_slots", a.cfg.InferSlots, "allow_run", a.cfg.AllowRun)
 	}
 	<-ctx.Done()
 
+	// The puller is done before the jobs are stopped and counted, so no
+	// job it pulled escapes either.
+	wg.Wait()
 	a.stopAll(errHiveStopping)
 	jobs.Wait()
-	wg.Wait()
 	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := kv.Delete(dctx, a.cfg.ID); err != nil {
@@ -268,11 +286,13 @@ func (a *Agent) info(ctx context.Context) api.Hive {
 	for id := range a.running {
 		running = append(running, id)
 	}
+	inferRunning := a.inferRunning
 	a.mu.Unlock()
 	h := api.Hive{
 		ID: a.cfg.ID, Version: Version, StartedAt: a.started, HeartbeatAt: time.Now().UTC(),
 		Labels: a.cfg.Labels, AllowRun: a.cfg.AllowRun,
-		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-len(running)), Running: running,
+		Slots: a.cfg.Slots, SlotsFree: max(0, a.cfg.Slots-(len(running)-inferRunning)), Running: running,
+		InferSlots: a.cfg.InferSlots, InferRunning: inferRunning,
 		AckWaitS:    a.cfg.AckWait.Seconds(),
 		MetricsAddr: a.cfg.MetricsAddr,
 		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
@@ -303,5 +323,5 @@ func (a *Agent) last() api.Hive {
 func (a *Agent) slotsFree() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return max(0, a.cfg.Slots-len(a.running))
+	return max(0, a.cfg.Slots-(len(a.running)-a.inferRunning))
 }

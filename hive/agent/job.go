@@ -36,15 +36,27 @@ type job struct {
 	ctx context.Context
 }
 
-// slot is one unit of concurrency: it asks the work queue for one job only
-// when it is free, so no job waits in a hive-side buffer with its
-// acknowledgement timer running.
-func (a *Agent) slot(ctx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+// pull is the hive's one reader of its work queue. What a message holds
+// is known only once it is here, so it asks for one only while both a job
+// slot and an inference slot are free, and gives back the one the message
+// does not take. No job waits in a hive-side buffer with its
+// acknowledgement timer running, and generations never take the slots
+// that spawns, downloads and status checks need.
+func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
 	for ctx.Err() == nil {
+		if !take(ctx, a.jobSlots) {
+			return
+		}
+		if !take(ctx, a.inferSlots) {
+			<-a.jobSlots
+			return
+		}
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
+			<-a.jobSlots
+			<-a.inferSlots
 			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
 				a.log.Warn("pull job", "err", err)
 				select {
@@ -54,14 +66,42 @@ func (a *Agent) slot(ctx context.Context, cons jetstream.Consumer, jobs *sync.Wa
 			}
 			continue
 		}
+		infer := isInfer(msg)
+		held := a.jobSlots
+		if infer {
+			held = a.inferSlots
+			<-a.jobSlots
+		} else {
+			<-a.inferSlots
+		}
 		jobs.Add(1)
-		a.handle(msg)
-		jobs.Done()
+		go func() {
+			defer jobs.Done()
+			defer func() { <-held }()
+			a.handle(msg, infer)
+		}()
+	}
+}
+
+// isInfer reports whether a dispatch is an inference job, from its header
+// alone; a queen that does not send the header has its jobs take job slots.
+func isInfer(msg jetstream.Msg) bool {
+	return msg.Headers().Get(subject.OperationHeader) == api.OpInfer
+}
+
+// take puts a token into slots, waiting while it is full.
+func take(ctx context.Context, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
 // handle runs one dispatched job from pickup to the acknowledgement.
-func (a *Agent) handle(msg jetstream.Msg) {
+// infer says which of the hive's capacities the job takes.
+func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	var d api.Dispatch
 	if err := json.Unmarshal(msg.Data(), &d); err != nil || !subject.ValidToken(d.JobID) {
 		a.log.Error("drop malformed dispatch", "err", err)
@@ -112,10 +152,16 @@ func (a *Agent) handle(msg jetstream.Msg) {
 	defer stopDeadline()
 	a.mu.Lock()
 	a.running[d.JobID] = cancel
+	if infer {
+		a.inferRunning++
+	}
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
 		delete(a.running, d.JobID)
+		if infer {
+			a.inferRunning--
+		}
 		a.mu.Unlock()
 		cancel(nil)
 	}()

@@ -21,45 +21,90 @@ import (
 var inferClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}}
 
 // usage tracks which workers serve requests, to route each request to the
-// least busy one and to stop workers that sat idle past their timeout.
+// least busy one, to hold requests while every worker is at its parallel
+// limit and to stop workers that sat idle past their timeout.
 type usage struct {
 	mu       sync.Mutex
 	inflight map[string]int
 	lastUsed map[string]time.Time
 	idle     map[string]time.Duration
+	// freed is closed, and replaced, whenever a request ends, waking the
+	// requests that wait for a worker.
+	freed chan struct{}
 }
 
 func newUsage() *usage {
-	return &usage{inflight: map[string]int{}, lastUsed: map[string]time.Time{}, idle: map[string]time.Duration{}}
+	return &usage{inflight: map[string]int{}, lastUsed: map[string]time.Time{}, idle: map[string]time.Duration{}, freed: make(chan struct{})}
 }
 
-// pick chooses the ready worker of the model with the fewest requests in
-// flight and counts one more for it; done releases it.
-func (a *Agent) pickWorker(model string) (api.Worker, func(), bool) {
+// errNoWorker means no ready worker serves the model on this hive.
+var errNoWorker = errors.New("no ready worker serves the model")
+
+// pickWorker chooses the ready worker of the model with the fewest
+// requests in flight among those below their parallel limit, and counts
+// one more for it; done releases it. While every ready worker of the
+// model is full it waits, as the worker itself would queue the request,
+// calling waiting once; it gives up when ctx ends or no ready worker is
+// left.
+func (a *Agent) pickWorker(ctx context.Context, model string, waiting func(busy int)) (api.Worker, func(), error) {
+	told := false
+	for {
+		w, done, ready, freed := a.tryWorker(model)
+		if done != nil {
+			return w, done, nil
+		}
+		if ready == 0 {
+			return api.Worker{}, nil, errNoWorker
+		}
+		if !told {
+			told = true
+			waiting(ready)
+		}
+		// The workers may change without a request ending (one becomes
+		// ready, or dies): look again now and then.
+		select {
+		case <-ctx.Done():
+			return api.Worker{}, nil, context.Cause(ctx)
+		case <-freed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// tryWorker is one look for a worker with room: done is nil when there is
+// none, ready counts the model's ready workers, and freed is closed when a
+// request ends.
+func (a *Agent) tryWorker(model string) (w api.Worker, done func(), ready int, freed <-chan struct{}) {
 	u := a.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var best api.Worker
 	found := false
-	for _, w := range a.workers.List() {
-		if w.ModelID != model || w.State != api.WorkerReady {
+	for _, c := range a.workers.List() {
+		if c.ModelID != model || c.State != api.WorkerReady {
 			continue
 		}
-		if !found || u.inflight[w.WorkerID] < u.inflight[best.WorkerID] {
-			best, found = w, true
+		ready++
+		if c.Parallel > 0 && u.inflight[c.WorkerID] >= c.Parallel {
+			continue
+		}
+		if !found || u.inflight[c.WorkerID] < u.inflight[w.WorkerID] {
+			w, found = c, true
 		}
 	}
 	if !found {
-		return best, nil, false
+		return w, nil, ready, u.freed
 	}
-	u.inflight[best.WorkerID]++
-	u.lastUsed[best.WorkerID] = time.Now()
-	return best, func() {
+	u.inflight[w.WorkerID]++
+	u.lastUsed[w.WorkerID] = time.Now()
+	id := w.WorkerID
+	return w, func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		u.inflight[best.WorkerID]--
-		u.lastUsed[best.WorkerID] = time.Now()
-	}, true
+		u.inflight[id]--
+		u.lastUsed[id] = time.Now()
+		close(u.freed)
+		u.freed = make(chan struct{})
+	}, ready, u.freed
 }
 
 // setIdleTimeout makes a worker stop after d without requests.
@@ -117,9 +162,15 @@ const (
 // which stops the generation.
 func (j *job) infer() error {
 	req := j.d.Request
-	w, done, ok := j.a.pickWorker(req.Model)
-	if !ok {
+	w, done, err := j.a.pickWorker(j.ctx, req.Model, func(busy int) {
+		_ = j.p.Emit(api.Event{Actor: "infer", Action: "waiting",
+			Message: fmt.Sprintf("every worker of %s is busy (%d); waiting for one", req.Model, busy)})
+	})
+	if errors.Is(err, errNoWorker) {
 		return fmt.Errorf("no ready worker serves model %s on hive %s", req.Model, j.a.cfg.ID)
+	}
+	if err != nil {
+		return err
 	}
 	defer done()
 	path, data, err := workerBody(req, w.ModelID)

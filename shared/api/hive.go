@@ -15,8 +15,17 @@ type Hive struct {
 	// AckWaitS is how long, in seconds, the hive's work queue waits for a
 	// sign of life before it hands a job out again; the queen makes the
 	// hive's work-queue consumer with it.
-	AckWaitS    float64   `json:"ack_wait_s,omitempty"`
-	SlotsFree   int       `json:"slots_free"`
+	AckWaitS  float64 `json:"ack_wait_s,omitempty"`
+	SlotsFree int     `json:"slots_free"`
+	// InferSlots bounds the inference jobs the hive holds at once. They do
+	// not take job slots: Slots and SlotsFree count the other operations
+	// only, so a long generation never holds up a spawn or a download.
+	// Zero from a hive that predates it, whose infer jobs take job slots.
+	InferSlots int `json:"infer_slots,omitempty"`
+	// InferRunning is how many inference jobs the hive holds now, running
+	// or waiting for a free place on a worker.
+	InferRunning int `json:"infer_running"`
+	// Running lists every job on the hive, inference included.
 	Running     []string  `json:"running,omitempty"`
 	MetricsAddr string    `json:"metrics_addr,omitempty"`
 	Inventory   Inventory `json:"inventory"`

@@ -37,16 +37,19 @@ const (
 
 // Worker is one inference server process a hive supervises.
 type Worker struct {
-	WorkerID  string    `json:"worker_id"`
-	ModelID   string    `json:"model_id"`
-	Backend   string    `json:"backend"`
-	Host      string    `json:"host"`
-	Port      int       `json:"port"`
-	URL       string    `json:"url"`
-	State     string    `json:"state"`
-	PID       int       `json:"pid,omitempty"`
-	GPUs      []int     `json:"gpus,omitempty"`
-	CtxSize   int       `json:"ctx_size,omitempty"`
+	WorkerID string `json:"worker_id"`
+	ModelID  string `json:"model_id"`
+	Backend  string `json:"backend"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	URL      string `json:"url"`
+	State    string `json:"state"`
+	PID      int    `json:"pid,omitempty"`
+	GPUs     []int  `json:"gpus,omitempty"`
+	CtxSize  int    `json:"ctx_size,omitempty"`
+	// Parallel is how many requests the worker serves at once; the hive
+	// holds further requests until one ends. Zero: no limit of its own.
+	Parallel  int       `json:"parallel,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	Restarts  int       `json:"restarts"`
 	Hive      string    `json:"hive,omitempty"`
@@ -62,6 +65,10 @@ type Backend struct {
 	// {gpus} and {ctx} are filled in at spawn.
 	Command    []string `json:"command"`
 	HealthPath string   `json:"health_path"`
+	// Parallel is how many requests one worker serves at once; 0 takes it
+	// from the command (llama-server's --parallel, vLLM's --max-num-seqs)
+	// or the kind's default. -1: no limit, the hive sends every request on.
+	Parallel int `json:"parallel,omitempty"`
 }
 
 // MaxModelID is the longest model id accepted.

@@ -145,6 +145,11 @@ func DirectGetLast(stream, filter string) string {
 // Dispatch is the work-queue subject of one hive.
 func Dispatch(hive string) string { return "dispatch.hive." + hive }
 
+// OperationHeader carries a dispatched job's operation, so a hive can tell
+// which of its capacities (job slots or inference slots) a message takes
+// without reading the body. A dispatch without it takes a job slot.
+const OperationHeader = "Rbee-Operation"
+
 // DispatchConsumer is the durable consumer name of one hive.
 func DispatchConsumer(hive string) string { return "hive-" + hive }
 

@@ -37,7 +37,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "hive id (letters, digits, '-', '_')")
 	fs.StringVar(&natsURL, "nats-url", natsURL, "NATS server URL (the queen's --nats-listen address)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for models, work files and state")
-	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at the same time")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at the same time, inference not counted")
+	fs.IntVar(&cfg.InferSlots, "infer-slots", cfg.InferSlots, "inference jobs held at the same time, running or waiting for a worker with room")
 	fs.BoolVar(&cfg.AllowRun, "allow-run", false, "permit the run operation (arbitrary commands)")
 	fs.Func("allow-run-commands", "with --allow-run, the only executables run may start: comma-separated absolute paths or bare names looked up in PATH", func(v string) error {
 		for _, name := range strings.Split(v, ",") {

@@ -65,6 +65,10 @@ func countTokens(s string) int { return len(strings.Fields(s)) }
 // error or emit's, when the client goes away. finish is "stop" when the
 // answer reached its natural end and "length" when limit cut it short.
 func (s *Server) generate(ctx context.Context, g *generator, limit int, emit func(string) error) (n int, finish string, err error) {
+	active := s.active.Add(1)
+	defer s.active.Add(-1)
+	for peak := s.peak.Load(); active > peak && !s.peak.CompareAndSwap(peak, active); peak = s.peak.Load() {
+	}
 	var tick <-chan time.Time
 	if s.cfg.TokenRate > 0 {
 		t := time.NewTicker(time.Duration(float64(time.Second) / s.cfg.TokenRate))

@@ -189,6 +189,8 @@ type Server struct {
 	cancelled atomic.Int64
 	tokens    atomic.Int64
 	ids       atomic.Uint64
+	// active and peak count generations in progress now and at most.
+	active, peak atomic.Int64
 }
 
 // NewServer makes a worker that is still loading; call Load to make it ready.
@@ -231,9 +233,14 @@ type Stats struct {
 	Cancelled int64 `json:"cancelled"`
 	// Tokens is every completion token generated.
 	Tokens int64 `json:"tokens"`
+	// Active is the generations in progress; PeakActive the most there
+	// have been at once, to check what a hive sends a worker.
+	Active     int64 `json:"active"`
+	PeakActive int64 `json:"peak_active"`
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
-	return Stats{Requests: s.requests.Load(), Cancelled: s.cancelled.Load(), Tokens: s.tokens.Load()}
+	return Stats{Requests: s.requests.Load(), Cancelled: s.cancelled.Load(), Tokens: s.tokens.Load(),
+		Active: s.active.Load(), PeakActive: s.peak.Load()}
 }

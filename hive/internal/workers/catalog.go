@@ -193,6 +193,9 @@ func NormalizeCatalog(bs []api.Backend) ([]api.Backend, error) {
 				}
 			}
 		}
+		if b.Parallel < -1 {
+			errs = multierror.Append(errs, fmt.Errorf("%s: parallel must be -1 (no limit), 0 (from the command) or above, not %d", where, b.Parallel))
+		}
 		if b.HealthPath == "" {
 			b.HealthPath = DefaultHealthPath
 		}
@@ -206,6 +209,41 @@ func NormalizeCatalog(bs []api.Backend) ([]api.Backend, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// parallelFlags are the flags that set a built-in kind's concurrency.
+var parallelFlags = map[string][]string{
+	KindLlamaServer: {"--parallel", "-np"},
+	KindVLLM:        {"--max-num-seqs"},
+}
+
+// Parallel is how many requests one worker of b serves at once, 0 for no
+// limit: the catalog's setting, else the command's flag, else the kind's
+// default. llama-server picks 4 slots by itself (-np -1, automatic) and
+// vLLM batches up to 256 sequences; the reference worker and other
+// commands are not limited by the hive.
+func Parallel(b api.Backend) int {
+	if b.Parallel != 0 {
+		return max(b.Parallel, 0)
+	}
+	for i, a := range b.Command {
+		for _, f := range parallelFlags[b.Kind] {
+			v, ok := strings.CutPrefix(a, f+"=")
+			if !ok && a == f && i+1 < len(b.Command) {
+				v, ok = b.Command[i+1], true
+			}
+			if n, err := strconv.Atoi(v); ok && err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	switch b.Kind {
+	case KindLlamaServer:
+		return 4
+	case KindVLLM:
+		return 256
+	}
+	return 0
 }
 
 // vars are the values of one spawn's placeholders.

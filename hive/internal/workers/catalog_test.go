@@ -116,3 +116,27 @@ func TestCatalogIsACopy(t *testing.T) {
 		t.Fatal("New accepted a command backend without a command")
 	}
 }
+
+func TestParallel(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    api.Backend
+		want int
+	}{
+		{"reference has no limit", api.Backend{Kind: workers.KindReference, Command: []string{"rbee-worker", "--port", "{port}"}}, 0},
+		{"catalog setting wins", api.Backend{Kind: workers.KindLlamaServer, Parallel: 2, Command: []string{"llama-server", "--parallel", "8"}}, 2},
+		{"catalog -1 is no limit", api.Backend{Kind: workers.KindLlamaServer, Parallel: -1}, 0},
+		{"llama-server --parallel", api.Backend{Kind: workers.KindLlamaServer, Command: []string{"llama-server", "--parallel", "8", "--port", "{port}"}}, 8},
+		{"llama-server -np=", api.Backend{Kind: workers.KindLlamaServer, Command: []string{"llama-server", "-np=3"}}, 3},
+		{"llama-server default", api.Backend{Kind: workers.KindLlamaServer, Command: []string{"llama-server", "-np", "-1"}}, 4},
+		{"vllm --max-num-seqs", api.Backend{Kind: workers.KindVLLM, Command: []string{"vllm", "serve", "--max-num-seqs", "16"}}, 16},
+		{"vllm default", api.Backend{Kind: workers.KindVLLM}, 256},
+		{"command without setting", api.Backend{Kind: workers.KindCommand, Command: []string{"serve", "--parallel", "2"}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := workers.Parallel(tc.b); got != tc.want {
+				t.Fatalf("Parallel = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -250,7 +250,7 @@ func (s *Supervisor) Spawn(ctx context.Context, req SpawnRequest, log func(line 
 	w.rec = api.Worker{
 		WorkerID: id, ModelID: req.ModelID, Backend: b.Name, Host: s.cfg.Host, Port: port,
 		URL: "http://" + net.JoinHostPort(s.cfg.Host, strconv.Itoa(port)), State: api.WorkerStarting,
-		GPUs: slices.Clone(req.GPUs), CtxSize: req.CtxSize, StartedAt: time.Now().UTC(), Hive: s.cfg.Hive,
+		GPUs: slices.Clone(req.GPUs), CtxSize: req.CtxSize, Parallel: Parallel(b), StartedAt: time.Now().UTC(), Hive: s.cfg.Hive,
 	}
 	s.workers[id] = w
 	startedAt := w.rec.StartedAt

@@ -71,6 +71,9 @@ func (a *app) hiveGetCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 			fmt.Fprintf(tw, "hive\t%s (version %s)\n", h.ID, orDash(h.Version))
 			fmt.Fprintf(tw, "slots\t%d free of %d\n", h.SlotsFree, h.Slots)
+			if h.InferSlots > 0 {
+				fmt.Fprintf(tw, "inference\t%d in hand of %d\n", h.InferRunning, h.InferSlots)
+			}
 			fmt.Fprintf(tw, "allow run\t%s\n", yesNo(h.AllowRun))
 			fmt.Fprintf(tw, "heartbeat\t%s ago\n", fmtDuration(max(time.Since(h.HeartbeatAt), 0)))
 			if len(h.Labels) > 0 {

@@ -234,7 +234,9 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64)
 	if err != nil {
 		return err
 	}
-	ack, err := s.st.JS.PublishMsg(ctx, &nats.Msg{Subject: subject.Dispatch(j.Hive), Data: data},
+	msg := &nats.Msg{Subject: subject.Dispatch(j.Hive), Data: data, Header: nats.Header{}}
+	msg.Header.Set(subject.OperationHeader, j.Request.Operation)
+	ack, err := s.st.JS.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(fmt.Sprintf("%s-%d", j.JobID, j.Attempt)))
 	if err != nil {
 		return fmt.Errorf("dispatch job %s: %w", j.JobID, err)
@@ -319,6 +321,11 @@ func (s *Service) better(a, b api.Hive, req api.JobRequest) bool {
 		if ha != hb {
 			return ha
 		}
+	}
+	if req.Operation == api.OpInfer && (a.InferSlots > 0 || b.InferSlots > 0) {
+		// Inference takes no job slot on a hive that counts it apart:
+		// the hive with the fewest generations in hand goes first.
+		return a.InferRunning < b.InferRunning
 	}
 	if (a.SlotsFree > 0) != (b.SlotsFree > 0) {
 		return a.SlotsFree > 0

@@ -24,7 +24,8 @@ func (s *Store) DispatchConsumer(ctx context.Context, h api.Hive) error {
 }
 
 // DispatchConsumerConfig is hive h's work-queue consumer: as many jobs
-// handed out at once as it has slots, redelivered after its ack wait.
+// handed out at once as it has slots, job and inference together,
+// redelivered after its ack wait.
 func DispatchConsumerConfig(h api.Hive) jetstream.ConsumerConfig {
 	wait := 30 * time.Second
 	if h.AckWaitS > 0 {
@@ -35,6 +36,6 @@ func DispatchConsumerConfig(h api.Hive) jetstream.ConsumerConfig {
 		FilterSubject: subject.Dispatch(h.ID),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       wait,
-		MaxAckPending: min(max(h.Slots, 1), 4096),
+		MaxAckPending: min(max(h.Slots, 1)+max(h.InferSlots, 0), 4096),
 	}
 }
