@@ -88,6 +88,9 @@ type Publisher struct {
 
 	futures  chan future
 	inflight atomic.Int64
+	// progress is when the last acknowledgement or failure came in, or
+	// the first publish after none was in flight (unix nanoseconds).
+	progress atomic.Int64
 	acked    atomic.Uint64 // highest sequence acknowledged
 	errored  atomic.Bool
 	// refused is the stream's answer when it is full: every later event
@@ -158,13 +161,18 @@ func (p *Publisher) collect() {
 	for fu := range p.futures {
 		select {
 		case <-fu.f.Ok():
-			p.acked.Store(fu.seq)
+			// After a failure, a later event's acknowledgement says
+			// nothing about the failed one: resync decides.
+			if !p.errored.Load() {
+				p.acked.Store(fu.seq)
+			}
 		case err := <-fu.f.Err():
 			if full(err) {
 				p.refused.CompareAndSwap(nil, &err)
 			}
 			p.errored.Store(true)
 		}
+		p.progress.Store(time.Now().UnixNano())
 		p.inflight.Add(-1)
 		select {
 		case p.settled <- struct{}{}:
@@ -179,6 +187,9 @@ func (p *Publisher) send() error {
 	if p.failed != nil || p.checkRefused() {
 		return p.failed
 	}
+	if p.stalled() {
+		p.drain()
+	}
 	if p.broken || p.errored.Load() || p.nc.Stats().Reconnects != p.gen {
 		return p.resync()
 	}
@@ -187,13 +198,38 @@ func (p *Publisher) send() error {
 	return nil
 }
 
+// stallAfter is how long publishes may go unanswered before the publisher
+// stops sending more. A stream whose leader died answers nothing until a
+// new one is elected, which takes seconds; events sent meanwhile would
+// be stored by the new leader before the lost ones are sent again, out of
+// order. Acknowledgements normally take milliseconds.
+const stallAfter = time.Second
+
+// stalled reports whether publishes are in flight with no answer for
+// stallAfter.
+func (p *Publisher) stalled() bool {
+	return p.inflight.Load() > 0 && time.Since(time.Unix(0, p.progress.Load())) > stallAfter
+}
+
+// drain waits until every publish in flight is answered or timed out.
+func (p *Publisher) drain() {
+	for p.inflight.Load() > 0 {
+		select {
+		case <-p.settled:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func (p *Publisher) publish(pd pending) {
 	f, err := p.js.PublishMsgAsync(pd.msg)
 	if err != nil {
 		p.broken = true
 		return
 	}
-	p.inflight.Add(1)
+	if p.inflight.Add(1) == 1 {
+		p.progress.Store(time.Now().UnixNano())
+	}
 	p.futures <- future{seq: pd.seq, f: f}
 }
 
@@ -243,6 +279,28 @@ func (p *Publisher) resync() error {
 		p.trim()
 		p.errored.Store(false)
 		p.broken, p.gen = false, gen
+		// The first unstored event goes alone and waits for its
+		// acknowledgement, which comes once the stream has a leader that
+		// stored it. A batch sent while the stream elects a leader would
+		// fail at once, and one sent as the leader is elected could be
+		// stored in part, its tail before its head: a gap no reader could
+		// close. The direct get above may be answered by any replica, so
+		// it proves nothing about the leader.
+		if len(p.window) > 0 {
+			if err := p.publishSync(p.window[0]); err != nil {
+				if p.checkRefused() {
+					return p.failed
+				}
+				if time.Now().After(deadline) {
+					p.failed = fmt.Errorf("narration stalled: %w", err)
+					return p.failed
+				}
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			p.acked.Store(max(p.acked.Load(), p.window[0].seq))
+			p.trim()
+		}
 		for _, pd := range p.window {
 			p.publish(pd)
 			if p.broken {
@@ -253,6 +311,17 @@ func (p *Publisher) resync() error {
 			return nil
 		}
 	}
+}
+
+// publishSync stores one event and waits for the stream's acknowledgement.
+func (p *Publisher) publishSync(pd pending) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := p.js.PublishMsg(ctx, pd.msg)
+	if full(err) {
+		p.refused.CompareAndSwap(nil, &err)
+	}
+	return err
 }
 
 // lastStored is the sequence of this writer's newest stored event of the

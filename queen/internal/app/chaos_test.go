@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
 )
@@ -70,25 +73,52 @@ func TestNATSNodeKilledMidJob(t *testing.T) {
 	all := strings.Join(urls, ",")
 	base, _ := mustQueen(t, all, func(c *app.Config) { c.Replicas = 3 })
 	hiveProcess(t, base, all, "h1", "--allow-run")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1",
-		Command: []string{"sh", "-c", "i=0; while [ $i -lt 80 ]; do echo line $i; i=$((i+1)); sleep 0.05; done"}})
-	head, _, _ := sse(t, context.Background(), base, job, 0, 5)
-	_ = nodes[0].Process.Kill()
+	var jobs []string
+	for range 3 {
+		jobs = append(jobs, submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1",
+			Command: []string{"sh", "-c", "i=0; while [ $i -lt 80 ]; do echo line $i; i=$((i+1)); sleep 0.05; done"}}))
+	}
+	head, _, _ := sse(t, context.Background(), base, jobs[0], 0, 5)
+	// The server that leads the narration stream: the hive's publishes
+	// in flight are lost with it, and a new leader is elected while the
+	// hive keeps writing.
+	nc, err := nats.Connect(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	narr, err := js.Stream(context.Background(), "NARR")
+	nc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := narr.CachedInfo().Cluster.Leader
+	killed := false
+	for i := range urls {
+		if fmt.Sprintf("n%d", i+1) == leader {
+			_ = nodes[i].Process.Kill()
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatalf("no node named %q leads NARR", leader)
+	}
 
 	ctx, cancel := contextTimeout(45 * time.Second)
 	defer cancel()
-	rest, err := readAll(ctx, func() []string { return []string{base} }, job)
-	if err == nil {
-		err = complete(append(head, dropThrough(rest, head[len(head)-1].ID)...))
-	}
-	if err != nil {
-		for _, f := range head {
-			t.Logf("head %d %s", f.ID, f.Data[:60])
+	for i, job := range jobs {
+		rest, err := readAll(ctx, func() []string { return []string{base} }, job)
+		if err == nil && i == 0 {
+			err = complete(append(head, dropThrough(rest, head[len(head)-1].ID)...))
+		} else if err == nil {
+			err = complete(rest)
 		}
-		for _, f := range rest[:min(8, len(rest))] {
-			t.Logf("rest %d %s", f.ID, f.Data[:60])
+		if err != nil {
+			for _, f := range rest[:min(8, len(rest))] {
+				t.Logf("rest %d %s", f.ID, f.Data[:60])
+			}
+			t.Fatalf("job %d with the stream's leader %s killed: %v", i, leader, err)
 		}
-		t.Fatal(err)
 	}
 	// The cluster still takes new work.
 	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(20)})
