@@ -203,8 +203,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	var jobs sync.WaitGroup
 	// The queen makes the work-queue consumer once it sees the heartbeat.
 	if cons, err := a.dispatchConsumer(ctx); err == nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); a.pull(ctx, cons, &jobs) }()
+		// One pull loop per job slot, as many requests outstanding as jobs
+		// could start: a single loop would wait a round trip per job.
+		for range a.cfg.Slots {
+			wg.Add(1)
+			go func() { defer wg.Done(); a.pull(ctx, cons, &jobs) }()
+		}
 		a.log.Info("hive ready", "slots", a.cfg.Slots, "infer_slots", a.cfg.InferSlots, "allow_run", a.cfg.AllowRun)
 	}
 	<-ctx.Done()
