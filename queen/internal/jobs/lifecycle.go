@@ -112,7 +112,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		// Judged on the record as the update reads it: a declined change
 		// on a stale copy is asked again on a fresh one.
 		// Earlier attempts are declined below as stale.
-		foreign = writer != subject.QueenWriter && (e.Attempt > j.Attempt || (e.Attempt == j.Attempt && writer != j.Hive))
+		foreign = e.Attempt >= j.Attempt && !store.Writes(*j, writer, e.Attempt)
 		if foreign {
 			return false
 		}

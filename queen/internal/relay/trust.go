@@ -2,6 +2,7 @@ package relay
 
 import (
 	"rbee.dev/queen/internal/metrics"
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
 )
@@ -108,5 +109,5 @@ func (t *trust) writes(job, hive string, attempt int, recs Records) bool {
 		return false
 	}
 	rec, ok := recs.Job(job)
-	return ok && max(rec.Attempt, 1) == attempt && rec.Hive == hive
+	return ok && store.Writes(rec, hive, attempt)
 }

@@ -191,15 +191,18 @@ func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
 	return seq, err
 }
 
-// MayEnd reports whether end may end j: it is terminal, and the queen
-// wrote it, or the hive of j's current attempt wrote it for that attempt.
-// A hive may write narration subjects of any job under its own name; this
-// keeps it from ending jobs it was not given.
+// Writes reports whether writer may write attempt of j's story: the queen
+// always, a hive only for the attempt j was dispatched to it for. A hive
+// may publish narration subjects of any job under its own name; readers
+// keep it from speaking for jobs it was not given.
+func Writes(j api.Job, writer string, attempt int) bool {
+	return writer == subject.QueenWriter || (writer == j.Hive && j.Hive != "" && max(attempt, 1) == j.Attempt)
+}
+
+// MayEnd reports whether end may end j: it is terminal, and its writer
+// writes its attempt (Writes).
 func MayEnd(j api.Job, end api.EndInfo) bool {
-	if !api.Terminal(end.State) {
-		return false
-	}
-	return end.Writer == subject.QueenWriter || (end.Writer == j.Hive && j.Hive != "" && max(end.Attempt, 1) == j.Attempt)
+	return api.Terminal(end.State) && Writes(j, end.Writer, end.Attempt)
 }
 
 // EndOf returns the job's end event and its stream sequence, or nil.
