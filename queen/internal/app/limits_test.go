@@ -111,6 +111,18 @@ func TestKeyLimits(t *testing.T) {
 		t.Errorf("negative rpm: %d, want 400", code)
 	}
 
+	t.Run("no way around them through /v1/jobs", func(t *testing.T) {
+		key := mk("jobs", api.KeyLimits{RPM: 1})
+		for _, req := range []api.JobRequest{
+			{Operation: api.OpInfer, Model: "m", Prompt: "hi"},
+			{Operation: api.OpInfer, Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)},
+		} {
+			if code := doHeaders(t, "POST", a+"/v1/jobs", req, map[string]string{"Authorization": "Bearer " + key}, nil); code != 403 {
+				t.Fatalf("a limited key's infer job through /v1/jobs: %d, want 403", code)
+			}
+		}
+	})
+
 	t.Run("rpm", func(t *testing.T) {
 		// A minute that rolls between the first request and the last
 		// resets the count: try again with a fresh key.

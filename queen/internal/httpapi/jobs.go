@@ -47,6 +47,12 @@ func (h *handlers) createJob(c echo.Context) error {
 	if err := authorize(c, api.ScopeForOperation(req.Operation)); err != nil {
 		return err
 	}
+	// A key's rate limits are counted where its requests are answered, on
+	// the OpenAI routes; an infer job submitted here would go around them.
+	if p := principal(c); req.Operation == api.OpInfer && p.Limits.Any() {
+		return newError(http.StatusForbidden, api.CodeForbidden,
+			"this API key has rate limits, which apply to the OpenAI routes: send inference to /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/rerank")
+	}
 	j, created, err := h.Jobs.Create(c.Request().Context(), req, principal(c).KeyID, idem)
 	if err != nil {
 		return serviceError(err, "")

@@ -27,7 +27,9 @@ const UnownedKey = "none"
 // writer that ended the job, so a lost hive's earlier attempt is never
 // counted instead.
 func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, end api.EndInfo) error {
-	if rec.Operation != api.OpInfer || end.State != api.StateDone || max(end.Attempt, 1) < rec.Attempt {
+	// The record decides, not the event: an end the record declined (it
+	// had ended already) counts nothing.
+	if rec.Operation != api.OpInfer || rec.State != api.StateDone || end.State != api.StateDone || max(end.Attempt, 1) < rec.Attempt {
 		return nil
 	}
 	m, err := s.st.Narr.GetLastMsgForSubject(ctx, subject.Narr(rec.JobID, writer, subject.KindData))
@@ -53,7 +55,7 @@ func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, en
 		t = time.Now().UTC()
 	}
 	_, err = s.st.RecordUsage(ctx, api.UsageRecord{JobID: rec.JobID, KeyID: key, KeyName: name, Model: rec.Request.Model,
-		PromptTokens: int64(e.Data.Usage.PromptTokens), CompletionTokens: int64(e.Data.Usage.CompletionTokens), Time: t.UTC()})
+		PromptTokens: max(0, int64(e.Data.Usage.PromptTokens)), CompletionTokens: max(0, int64(e.Data.Usage.CompletionTokens)), Time: t.UTC()})
 	return err
 }
 
