@@ -1,6 +1,9 @@
 package relay
 
-import "bytes"
+import (
+	"bytes"
+	"unicode/utf8"
+)
 
 // scanEvent reads the fields the relay judges a frame by from an event's
 // JSON, skipping the rest without decoding it: the live tail does this for
@@ -120,6 +123,15 @@ func (s *scanner) str() ([]byte, bool) {
 			}
 		case c < 0x20:
 			return nil, false
+		case c >= utf8.RuneSelf:
+			// encoding/json would read invalid UTF-8 as U+FFFD, and so
+			// read another string than this one; writers (encoding/json
+			// too) never send it, so a frame holding it is refused.
+			r, size := utf8.DecodeRune(s.b[s.i:])
+			if r == utf8.RuneError && size == 1 {
+				return nil, false
+			}
+			s.i += size
 		default:
 			s.i++
 		}
