@@ -239,7 +239,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		return nil, errors.New("queen stopped while starting")
 	}
 	ok = true
-	log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", q.ns != nil)
+	if q.ns != nil {
+		log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", true, "nats_sync", cfg.NATSSync.String(), "power_cut_loses", cfg.NATSSync.LossWindow())
+	} else {
+		log.Info("queen ready", "http", q.HTTPAddr(), "embedded_nats", false)
+	}
 	return q, nil
 }
 
@@ -302,7 +306,7 @@ func (q *Queen) connect() error {
 		}
 		return nil
 	}
-	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users, MaxStore: q.cfg.NarrationMaxBytes + storeHeadroom}
+	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users, MaxStore: q.cfg.NarrationMaxBytes + storeHeadroom, Sync: q.cfg.NATSSync}
 	if q.cfg.NATSCert != "" {
 		if eo.TLS, err = serverTLS(q.cfg.NATSCert, q.cfg.NATSKey, q.cfg.NATSCA); err != nil {
 			return fmt.Errorf("nats tls: %w", err)

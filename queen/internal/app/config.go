@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 
+	"rbee.dev/queen/internal/embedded"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/openai"
 	"rbee.dev/shared/api"
@@ -63,6 +64,11 @@ type Config struct {
 	NarrationMaxBytes int64
 	// JobMaxNarrationBytes is each job's narration budget; 0 is none.
 	JobMaxNarrationBytes int64
+	// NATSSync is when the embedded server forces JetStream's writes to
+	// disk. An external server takes its own sync_interval.
+	NATSSync embedded.Sync
+	// natsSyncSet is true when --nats-sync was given.
+	natsSyncSet bool
 	// PprofAddr serves Go's profiler (net/http/pprof) there when set.
 	PprofAddr string
 	Verbose   bool
@@ -78,6 +84,7 @@ func DefaultConfig() Config {
 		Retention:      72 * time.Hour,
 		Replicas:       1,
 		SSEHeartbeat:   15 * time.Second,
+		NATSSync:       embedded.DefaultSync,
 		HTTPTimeout:    time.Minute,
 		SSEBuffer:      1024,
 		Placement:      jobs.Spread,
@@ -131,6 +138,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int64Var(&c.MaxEventsPerJob, "max-events-per-job", 0, "stream-side cap on one writer's events per job (0: none)")
 	fs.Var((*api.ByteSize)(&c.NarrationMaxBytes), "narration-max-bytes", "bytes the narration stream (and the embedded NATS store) may hold, e.g. 20GiB (default 10% of the data dir's disk, at most 50GiB)")
 	fs.Var((*api.ByteSize)(&c.JobMaxNarrationBytes), "job-max-narration-bytes", "narration one job may store, e.g. 1GiB; a job past it ends failed (0: no budget)")
+	fs.Var(&c.NATSSync, "nats-sync", "when the embedded NATS server forces writes to disk: always, a duration such as 1s (what a power cut may lose), or default (the server's 2m)")
 	fs.StringVar(&c.PprofAddr, "pprof-addr", "", "serve Go's profiler on this address, e.g. 127.0.0.1:6060 (loopback only: it has no authentication)")
 	fs.BoolVar(&c.Verbose, "verbose", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -150,6 +158,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if err := errs.ErrorOrNil(); err != nil {
 		return c, err
 	}
+	c.natsSyncSet = set["nats-sync"] || getenv("QUEEN_NATS_SYNC") != ""
 	if c.AdminKeyFile != "" && c.AdminKey == "" {
 		key, err := secret.ReadFile(c.AdminKeyFile)
 		if err != nil {
@@ -184,6 +193,9 @@ func (c Config) Validate() error {
 		if err := c.natsListenSafe(); err != nil {
 			errs = multierror.Append(errs, err)
 		}
+	}
+	if c.natsSyncSet && c.NATSURL != "" {
+		errs = multierror.Append(errs, errors.New("nats-sync applies to the embedded server only; set sync_interval in the NATS server's jetstream block"))
 	}
 	if c.NATSURL == "" && c.DataDir == "" {
 		errs = multierror.Append(errs, errors.New("data-dir is required for the embedded NATS server"))

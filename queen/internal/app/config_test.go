@@ -90,3 +90,44 @@ func TestAliasFlags(t *testing.T) {
 		})
 	}
 }
+
+// The embedded server's disk sync is a stated choice: a second by default,
+// always, a duration or the server's own default, and never for an
+// external server, whose own config decides.
+func TestNATSSyncFlag(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+		err  bool
+	}{
+		{"default", nil, nil, "1s", false},
+		{"always", []string{"--nats-sync", "always"}, nil, "always", false},
+		{"interval", []string{"--nats-sync", "100ms"}, nil, "100ms", false},
+		{"server default", []string{"--nats-sync", "default"}, nil, "default", false},
+		{"environment", nil, map[string]string{"QUEEN_NATS_SYNC": "always"}, "always", false},
+		{"zero", []string{"--nats-sync", "0s"}, nil, "", true},
+		{"negative", []string{"--nats-sync", "-1s"}, nil, "", true},
+		{"nonsense", []string{"--nats-sync", "sometimes"}, nil, "", true},
+		{"external server", []string{"--nats-url", "nats://127.0.0.1:4222", "--nats-sync", "always"}, nil, "", true},
+		{"external server, environment", []string{"--nats-url", "nats://127.0.0.1:4222"}, map[string]string{"QUEEN_NATS_SYNC": "1s"}, "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := app.ParseConfig(c.args, func(k string) string { return c.env[k] }, io.Discard)
+			if c.err {
+				if err == nil {
+					t.Fatalf("accepted: %v", cfg.NATSSync)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.NATSSync.String(); got != c.want {
+				t.Fatalf("nats sync %s, want %s", got, c.want)
+			}
+		})
+	}
+}

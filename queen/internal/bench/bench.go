@@ -59,11 +59,12 @@ func scenarios() map[string]scenario {
 		"sustained":  sustainedScenario,
 		"chaos":      chaosScenario,
 		"infer":      inferScenario,
+		"durability": durabilityScenario,
 	}
 	noise := map[string]string{
 		"idle": "others_cpu_s", "roundtrip": "seq_others_cpu_s", "throughput": "job_others_cpu_s",
 		"fanout": "deliver_others_cpu_s", "sustained": "others_cpu_s", "chaos": "others_cpu_s",
-		"infer": "cn_others_cpu_s",
+		"infer": "cn_others_cpu_s", "durability": "others_cpu_s",
 	}
 	for name, sc := range all {
 		sc.metrics = append(slices.Clip(sc.metrics), noiseMetrics(noise[name])...)

@@ -68,7 +68,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {

@@ -25,6 +25,8 @@ type Options struct {
 	// MaxStore bounds the bytes JetStream keeps on disk; 0 leaves the
 	// server's default, most of the disk.
 	MaxStore int64
+	// Sync is when JetStream's writes are forced to disk.
+	Sync Sync
 }
 
 // Start runs a JetStream-enabled NATS server that stores under dir.
@@ -41,6 +43,8 @@ func Start(dir string, o Options) (*server.Server, error) {
 		// Without a bound the server takes up to 75% of the disk, and
 		// one job's output could fill the machine.
 		JetStreamMaxStore: o.MaxStore,
+		SyncAlways:        o.Sync.Always,
+		SyncInterval:      o.Sync.Interval,
 	}
 	if o.TLS != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = o.TLS, true, o.TLS.ClientCAs != nil
