@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
 	"rbee.dev/shared/api"
 )
 
@@ -210,50 +213,61 @@ func (j *job) infer() error {
 // or, for a job in the rebuilt form (prompt or messages), a streamed
 // request made from those fields.
 func workerBody(req api.JobRequest, model string) (string, []byte, error) {
-	body := map[string]any{}
-	path := req.Path
 	if len(req.Body) == 0 {
-		path, body["prompt"] = api.InferCompletions, req.Prompt
-		if len(req.Messages) > 0 {
-			path, body = api.InferChat, map[string]any{"messages": req.Messages}
-		}
-		body["stream"] = true
-		if req.MaxTokens > 0 {
-			body["max_tokens"] = req.MaxTokens
-		}
-		if req.Temperature != nil {
-			body["temperature"] = *req.Temperature
-		}
-	} else {
-		var raw map[string]json.RawMessage
-		if err := json.Unmarshal(req.Body, &raw); err != nil {
+		return legacyBody(req, model)
+	}
+	// The client's bytes travel as they came: edits touch only the fields
+	// they name, so key order, spacing and numbers stay the client's.
+	body := req.Body
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || !gjson.ValidBytes(body) {
+		return "", nil, errors.New("request body: not a JSON object")
+	}
+	var err error
+	if gjson.GetBytes(body, "download").Exists() {
+		if body, err = sjson.DeleteBytes(body, "download"); err != nil {
 			return "", nil, fmt.Errorf("request body: %w", err)
 		}
-		for k, v := range raw {
-			body[k] = v
-		}
-		delete(body, "download")
 	}
-	body["model"] = model
-	if stream, _ := body["stream"].(bool); stream || string(asRaw(body["stream"])) == "true" {
-		opts := map[string]json.RawMessage{}
-		if raw, ok := body["stream_options"].(json.RawMessage); ok {
-			// Not an object (null, say): replaced by one.
-			_ = json.Unmarshal(raw, &opts)
-			if opts == nil {
-				opts = map[string]json.RawMessage{}
-			}
+	if m := gjson.GetBytes(body, "model"); m.Type != gjson.String || m.Str != model {
+		if body, err = sjson.SetBytes(body, "model", model); err != nil {
+			return "", nil, fmt.Errorf("request body: %w", err)
 		}
-		opts["include_usage"] = json.RawMessage("true")
-		body["stream_options"] = opts
+	}
+	if gjson.GetBytes(body, "stream").Type == gjson.True {
+		// Usage is counted from the last chunk, which only this asks for.
+		if opts := gjson.GetBytes(body, "stream_options"); opts.IsObject() {
+			if opts.Get("include_usage").Type != gjson.True {
+				body, err = sjson.SetBytes(body, "stream_options.include_usage", true)
+			}
+		} else {
+			// Absent, or not an object (null, say): replaced by one.
+			body, err = sjson.SetRawBytes(body, "stream_options", []byte(`{"include_usage":true}`))
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("request body: %w", err)
+		}
+	}
+	return req.Path, body, nil
+}
+
+// legacyBody builds the worker request of an infer job that carries
+// fields rather than a client's body.
+func legacyBody(req api.JobRequest, model string) (string, []byte, error) {
+	body := map[string]any{"model": model, "stream": true, "stream_options": map[string]bool{"include_usage": true}}
+	path := api.InferCompletions
+	if len(req.Messages) > 0 {
+		path, body["messages"] = api.InferChat, req.Messages
+	} else {
+		body["prompt"] = req.Prompt
+	}
+	if req.MaxTokens > 0 {
+		body["max_tokens"] = req.MaxTokens
+	}
+	if req.Temperature != nil {
+		body["temperature"] = *req.Temperature
 	}
 	data, err := json.Marshal(body)
 	return path, data, err
-}
-
-func asRaw(v any) json.RawMessage {
-	raw, _ := v.(json.RawMessage)
-	return bytes.TrimSpace(raw)
 }
 
 // relayStream narrates each SSE data payload of a worker's stream as a

@@ -90,11 +90,21 @@ func passthroughCluster(t *testing.T) (base, record, source string) {
 // lastRecorded is the body of the last request the worker received.
 func lastRecorded(t *testing.T, record, path string) map[string]any {
 	t.Helper()
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lastRecordedRaw(t, record, path)), &last); err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// lastRecordedRaw is that body's bytes.
+func lastRecordedRaw(t *testing.T, record, path string) string {
+	t.Helper()
 	data, err := os.ReadFile(record)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last map[string]any
+	last, seen := "", false
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 8<<20)
 	for sc.Scan() {
@@ -103,13 +113,10 @@ func lastRecorded(t *testing.T, record, path string) map[string]any {
 			t.Fatal(err)
 		}
 		if r.Path == path {
-			last = nil
-			if err := json.Unmarshal([]byte(r.Body), &last); err != nil {
-				t.Fatal(err)
-			}
+			last, seen = r.Body, true
 		}
 	}
-	if last == nil {
+	if !seen {
 		t.Fatalf("the worker received nothing on %s", path)
 	}
 	return last
@@ -245,6 +252,13 @@ func TestOpenAIPassThrough(t *testing.T) {
 	if status != 200 || !strings.HasPrefix(ctype, "application/json") || body != rename(cannedChat) {
 		t.Fatalf("raw answer %d %s:\n%s\nnot\n%s", status, ctype, body, rename(cannedChat))
 	}
+	// ... and the request's bytes, but for the model: key order and
+	// numbers as the client wrote them (the job carries the body as JSON,
+	// so spacing between tokens is not kept).
+	status, _, _ = post(t, base+"/v1/chat/completions", `{"zeta": 1, "model" : "gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0.70,"download":null}`)
+	if raw := lastRecordedRaw(t, record, "/v1/chat/completions"); status != 200 || raw != `{"zeta":1,"model":"demo","messages":[{"role":"user","content":"hi"}],"temperature":0.70}` {
+		t.Fatalf("the worker received %s (status %d)", raw, status)
+	}
 	var wantSSE strings.Builder
 	for _, c := range cannedChunks {
 		fmt.Fprintf(&wantSSE, "data: %s\n\n", strings.Replace(c, `"model":"demo"`, `"model":"gpt-4o-mini"`, 1))
@@ -270,8 +284,8 @@ func TestOpenAIPassThrough(t *testing.T) {
 	// Every request was a job.
 	var list api.JobList
 	do(t, "GET", base+"/v1/jobs?operation=infer", nil, &list)
-	if len(list.Jobs) != 6 {
-		t.Fatalf("%d infer jobs, want 6", len(list.Jobs))
+	if len(list.Jobs) != 7 {
+		t.Fatalf("%d infer jobs, want 7", len(list.Jobs))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/tidwall/gjson"
 
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
@@ -257,29 +258,14 @@ type narration struct {
 }
 
 func (s *sink) Frame(f relay.Frame) error {
+	if f.Kind == subject.KindEvent {
+		return s.chunk(f.Data)
+	}
 	var e narration
 	if err := json.Unmarshal(f.Data, &e); err != nil {
 		return err
 	}
 	switch {
-	case f.Kind == subject.KindEvent && e.Action == api.ActionChunk:
-		var payload string
-		if err := json.Unmarshal(e.Data, &payload); err != nil {
-			return fmt.Errorf("chunk event: %w", err)
-		}
-		// The first text, not the chunk that only names the role, is the
-		// first token.
-		if s.first.IsZero() && e.Message != "" {
-			s.first = time.Now()
-		}
-		if s.dropUsage && usageOnly([]byte(payload)) {
-			return nil
-		}
-		if s.w == nil {
-			s.open()
-		}
-		_, err := fmt.Fprintf(s.w, "data: %s\n\n", s.rename([]byte(payload)))
-		return err
 	case f.Kind == subject.KindData && e.Action == api.ActionResponse:
 		var r api.InferResponse
 		if err := json.Unmarshal(e.Data, &r); err != nil {
@@ -293,6 +279,47 @@ func (s *sink) Frame(f relay.Frame) error {
 		s.state, s.failure = e.State, e.Error
 	}
 	return nil
+}
+
+// chunk writes the worker's SSE payload a chunk event carries. It is the
+// one frame of every token, so it reads the event in a single pass rather
+// than decoding it whole.
+func (s *sink) chunk(event []byte) error {
+	var action, message, data gjson.Result
+	gjson.ParseBytes(event).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "action":
+			action = v
+		case "message":
+			message = v
+		case "data":
+			data = v
+		}
+		return true
+	})
+	if action.Str != api.ActionChunk {
+		return nil
+	}
+	if data.Type != gjson.String {
+		return errors.New("chunk event: data is not a string")
+	}
+	// The first text, not the chunk that only names the role, is the
+	// first token.
+	if s.first.IsZero() && message.Str != "" {
+		s.first = time.Now()
+	}
+	payload := []byte(data.Str)
+	if s.dropUsage && usageOnly(payload) {
+		return nil
+	}
+	if s.w == nil {
+		s.open()
+	}
+	payload = s.rename(payload)
+	s.w.WriteString("data: ")
+	s.w.Write(payload)
+	_, err := s.w.WriteString("\n\n")
+	return err
 }
 
 func (s *sink) rename(payload []byte) []byte {
