@@ -148,8 +148,13 @@ func TestQueuedUntilHiveJoins(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 	head, _, _ := sse(t, context.Background(), first, job, 0, 1)
-	if e := head[0].event(t); !strings.Contains(e.Message, "waits in the queue") || !strings.Contains(e.Message, "late") {
+	if e := head[0].event(t); !strings.Contains(e.Message, "waits in the queue at position 1") || !strings.Contains(e.Message, "late") {
 		t.Fatalf("first event %q does not say why it waits", e.Message)
+	}
+	// A second job waits behind it.
+	next := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Events: intp(1)})
+	if head, _, _ := sse(t, context.Background(), first, next, 0, 1); !strings.Contains(head[0].event(t).Message, "at position 2") {
+		t.Fatalf("second job's first event %q", head[0].event(t).Message)
 	}
 	_ = q1.Close()
 

@@ -59,6 +59,8 @@ type Config struct {
 	InferFor       time.Duration
 	InferTokenRate float64
 
+	BacklogJobs int
+
 	IdleFor time.Duration
 
 	// QuietWait is how long a run waits for other processes to calm down
@@ -68,7 +70,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability", "backlog"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {
@@ -108,6 +110,8 @@ func DefaultConfig() Config {
 		InferFor:       5 * time.Second,
 		InferTokenRate: 100,
 
+		BacklogJobs: 30_000,
+
 		IdleFor: 5 * time.Second,
 
 		QuietWait:  60 * time.Second,
@@ -136,6 +140,7 @@ func (c *Config) quick(set map[string]bool) {
 	scale("chaos-jobs", &c.ChaosJobs, 5)
 	scaleD("idle-for", &c.IdleFor, 2*time.Second)
 	scaleD("infer-for", &c.InferFor, 2*time.Second)
+	scale("backlog-jobs", &c.BacklogJobs, 3000)
 	scale("runs", &c.Runs, 1)
 	scaleD("quiet-wait", &c.QuietWait, 5*time.Second)
 }
@@ -193,6 +198,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.InferClients, "infer-clients", c.InferClients, "infer: concurrent streams of the many-clients part")
 	fs.IntVar(&c.InferTokens, "infer-tokens", c.InferTokens, "infer: max_tokens of each request")
 	fs.DurationVar(&c.InferFor, "infer-for", c.InferFor, "infer: duration of each load phase")
+	fs.IntVar(&c.BacklogJobs, "backlog-jobs", c.BacklogJobs, "backlog: jobs queued for a label no hive carries")
 	fs.Float64Var(&c.InferTokenRate, "infer-token-rate", c.InferTokenRate, "infer: the reference worker's tokens per second per stream (0: as fast as it can)")
 
 	fs.DurationVar(&c.IdleFor, "idle-for", c.IdleFor, "idle: window over which idle CPU is measured")
@@ -244,7 +250,7 @@ func (c Config) Validate() error {
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
-		"chaos-slots": c.ChaosSlots, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
+		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] < 1 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sort"
 	"sync"
 	"time"
 
@@ -189,7 +190,10 @@ func (s *Service) reap(ctx context.Context) {
 	now := time.Now()
 	s.expire(ctx, now)
 	s.relieve(ctx, now)
-	for _, j := range s.v.Active() {
+	for _, j := range s.v.WaitedPast(now) {
+		s.endFor(ctx, j, api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"})
+	}
+	for _, j := range s.v.Underway() {
 		var e api.Event
 		switch {
 		case j.Hive != "" && !s.hiveLive(j.Hive) && now.Sub(j.CreatedAt) > time.Second:
@@ -197,8 +201,6 @@ func (s *Service) reap(ctx context.Context) {
 				continue
 			}
 			e = api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s lost", j.Hive), Message: fmt.Sprintf("hive %s stopped sending heartbeats", j.Hive)}
-		case j.State == api.StateQueued && j.Hive == "" && now.After(j.DeadlineAt):
-			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
 		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(j.CreatedAt) > lostDispatchAfter:
@@ -207,9 +209,6 @@ func (s *Service) reap(ctx context.Context) {
 				continue
 			}
 			e = api.Event{State: api.StateFailed, Error: "dispatch lost", Message: fmt.Sprintf("the queen that placed the job on hive %s stopped before handing it over", j.Hive)}
-		case j.State == api.StateQueued && j.Hive == "":
-			s.placeQueued(ctx, j)
-			continue
 		case j.State == api.StateCancelling && j.CancelRequestedAt != nil && now.After(j.CancelRequestedAt.Add(s.Grace)) && s.cancelStale(ctx, j):
 			e = api.Event{State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled"}
 		default:
@@ -217,7 +216,28 @@ func (s *Service) reap(ctx context.Context) {
 		}
 		s.endFor(ctx, j, e)
 	}
+	s.placeWaiting(ctx)
 	s.reconcile(ctx)
+}
+
+// placeWaiting hands waiting jobs to hives that can now take them, oldest
+// first. Jobs that need the same kind of hive share one answer, so a long
+// queue that no live hive can serve costs nothing per tick.
+func (s *Service) placeWaiting(ctx context.Context) {
+	hives := s.v.Hives()
+	var placeable []api.Job
+	for _, req := range s.v.WaitingNeeds() {
+		if _, err := s.placeAmong(req, hives); err == nil {
+			placeable = append(placeable, s.v.WaitingFor(req)...)
+		}
+	}
+	sort.Slice(placeable, func(i, k int) bool { return placeable[i].JobID < placeable[k].JobID })
+	for _, j := range placeable {
+		if ctx.Err() != nil {
+			return
+		}
+		s.placeQueued(ctx, j, hives)
+	}
 }
 
 // expire deletes the records of jobs past retention, so that they leave
@@ -284,8 +304,8 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 
 // placeQueued hands a waiting job to a hive once one can take it. Queens
 // race for it by compare-and-set; one wins and dispatches.
-func (s *Service) placeQueued(ctx context.Context, j api.Job) {
-	to, err := s.place(j.Request)
+func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) {
+	to, err := s.placeAmong(j.Request, hives)
 	if err != nil {
 		return
 	}

@@ -263,20 +263,19 @@ func (s *Service) abandon(id string, cause error) {
 	})
 }
 
-// queuePosition is how many queued jobs were created before id, plus one.
-func (s *Service) queuePosition(id string) int {
-	n := 1
-	for _, j := range s.v.Active() {
-		if j.State == api.StateQueued && j.Hive == "" && j.JobID < id {
-			n++
-		}
-	}
-	return n
-}
+// queuePosition is the place of a job that was just created in the
+// queue of jobs waiting for a hive: every one this queen knows of is
+// ahead of it, since job ids grow with time.
+func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 
 // place picks a hive: the pinned one if live, else, among the live hives
 // that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
+	return s.placeAmong(req, s.v.Hives())
+}
+
+// placeAmong is place with the live hives given.
+func (s *Service) placeAmong(req api.JobRequest, hives []api.Hive) (string, error) {
 	if req.Hive != "" {
 		if _, ok := s.v.Hive(req.Hive); !ok {
 			return "", fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
@@ -284,7 +283,7 @@ func (s *Service) place(req api.JobRequest) (string, error) {
 		return req.Hive, nil
 	}
 	var cands []api.Hive
-	for _, h := range s.v.Hives() {
+	for _, h := range hives {
 		if req.Operation == api.OpRun && !h.AllowRun {
 			continue
 		}
@@ -295,7 +294,7 @@ func (s *Service) place(req api.JobRequest) (string, error) {
 	}
 	if len(cands) == 0 {
 		why := "no hive is online"
-		if len(s.v.Hives()) > 0 {
+		if len(hives) > 0 {
 			why = "no online hive matches the request's labels and operation"
 		}
 		return "", fmt.Errorf("%w: %s", ErrNoCapableHive, why)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,10 +21,17 @@ import (
 type View struct {
 	log *slog.Logger
 
-	mu        sync.RWMutex
-	hives     map[string]api.Hive
-	jobs      map[string]api.Job
-	revs      map[string]uint64 // each job record's bucket revision
+	mu    sync.RWMutex
+	hives map[string]api.Hive
+	jobs  map[string]api.Job
+	revs  map[string]uint64 // each job record's bucket revision
+	// underway holds the ids of open jobs that have a hive (or run on the
+	// queen); waiting those queued for want of one, by what they need of
+	// a hive (Needs). The reaper and queue positions then cost what is
+	// open and can change, not everything retained.
+	underway  map[string]struct{}
+	waiting   map[string]map[string]struct{}
+	nWaiting  int
 	hivesSync bool
 	jobsSync  bool
 	synced    chan struct{}
@@ -36,6 +44,7 @@ type View struct {
 func New(log *slog.Logger, onLost func(hive string)) *View {
 	return &View{
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
+		underway: map[string]struct{}{}, waiting: map[string]map[string]struct{}{},
 		synced: make(chan struct{}), onLost: onLost, joined: make(chan struct{}, 1),
 	}
 }
@@ -123,8 +132,7 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 func (v *View) applyJob(e jetstream.KeyValueEntry) {
 	if e.Operation() != jetstream.KeyValuePut {
 		v.mu.Lock()
-		delete(v.jobs, e.Key())
-		delete(v.revs, e.Key())
+		v.setJob(e.Key(), nil, 0)
 		v.mu.Unlock()
 		return
 	}
@@ -134,9 +142,115 @@ func (v *View) applyJob(e jetstream.KeyValueEntry) {
 		return
 	}
 	v.mu.Lock()
-	v.jobs[e.Key()] = j
-	v.revs[e.Key()] = e.Revision()
+	v.setJob(e.Key(), &j, e.Revision())
 	v.mu.Unlock()
+}
+
+// setJob stores a record, or removes it when j is nil, and keeps the
+// indexes in step. The caller holds mu.
+func (v *View) setJob(id string, j *api.Job, rev uint64) {
+	delete(v.underway, id)
+	if old, ok := v.jobs[id]; ok && waits(old) {
+		k := Needs(old.Request)
+		delete(v.waiting[k], id)
+		if len(v.waiting[k]) == 0 {
+			delete(v.waiting, k)
+		}
+		v.nWaiting--
+	}
+	if j == nil {
+		delete(v.jobs, id)
+		delete(v.revs, id)
+		return
+	}
+	v.jobs[id], v.revs[id] = *j, rev
+	switch {
+	case waits(*j):
+		k := Needs(j.Request)
+		if v.waiting[k] == nil {
+			v.waiting[k] = map[string]struct{}{}
+		}
+		v.waiting[k][id] = struct{}{}
+		v.nWaiting++
+	case !api.Terminal(j.State):
+		v.underway[id] = struct{}{}
+	}
+}
+
+// waits reports whether a job is queued for want of a hive.
+func waits(j api.Job) bool { return j.State == api.StateQueued && j.Hive == "" }
+
+// Needs is what decides whether a hive can take a request at all: a pinned
+// hive, the run operation, the labels. Requests with the same needs fit
+// the same hives.
+func Needs(req api.JobRequest) string {
+	var b strings.Builder
+	b.WriteString(req.Hive)
+	if req.Operation == api.OpRun {
+		b.WriteString("\x00run")
+	}
+	keys := make([]string, 0, len(req.Labels))
+	for k := range req.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b.WriteString("\x00" + k + "=" + req.Labels[k])
+	}
+	return b.String()
+}
+
+// Waiting counts the jobs queued for want of a hive, leaving out except.
+func (v *View) Waiting(except string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if j, ok := v.jobs[except]; ok && waits(j) {
+		return v.nWaiting - 1
+	}
+	return v.nWaiting
+}
+
+// WaitingNeeds lists what the waiting jobs need of a hive, one entry per
+// kind of need, with one request of each.
+func (v *View) WaitingNeeds() []api.JobRequest {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]api.JobRequest, 0, len(v.waiting))
+	for _, ids := range v.waiting {
+		for id := range ids {
+			out = append(out, v.jobs[id].Request)
+			break
+		}
+	}
+	return out
+}
+
+// WaitingFor returns the jobs waiting with req's needs, oldest first.
+func (v *View) WaitingFor(req api.JobRequest) []api.Job {
+	v.mu.RLock()
+	ids := v.waiting[Needs(req)]
+	out := make([]api.Job, 0, len(ids))
+	for id := range ids {
+		out = append(out, v.jobs[id])
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].JobID < out[k].JobID })
+	return out
+}
+
+// WaitedPast returns the waiting jobs whose deadline is before now.
+func (v *View) WaitedPast(now time.Time) []api.Job {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []api.Job
+	for _, ids := range v.waiting {
+		for id := range ids {
+			if now.After(v.jobs[id].DeadlineAt) {
+				out = append(out, v.jobs[id])
+			}
+		}
+	}
+	return out
 }
 
 // JobAt returns one job record as last seen and its bucket revision.
@@ -200,15 +314,14 @@ func (v *View) Jobs(f Filter) []api.Job {
 	return out
 }
 
-// Active returns every job not yet in a terminal state.
-func (v *View) Active() []api.Job {
+// Underway returns every open job that has a hive or runs on the queen:
+// the open jobs but those WaitingFor returns.
+func (v *View) Underway() []api.Job {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []api.Job
-	for _, j := range v.jobs {
-		if !api.Terminal(j.State) {
-			out = append(out, j)
-		}
+	out := make([]api.Job, 0, len(v.underway))
+	for id := range v.underway {
+		out = append(out, v.jobs[id])
 	}
 	return out
 }
