@@ -1,22 +1,28 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
 )
 
 // chromium finds a headless-capable browser; CI installs Debian's chromium.
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "chrome"} {
+	for _, name := range []string{"chromium", "chromium-browser", "chromium-headless-shell", "google-chrome", "chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
@@ -24,77 +30,277 @@ func chromium(t *testing.T) string {
 	if os.Getenv("CI") != "" {
 		t.Fatal("no chromium on PATH; .ci/run installs it")
 	}
-	t.Skip("no chromium on PATH")
+	t.Skip("no chromium on PATH: the console's browser test needs chromium (apt-get install chromium); skipping")
 	return ""
 }
 
-// The web UI in a real browser: it asks for a key, lists the hive once it
-// has one, submits a job and shows its narration live to the end.
-func TestWebUIInBrowser(t *testing.T) {
+// recordedSMI writes a script that answers the hive's GPU query with
+// recorded nvidia-smi output (one RTX 4090) and returns its path.
+func recordedSMI(t *testing.T) string {
+	t.Helper()
+	csv, err := os.ReadFile(filepath.Join("..", "..", "..", "hive", "internal", "inventory", "testdata", "gpus-rtx4090.csv"))
+	if err != nil {
+		t.Fatalf("recorded nvidia-smi output: %v", err)
+	}
+	script := "#!/bin/sh\ncase \"$1\" in\n--query-gpu=*) printf '%s' '" + string(csv) + "' ;;\nesac\n"
+	path := filepath.Join(t.TempDir(), "nvidia-smi")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// screenshotDir is where the console's screenshots go: $RBEE_SCREENSHOTS
+// when set, else the test's temporary directory.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("RBEE_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console screenshots in %s", dir)
+	return dir
+}
+
+// The console in a real browser against a real queen, an in-process hive
+// that reads recorded nvidia-smi output, and the reference worker: GPU
+// charts fill from heartbeats, a model downloads with its progress bar to
+// 100%, a worker spawns ready, the playground streams tokens and stops, a
+// job's narration shows, and a key made in the console works over plain
+// HTTP. Each page is screenshotted.
+func TestConsoleInBrowser(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a browser")
+		t.Skip("starts a browser, a cluster and a worker")
 	}
 	browser := chromium(t)
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "rbee-worker"), "rbee.dev/hive/cmd/rbee-worker").CombinedOutput(); err != nil {
+		t.Fatalf("build rbee-worker: %v\n%s", err, out)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	smi := recordedSMI(t)
+
+	// The model arrives in a few pieces, so the download narrates progress.
+	model := tinyGGUF(t)
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(model)))
+		for off := 0; off < len(model); off += 1024 {
+			if _, err := w.Write(model[off:min(off+1024, len(model))]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}))
+	t.Cleanup(files.Close)
+
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
-	mustHive(t, base, ns.ClientURL(), "h1")
+	t.Setenv("RBEE_NVIDIA_SMI", smi) // read when the hive starts
+	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
+	shots := screenshotDir(t)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("headless", "new"),
-		chromedp.UserDataDir(t.TempDir()))
+		chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(t.TempDir()))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancelT()
 
-	poll := func(expr string) error {
-		_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(15*time.Second)))
-		return err
-	}
-	text := func(sel string) string {
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	eval := func(t *testing.T, expr string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
 		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
+			t.Fatalf("evaluate %s: %v", expr, err)
 		}
 		return s
 	}
-	step := func(what string, err error) {
+	poll := func(t *testing.T, what, expr string, d time.Duration) {
 		t.Helper()
-		if err != nil {
+		if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(d))); err != nil {
+			t.Fatalf("%s: %v\nthe page says: %s", what, err, eval(t, `document.querySelector("#error").textContent + " | " + document.querySelector("main").innerText.slice(0, 3000)`))
+		}
+	}
+	step := func(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	shot := func(t *testing.T, name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		path := filepath.Join(shots, name+".png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s", path)
+	}
+	open := func(t *testing.T, page string) {
+		t.Helper()
+		step(t, "open "+page, chromedp.Evaluate[chromedp.Void](`location.hash = "#/`+page+`"`))
+		poll(t, "page "+page+" shown", `!document.querySelector("#page-`+page+`").hidden`, 5*time.Second)
+	}
 
-	step("open", chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("error"))))
-	// No key yet: the API refuses and the page says why.
-	errText := text("#error")
-	step("enter the key", chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("key"), testAdminKey), chromedp.Click(chromedp.CSS("#keyform button"))))
-	if err := poll(`document.querySelector("#hives tbody").innerText.includes("h1")`); err != nil {
-		t.Fatalf("hive never listed: %v; the page says %q", err, text("#error"))
+	// No key yet: the API refuses and the page says why; the key is entered
+	// once and kept.
+	step(t, "open the console", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("error")))
+	if msg := eval(t, `document.querySelector("#error").textContent`); !strings.Contains(msg, "API key") {
+		t.Errorf("without a key the page says %q", msg)
 	}
-	step("submit a job", chromedp.Do(ctx,
-		chromedp.SetValue(chromedp.ID("op"), "hive_check"),
-		chromedp.SendKeys(chromedp.ID("hive"), "h1"),
-		chromedp.SendKeys(chromedp.ID("fields"), `{"events": 5}`),
-		chromedp.Click(chromedp.CSS("#submit button"))))
-	if err := poll(`document.querySelector("#nstate").textContent === "done"`); err != nil {
-		t.Fatalf("narration never ended done: %v\n%s", err, text("#nlog"))
-	}
-	state, logText := text("#nstate"), text("#nlog")
-	lines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelector("#nlog").children.length`))
-	step("count lines", err)
-	step("job listed", poll(`document.querySelector("#jobs tbody").innerText.includes("hive_check")`))
-	jobs := text("#jobs tbody")
-	if !strings.Contains(errText, "API key") {
-		t.Errorf("without a key the page says %q", errText)
-	}
-	// job_created, started, five check events, end.
-	if state != "done" || lines != 8 || !strings.Contains(logText, "→ done") || !strings.Contains(logText, "#8") {
-		t.Fatalf("narration (%d lines, state %q):\n%s", lines, state, logText)
-	}
-	if !strings.Contains(jobs, "done") {
-		t.Fatalf("jobs table:\n%s", jobs)
-	}
+	step(t, "enter the key", chromedp.SendKeys(chromedp.ID("key"), testAdminKey), chromedp.Click(chromedp.CSS("#keyform button")))
+
+	t.Run("cluster", func(t *testing.T) {
+		open(t, "cluster")
+		poll(t, "hive card", `document.querySelector("#hives").innerText.includes("h1")`, 15*time.Second)
+		// Heartbeats come every ~0.7 s here; each adds a point per line.
+		poll(t, "chart points", `(() => { const l = document.querySelector("#hives svg.chart polyline.util");
+			return l && l.getAttribute("points").trim().split(" ").length >= 3 })()`, 20*time.Second)
+		card := eval(t, `document.querySelector("#hives").innerText`)
+		for _, want := range []string{"NVIDIA GeForce RTX 4090", "71 °C", "412.37 W", "97%"} {
+			if !strings.Contains(card, want) {
+				t.Errorf("hive card lacks %q:\n%s", want, card)
+			}
+		}
+		mem := eval(t, `document.querySelector("#hives svg.chart polyline.mem").getAttribute("points")`)
+		// 18932 of 24564 MiB used is 77%: y = 80 - 0.77*80 = 18.3.
+		if !strings.Contains(mem, ",18.3") {
+			t.Errorf("memory line %q is not at 77%%", mem)
+		}
+		shot(t, "cluster")
+	})
+
+	t.Run("download", func(t *testing.T) {
+		open(t, "models")
+		poll(t, "hive offered", `document.querySelector("#dl-hive").value === "h1"`, 10*time.Second)
+		step(t, "download", chromedp.SendKeys(chromedp.ID("dl-source"), files.URL+"/tiny.gguf"),
+			chromedp.Click(chromedp.CSS("#dlform button[type=submit]")))
+		// Record every value the bar takes on the way.
+		step(t, "watch the bar", chromedp.Evaluate[chromedp.Void](`window.seen = [];
+			(function watch() { const v = document.querySelector("#dl-progress").value; if (window.seen[window.seen.length-1] !== v) window.seen.push(v);
+			if (v < 100) requestAnimationFrame(watch); })()`))
+		poll(t, "download done", `document.querySelector("#dl-progress").value === 100 && document.querySelector("#dl-status").textContent.startsWith("done")`, 30*time.Second)
+		seen := eval(t, `JSON.stringify(window.seen)`)
+		if strings.Count(seen, ",") < 2 {
+			t.Errorf("the progress bar jumped straight to the end: %s", seen)
+		}
+		poll(t, "model listed with GGUF facts", `document.querySelector("#models tbody").innerText.includes("tiny") && document.querySelector("#models tbody").innerText.includes("llama")`, 10*time.Second)
+		shot(t, "models")
+	})
+
+	t.Run("spawn", func(t *testing.T) {
+		open(t, "models")
+		poll(t, "model offered", `[...document.querySelector("#sp-model").options].some(o => o.value === "tiny")`, 10*time.Second)
+		step(t, "spawn", chromedp.SetValue(chromedp.ID("sp-model"), "tiny"),
+			chromedp.SendKeys(chromedp.ID("sp-backend"), "reference"), chromedp.SendKeys(chromedp.ID("sp-ctx"), "512"),
+			chromedp.Click(chromedp.CSS(`#sp-gpus input[value="0"]`)), chromedp.Click(chromedp.CSS("#spform button[type=submit]")))
+		poll(t, "worker ready", `document.querySelector("#sp-status").textContent.includes("ready")`, 60*time.Second)
+		poll(t, "worker listed ready", `document.querySelector("#workers tbody").innerText.includes("ready")`, 10*time.Second)
+		row := eval(t, `document.querySelector("#workers tbody tr").innerText`)
+		if !strings.Contains(row, "tiny") || !strings.Contains(row, "reference") || !strings.Contains(row, "512") {
+			t.Errorf("worker row: %q", row)
+		}
+		step(t, "follow its log", chromedp.Click(chromedp.CSS(`#workers tbody tr button`)))
+		poll(t, "worker log", `document.querySelector("#wlog").textContent.includes("tiny")`, 15*time.Second)
+		shot(t, "workers")
+	})
+
+	t.Run("playground", func(t *testing.T) {
+		open(t, "playground")
+		poll(t, "model offered", `[...document.querySelector("#pl-model").options].some(o => o.value === "tiny")`, 10*time.Second)
+		step(t, "ask", chromedp.SetValue(chromedp.ID("pl-model"), "tiny"), chromedp.SetValue(chromedp.ID("pl-max"), "400"),
+			chromedp.SendKeys(chromedp.ID("pl-msg"), "tell me about bees"), chromedp.Click(chromedp.ID("pl-send")))
+		poll(t, "tokens stream in", `document.querySelector("#transcript .assistant .content").textContent.split(" ").length >= 5`, 30*time.Second)
+		step(t, "stop", chromedp.Click(chromedp.ID("pl-stop")))
+		poll(t, "stopped", `document.querySelector("#transcript").innerText.includes("[stopped]") && !document.querySelector("#pl-send").disabled`, 10*time.Second)
+		stats := eval(t, `document.querySelector("#pl-stats").textContent`)
+		if !strings.Contains(stats, "first token") || !strings.Contains(stats, "tokens/s") {
+			t.Errorf("stats: %q", stats)
+		}
+		words, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelector("#transcript .assistant .content").textContent.split(" ").length`))
+		if err != nil || words >= 300 {
+			t.Errorf("the answer ran to %d words after stop (%v)", words, err)
+		}
+		for _, lang := range []struct{ tab, want string }{{"curl", "/v1/chat/completions"}, {"python", "from openai import OpenAI"}, {"go", "openai.NewClient"}} {
+			step(t, "tab "+lang.tab, chromedp.Click(chromedp.CSS(`[data-lang="`+lang.tab+`"]`)))
+			if code := eval(t, `document.querySelector("#pl-code").textContent`); !strings.Contains(code, lang.want) || !strings.Contains(code, "tiny") {
+				t.Errorf("%s code:\n%s", lang.tab, code)
+			}
+		}
+		shot(t, "playground")
+	})
+
+	t.Run("jobs", func(t *testing.T) {
+		open(t, "jobs")
+		poll(t, "jobs listed", `document.querySelector("#jobs tbody").innerText.includes("model_download")`, 10*time.Second)
+		step(t, "open the download", chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll("#jobs tbody tr")].find(r => r.cells[1].textContent === "model_download").querySelector("a").click()`))
+		poll(t, "narration to the end", `document.querySelector("#nstate").textContent === "done"`, 15*time.Second)
+		if n := eval(t, `String(document.querySelectorAll("#nlog progress").length)`); n == "0" {
+			t.Error("the download's narration shows no progress bar")
+		}
+		if eval(t, `String(!!document.querySelector("#nlog table.data"))`) != "true" {
+			t.Error("the download's result is not a table")
+		}
+		if h := eval(t, `location.hash`); !strings.HasPrefix(h, "#/jobs/") {
+			t.Errorf("an open job's URL is %q", h)
+		}
+		shot(t, "jobs")
+	})
+
+	t.Run("keys", func(t *testing.T) {
+		open(t, "keys")
+		poll(t, "admin form", `!document.querySelector("#keys-admin").hidden`, 10*time.Second)
+		step(t, "create a key", chromedp.SendKeys(chromedp.ID("k-name"), "console-made"), chromedp.SendKeys(chromedp.ID("k-rpm"), "100"),
+			chromedp.Click(chromedp.CSS("#kform button[type=submit]")))
+		poll(t, "secret shown", `document.querySelector("#k-secret").textContent.length > 10`, 10*time.Second)
+		secret := eval(t, `document.querySelector("#k-secret").textContent`)
+		poll(t, "key listed", `document.querySelector("#keys tbody").innerText.includes("console-made")`, 10*time.Second)
+
+		// The new key works with a plain HTTP client, as curl would use it.
+		req, _ := http.NewRequest("POST", base+"/v1/chat/completions",
+			strings.NewReader(`{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":3}`))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(body.String(), `"completion_tokens":3`) {
+			t.Fatalf("chat with the new key: %d %s", resp.StatusCode, body.String())
+		}
+		// It holds only the scope chosen in the form.
+		req, _ = http.NewRequest("GET", base+"/v1/keys", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 403 {
+			t.Errorf("the infer key lists keys: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+
+		step(t, "reload usage", chromedp.Evaluate[chromedp.Void](`refreshUsage(true)`))
+		poll(t, "usage chart", `document.querySelectorAll("#uchart svg rect").length > 0 && document.querySelector("#usage tbody").innerText.includes("console-made")`, 15*time.Second)
+		shot(t, "keys")
+	})
+
+	t.Run("phone", func(t *testing.T) {
+		step(t, "narrow", chromedp.EmulateViewport(390, 844))
+		open(t, "cluster")
+		poll(t, "hive card", `document.querySelector("#hives").innerText.includes("h1")`, 10*time.Second)
+		if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
+			t.Errorf("at phone width the page is %d px wide (%v)", w, err)
+		}
+		shot(t, "cluster-phone")
+	})
 }
