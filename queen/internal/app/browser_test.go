@@ -3,13 +3,17 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +69,57 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
+// cutProxy forwards TCP connections to a server and can cut every open one
+// at once, as a network drop would.
+type cutProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+	cuts  int
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, conns: map[net.Conn]bool{}}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[up] = true, true
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *cutProxy) url() string { return "http://" + p.ln.Addr().String() }
+
+// cut closes every connection open now.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[net.Conn]bool{}
+	p.cuts++
+}
+
 // The console in a real browser against a real queen, an in-process hive
 // that reads recorded nvidia-smi output, and the reference worker: GPU
 // charts fill from heartbeats, a model downloads with its progress bar to
@@ -85,14 +140,19 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The model arrives in a few pieces, so the download narrates progress.
 	model := tinyGGUF(t)
+	// /slow.gguf takes seconds, for a job that runs while the network drops.
 	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		piece, pause := 1024, 50*time.Millisecond
+		if r.URL.Path == "/slow.gguf" {
+			piece, pause = 256, 150*time.Millisecond
+		}
 		w.Header().Set("Content-Length", fmt.Sprint(len(model)))
-		for off := 0; off < len(model); off += 1024 {
-			if _, err := w.Write(model[off:min(off+1024, len(model))]); err != nil {
+		for off := 0; off < len(model); off += piece {
+			if _, err := w.Write(model[off:min(off+piece, len(model))]); err != nil {
 				return
 			}
 			w.(http.Flusher).Flush()
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(pause)
 		}
 	}))
 	t.Cleanup(files.Close)
@@ -102,6 +162,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	t.Setenv("RBEE_NVIDIA_SMI", smi) // read when the hive starts
 	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
 	shots := screenshotDir(t)
+	// The browser reaches the queen through a proxy that can drop the
+	// network under it.
+	proxy := newCutProxy(t, strings.TrimPrefix(base, "http://"))
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Flag("headless", "new"),
@@ -148,12 +211,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	open := func(t *testing.T, page string) {
 		t.Helper()
 		step(t, "open "+page, chromedp.Evaluate[chromedp.Void](`location.hash = "#/`+page+`"`))
-		poll(t, "page "+page+" shown", `!document.querySelector("#page-`+page+`").hidden`, 5*time.Second)
+		name, _, _ := strings.Cut(page, "/")
+		poll(t, "page "+page+" shown", `!document.querySelector("#page-`+name+`").hidden`, 5*time.Second)
 	}
 
 	// No key yet: the API refuses and the page says why; the key is entered
 	// once and kept.
-	step(t, "open the console", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("error")))
+	step(t, "open the console", chromedp.Navigate(proxy.url()+"/"), chromedp.WaitVisible(chromedp.ID("error")))
 	if msg := eval(t, `document.querySelector("#error").textContent`); !strings.Contains(msg, "API key") {
 		t.Errorf("without a key the page says %q", msg)
 	}
@@ -254,6 +318,36 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("an open job's URL is %q", h)
 		}
 		shot(t, "jobs")
+	})
+
+	// A job followed while the network drops: the stream resumes from
+	// the last event it showed, so every event shows once and in order.
+	t.Run("resume", func(t *testing.T) {
+		var created struct {
+			JobID string `json:"job_id"`
+		}
+		if code := doHeaders(t, "POST", base+"/v1/jobs", map[string]any{"operation": "model_download", "hive": "h1",
+			"source": files.URL + "/slow.gguf", "model_id": "slow"}, map[string]string{"Authorization": "Bearer " + testAdminKey}, &created); code != 201 {
+			t.Fatalf("submit: %d", code)
+		}
+		open(t, "jobs/"+created.JobID)
+		poll(t, "some progress", `document.querySelectorAll("#nlog progress").length >= 2`, 15*time.Second)
+		proxy.cut()
+		poll(t, "narration to the end", `document.querySelector("#nstate").textContent === "done"`, 30*time.Second)
+		seqs := eval(t, `JSON.stringify([...document.querySelectorAll("#nlog .meta")].map(m => +m.textContent.match(/#(\d+)/)[1]))`)
+		var got []int
+		if err := json.Unmarshal([]byte(seqs), &got); err != nil {
+			t.Fatal(err)
+		}
+		for i, n := range got {
+			if n != i+1 {
+				t.Fatalf("after the drop the narration shows events %v, not 1 to %d once each", got, len(got))
+			}
+		}
+		if len(got) < 5 {
+			t.Fatalf("narration %v", got)
+		}
+		t.Logf("%d events across the drop", len(got))
 	})
 
 	t.Run("keys", func(t *testing.T) {

@@ -51,6 +51,15 @@ function el(tag, attrs, ...kids) {
   return e;
 }
 
+// fill replaces a node's children only when what they show has changed, so
+// a refresh does not take the keyboard focus away from a button in them.
+function fill(node, sig, make) {
+  const s = JSON.stringify(sig);
+  if (node.dataset.sig === s) return;
+  node.dataset.sig = s;
+  node.replaceChildren(...make());
+}
+
 const SVGNS = "http://www.w3.org/2000/svg";
 function svg(tag, attrs, ...kids) {
   const e = document.createElementNS(SVGNS, tag);

@@ -30,7 +30,7 @@ function closeJob() {
 }
 
 function queueView(list) {
-  const waiting = list.filter((j) => j.operation === "infer" && !["done", "failed", "cancelled"].includes(j.state));
+  const waiting = list;
   if (!waiting.length) return el("p", { class: "muted" }, "No inference request is waiting or running.");
   const byModel = {};
   for (const j of waiting) (byModel[(j.request && j.request.model) || "?"] ||= []).push(j);
@@ -40,7 +40,7 @@ function queueView(list) {
     return el("article", { class: "card", "aria-label": "queue of " + model },
       el("h4", {}, model, " ", el("span", { class: "muted" }, `${js.length - queued} running, ${queued} waiting`)),
       el("ol", {}, js.map((j) => el("li", {}, el("a", { href: "#/jobs/" + j.job_id, class: "mono" }, j.job_id), " ",
-        el("span", { class: j.state }, j.state), ` ${j.owner_name || j.owner || ""} · ${Math.round((Date.now() - new Date(j.created_at)) / 1000)} s`))));
+        el("span", { class: j.state }, j.state), ` ${j.owner_name || j.owner || ""} · since ${new Date(j.created_at).toLocaleTimeString()}`))));
   }));
 }
 
@@ -53,9 +53,13 @@ rb.pages.jobs = {
     if ($("jf-state").value) q.set("state", $("jf-state").value);
     if ($("jf-op").value) q.set("operation", $("jf-op").value);
     if ($("jf-hive").value.trim()) q.set("hive", $("jf-hive").value.trim());
-    const [list, infer] = await Promise.all([api("GET", "/v1/jobs?" + q), api("GET", "/v1/jobs?operation=infer&limit=1000")]);
-    $("queue").replaceChildren(queueView(infer.jobs || []));
-    $("jobs").tBodies[0].replaceChildren(...(list.jobs || []).map((j) => el("tr", { class: "job" },
+    const states = ["queued", "dispatched", "running"];
+    const [list, ...infer] = await Promise.all([api("GET", "/v1/jobs?" + q),
+      ...states.map((s) => api("GET", `/v1/jobs?operation=infer&state=${s}&limit=10000`))]);
+    const waiting = infer.flatMap((l) => l.jobs || []);
+    fill($("queue"), waiting.map((j) => [j.job_id, j.state]), () => [queueView(waiting)]);
+    const js = list.jobs || [];
+    fill($("jobs").tBodies[0], js.map((j) => [j.job_id, j.state, j.attempt, j.error]), () => js.map((j) => el("tr", { class: "job" },
       el("td", { class: "mono" }, el("a", { href: "#/jobs/" + j.job_id }, j.job_id)), el("td", {}, j.operation), el("td", {}, j.hive || ""),
       el("td", { class: j.state }, j.state + (j.attempt > 1 ? ` (attempt ${j.attempt})` : "")),
       el("td", {}, new Date(j.created_at).toLocaleTimeString()), el("td", {}, since(j.created_at, j.finished_at)),

@@ -68,7 +68,8 @@ rb.pages.keys = {
     $("keys-admin").hidden = !list;
     $("keys-own").hidden = !!list;
     if (list) {
-      $("keys").tBodies[0].replaceChildren(...(list.keys || []).map((k) => el("tr", {},
+      const ks = list.keys || [];
+      fill($("keys").tBodies[0], ks, () => ks.map((k) => el("tr", {},
         el("td", { class: "mono" }, k.id), el("td", {}, k.name), el("td", {}, (k.scopes || []).join(", ")), el("td", {}, limits(k)),
         el("td", {}, new Date(k.created_at).toLocaleString()),
         el("td", {}, el("button", { type: "button", "aria-label": "revoke " + k.name, onclick: async () => {

@@ -30,13 +30,12 @@ function spawnGPUs() {
   const h = models.hives.find((x) => x.id === $("sp-hive").value);
   const gpus = (h && h.inventory && h.inventory.gpus) || [];
   const box = $("sp-gpus");
-  const was = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
-  box.replaceChildren(el("legend", {}, "GPUs"), ...(gpus.length ? gpus.map((g) => el("label", { class: "inline" },
-    el("input", { type: "checkbox", value: String(g.index), checked: was.has(String(g.index)) }), ` ${g.index}: ${g.name} (${bytes(g.mem_free_bytes)} free)`))
-    : [el("span", { class: "muted" }, "none on this hive")]));
+  fill(box, [h && h.id, gpus.map((g) => [g.index, g.name])], () => [el("legend", {}, "GPUs"), ...(gpus.length ? gpus.map((g) => el("label", { class: "inline" },
+    el("input", { type: "checkbox", value: String(g.index) }), ` ${g.index}: ${g.name} (${bytes(g.mem_total_bytes)})`))
+    : [el("span", { class: "muted" }, "none on this hive")])]);
   const ms = (h && h.models) || [];
   const sel = $("sp-model"), had = sel.value;
-  sel.replaceChildren(...ms.map((m) => el("option", { value: m.model_id }, m.model_id)));
+  fill(sel, ms.map((m) => m.model_id), () => ms.map((m) => el("option", { value: m.model_id }, m.model_id)));
   if (ms.some((m) => m.model_id === had)) sel.value = had;
 }
 
@@ -76,7 +75,7 @@ rb.pages.models = {
     hiveOptions(hives);
     spawnGPUs();
     const ms = hives.flatMap((h) => (h.models || []).map((m) => Object.assign({ hive: h.id }, m)));
-    $("models").tBodies[0].replaceChildren(...ms.map((m) => el("tr", {},
+    fill($("models").tBodies[0], ms, () => ms.map((m) => el("tr", {},
       el("td", { class: "mono" }, m.model_id), el("td", {}, m.hive), el("td", {}, bytes(m.size_bytes)),
       el("td", {}, ggufFacts(m)), el("td", { class: "mono small" }, m.source || "", m.sha256 ? el("div", {}, "sha256 " + m.sha256.slice(0, 16) + "…") : ""),
       el("td", {}, el("button", { type: "button", onclick: () => { $("sp-hive").value = m.hive; spawnGPUs(); $("sp-model").value = m.model_id; $("sp-ctx").focus(); } }, "Spawn…"), " ",
@@ -84,7 +83,7 @@ rb.pages.models = {
           if (confirm(`Delete ${m.model_id} from ${m.hive}?`)) act({ operation: "model_delete", hive: m.hive, model_id: m.model_id }).catch((e) => showError(e.message));
         } }, "Delete")))));
     const ws = hives.flatMap((h) => (h.workers || []).map((w) => Object.assign({ hive: h.id }, w)));
-    $("workers").tBodies[0].replaceChildren(...ws.map((w) => el("tr", { "data-worker": w.worker_id },
+    fill($("workers").tBodies[0], ws, () => ws.map((w) => el("tr", { "data-worker": w.worker_id },
       el("td", { class: "mono" }, w.worker_id), el("td", {}, w.hive), el("td", {}, w.model_id), el("td", {}, w.backend),
       el("td", { class: "state " + w.state }, w.state + (w.restarts ? ` (${w.restarts} restarts)` : "") + (w.error ? ": " + w.error : "")),
       el("td", {}, (w.gpus || []).join(", ") || "CPU"), el("td", {}, w.ctx_size || ""), el("td", { class: "mono" }, w.url || ""),
