@@ -210,9 +210,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	open := func(t *testing.T, page string) {
 		t.Helper()
-		step(t, "open "+page, chromedp.Evaluate[chromedp.Void](`location.hash = "#/`+page+`"`))
+		step(t, "open "+page, chromedp.Evaluate[chromedp.Void](`window.before = rb.refreshed; location.hash = "#/`+page+`"`))
 		name, _, _ := strings.Cut(page, "/")
-		poll(t, "page "+page+" shown", `!document.querySelector("#page-`+name+`").hidden`, 5*time.Second)
+		// Shown, and refreshed since: what it shows is not left from before.
+		poll(t, "page "+page+" shown", `!document.querySelector("#page-`+name+`").hidden && rb.refreshed > window.before`, 10*time.Second)
 	}
 
 	// No key yet: the API refuses and the page says why; the key is entered
@@ -317,6 +318,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		if h := eval(t, `location.hash`); !strings.HasPrefix(h, "#/jobs/") {
 			t.Errorf("an open job's URL is %q", h)
 		}
+
+		// Any other operation by hand: five check events, each a bar.
+		step(t, "submit a check", chromedp.Evaluate[chromedp.Void](`document.querySelector("#page-jobs details").open = true`),
+			chromedp.SetValue(chromedp.ID("op"), "hive_check"), chromedp.SendKeys(chromedp.ID("op-hive"), "h1"),
+			chromedp.SendKeys(chromedp.ID("op-fields"), `{"events": 5}`), chromedp.Click(chromedp.CSS("#submit button")))
+		poll(t, "check narrated to the end", `document.querySelector("#nstate").textContent === "done" && document.querySelector("#nlog").innerText.includes("check 5 of 5")`, 15*time.Second)
+		if n := eval(t, `String(document.querySelectorAll("#nlog progress").length)`); n != "5" {
+			t.Errorf("%s progress bars for five check events", n)
+		}
 		shot(t, "jobs")
 	})
 
@@ -386,12 +396,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		step(t, "reload usage", chromedp.Evaluate[chromedp.Void](`refreshUsage(true)`))
 		poll(t, "usage chart", `document.querySelectorAll("#uchart svg rect").length > 0 && document.querySelector("#usage tbody").innerText.includes("console-made")`, 15*time.Second)
 		shot(t, "keys")
+
+		// With the new key the console shows that key's own usage only.
+		step(t, "use the new key", chromedp.SendKeys(chromedp.ID("key"), secret), chromedp.Click(chromedp.CSS("#keyform button")))
+		step(t, "reload usage", chromedp.Evaluate[chromedp.Void](`refreshUsage(true)`))
+		poll(t, "own usage", `!document.querySelector("#keys-own").hidden && document.querySelector("#keys-admin").hidden &&
+			document.querySelector("#usage tbody").innerText.includes("console-made")`, 10*time.Second)
+		step(t, "back to the admin key", chromedp.SendKeys(chromedp.ID("key"), testAdminKey), chromedp.Click(chromedp.CSS("#keyform button")))
 	})
 
 	t.Run("phone", func(t *testing.T) {
 		step(t, "narrow", chromedp.EmulateViewport(390, 844))
 		open(t, "cluster")
-		poll(t, "hive card", `document.querySelector("#hives").innerText.includes("h1")`, 10*time.Second)
+		poll(t, "hive card with its worker", `document.querySelector("#hives").innerText.includes("tiny")`, 10*time.Second)
 		if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
 			t.Errorf("at phone width the page is %d px wide (%v)", w, err)
 		}

@@ -4,7 +4,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const rb = { key: localStorage.getItem("rbee-key") || "", pages: {}, page: null, timer: null };
+// rb is the console's state; refreshed counts the refreshes that ended well
+// (tests wait on it to know a page shows fresh data).
+const rb = { key: localStorage.getItem("rbee-key") || "", pages: {}, page: null, timer: null, refreshed: 0 };
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
@@ -231,10 +233,11 @@ function route() {
 
 async function tick() {
   clearTimeout(rb.timer);
-  const p = rb.pages[rb.page];
+  const name = rb.page, p = rb.pages[name];
   try {
     await refreshHealth();
     if (p && p.refresh) await p.refresh();
+    if (rb.page === name) rb.refreshed++;
     showError("");
   } catch (e) {
     showError(e.status === 401 || e.status === 403 ? "The queen wants an API key with the right scope: " + e.message : e.message);

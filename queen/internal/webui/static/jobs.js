@@ -74,3 +74,23 @@ $("ncancel").addEventListener("click", async () => {
 $("nclose").addEventListener("click", closeJob);
 for (const id of ["jf-state", "jf-op", "jf-hive"]) $(id).addEventListener("change", tick);
 $("jobfilter").addEventListener("submit", (e) => { e.preventDefault(); tick(); });
+
+$("submit").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  let req = {};
+  try {
+    req = $("op-fields").value.trim() ? JSON.parse($("op-fields").value) : {};
+  } catch (err) {
+    showError("fields: not JSON: " + err.message);
+    return;
+  }
+  req.operation = $("op").value;
+  if ($("op-hive").value.trim()) req.hive = $("op-hive").value.trim();
+  try {
+    const out = await api("POST", "/v1/jobs", req);
+    showError("");
+    location.hash = "#/jobs/" + encodeURIComponent(out.job_id);
+  } catch (err) {
+    showError(err.message);
+  }
+});
