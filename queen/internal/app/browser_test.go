@@ -330,6 +330,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		shot(t, "jobs")
 	})
 
+	// A long answer in flight shows in the inference queue under its model,
+	// with its position.
+	t.Run("queue", func(t *testing.T) {
+		qctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go func() {
+			req, _ := http.NewRequestWithContext(qctx, "POST", base+"/v1/chat/completions",
+				strings.NewReader(`{"model":"tiny","messages":[{"role":"user","content":"a long one"}],"max_tokens":1000,"stream":true}`))
+			req.Header.Set("Authorization", "Bearer "+testAdminKey)
+			req.Header.Set("Content-Type", "application/json")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		open(t, "jobs")
+		poll(t, "queued answer", `(() => { const c = document.querySelector("#queue [aria-label='queue of tiny']");
+			return c && c.querySelectorAll("ol li").length === 1 && c.innerText.includes("running") })()`, 15*time.Second)
+		shot(t, "queue")
+		stop()
+		poll(t, "queue empties", `document.querySelector("#queue").innerText.includes("No inference request")`, 15*time.Second)
+	})
+
 	// A job followed while the network drops: the stream resumes from
 	// the last event it showed, so every event shows once and in order.
 	t.Run("resume", func(t *testing.T) {
@@ -405,10 +428,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		step(t, "back to the admin key", chromedp.SendKeys(chromedp.ID("key"), testAdminKey), chromedp.Click(chromedp.CSS("#keyform button")))
 	})
 
+	t.Run("stop and delete", func(t *testing.T) {
+		open(t, "models")
+		step(t, "say yes to every question", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`))
+		step(t, "stop the worker", chromedp.Click(chromedp.CSS(`#workers tbody button[aria-label^="stop "]`)))
+		poll(t, "worker gone", `document.querySelector("#workers tbody").children.length === 0`, 20*time.Second)
+		step(t, "delete a model", chromedp.Click(chromedp.CSS(`#models tbody button[aria-label="delete slow on h1"]`)))
+		poll(t, "model gone", `!document.querySelector("#models tbody").innerText.includes("slow") && document.querySelector("#models tbody").innerText.includes("tiny")`, 20*time.Second)
+	})
+
 	t.Run("phone", func(t *testing.T) {
 		step(t, "narrow", chromedp.EmulateViewport(390, 844))
 		open(t, "cluster")
-		poll(t, "hive card with its worker", `document.querySelector("#hives").innerText.includes("tiny")`, 10*time.Second)
+		poll(t, "hive card with its model", `document.querySelector("#hives").innerText.includes("tiny")`, 10*time.Second)
 		if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
 			t.Errorf("at phone width the page is %d px wide (%v)", w, err)
 		}

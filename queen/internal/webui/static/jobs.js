@@ -46,7 +46,7 @@ function queueView(list) {
 
 rb.pages.jobs = {
   title: "Queue & jobs",
-  enter(args) { if (args[0]) openJob(args[0]); },
+  enter(args) { if (args[0]) openJob(args[0]); else if (jobs.follow) closeJob(); },
   leave() { if (jobs.follow) jobs.follow.abort.abort(); jobs.follow = null; $("narration").hidden = true; },
   async refresh() {
     const q = new URLSearchParams({ limit: "100" });
