@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"rbee.dev/hive/agent"
@@ -445,5 +446,15 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("at phone width the page is %d px wide (%v)", w, err)
 		}
 		shot(t, "cluster-phone")
+
+		// The system's dark setting turns the console dark.
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if bg := eval(t, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(22, 22, 26)" {
+			t.Errorf("dark background is %s", bg)
+		}
+		shot(t, "cluster-phone-dark")
 	})
 }
