@@ -14,6 +14,12 @@ $("keyform").addEventListener("submit", (e) => {
   tick();
 });
 
-window.addEventListener("hashchange", () => { route(); $("main").focus({ preventScroll: true }); });
+// Moving to another page moves the keyboard focus to its content, as a
+// page load would; a change within a page (opening a job) leaves it.
+window.addEventListener("hashchange", () => {
+  const was = rb.page;
+  route();
+  if (rb.page !== was) $("main").focus({ preventScroll: true });
+});
 keyState();
 route();
