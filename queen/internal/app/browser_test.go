@@ -438,6 +438,24 @@ func TestConsoleInBrowser(t *testing.T) {
 		poll(t, "model gone", `!document.querySelector("#models tbody").innerText.includes("slow") && document.querySelector("#models tbody").innerText.includes("tiny")`, 20*time.Second)
 	})
 
+	// Every control has a name a screen reader says, and the pages are
+	// reached from the keyboard.
+	t.Run("keyboard and labels", func(t *testing.T) {
+		unlabelled := eval(t, `[...document.querySelectorAll("input, select, textarea, button")]
+			.filter(c => c.type !== "hidden" && !(c.labels && c.labels.length) && !c.getAttribute("aria-label") && !c.textContent.trim())
+			.map(c => c.id || c.outerHTML.slice(0, 80)).join(", ")`)
+		if unlabelled != "" {
+			t.Errorf("controls without a label: %s", unlabelled)
+		}
+		if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("input, select, textarea").length`)); err != nil || n < 25 {
+			t.Errorf("checked only %d form controls (%v)", n, err)
+		}
+		open(t, "cluster")
+		step(t, "tab to a page and press enter", chromedp.Evaluate[chromedp.Void](`document.querySelector('nav a[data-page="keys"]').focus()`),
+			chromedp.KeyEvent("\r"))
+		poll(t, "keys page by keyboard", `location.hash === "#/keys" && !document.querySelector("#page-keys").hidden`, 5*time.Second)
+	})
+
 	t.Run("phone", func(t *testing.T) {
 		step(t, "narrow", chromedp.EmulateViewport(390, 844))
 		open(t, "cluster")
