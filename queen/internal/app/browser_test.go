@@ -159,7 +159,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	t.Cleanup(files.Close)
 
 	ns := mustNATS(t)
-	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) {
+		c.AdminKey = testAdminKey
+		c.Infer.Aliases = map[string]string{"bee": "tiny"}
+	})
 	t.Setenv("RBEE_NVIDIA_SMI", smi) // read when the hive starts
 	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
 	shots := screenshotDir(t)
@@ -282,7 +285,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	t.Run("playground", func(t *testing.T) {
 		open(t, "playground")
-		poll(t, "model offered", `[...document.querySelector("#pl-model").options].some(o => o.value === "tiny")`, 10*time.Second)
+		poll(t, "model and its alias offered", `(() => { const o = [...document.querySelector("#pl-model").options].map(o => o.value);
+			return o.includes("tiny") && o.includes("bee") })()`, 10*time.Second)
 		step(t, "ask", chromedp.SetValue(chromedp.ID("pl-model"), "tiny"), chromedp.SetValue(chromedp.ID("pl-max"), "400"),
 			chromedp.SendKeys(chromedp.ID("pl-msg"), "tell me about bees"), chromedp.Click(chromedp.ID("pl-send")))
 		poll(t, "tokens stream in", `document.querySelector("#transcript .assistant .content").textContent.split(" ").length >= 5`, 30*time.Second)
@@ -427,6 +431,20 @@ func TestConsoleInBrowser(t *testing.T) {
 		poll(t, "own usage", `!document.querySelector("#keys-own").hidden && document.querySelector("#keys-admin").hidden &&
 			document.querySelector("#usage tbody").innerText.includes("console-made")`, 10*time.Second)
 		step(t, "back to the admin key", chromedp.SendKeys(chromedp.ID("key"), testAdminKey), chromedp.Click(chromedp.CSS("#keyform button")))
+
+		// Revoked in the console, the key is refused at once.
+		open(t, "keys")
+		step(t, "say yes", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`))
+		poll(t, "admin form", `!document.querySelector("#keys-admin").hidden`, 10*time.Second)
+		step(t, "revoke", chromedp.Click(chromedp.CSS(`#keys tbody button[aria-label="revoke console-made"]`)))
+		poll(t, "key gone", `!document.querySelector("#keys tbody").innerText.includes("console-made")`, 10*time.Second)
+		req, _ = http.NewRequest("GET", base+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+			t.Errorf("the revoked key: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	})
 
 	t.Run("stop and delete", func(t *testing.T) {
