@@ -56,7 +56,11 @@ async function refreshWorkerLog() {
     if (models.log !== l) return;
     const d = r.data || {};
     const lines = [`${d.worker_id} ${d.model_id} ${d.backend} ${d.state} ${d.url || ""}${d.error ? " error: " + d.error : ""}`];
-    if (d.logs) lines.push("", ...d.logs); else lines.push("", "(this hive sends no log lines; the whole output is in <data dir>/workers/" + l.id + ".log on the hive)");
+    // A hive may send recent output with the record; else say where the
+    // whole output is, by the data dir its heartbeat names.
+    const h = models.hives.find((x) => x.id === l.hive);
+    const dir = (h && h.inventory && h.inventory.disk && h.inventory.disk.path) || "<data dir>";
+    if (d.logs) lines.push("", ...d.logs); else lines.push("", `(hive ${l.hive} sends no log lines; the worker's whole output is in ${dir}/workers/${l.id}.log on the hive)`);
     const log = $("wlog");
     const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     log.textContent = lines.join("\n");
@@ -78,7 +82,7 @@ rb.pages.models = {
     fill($("models").tBodies[0], ms, () => ms.map((m) => el("tr", {},
       el("td", { class: "mono" }, m.model_id), el("td", {}, m.hive), el("td", {}, bytes(m.size_bytes)),
       el("td", {}, ggufFacts(m)), el("td", { class: "mono small" }, m.source || "", m.sha256 ? el("div", {}, "sha256 " + m.sha256.slice(0, 16) + "…") : ""),
-      el("td", {}, el("button", { type: "button", onclick: () => { $("sp-hive").value = m.hive; spawnGPUs(); $("sp-model").value = m.model_id; $("sp-ctx").focus(); } }, "Spawn…"), " ",
+      el("td", {}, el("button", { type: "button", "aria-label": `spawn a worker for ${m.model_id} on ${m.hive}`, onclick: () => { $("sp-hive").value = m.hive; spawnGPUs(); $("sp-model").value = m.model_id; $("sp-ctx").focus(); } }, "Spawn…"), " ",
         el("button", { type: "button", "aria-label": `delete ${m.model_id} on ${m.hive}`, onclick: () => {
           if (confirm(`Delete ${m.model_id} from ${m.hive}?`)) act({ operation: "model_delete", hive: m.hive, model_id: m.model_id }).catch((e) => showError(e.message));
         } }, "Delete")))));
@@ -87,7 +91,7 @@ rb.pages.models = {
       el("td", { class: "mono" }, w.worker_id), el("td", {}, w.hive), el("td", {}, w.model_id), el("td", {}, w.backend),
       el("td", { class: "state " + w.state }, w.state + (w.restarts ? ` (${w.restarts} restarts)` : "") + (w.error ? ": " + w.error : "")),
       el("td", {}, (w.gpus || []).join(", ") || "CPU"), el("td", {}, w.ctx_size || ""), el("td", { class: "mono" }, w.url || ""),
-      el("td", {}, el("button", { type: "button", onclick: () => workerLog(w.hive, w.worker_id) }, "Log"), " ",
+      el("td", {}, el("button", { type: "button", "aria-label": `log of ${w.worker_id}`, onclick: () => workerLog(w.hive, w.worker_id) }, "Log"), " ",
         el("button", { type: "button", "aria-label": `stop ${w.worker_id}`, onclick: () => act({ operation: "worker_stop", hive: w.hive, worker_id: w.worker_id }).catch((e) => showError(e.message)) }, "Stop")))));
     if (models.log && $("wlog-follow").checked && this.tick++ % 3 === 0) refreshWorkerLog();
   },
