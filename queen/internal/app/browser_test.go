@@ -235,7 +235,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		poll(t, "chart points", `(() => { const l = document.querySelector("#hives svg.chart polyline.util");
 			return l && l.getAttribute("points").trim().split(" ").length >= 3 })()`, 20*time.Second)
 		card := eval(t, `document.querySelector("#hives").innerText`)
-		for _, want := range []string{"NVIDIA GeForce RTX 4090", "71 °C", "412.37 W", "97%"} {
+		for _, want := range []string{"NVIDIA GeForce RTX 4090", "71 °C", "412.37 W", "97%", "busy 97%, memory 77%"} {
 			if !strings.Contains(card, want) {
 				t.Errorf("hive card lacks %q:\n%s", want, card)
 			}

@@ -23,6 +23,17 @@ function gpuChart(samples, windowS, label) {
     svg("polyline", { points: mem, class: "mem" }), svg("polyline", { points: util, class: "util" }), ...dots);
 }
 
+// span says what the samples in the window range over, since a short or
+// flat history is hard to read from the lines alone.
+function span(samples) {
+  if (samples.length < 2) return "";
+  const u = samples.map((s) => s.util_percent);
+  const m = samples.map((s) => (s.mem_total_bytes ? (100 * s.mem_used_bytes) / s.mem_total_bytes : 0));
+  const range = (xs) => (Math.min(...xs) === Math.max(...xs) ? Math.min(...xs).toFixed(0) : Math.min(...xs).toFixed(0) + "–" + Math.max(...xs).toFixed(0)) + "%";
+  const mins = Math.max(1, Math.round((new Date(samples[samples.length - 1].time) - new Date(samples[0].time)) / 60000));
+  return ` · over ${samples.length} samples (${mins < 2 ? "under 2" : mins} min): busy ${range(u)}, memory ${range(m)}`;
+}
+
 function hiveCard(h, hist) {
   const inv = h.inventory || {};
   const byIndex = {};
@@ -36,7 +47,8 @@ function hiveCard(h, hist) {
       meter("busy", g.util_percent, 100, `${g.util_percent}%`),
       el("p", { class: "muted" }, [g.temperature_c ? `${g.temperature_c} °C` : "", g.power_watts ? `${g.power_watts} W` : ""].filter(Boolean).join(" · ")),
       gpuChart(byIndex[g.index] || [], (hist && hist.window_s) || 900, label + " last 15 minutes"),
-      el("p", { class: "legend muted" }, el("span", { class: "k-util" }, "■ busy %"), " ", el("span", { class: "k-mem" }, "■ memory %"), " · last 15 min"));
+      el("p", { class: "legend muted" }, el("span", { class: "k-util" }, "■ busy %"), " ", el("span", { class: "k-mem" }, "■ memory %"),
+        " · last 15 min", span(byIndex[g.index] || [])));
   });
   const ram = inv.ram && inv.ram.total_bytes ? `${bytes(inv.ram.total_bytes - inv.ram.free_bytes)} / ${bytes(inv.ram.total_bytes)} RAM` : "";
   const workers = (h.workers || []).map((w) => el("li", {}, el("span", { class: "mono" }, w.worker_id), ` ${w.model_id} `, el("span", { class: w.state }, w.state),
