@@ -476,6 +476,14 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	t.Run("phone", func(t *testing.T) {
 		step(t, "narrow", chromedp.EmulateViewport(390, 844))
+		for _, page := range []string{"models", "playground", "jobs", "keys"} {
+			open(t, page)
+			if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
+				widest := eval(t, `[...document.querySelectorAll("#page-`+page+` *")].filter(e => e.getBoundingClientRect().right > 400)
+					.slice(0, 5).map(e => e.tagName + "#" + e.id + "." + e.className).join(" ")`)
+				t.Errorf("at phone width %s is %d px wide (%v): %s", page, w, err, widest)
+			}
+		}
 		open(t, "cluster")
 		poll(t, "hive card with its model", `document.querySelector("#hives").innerText.includes("tiny")`, 10*time.Second)
 		if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
