@@ -93,3 +93,33 @@ type HiveSummary struct {
 	GPUs      int    `json:"gpus"`
 	AllowRun  bool   `json:"allow_run"`
 }
+
+// GPUSample is one GPU's reading from one hive heartbeat, as the queen
+// keeps it for charts.
+type GPUSample struct {
+	Time         time.Time `json:"time"`
+	UtilPercent  float64   `json:"util_percent"`
+	MemUsedBytes uint64    `json:"mem_used_bytes"`
+	// MemTotalBytes is sent with each sample: a MIG change or a driver
+	// reload can change it while the hive runs.
+	MemTotalBytes uint64  `json:"mem_total_bytes"`
+	TemperatureC  float64 `json:"temperature_c,omitempty"`
+	PowerWatts    float64 `json:"power_watts,omitempty"`
+}
+
+// GPUHistory is one GPU's recent samples, oldest first.
+type GPUHistory struct {
+	Index   int         `json:"index"`
+	Name    string      `json:"name"`
+	Samples []GPUSample `json:"samples"`
+}
+
+// GPUHistoryList is the answer to GET /v1/hives/<id>/gpu-history: what
+// this queen has seen of the hive's GPUs over the last WindowS seconds.
+// Each queen keeps its own, from the heartbeats it watched, so a queen
+// that just started answers with less.
+type GPUHistoryList struct {
+	Hive    string       `json:"hive"`
+	WindowS float64      `json:"window_s"`
+	GPUs    []GPUHistory `json:"gpus"`
+}

@@ -39,7 +39,7 @@ func TestWebUI(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Fatalf("CSP %q", csp)
 	}
-	for _, asset := range []string{"app.js", "app.css"} {
+	for _, asset := range []string{"app.js", "core.js", "app.css"} {
 		if !strings.Contains(page, `"`+asset+`"`) {
 			t.Fatalf("index.html does not load %s", asset)
 		}
@@ -48,29 +48,41 @@ func TestWebUI(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") || css == "" {
 		t.Fatalf("app.css: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	resp, js := get("/ui/app.js", "")
-	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
-		t.Fatalf("app.js: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
 	if strings.Contains(page, "<script>") || regexp.MustCompile(`\son[a-z]+=`).MatchString(page) {
 		t.Fatal("index.html has inline script, which the CSP blocks")
 	}
-
-	// The GET paths the script builds, with ids filled in.
-	paths := regexp.MustCompile(`"(/v1/[a-z/]+)[?"]`).FindAllStringSubmatch(js, -1)
-	if len(paths) < 2 {
-		t.Fatalf("found only %v in app.js", paths)
+	var js strings.Builder
+	for _, m := range regexp.MustCompile(`<script src="([a-z]+\.js)"`).FindAllStringSubmatch(page, -1) {
+		resp, body := get("/ui/"+m[1], "")
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+			t.Fatalf("%s: %d %q", m[1], resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		js.WriteString(body)
 	}
+
+	// The GET paths the scripts build, with ids filled in. The playground
+	// posts to chat completions, a route GET does not answer.
+	paths := regexp.MustCompile(`"(/v1/[a-z/]+)[?"]`).FindAllStringSubmatch(js.String(), -1)
+	if len(paths) < 5 {
+		t.Fatalf("found only %v in the scripts", paths)
+	}
+	seen := map[string]bool{}
 	for _, m := range paths {
 		p := m[1]
-		if p == "/v1/jobs/" { // completed with an id and a method in the script
+		if seen[p] || strings.HasSuffix(p, "/") || p == "/v1/chat/completions" { // completed with an id, or POST only
 			continue
 		}
+		seen[p] = true
 		if r, _ := get(p, testAdminKey); r.StatusCode != 200 {
 			t.Errorf("GET %s with the key: %d", p, r.StatusCode)
 		}
 		if r, _ := get(p, ""); r.StatusCode != 401 {
 			t.Errorf("GET %s without a key: %d, want 401", p, r.StatusCode)
+		}
+	}
+	for _, p := range []string{"/v1/hives", "/v1/jobs", "/v1/models", "/v1/keys", "/v1/usage"} {
+		if !seen[p] {
+			t.Errorf("the console never reads %s", p)
 		}
 	}
 	if resp, _ := get("/ui/nothing.js", ""); resp.StatusCode != 404 {

@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
 )
 
@@ -22,6 +23,17 @@ func (h *handlers) getHive(c echo.Context) error {
 		return notFound("hive %s is not online", clip(id))
 	}
 	return c.JSON(http.StatusOK, hive)
+}
+
+// gpuHistory answers with the samples of a live hive's GPUs that this
+// queen kept from its heartbeats over the last view.GPUWindow.
+func (h *handlers) gpuHistory(c echo.Context) error {
+	id := c.Param("id")
+	gpus, ok := h.View.GPUHistory(id)
+	if !ok {
+		return notFound("hive %s is not online", clip(id))
+	}
+	return c.JSON(http.StatusOK, api.GPUHistoryList{Hive: id, WindowS: view.GPUWindow.Seconds(), GPUs: gpus})
 }
 
 // sdGroup is one entry of Prometheus HTTP service discovery.

@@ -35,6 +35,7 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/jobs/:id/stream", h.streamJob, read...)
 	e.GET("/v1/hives", h.listHives, read...)
 	e.GET("/v1/hives/:id", h.getHive, read...)
+	e.GET("/v1/hives/:id/gpu-history", h.gpuHistory, read...)
 	e.GET("/v1/metrics/targets", h.metricsTargets, read...)
 	// Every key may read its own usage; admin reads all of it.
 	e.GET("/v1/usage", h.usage, h.authenticate)

@@ -37,6 +37,7 @@ type View struct {
 	synced    chan struct{}
 	onLost    func(hive string)
 	joined    chan struct{}
+	gpus      gpuHistory
 }
 
 // New makes an empty view. onLost is called when a hive's heartbeat key is
@@ -117,6 +118,7 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 	// The key is the hive's: NATS lets a hive write its own key only,
 	// while the body says whatever the hive likes.
 	h.ID = e.Key()
+	v.gpus.record(h)
 	v.mu.Lock()
 	_, had := v.hives[e.Key()]
 	v.hives[e.Key()] = h

@@ -1,7 +1,10 @@
-// Package webui is the queen's browser UI: plain HTML, CSS and JavaScript
-// embedded in the binary. It uses the same HTTP API as every other client,
-// with the API key the user types in (kept in the browser's local storage),
-// so it needs no routes or rights of its own.
+// Package webui is the queen's console: plain HTML, CSS and JavaScript
+// embedded in the binary, one page per URL fragment (cluster, models and
+// workers, playground, jobs and queue, keys and usage). It uses the same
+// HTTP API as every other client, with the API key the user types in once
+// (kept in the browser's local storage), so it needs no routes or rights of
+// its own; its GPU charts read GET /v1/hives/<id>/gpu-history. It loads
+// nothing from elsewhere and stays under 200 KB (see the package's test).
 package webui
 
 import (

@@ -1,0 +1,124 @@
+package view
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"rbee.dev/shared/api"
+)
+
+// GPUWindow is how far back the queen keeps GPU samples for charts.
+const GPUWindow = 15 * time.Minute
+
+// maxGPUSamples bounds each GPU's ring: a hive heartbeating faster than
+// once a second still costs a fixed amount of memory.
+const maxGPUSamples = 1024
+
+// gpuKey names one GPU of one hive.
+type gpuKey struct {
+	hive  string
+	index int
+}
+
+// gpuRing is one GPU's samples, oldest first. It grows with the hive's
+// heartbeats up to maxGPUSamples and sheds what falls out of the window.
+type gpuRing struct {
+	name    string
+	samples []api.GPUSample
+}
+
+func (r *gpuRing) add(s api.GPUSample, cutoff time.Time) {
+	if n := len(r.samples); n > 0 && !s.Time.After(r.samples[n-1].Time) {
+		return // a heartbeat seen again (a re-watch replays the bucket)
+	}
+	drop := 0
+	for drop < len(r.samples) && r.samples[drop].Time.Before(cutoff) {
+		drop++
+	}
+	if len(r.samples)-drop >= maxGPUSamples {
+		drop = len(r.samples) - maxGPUSamples + 1
+	}
+	if drop > 0 {
+		r.samples = append(r.samples[:0], r.samples[drop:]...)
+	}
+	r.samples = append(r.samples, s)
+}
+
+// since copies the samples at or after cutoff.
+func (r *gpuRing) since(cutoff time.Time) []api.GPUSample {
+	i := sort.Search(len(r.samples), func(i int) bool { return !r.samples[i].Time.Before(cutoff) })
+	return append([]api.GPUSample{}, r.samples[i:]...)
+}
+
+// newest is the time of the last sample; zero when there is none.
+func (r *gpuRing) newest() time.Time {
+	if len(r.samples) == 0 {
+		return time.Time{}
+	}
+	return r.samples[len(r.samples)-1].Time
+}
+
+// gpuHistory keeps the last GPUWindow of GPU samples per hive and GPU, fed
+// from heartbeats.
+type gpuHistory struct {
+	mu    sync.Mutex
+	rings map[gpuKey]*gpuRing
+}
+
+// record adds a heartbeat's GPU readings and drops the rings whose newest
+// sample is older than the window, so hives that left are forgotten.
+func (g *gpuHistory) record(h api.Hive) {
+	now := time.Now()
+	at := h.HeartbeatAt
+	if at.IsZero() {
+		at = now
+	}
+	cutoff := now.Add(-GPUWindow)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.rings == nil {
+		g.rings = map[gpuKey]*gpuRing{}
+	}
+	for _, gpu := range h.Inventory.GPUs {
+		k := gpuKey{h.ID, gpu.Index}
+		r := g.rings[k]
+		if r == nil {
+			r = &gpuRing{}
+			g.rings[k] = r
+		}
+		r.name = gpu.Name
+		r.add(api.GPUSample{Time: at, UtilPercent: gpu.UtilPercent, MemUsedBytes: gpu.MemUsedBytes,
+			MemTotalBytes: gpu.MemTotalBytes, TemperatureC: gpu.TemperatureC, PowerWatts: gpu.PowerWatts}, cutoff)
+	}
+	for k, r := range g.rings {
+		if r.newest().Before(cutoff) {
+			delete(g.rings, k)
+		}
+	}
+}
+
+// list returns a hive's GPUs with their samples of the last window,
+// sorted by index.
+func (g *gpuHistory) list(hive string, now time.Time) []api.GPUHistory {
+	cutoff := now.Add(-GPUWindow)
+	g.mu.Lock()
+	out := []api.GPUHistory{}
+	for k, r := range g.rings {
+		if k.hive == hive {
+			out = append(out, api.GPUHistory{Index: k.index, Name: r.name, Samples: r.since(cutoff)})
+		}
+	}
+	g.mu.Unlock()
+	sort.Slice(out, func(i, k int) bool { return out[i].Index < out[k].Index })
+	return out
+}
+
+// GPUHistory returns what this queen saw of a hive's GPUs over the last
+// GPUWindow, and whether the hive is live now.
+func (v *View) GPUHistory(hive string) ([]api.GPUHistory, bool) {
+	if _, ok := v.Hive(hive); !ok {
+		return nil, false
+	}
+	return v.gpus.list(hive, time.Now()), true
+}
