@@ -224,7 +224,7 @@ func (s *Service) reap(ctx context.Context) {
 // first. Jobs that need the same kind of hive share one answer, so a long
 // queue that no live hive can serve costs nothing per tick.
 func (s *Service) placeWaiting(ctx context.Context) {
-	hives := s.v.Hives()
+	hives := s.liveHives()
 	var placeable []api.Job
 	for _, req := range s.v.WaitingNeeds() {
 		if _, err := s.placeAmong(req, hives); err == nil {
@@ -320,6 +320,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) 
 	if err != nil || !won {
 		return
 	}
+	s.took(hives, to, j.Operation)
 	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +49,18 @@ type Service struct {
 	// MaxNarrationBytes is each job's narration budget, sent to the hive
 	// with the job; 0 is none.
 	MaxNarrationBytes int64
+
+	// sent counts, per hive, the jobs this queen placed there since the
+	// heartbeat it placed them against: a burst of jobs must not all go
+	// to the hive whose last heartbeat looked emptiest.
+	sentMu sync.Mutex
+	sent   map[string]sentSince
+}
+
+// sentSince is what a queen placed on a hive since one of its heartbeats.
+type sentSince struct {
+	beat      time.Time
+	jobs, inf int
 }
 
 // New makes a service.
@@ -271,7 +284,67 @@ func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 // place picks a hive: the pinned one if live, else, among the live hives
 // that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
-	return s.placeAmong(req, s.v.Hives())
+	hives := s.liveHives()
+	to, err := s.placeAmong(req, hives)
+	if err == nil {
+		s.took(hives, to, req.Operation)
+	}
+	return to, err
+}
+
+// liveHives are the live hives as their heartbeats describe them, less
+// what this queen has placed on each since.
+func (s *Service) liveHives() []api.Hive {
+	hives := s.v.Hives()
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	for i, h := range hives {
+		if t, ok := s.sent[h.ID]; ok && t.beat.Equal(h.HeartbeatAt) {
+			hives[i].SlotsFree -= t.jobs
+			hives[i].InferRunning += t.inf
+		}
+	}
+	if len(s.sent) > len(hives) {
+		// Hives that left take their tallies with them.
+		live := make(map[string]bool, len(hives))
+		for _, h := range hives {
+			live[h.ID] = true
+		}
+		for id := range s.sent {
+			if !live[id] {
+				delete(s.sent, id)
+			}
+		}
+	}
+	return hives
+}
+
+// took notes a job of operation op placed on hive to, in hives and in the
+// tally liveHives subtracts until the hive's next heartbeat.
+func (s *Service) took(hives []api.Hive, to, op string) {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	for i, h := range hives {
+		if h.ID != to {
+			continue
+		}
+		t := s.sent[to]
+		if !t.beat.Equal(h.HeartbeatAt) {
+			t = sentSince{beat: h.HeartbeatAt}
+		}
+		if op == api.OpInfer && h.InferSlots > 0 {
+			t.inf++
+			hives[i].InferRunning++
+		} else {
+			t.jobs++
+			hives[i].SlotsFree--
+		}
+		if s.sent == nil {
+			s.sent = map[string]sentSince{}
+		}
+		s.sent[to] = t
+		return
+	}
 }
 
 // placeAmong is place with the live hives given.
