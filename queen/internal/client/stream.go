@@ -119,6 +119,10 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, s *streamState, f
 	}
 	defer resp.Body.Close()
 	switch {
+	case resp.StatusCode == http.StatusNoContent:
+		// The queen says we are at or past the end: nothing follows.
+		s.sawEnd = true
+		return false, nil
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
 		return false, permanent{readAPIError(resp)}
 	case resp.StatusCode != http.StatusOK:

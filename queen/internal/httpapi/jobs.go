@@ -1,11 +1,14 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -147,12 +150,21 @@ func (h *handlers) streamJob(c echo.Context) error {
 	if err := h.mustOwn(c, id); err != nil {
 		return err
 	}
+	if h.pastEnd(ctx, id, after) {
+		// Nothing follows the end. 204 closes a browser's EventSource,
+		// which would otherwise reconnect after every [DONE] for good.
+		return c.NoContent(http.StatusNoContent)
+	}
 	hdr := c.Response().Header()
 	hdr.Set(echo.HeaderContentType, "text/event-stream")
 	hdr.Set(echo.HeaderCacheControl, "no-cache")
 	hdr.Set(echo.HeaderConnection, "keep-alive")
 	hdr.Set("X-Accel-Buffering", "no")
 	c.Response().WriteHeader(http.StatusOK)
+	// A dropped connection should come back soon, resuming where it was.
+	if _, err := io.WriteString(c.Response(), "retry: "+strconv.Itoa(int(resumeAfter/time.Millisecond))+"\n\n"); err != nil {
+		return nil
+	}
 	w := relay.NewWriter(c.Response())
 	if err := w.Comment("rbee narration for job " + id); err != nil {
 		return nil
@@ -164,6 +176,24 @@ func (h *handlers) streamJob(c echo.Context) error {
 		h.Log.Warn("stream ended early", "job_id", id, "err", err)
 	}
 	return nil
+}
+
+// resumeAfter is the reconnection delay a stream asks of an EventSource.
+const resumeAfter = time.Second
+
+// pastEnd reports whether a resume point is at or after the job's end
+// event: the job is over and the client has seen all of it.
+func (h *handlers) pastEnd(ctx context.Context, id string, after uint64) bool {
+	if after == 0 {
+		return false
+	}
+	if j, ok := h.View.Job(id); !ok || !api.Terminal(j.State) {
+		return false
+	}
+	// The last end stored for the job is at or after the end that counts,
+	// whoever wrote it, so a client at or past it has seen that end.
+	end, seq, err := h.Store.EndOf(ctx, id)
+	return err == nil && end != nil && after >= seq
 }
 
 // owns reports whether the request's key may see job j: admin sees every

@@ -140,6 +140,8 @@ async function followJob(id, onEvent, signal) {
       const h = headers({ Accept: "text/event-stream" });
       if (last) h["Last-Event-ID"] = last;
       const resp = await fetch(`/v1/jobs/${encodeURIComponent(id)}/stream`, { headers: h, signal });
+      // 204: the job had ended at the event we resumed after.
+      if (resp.status === 204) return end;
       if (!resp.ok) {
         let data = null;
         try { data = await resp.json(); } catch (e) { /* not JSON */ }
