@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"rbee.dev/queen/internal/jobs"
-	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
 )
@@ -26,7 +25,6 @@ var (
 type router struct {
 	v    *view.View
 	jobs *jobs.Service
-	st   *store.Store
 	cfg  Config
 
 	mu       sync.Mutex
@@ -58,8 +56,8 @@ type Config struct {
 	Aliases map[string]string
 }
 
-func newRouter(v *view.View, j *jobs.Service, st *store.Store, cfg Config) *router {
-	return &router{v: v, jobs: j, st: st, cfg: cfg, inflight: map[string]int{}, queued: map[string]int{}, spawning: map[string]*spawn{}}
+func newRouter(v *view.View, j *jobs.Service, cfg Config) *router {
+	return &router{v: v, jobs: j, cfg: cfg, inflight: map[string]int{}, queued: map[string]int{}, spawning: map[string]*spawn{}}
 }
 
 // admit counts a request against its model's queue bound.
