@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +129,44 @@ func startQueenWithSamples(t *testing.T) string {
 		return true
 	})
 	return text
+}
+
+// liveScrape starts a queen with a local hive and a hive process h2 with
+// the reference worker beside it, runs a job on the local hive, downloads
+// a model onto h2 and starts a worker for it, and returns the samples of
+// the queen's and h2's /metrics together.
+func liveScrape(t *testing.T) exposition {
+	t.Helper()
+	hiveBin := buildHive(t)
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The reference worker serves any bytes as a model.
+		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
+	}))
+	t.Cleanup(files.Close)
+	base, q := startQueen(t, func(c *app.Config) { c.NATSListen, c.Insecure = "127.0.0.1:0", true })
+	hiveMetrics := freeAddr(t)
+	startHive(t, hiveBin, q.NATSURL(), "h2", hiveMetrics)
+	waitFor(t, 15*time.Second, "hives online", func() bool {
+		return httpStatus(base+"/v1/hives/h2") == http.StatusOK && httpStatus(base+"/v1/hives/local") == http.StatusOK
+	})
+	runJob(t, base, hiveCheck("local"))
+	runJob(t, base, fmt.Sprintf(`{"operation":"model_download","hive":"h2","source":%q}`, files.URL+"/demo.gguf"))
+	runJob(t, base, `{"operation":"worker_spawn","hive":"h2","model_id":"demo","backend":"reference"}`)
+	var hive string
+	waitFor(t, 15*time.Second, "a ready worker on h2's /metrics", func() bool {
+		hive = get(t, "http://"+hiveMetrics+"/metrics")
+		return strings.Contains(hive, `rbee_hive_workers{hive="h2",model="demo",state="ready"} 1`)
+	})
+	live := parseExposition(t, get(t, base+"/metrics"))
+	for name, labels := range parseExposition(t, hive) {
+		if live[name] == nil {
+			live[name] = map[string]bool{}
+		}
+		for l := range labels {
+			live[name][l] = true
+		}
+	}
+	return live
 }
 
 // hiveCheck is the request for a short hive_check job on hive.

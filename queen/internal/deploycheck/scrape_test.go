@@ -125,7 +125,8 @@ func TestPrometheusScrapes(t *testing.T) {
 
 	t.Run("dashboard queries answer", func(t *testing.T) {
 		// A query may come back empty only if it uses a series that
-		// neither binary has (a worker restart counter before any crash).
+		// neither binary has yet (the worker series, as this test starts no
+		// worker; TestMetricNamesUsedExist does).
 		live := parseExposition(t, get(t, base+"/metrics"))
 		for name, labels := range parseExposition(t, get(t, "http://"+hiveMetrics+"/metrics")) {
 			live[name] = labels
@@ -189,15 +190,17 @@ func nonEmpty(s []promSample) string {
 	return ""
 }
 
-// buildHive builds the hive binary into a temporary directory.
+// buildHive builds the hive binary and the reference worker into a
+// temporary directory, where the hive's built-in catalog finds the worker
+// beside it, and returns the hive's path.
 func buildHive(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "hive")
-	out, err := exec.Command("go", "build", "-o", bin, "rbee.dev/hive/cmd/hive").CombinedOutput()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "rbee.dev/hive/cmd/hive", "rbee.dev/hive/cmd/rbee-worker").CombinedOutput()
 	if err != nil {
-		t.Fatalf("build hive: %v\n%s", err, out)
+		t.Fatalf("build hive and rbee-worker: %v\n%s", err, out)
 	}
-	return bin
+	return filepath.Join(dir, "hive")
 }
 
 // startHive runs the hive binary with the fake nvidia-smi, serving

@@ -119,6 +119,9 @@ func (a *API) infer(c echo.Context, path string) error {
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
 			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", in.Model))
 	}
+	if label != "unknown" {
+		a.m.KnowModel(label)
+	}
 	releaseKey, answered, err := a.admitKey(c)
 	if answered {
 		status = "rate_limited"
