@@ -4,49 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
-	"time"
 
 	"rbee.dev/queen/internal/jobs"
-	"rbee.dev/queen/internal/metrics"
+	"rbee.dev/queen/internal/queentest"
 	"rbee.dev/queen/internal/store"
-	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/testkit"
 )
 
-// newService is a job service on an in-process NATS server whose view
-// holds hives, each heartbeating under its id. Nothing runs the jobs: the
-// tests look at what the queen writes.
+// newService is a job service whose view holds hives. Nothing runs the
+// jobs: the tests look at what the queen writes.
 func newService(t *testing.T, hives ...api.Hive) (*jobs.Service, *store.Store) {
 	t.Helper()
-	nc := testkit.Connect(t, testkit.NATS(t))
-	ctx := context.Background()
-	st, err := store.Open(ctx, nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range hives {
-		data, _ := json.Marshal(h)
-		if _, err := st.Hives.Put(ctx, h.ID, data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	v := view.New(log)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = v.Run(runCtx, st.Hives, st.Jobs) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-v.Synced()
-	m := metrics.New(metrics.Gauges{
-		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
-		SSEClients: func() int { return 0 }, Relayed: func() uint64 { return 0 }, SSEOverflows: func() uint64 { return 0 },
-		NATSConnected: nc.IsConnected,
-	})
-	return jobs.New(st, v, m, log), st
+	p := queentest.New(t, hives...)
+	return p.Jobs, p.Store
 }
 
 func TestPlacement(t *testing.T) {
