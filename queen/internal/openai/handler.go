@@ -45,9 +45,9 @@ func New(v *view.View, j *jobs.Service, st *store.Store, hub *relay.Hub, m *metr
 func (a *API) Models(c echo.Context) error {
 	data := a.r.models()
 	if data == nil {
-		data = []modelEntry{}
+		data = []api.ModelEntry{}
 	}
-	return c.JSON(http.StatusOK, modelList{Object: "list", Data: data})
+	return c.JSON(http.StatusOK, api.ModelEntryList{Object: "list", Data: data})
 }
 
 // Model answers GET /v1/models/<id>.

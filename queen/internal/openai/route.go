@@ -261,13 +261,13 @@ func (r *router) holder(model string) string {
 
 // models lists what can be asked for: models served by ready workers, then
 // models on disk that a worker could be started for.
-func (r *router) models() []modelEntry {
+func (r *router) models() []api.ModelEntry {
 	seen := map[string]bool{}
-	var out []modelEntry
+	var out []api.ModelEntry
 	add := func(id string, created time.Time) {
 		if !seen[id] {
 			seen[id] = true
-			out = append(out, modelEntry{ID: id, Object: "model", Created: created.Unix(), OwnedBy: "rbee"})
+			out = append(out, api.ModelEntry{ID: id, Object: "model", Created: created.Unix(), OwnedBy: "rbee"})
 		}
 	}
 	hives := r.v.Hives()
@@ -288,7 +288,7 @@ func (r *router) models() []modelEntry {
 		for alias, target := range r.cfg.Aliases {
 			if target == m.ID && !seen[alias] {
 				seen[alias] = true
-				out = append(out, modelEntry{ID: alias, Object: "model", Created: m.Created, OwnedBy: "rbee"})
+				out = append(out, api.ModelEntry{ID: alias, Object: "model", Created: m.Created, OwnedBy: "rbee"})
 			}
 		}
 	}
