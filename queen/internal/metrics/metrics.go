@@ -28,7 +28,25 @@ const (
 
 // Outcomes of an OpenAI-compatible request: the status label values of
 // rbee_inference_requests_total.
-var InferStatuses = []string{"ok", "failed", "busy", "rate_limited", "cancelled", "model_not_found", "unavailable", "forbidden", "bad_request"}
+const (
+	InferOK            = "ok"
+	InferFailed        = "failed"
+	InferBusy          = "busy"
+	InferRateLimited   = "rate_limited"
+	InferCancelled     = "cancelled"
+	InferModelNotFound = "model_not_found"
+	InferUnavailable   = "unavailable"
+	InferForbidden     = "forbidden"
+	InferBadRequest    = "bad_request"
+)
+
+// InferStatuses lists every outcome, each exported at 0 for a model once
+// it is known.
+var InferStatuses = []string{InferOK, InferFailed, InferBusy, InferRateLimited, InferCancelled, InferModelNotFound, InferUnavailable, InferForbidden, InferBadRequest}
+
+// UnknownModel is the model label of requests for a model no hive has:
+// request bodies must not mint series.
+const UnknownModel = "unknown"
 
 // endStates are the states a job ends in: the state label values of the
 // job end counters.
@@ -91,8 +109,9 @@ func (m *Queen) KeyLabel(name string) string {
 
 // KnowModel exports a model's inference series at 0 the first time a
 // request names it, so a rate over them works before its first answer.
-// Only models some hive serves or holds are passed here, so request bodies
-// cannot mint series.
+// Only models some hive serves or holds, or that a key with the operate
+// scope asks to download, are passed here: request bodies cannot mint
+// series.
 func (m *Queen) KnowModel(model string) {
 	m.modelsMu.Lock()
 	defer m.modelsMu.Unlock()
@@ -157,7 +176,7 @@ func New(g Gauges) *Queen {
 		}, []string{"reason"}),
 	}
 	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, rate_limited, cancelled, model_not_found, unavailable).",
+		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, rate_limited, cancelled, model_not_found, unavailable, forbidden, bad_request).",
 	}, []string{"model", "status"})
 	m.InferTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rbee_inference_tokens_total", Help: "Tokens by model, direction (in: prompt, out: completion) and API key name.",
@@ -187,7 +206,7 @@ func New(g Gauges) *Queen {
 		}
 	}
 	for _, st := range InferStatuses {
-		m.InferRequests.WithLabelValues("unknown", st)
+		m.InferRequests.WithLabelValues(UnknownModel, st)
 	}
 	m.Gatherer = reg
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect, m.NarrationRejected)
