@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,8 +40,32 @@ func newHiveMetrics(a *Agent) *hiveMetrics {
 		}, []string{"model"}),
 	}
 	m.reg.MustRegister(m.jobsRunning, m.jobsFinished, m.heartbeatFailures, m.bytesDownloaded, m.workerRestarts, &inventoryCollector{a: a})
+	// Every series whose label values are known from the start is
+	// exported from the start, at 0, so a dashboard or alert over it has
+	// data before the first event it counts. Models are known later:
+	// knowWorker does the same for them.
+	for _, op := range api.OperationNames() {
+		if api.Operations[op].OnQueen {
+			continue
+		}
+		m.jobsRunning.WithLabelValues(op)
+		for _, st := range []string{api.StateDone, api.StateFailed, api.StateCancelled} {
+			m.jobsFinished.WithLabelValues(op, st)
+		}
+	}
 	return m
 }
+
+// knowWorker exports a model's worker series at 0 once a worker for it
+// has started, so the restart alert and panels see the model before its
+// first crash.
+func (m *hiveMetrics) knowWorker(model string) {
+	m.workerRestarts.WithLabelValues(model)
+}
+
+// workerStates are the states rbee_hive_workers reports for every model
+// with a worker, at 0 where no worker is in that state.
+var workerStates = []string{api.WorkerStarting, api.WorkerReady, api.WorkerRestarting, api.WorkerStopping, api.WorkerStopped, api.WorkerFailed}
 
 // Registry is the hive's metrics registry, without Go or process
 // collectors: whoever serves it adds those once per process.
@@ -84,12 +109,22 @@ func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(c.a.slotsFree()), id)
 	ch <- prometheus.MustNewConstMetric(descRAM, prometheus.GaugeValue, float64(h.Inventory.RAM.TotalBytes), id, "total")
 	ch <- prometheus.MustNewConstMetric(descRAM, prometheus.GaugeValue, float64(h.Inventory.RAM.FreeBytes), id, "free")
-	counts := map[[2]string]int{}
+	counts := map[string]map[string]int{}
 	for _, w := range h.Workers {
-		counts[[2]string{w.ModelID, w.State}]++
+		if counts[w.ModelID] == nil {
+			counts[w.ModelID] = map[string]int{}
+		}
+		counts[w.ModelID][w.State]++
 	}
-	for k, n := range counts {
-		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), id, k[0], k[1])
+	for model, byState := range counts {
+		for _, st := range workerStates {
+			ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(byState[st]), id, model, st)
+		}
+		for st, n := range byState {
+			if !slices.Contains(workerStates, st) {
+				ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), id, model, st)
+			}
+		}
 	}
 }
 

@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
+	"rbee.dev/shared/testkit"
 )
 
 // mustHive starts an embedded JetStream server, creates the streams and
@@ -28,24 +27,7 @@ import (
 // their narration.
 func mustHive(t testing.TB, id string) jetstream.JetStream {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testkit.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, cfg := range []jetstream.StreamConfig{
@@ -69,7 +51,7 @@ func mustHive(t testing.TB, id string) jetstream.JetStream {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(cfg, nc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := agent.New(cfg, js.Conn(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

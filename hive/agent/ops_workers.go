@@ -24,7 +24,10 @@ func newWorkers(a *Agent) (*workers.Supervisor, error) {
 	return workers.New(workers.Config{
 		DataDir: cfg.DataDir, Hive: cfg.ID, Backends: backends, Log: log,
 		OnEvent: func(w api.Worker, ev string) {
-			if ev == workers.EventRestarted {
+			switch ev {
+			case workers.EventReady, workers.EventAdopted:
+				m.knowWorker(w.ModelID)
+			case workers.EventRestarted:
 				m.workerRestarts.WithLabelValues(w.ModelID).Inc()
 			}
 			a.beatSoon()

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 
 	"rbee.dev/queen/internal/client"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // services are the compose services the suite starts.
@@ -72,7 +72,8 @@ func startCluster(t *testing.T) *cluster {
 		}
 	}
 	ticker := buildTicker(t)
-	q1, q2, natsPort := freePort(t), freePort(t), freePort(t)
+	ports := testkit.FreePorts(t, 3)
+	q1, q2, natsPort := ports[0], ports[1], ports[2]
 	c.env = append(os.Environ(),
 		"RBEE_ADMIN_KEY="+c.token,
 		"RBEE_BIND=127.0.0.1",
@@ -316,16 +317,6 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() error)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func randomHex(n int) string {

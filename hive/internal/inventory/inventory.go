@@ -5,7 +5,7 @@
 // driver and its CSV output is stable.
 //
 // Nothing here fails the heartbeat: an unreadable /proc or a broken driver
-// leaves zero values. Probe is there for callers that want to know why.
+// leaves zero values.
 package inventory
 
 import (
@@ -20,9 +20,7 @@ import (
 // Collect describes this machine: Host plus the GPUs nvidia-smi reports
 // through smi. It never fails; a hive must heartbeat even when /proc is
 // unreadable or the NVIDIA driver is broken, so those leave zero values
-// and no GPUs. A nil smi means the hive is not to look for GPUs. Callers
-// that need to know why GPUs are missing use Probe, or Host and Probe
-// together to run nvidia-smi once.
+// and no GPUs. A nil smi means the hive is not to look for GPUs.
 func Collect(ctx context.Context, dataDir string, smi SMI) api.Inventory {
 	inv := Host(dataDir)
 	if gpus, err := probeGPUs(ctx, smi); err == nil && gpus != nil {
@@ -48,33 +46,10 @@ func Host(dataDir string) api.Inventory {
 	}
 }
 
-// Probe asks nvidia-smi for the GPUs and for the processes using them.
-//
-// An error wrapping ErrNoSMI means nvidia-smi is not installed: no NVIDIA
-// GPUs, nothing to worry about. An *SMIError (errors.As) means nvidia-smi
-// ran and failed, e.g. exit 9 when the driver is not loaded; that is worth
-// a warning. If the GPU query works but the process query fails, Probe
-// returns the GPUs together with the error, since the GPUs are still true.
-// A nil smi is treated as a missing nvidia-smi.
-func Probe(ctx context.Context, smi SMI) (gpus []api.GPU, procs []GPUProcess, err error) {
-	gpus, err = probeGPUs(ctx, smi)
-	if err != nil || len(gpus) == 0 {
-		return gpus, nil, err
-	}
-	out, err := smi.Query(ctx, processQueryArgs...)
-	if err != nil {
-		return gpus, nil, fmt.Errorf("query gpu processes: %w", err)
-	}
-	procs, err = ParseProcesses(out)
-	if err != nil {
-		return gpus, nil, fmt.Errorf("query gpu processes: %w", err)
-	}
-	return gpus, procs, nil
-}
-
-// probeGPUs runs only the GPU query. Collect uses it on every heartbeat, so
-// it spares the second nvidia-smi run, which can take hundreds of
-// milliseconds on a GPU without persistence mode.
+// probeGPUs runs nvidia-smi's GPU query. An error wrapping ErrNoSMI means
+// nvidia-smi is not installed (or smi is nil): no NVIDIA GPUs, nothing to
+// worry about. An *SMIError (errors.As) means nvidia-smi ran and failed,
+// e.g. exit 9 when the driver is not loaded.
 func probeGPUs(ctx context.Context, smi SMI) ([]api.GPU, error) {
 	if smi == nil {
 		return nil, fmt.Errorf("query gpus: no nvidia-smi configured: %w", ErrNoSMI)

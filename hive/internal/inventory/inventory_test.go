@@ -82,32 +82,29 @@ func TestCollectGPUs(t *testing.T) {
 	}
 }
 
-func TestProbe(t *testing.T) {
-	appsErr := errors.New("apps query broke")
+func TestProbeGPUs(t *testing.T) {
 	tests := []struct {
-		name      string
-		smi       inventory.SMI
-		wantGPUs  int
-		wantProcs int
-		wantErr   error // matched with errors.Is; nil means no error
+		name     string
+		smi      inventory.SMI
+		wantGPUs int
+		wantErr  error // matched with errors.Is; nil means no error
 	}{
-		{"eight GPUs with processes", fileSMI{gpus: "gpus-8x-a100.csv", apps: "apps-8x-a100.csv"}, 8, 7, nil},
-		{"MIG", fileSMI{gpus: "gpus-a100-mig.csv", apps: "apps-a100-mig.csv"}, 1, 2, nil},
-		{"idle GPU", fileSMI{gpus: "gpus-rtx4090.csv", apps: "apps-none.csv"}, 1, 0, nil},
-		{"process query fails but GPUs stand", fileSMI{gpus: "gpus-rtx4090.csv", appsErr: appsErr}, 1, 0, appsErr},
-		{"no SMI", nil, 0, 0, inventory.ErrNoSMI},
+		{"eight GPUs", fileSMI{gpus: "gpus-8x-a100.csv"}, 8, nil},
+		{"MIG", fileSMI{gpus: "gpus-a100-mig.csv"}, 1, nil},
+		{"one GPU", fileSMI{gpus: "gpus-rtx4090.csv"}, 1, nil},
+		{"no SMI", nil, 0, inventory.ErrNoSMI},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gpus, procs, err := inventory.Probe(t.Context(), tt.smi)
+			gpus, err := inventory.ProbeGPUs(t.Context(), tt.smi)
 			if tt.wantErr == nil && err != nil {
-				t.Fatalf("Probe: %v", err)
+				t.Fatalf("ProbeGPUs: %v", err)
 			}
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Probe error = %v, want %v", err, tt.wantErr)
+				t.Fatalf("ProbeGPUs error = %v, want %v", err, tt.wantErr)
 			}
-			if len(gpus) != tt.wantGPUs || len(procs) != tt.wantProcs {
-				t.Errorf("got %d GPUs and %d processes, want %d and %d", len(gpus), len(procs), tt.wantGPUs, tt.wantProcs)
+			if len(gpus) != tt.wantGPUs {
+				t.Errorf("got %d GPUs, want %d", len(gpus), tt.wantGPUs)
 			}
 		})
 	}

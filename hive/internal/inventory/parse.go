@@ -17,37 +17,15 @@ var gpuQueryFields = []string{
 	"utilization.gpu", "temperature.gpu", "power.draw",
 }
 
-// processQueryFields are the columns ParseProcesses expects, in order.
-var processQueryFields = []string{"gpu_uuid", "pid", "process_name", "used_memory"}
-
 // csvFormat asks for bare values: no header line and no units, so memory
 // comes as plain MiB and power as plain watts.
 const csvFormat = "--format=csv,noheader,nounits"
 
-// gpuQueryArgs and processQueryArgs are the nvidia-smi arguments whose
-// output ParseGPUs and ParseProcesses read.
-var (
-	gpuQueryArgs     = []string{"--query-gpu=" + strings.Join(gpuQueryFields, ","), csvFormat}
-	processQueryArgs = []string{"--query-compute-apps=" + strings.Join(processQueryFields, ","), csvFormat}
-)
+// gpuQueryArgs are the nvidia-smi arguments whose output ParseGPUs reads.
+var gpuQueryArgs = []string{"--query-gpu=" + strings.Join(gpuQueryFields, ","), csvFormat}
 
 // mib is nvidia-smi's memory unit under nounits.
 const mib = 1 << 20
-
-// GPUProcess is one process holding memory on a GPU, as nvidia-smi
-// --query-compute-apps reports it. It is what lets a hive tell how much
-// VRAM each of its workers really uses.
-type GPUProcess struct {
-	// GPUUUID is the UUID of the GPU, matching api.GPU.UUID. On a MIG GPU
-	// it is the parent GPU's UUID.
-	GPUUUID string
-	PID     int
-	// Name is the process name, usually the executable's path.
-	Name string
-	// UsedBytes is the GPU memory the process holds; 0 where nvidia-smi
-	// cannot tell, as on MIG GPUs.
-	UsedBytes uint64
-}
 
 // ParseGPUs reads the output of nvidia-smi --query-gpu with the columns of
 // gpuQueryFields in csv,noheader,nounits format, one GPU per line.
@@ -78,38 +56,6 @@ func ParseGPUs(csv []byte) ([]api.GPU, error) {
 		gpus = append(gpus, g)
 	}
 	return gpus, nil
-}
-
-// ParseProcesses reads the output of nvidia-smi --query-compute-apps with
-// the columns of processQueryFields in csv,noheader,nounits format. Empty
-// output means no process uses a GPU.
-func ParseProcesses(csv []byte) ([]GPUProcess, error) {
-	var procs []GPUProcess
-	for n, line := range csvLines(csv) {
-		r := row{num: n, names: processQueryFields}
-		// A process name is the one free-text column and may hold commas;
-		// nvidia-smi does not quote it, so fold any extra fields back into
-		// the name rather than rejecting the line.
-		raw := strings.Split(line, ",")
-		if len(raw) > len(processQueryFields) {
-			last := len(raw) - 1
-			raw = []string{raw[0], raw[1], strings.Join(raw[2:last], ","), raw[last]}
-		}
-		if err := r.split(line, raw); err != nil {
-			return nil, err
-		}
-		p := GPUProcess{
-			GPUUUID:   r.str(0),
-			PID:       r.int(1),
-			Name:      r.str(2),
-			UsedBytes: r.mib(3),
-		}
-		if r.err != nil {
-			return nil, r.err
-		}
-		procs = append(procs, p)
-	}
-	return procs, nil
 }
 
 // csvLines yields the non-blank lines of out with their 1-based numbers,

@@ -19,29 +19,19 @@ import (
 // testdata/, so the GPU paths run on machines without GPUs.
 type fileSMI struct {
 	gpus string // file answering the GPU query
-	apps string // file answering the process query
-	// appsErr, if set, is what the process query fails with.
-	appsErr error
 }
 
 func (f fileSMI) Query(_ context.Context, args ...string) ([]byte, error) {
-	switch {
-	case slices.Equal(args, inventory.GPUQueryArgs):
+	if slices.Equal(args, inventory.GPUQueryArgs) {
 		return os.ReadFile(filepath.Join("testdata", f.gpus))
-	case slices.Equal(args, inventory.ProcessQueryArgs):
-		if f.appsErr != nil {
-			return nil, f.appsErr
-		}
-		return os.ReadFile(filepath.Join("testdata", f.apps))
 	}
 	return nil, errors.New("fileSMI: unexpected arguments " + strings.Join(args, " "))
 }
 
 // writeFakeSMI writes an executable shell script standing in for
-// nvidia-smi: it prints the recorded file gpus for the GPU query and apps
-// for the process query, then exits with code. It returns the script's
-// path.
-func writeFakeSMI(tb testing.TB, gpus, apps string, code int) string {
+// nvidia-smi: it prints the recorded file gpus for the GPU query, then
+// exits with code. It returns the script's path.
+func writeFakeSMI(tb testing.TB, gpus string, code int) string {
 	tb.Helper()
 	if runtime.GOOS == "windows" {
 		tb.Skip("needs /bin/sh")
@@ -56,7 +46,6 @@ func writeFakeSMI(tb testing.TB, gpus, apps string, code int) string {
 	script := "#!/bin/sh\n" +
 		"case \"$1\" in\n" +
 		"--query-gpu=*) cat '" + abs(gpus) + "' ;;\n" +
-		"--query-compute-apps=*) cat '" + abs(apps) + "' ;;\n" +
 		"*) echo \"unexpected arguments: $*\" >&2; exit 2 ;;\n" +
 		"esac\n" +
 		"exit " + strconv.Itoa(code) + "\n"
@@ -90,9 +79,9 @@ func TestExecSMIMissingBinary(t *testing.T) {
 			if !errors.Is(err, inventory.ErrNoSMI) {
 				t.Fatalf("Query error = %v, want ErrNoSMI", err)
 			}
-			gpus, procs, err := inventory.Probe(t.Context(), smi)
-			if !errors.Is(err, inventory.ErrNoSMI) || gpus != nil || procs != nil {
-				t.Errorf("Probe = %v, %v, %v; want nil, nil, ErrNoSMI", gpus, procs, err)
+			gpus, err := inventory.ProbeGPUs(t.Context(), smi)
+			if !errors.Is(err, inventory.ErrNoSMI) || gpus != nil {
+				t.Errorf("ProbeGPUs = %v, %v; want nil, ErrNoSMI", gpus, err)
 			}
 			inv := inventory.Collect(t.Context(), t.TempDir(), smi)
 			if inv.GPUs == nil || len(inv.GPUs) != 0 {
@@ -103,16 +92,13 @@ func TestExecSMIMissingBinary(t *testing.T) {
 }
 
 func TestExecSMIScript(t *testing.T) {
-	smi := inventory.ExecSMI{Path: writeFakeSMI(t, "gpus-8x-a100.csv", "apps-8x-a100.csv", 0)}
-	gpus, procs, err := inventory.Probe(t.Context(), smi)
+	smi := inventory.ExecSMI{Path: writeFakeSMI(t, "gpus-8x-a100.csv", 0)}
+	gpus, err := inventory.ProbeGPUs(t.Context(), smi)
 	if err != nil {
-		t.Fatalf("Probe: %v", err)
+		t.Fatalf("ProbeGPUs: %v", err)
 	}
 	if len(gpus) != 8 {
 		t.Errorf("got %d GPUs, want 8", len(gpus))
-	}
-	if len(procs) != 7 {
-		t.Errorf("got %d processes, want 7", len(procs))
 	}
 	if inv := inventory.Collect(t.Context(), t.TempDir(), smi); len(inv.GPUs) != 8 {
 		t.Errorf("Collect found %d GPUs, want 8", len(inv.GPUs))
@@ -141,10 +127,10 @@ func TestExecSMIDriverError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			smi := inventory.ExecSMI{Path: writeFakeSMI(t, tt.file, tt.file, tt.code)}
-			gpus, _, err := inventory.Probe(t.Context(), smi)
+			smi := inventory.ExecSMI{Path: writeFakeSMI(t, tt.file, tt.code)}
+			gpus, err := inventory.ProbeGPUs(t.Context(), smi)
 			if err == nil {
-				t.Fatalf("Probe = %v, want an error", gpus)
+				t.Fatalf("ProbeGPUs = %v, want an error", gpus)
 			}
 			if errors.Is(err, inventory.ErrNoSMI) {
 				t.Errorf("error %v is ErrNoSMI; a broken driver must not pass for a GPU-less machine", err)
@@ -191,7 +177,7 @@ func TestFromEnvSMI(t *testing.T) {
 		}
 	})
 	t.Run("set", func(t *testing.T) {
-		script := writeFakeSMI(t, "gpus-rtx4090.csv", "apps-none.csv", 0)
+		script := writeFakeSMI(t, "gpus-rtx4090.csv", 0)
 		t.Setenv(inventory.EnvNVIDIASMI, script)
 		smi := inventory.FromEnvSMI()
 		if smi.Path != script {

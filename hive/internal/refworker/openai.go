@@ -161,18 +161,6 @@ type completionResponse struct {
 	Usage   *usage             `json:"usage"`
 }
 
-type modelEntry struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Created int64  `json:"created"`
-	OwnedBy string `json:"owned_by"`
-}
-
-type modelList struct {
-	Object string       `json:"object"`
-	Data   []modelEntry `json:"data"`
-}
-
 // apiError is the OpenAI error shape.
 type apiError struct {
 	Error errorDetail `json:"error"`

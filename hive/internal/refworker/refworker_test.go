@@ -2,7 +2,6 @@ package refworker_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,11 +12,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"rbee.dev/hive/internal/refworker"
+	"rbee.dev/shared/testkit"
 )
 
 // mustServe starts a ready worker serving model "tiny" behind httptest.
@@ -347,24 +346,6 @@ func TestDisconnectStopsGeneration(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestMainFlagsAndLoad(t *testing.T) {
 	dir := t.TempDir()
 	model := filepath.Join(dir, "demo.gguf")
@@ -382,7 +363,7 @@ func TestMainFlagsAndLoad(t *testing.T) {
 		}
 	}
 
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

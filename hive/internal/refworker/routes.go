@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"rbee.dev/shared/api"
 )
 
 // maxBody bounds a request body; the worker has no use for large prompts.
@@ -62,7 +64,7 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, modelList{Object: "list", Data: []modelEntry{{ID: s.modelID, Object: "model", Created: s.created, OwnedBy: "rbee"}}})
+	writeJSON(w, http.StatusOK, api.ModelEntryList{Object: "list", Data: []api.ModelEntry{{ID: s.modelID, Object: "model", Created: s.created, OwnedBy: "rbee"}}})
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {

@@ -18,6 +18,7 @@ import (
 
 	"rbee.dev/hive/internal/workers"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // workerBin is the rbee-worker binary built for these tests.
@@ -152,15 +153,6 @@ func alive(pid int) bool {
 	return err != nil || !strings.Contains(string(b), ") Z ")
 }
 
-func eventually(t testing.TB, what string, d time.Duration, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !ok(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-	}
-}
-
 func stateWorkers(t testing.TB, dir string) []string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, "workers", workers.StateFile))
@@ -255,7 +247,7 @@ func TestCrashRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now api.Worker
-	eventually(t, "the worker is restarted", 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the worker is restarted", func() bool {
 		now, _ = s.Get(w.WorkerID)
 		return now.State == api.WorkerReady && now.Restarts == 1
 	})
@@ -266,7 +258,7 @@ func TestCrashRestarts(t *testing.T) {
 	if !ok || crashed.State != api.WorkerRestarting || crashed.Restarts != 1 || !strings.Contains(crashed.Error, "signal") {
 		t.Fatalf("crash event %+v (events %v)", crashed, ev)
 	}
-	eventually(t, "a restarted event", time.Second, func() bool { _, ok := ev.find(workers.EventRestarted); return ok })
+	testkit.WaitFor(t, time.Second, "a restarted event", func() bool { _, ok := ev.find(workers.EventRestarted); return ok })
 	if chat(t, now) == "" {
 		t.Fatal("empty answer after restart")
 	}
@@ -400,7 +392,7 @@ func TestAdoptsLiveWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now api.Worker
-	eventually(t, "the adopted worker is restarted", 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the adopted worker is restarted", func() bool {
 		now, _ = b.Get(w.WorkerID)
 		return now.State == api.WorkerReady && now.Restarts == 1
 	})
@@ -429,7 +421,7 @@ func TestDropsDeadAndHungWorkers(t *testing.T) {
 	if err := syscall.Kill(dead.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the killed worker is gone", 5*time.Second, func() bool { return !alive(dead.PID) })
+	testkit.WaitFor(t, 5*time.Second, "the killed worker is gone", func() bool { return !alive(dead.PID) })
 	if err := syscall.Kill(hung.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

@@ -135,8 +135,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	q.cancel = cancel
 	hub := relay.NewHub(st.JS, log, cfg.SSEBuffer)
-	var svc *jobs.Service
-	v := view.New(log, func(h string) { svc.OnHiveLost(h) })
+	v := view.New(log)
 	m := metrics.New(metrics.Gauges{
 		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
 		SSEClients: hub.Clients, Relayed: hub.Relayed, SSEOverflows: hub.Overflows,
@@ -148,7 +147,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	})
 	hub.Records = v
 	hub.Rejected = func(reason string) { m.NarrationRejected.WithLabelValues(reason).Inc() }
-	svc = jobs.New(st, v, m, log)
+	svc := jobs.New(st, v, m, log)
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
 	// Whether keys are required is settled here, from configuration, and

@@ -45,6 +45,11 @@ func TestAPIKeys(t *testing.T) {
 	}
 	reader, operator := mk("dash", "read"), mk("ops", "operate", "read")
 	bearer := func(k api.Key) map[string]string { return map[string]string{"Authorization": "Bearer " + k.Key} }
+	// Queen b learns of keys made on a through its watch of the bucket.
+	waitFor(t, 10*time.Second, func() bool {
+		return doHeaders(t, "GET", b+"/v1/hives", nil, bearer(reader), nil) == 200 &&
+			doHeaders(t, "GET", b+"/v1/hives", nil, bearer(operator), nil) == 200
+	})
 
 	check := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
 	run := api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"true"}}

@@ -12,6 +12,7 @@ import (
 
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // issueCheck is the hive_check that could store 640 GiB of narration.
@@ -162,16 +163,7 @@ func TestNarrationStreamBounded(t *testing.T) {
 // bytes (0: the server's default).
 func mustNATSStore(t testing.TB, maxStore int64) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, JetStreamMaxStore: maxStore, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return testkit.NATS(t, func(o *server.Options) { o.JetStreamMaxStore = maxStore })
 }
 
 // When jobs together fill the narration stream, the oldest finished jobs

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // Binaries built once for tests that run and kill real processes.
@@ -52,7 +52,7 @@ func testLogger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	// Warnings and errors are kept to show if the test fails.
-	var buf lockedBuffer
+	var buf testkit.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() && buf.String() != "" {
 			t.Logf("queen log:\n%s", buf.String())
@@ -64,16 +64,7 @@ func testLogger(t testing.TB) *slog.Logger {
 // mustNATS starts a JetStream server on a random port for one test.
 func mustNATS(t testing.TB) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return testkit.NATS(t)
 }
 
 // mustQueen boots a queen on a random port against natsURL ("" for
@@ -143,7 +134,7 @@ func logTo(t testing.TB, cmd *exec.Cmd, name string) {
 		cmd.Stderr = os.Stderr
 		return
 	}
-	var buf lockedBuffer
+	var buf testkit.SyncBuffer
 	cmd.Stderr = &buf
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -156,38 +147,16 @@ func logTo(t testing.TB, cmd *exec.Cmd, name string) {
 	})
 }
 
-// lockedBuffer is a bytes.Buffer safe for a child's writes and our reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func waitHive(t testing.TB, base, id string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, func() bool { return status(t, base+"/v1/hives/"+id) == 200 })
 }
 
+// waitFor is testkit.WaitFor for this package's many waits, each named
+// by the line that fails.
 func waitFor(t testing.TB, d time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, "condition", ok)
 }
 
 // testAdminKey is the admin key of queens that tests start with auth on;

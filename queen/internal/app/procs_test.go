@@ -3,7 +3,6 @@ package app_test
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"rbee.dev/shared/testkit"
 )
 
 // queenProcess runs the queen binary and returns its base URL.
@@ -41,7 +41,7 @@ func queenProcess(t testing.TB, natsURL string, args ...string) (string, *exec.C
 // and returns their client URLs and processes.
 func natsCluster(t testing.TB) ([]string, []*exec.Cmd) {
 	t.Helper()
-	ports := freePorts(t, 6)
+	ports := testkit.FreePorts(t, 6)
 	var urls, routes []string
 	for i := 0; i < 3; i++ {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
@@ -72,22 +72,4 @@ func natsCluster(t testing.TB) ([]string, []*exec.Cmd) {
 		return err == nil
 	})
 	return urls, cmds
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
 }

@@ -18,15 +18,16 @@ import (
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // queenProcessOut runs the queen binary with args on a random HTTP port and
 // returns its base URL, the NATS URL it prints for hives (if it listens)
 // and everything it wrote.
-func queenProcessOut(t testing.TB, args ...string) (base, natsURL string, out *lockedBuffer) {
+func queenProcessOut(t testing.TB, args ...string) (base, natsURL string, out *testkit.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(queenBin, append([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--hive-ttl", "2s"}, args...)...)
-	out = &lockedBuffer{}
+	out = &testkit.SyncBuffer{}
 	cmd.Stderr = out
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -168,7 +169,7 @@ func TestNATSPasswordNotLogged(t *testing.T) {
 
 	base, _, queenOut := queenProcessOut(t, "--nats-url", url)
 	hive := exec.Command(hiveBin, "--id", "h1", "--nats-url", url, "--data-dir", t.TempDir())
-	var hiveOut lockedBuffer
+	var hiveOut testkit.SyncBuffer
 	hive.Stderr = &hiveOut
 	if err := hive.Start(); err != nil {
 		t.Fatal(err)

@@ -122,9 +122,6 @@ func (v *Verifier) Ended() bool { return v.ends > 0 }
 // Done reports whether the closing [DONE] has arrived.
 func (v *Verifier) Done() bool { return v.done }
 
-// Frames is the number of events received, repeats included.
-func (v *Verifier) Frames() uint64 { return v.frames }
-
 func (v *Verifier) problem(s string) {
 	if len(v.problems) < 5 {
 		v.problems = append(v.problems, s)

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"rbee.dev/queen/internal/cli"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
 )
 
 // baseTime is when every fake job happens; event n is n ms after it.
@@ -355,24 +355,6 @@ func (q *fakeQueen) frameIDs(jobID string) []uint64 {
 	return ids
 }
 
-// syncBuffer is a bytes.Buffer safe for the goroutines of one command.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type result struct {
 	code           int
 	stdout, stderr string
@@ -400,7 +382,7 @@ func (q *fakeQueen) runWith(tb testing.TB, inv invocation, args ...string) resul
 	if ctx == nil {
 		ctx = tb.Context()
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	code := cli.Run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(inv.stdin), &stdout, &stderr)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/testkit"
 )
 
 // root is the repository root, seen from this package's directory.
@@ -99,7 +100,7 @@ func startQueen(t *testing.T, edit ...func(*app.Config)) (string, *app.Queen) {
 		http.DefaultClient.CloseIdleConnections()
 	})
 	base := "http://" + q.HTTPAddr()
-	waitFor(t, 15*time.Second, "queen ready", func() bool { return httpStatus(base+"/readyz") == http.StatusOK })
+	testkit.WaitFor(t, 15*time.Second, "queen ready", func() bool { return httpStatus(base+"/readyz") == http.StatusOK })
 	return base, q
 }
 
@@ -109,7 +110,7 @@ func startQueen(t *testing.T, edit ...func(*app.Config)) (string, *app.Queen) {
 func startQueenWithSamples(t *testing.T) string {
 	t.Helper()
 	base, _ := startQueen(t)
-	waitFor(t, 15*time.Second, "local hive online", func() bool { return httpStatus(base+"/v1/hives/local") == http.StatusOK })
+	testkit.WaitFor(t, 15*time.Second, "local hive online", func() bool { return httpStatus(base+"/v1/hives/local") == http.StatusOK })
 	runJob(t, base, hiveCheck("local"))
 	// The job's end reaches the queen's counters a moment after its
 	// stream ends, and the GPUs come with the hive's next heartbeat.
@@ -118,7 +119,7 @@ func startQueenWithSamples(t *testing.T) string {
 		"rbee_jobs_finished_total{", "rbee_job_duration_seconds_bucket{", "rbee_job_queue_wait_seconds_bucket{",
 	}
 	var text string
-	waitFor(t, 15*time.Second, "job and GPU series on the queen's /metrics", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "job and GPU series on the queen's /metrics", func() bool {
 		text = get(t, base+"/metrics")
 		for _, w := range want {
 			if !strings.Contains(text, "\n"+w) {
@@ -128,6 +129,44 @@ func startQueenWithSamples(t *testing.T) string {
 		return true
 	})
 	return text
+}
+
+// liveScrape starts a queen with a local hive and a hive process h2 with
+// the reference worker beside it, runs a job on the local hive, downloads
+// a model onto h2 and starts a worker for it, and returns the samples of
+// the queen's and h2's /metrics together.
+func liveScrape(t *testing.T) exposition {
+	t.Helper()
+	hiveBin := buildHive(t)
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The reference worker serves any bytes as a model.
+		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
+	}))
+	t.Cleanup(files.Close)
+	base, q := startQueen(t, func(c *app.Config) { c.NATSListen, c.Insecure = "127.0.0.1:0", true })
+	hiveMetrics := testkit.FreeAddr(t)
+	startHive(t, hiveBin, q.NATSURL(), "h2", hiveMetrics)
+	testkit.WaitFor(t, 15*time.Second, "hives online", func() bool {
+		return httpStatus(base+"/v1/hives/h2") == http.StatusOK && httpStatus(base+"/v1/hives/local") == http.StatusOK
+	})
+	runJob(t, base, hiveCheck("local"))
+	runJob(t, base, fmt.Sprintf(`{"operation":"model_download","hive":"h2","source":%q}`, files.URL+"/demo.gguf"))
+	runJob(t, base, `{"operation":"worker_spawn","hive":"h2","model_id":"demo","backend":"reference"}`)
+	var hive string
+	testkit.WaitFor(t, 15*time.Second, "a ready worker on h2's /metrics", func() bool {
+		hive = get(t, "http://"+hiveMetrics+"/metrics")
+		return strings.Contains(hive, `rbee_hive_workers{hive="h2",model="demo",state="ready"} 1`)
+	})
+	live := parseExposition(t, get(t, base+"/metrics"))
+	for name, labels := range parseExposition(t, hive) {
+		if live[name] == nil {
+			live[name] = map[string]bool{}
+		}
+		for l := range labels {
+			live[name][l] = true
+		}
+	}
+	return live
 }
 
 // hiveCheck is the request for a short hive_check job on hive.
@@ -191,27 +230,4 @@ func httpStatus(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago, for child processes that cannot be told to listen on port 0.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -279,38 +279,6 @@ func parseLabelNames(s string) ([]string, error) {
 
 var errBadLabels = errors.New("malformed labels")
 
-// declaredNames reads the metric names the sources of the queen and the
-// hive declare. Some series only appear once something happens that a
-// test cannot arrange (a worker crash), so a name with no sample is
-// accepted if its source declares it.
-func declaredNames(t testing.TB) map[string]bool {
-	t.Helper()
-	declRe := regexp.MustCompile(`(?:Name:\s*|NewDesc\(\s*)"((?:rbee)_[a-z0-9_]+)"`)
-	files := []string{filepath.Join(root, "queen", "internal", "metrics", "metrics.go")}
-	hive, err := filepath.Glob(filepath.Join(root, "hive", "agent", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files = append(files, hive...)
-	out := map[string]bool{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range declRe.FindAllStringSubmatch(string(data), -1) {
-			out[m[1]] = true
-		}
-	}
-	if len(out) == 0 {
-		t.Fatal("found no metric declarations in the queen's and hive's sources")
-	}
-	return out
-}
-
 // decodeJSON decodes a response body and closes it.
 func decodeJSON(resp *http.Response, v any) error {
 	defer resp.Body.Close()

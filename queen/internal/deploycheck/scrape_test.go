@@ -1,7 +1,6 @@
 package deploycheck_test
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,11 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/testkit"
 )
 
 // TestPrometheusScrapes runs the real Prometheus with deploy/'s
@@ -35,9 +34,9 @@ func TestPrometheusScrapes(t *testing.T) {
 		c.NATSListen, c.Insecure = "127.0.0.1:0", true
 		c.LocalHiveAllowRun = true
 	})
-	hiveMetrics := freeAddr(t)
+	hiveMetrics := testkit.FreeAddr(t)
 	hive := startHive(t, hiveBin, q.NATSURL(), "h2", hiveMetrics)
-	waitFor(t, 15*time.Second, "hives online", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "hives online", func() bool {
 		return httpStatus(base+"/v1/hives/h2") == http.StatusOK && httpStatus(base+"/v1/hives/local") == http.StatusOK
 	})
 	runJob(t, base, hiveCheck("local"))
@@ -125,7 +124,8 @@ func TestPrometheusScrapes(t *testing.T) {
 
 	t.Run("dashboard queries answer", func(t *testing.T) {
 		// A query may come back empty only if it uses a series that
-		// neither binary has (a worker restart counter before any crash).
+		// neither binary has yet (the worker series, as this test starts no
+		// worker; TestMetricNamesUsedExist does).
 		live := parseExposition(t, get(t, base+"/metrics"))
 		for name, labels := range parseExposition(t, get(t, "http://"+hiveMetrics+"/metrics")) {
 			live[name] = labels
@@ -171,7 +171,7 @@ func TestPrometheusScrapes(t *testing.T) {
 
 	t.Run("hive down alerts", func(t *testing.T) {
 		_ = hive.Process.Kill()
-		waitFor(t, 30*time.Second, "RbeeHiveDown for h2", func() bool {
+		testkit.WaitFor(t, 30*time.Second, "RbeeHiveDown for h2", func() bool {
 			for _, a := range prom.alerts(t) {
 				if a.Labels["alertname"] == "RbeeHiveDown" && a.Labels["hive"] == "h2" {
 					return true
@@ -189,15 +189,17 @@ func nonEmpty(s []promSample) string {
 	return ""
 }
 
-// buildHive builds the hive binary into a temporary directory.
+// buildHive builds the hive binary and the reference worker into a
+// temporary directory, where the hive's built-in catalog finds the worker
+// beside it, and returns the hive's path.
 func buildHive(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "hive")
-	out, err := exec.Command("go", "build", "-o", bin, "rbee.dev/hive/cmd/hive").CombinedOutput()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "rbee.dev/hive/cmd/hive", "rbee.dev/hive/cmd/rbee-worker").CombinedOutput()
 	if err != nil {
-		t.Fatalf("build hive: %v\n%s", err, out)
+		t.Fatalf("build hive and rbee-worker: %v\n%s", err, out)
 	}
-	return bin
+	return filepath.Join(dir, "hive")
 }
 
 // startHive runs the hive binary with the fake nvidia-smi, serving
@@ -219,7 +221,7 @@ func startHive(t *testing.T, bin, natsURL, id, metricsAddr string) *exec.Cmd {
 // promServer is a Prometheus process run for one test.
 type promServer struct {
 	base string
-	out  *syncBuffer
+	out  *testkit.SyncBuffer
 }
 
 // startPrometheus runs Prometheus with deploy/prometheus/prometheus.yml
@@ -254,8 +256,8 @@ func startPrometheus(t *testing.T, bin, queenAddr string) *promServer {
 		}
 	}
 
-	addr := freeAddr(t)
-	p := &promServer{base: "http://" + addr, out: &syncBuffer{}}
+	addr := testkit.FreeAddr(t)
+	p := &promServer{base: "http://" + addr, out: &testkit.SyncBuffer{}}
 	cmd := exec.Command(bin,
 		"--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -364,22 +366,4 @@ func (p *promServer) get(t testing.TB, path string, v any) {
 	if err := decodeJSON(resp, v); err != nil {
 		t.Fatalf("GET %s: %d: %v", path, resp.StatusCode, err)
 	}
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -445,12 +445,6 @@ func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
 	}
 }
 
-// OnHiveLost is called by the view when a hive's heartbeat disappears; the
-// reaper's next pass ends its jobs, so this only logs.
-func (s *Service) OnHiveLost(hive string) {
-	s.log.Warn("hive lost", "hive_id", hive)
-}
-
 // RunDispatchConsumers makes each live hive's work-queue consumer when the
 // hive joins, and again when its slots or ack wait change, until ctx ends.
 func (s *Service) RunDispatchConsumers(ctx context.Context) error {

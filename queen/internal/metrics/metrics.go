@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"rbee.dev/shared/api"
 )
 
 // Reasons a narration frame is rejected: the label values of
@@ -23,6 +25,32 @@ const (
 	// RejectSequence: a job sequence of 0, or one far beyond the last.
 	RejectSequence = "sequence"
 )
+
+// Outcomes of an OpenAI-compatible request: the status label values of
+// rbee_inference_requests_total.
+const (
+	InferOK            = "ok"
+	InferFailed        = "failed"
+	InferBusy          = "busy"
+	InferRateLimited   = "rate_limited"
+	InferCancelled     = "cancelled"
+	InferModelNotFound = "model_not_found"
+	InferUnavailable   = "unavailable"
+	InferForbidden     = "forbidden"
+	InferBadRequest    = "bad_request"
+)
+
+// InferStatuses lists every outcome, each exported at 0 for a model once
+// it is known.
+var InferStatuses = []string{InferOK, InferFailed, InferBusy, InferRateLimited, InferCancelled, InferModelNotFound, InferUnavailable, InferForbidden, InferBadRequest}
+
+// UnknownModel is the model label of requests for a model no hive has:
+// request bodies must not mint series.
+const UnknownModel = "unknown"
+
+// endStates are the states a job ends in: the state label values of the
+// job end counters.
+var endStates = []string{api.StateDone, api.StateFailed, api.StateCancelled}
 
 // Queen holds the queen's metrics.
 type Queen struct {
@@ -49,6 +77,9 @@ type Queen struct {
 
 	keysMu sync.Mutex
 	keys   map[string]bool
+
+	modelsMu sync.Mutex
+	models   map[string]bool
 }
 
 // MaxKeyLabels bounds the distinct values of the key label; keys past it
@@ -74,6 +105,28 @@ func (m *Queen) KeyLabel(name string) string {
 		m.keys[name] = true
 	}
 	return name
+}
+
+// KnowModel exports a model's inference series at 0 the first time a
+// request names it, so a rate over them works before its first answer.
+// Only models some hive serves or holds, or that a key with the operate
+// scope asks to download, are passed here: request bodies cannot mint
+// series.
+func (m *Queen) KnowModel(model string) {
+	m.modelsMu.Lock()
+	defer m.modelsMu.Unlock()
+	if m.models[model] {
+		return
+	}
+	if m.models == nil {
+		m.models = map[string]bool{}
+	}
+	m.models[model] = true
+	for _, st := range InferStatuses {
+		m.InferRequests.WithLabelValues(model, st)
+	}
+	m.InferTTFT.WithLabelValues(model)
+	m.InferTokensPerSecond.WithLabelValues(model)
 }
 
 // Gauges are read at scrape time from the parts that own the numbers.
@@ -123,7 +176,7 @@ func New(g Gauges) *Queen {
 		}, []string{"reason"}),
 	}
 	m.InferRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, rate_limited, cancelled, model_not_found, unavailable).",
+		Name: "rbee_inference_requests_total", Help: "OpenAI-compatible requests by model and outcome (ok, failed, busy, rate_limited, cancelled, model_not_found, unavailable, forbidden, bad_request).",
 	}, []string{"model", "status"})
 	m.InferTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rbee_inference_tokens_total", Help: "Tokens by model, direction (in: prompt, out: completion) and API key name.",
@@ -137,10 +190,23 @@ func New(g Gauges) *Queen {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	}, []string{"model"})
 	reg.MustRegister(m.InferRequests, m.InferTokens, m.InferTTFT, m.InferTokensPerSecond)
-	// Every reason is exported from the start, at 0, so a rate over it
-	// works before the first rejection.
+	// Every series whose label values are known from the start is
+	// exported from the start, at 0, so a dashboard or alert over it has
+	// data before the first event it counts. The model label is known
+	// later; KnowModel does the same for it.
 	for _, r := range []string{RejectWriter, RejectInvalid, RejectNotTerminal, RejectSequence} {
 		m.NarrationRejected.WithLabelValues(r)
+	}
+	for _, op := range api.OperationNames() {
+		m.JobsCreated.WithLabelValues(op)
+		m.JobDuration.WithLabelValues(op)
+		m.JobQueueWait.WithLabelValues(op)
+		for _, st := range endStates {
+			m.JobsFinished.WithLabelValues(op, st)
+		}
+	}
+	for _, st := range InferStatuses {
+		m.InferRequests.WithLabelValues(UnknownModel, st)
 	}
 	m.Gatherer = reg
 	reg.MustRegister(m.JobsCreated, m.JobsFinished, m.JobDuration, m.JobQueueWait, m.HTTPRequests, m.HTTPDuration, m.NATSReconnect, m.NarrationRejected)

@@ -17,6 +17,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/subject"
+	"rbee.dev/shared/testkit"
 )
 
 // A hive's NATS identity reaches its own subjects only, and every attempt
@@ -26,16 +27,7 @@ func TestHivePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1",
-		NoLog: true, NoSigs: true, Users: natsauth.Users(f)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(5 * time.Second) {
-		t.Fatal("not ready")
-	}
+	s := testkit.NATS(t, func(o *server.Options) { o.Users = natsauth.Users(f) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

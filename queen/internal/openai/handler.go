@@ -39,16 +39,16 @@ type API struct {
 
 // New makes the API.
 func New(v *view.View, j *jobs.Service, st *store.Store, hub *relay.Hub, m *metrics.Queen, cfg Config, log *slog.Logger) *API {
-	return &API{r: newRouter(v, j, st, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.Limits, log)}
+	return &API{r: newRouter(v, j, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.Limits, log)}
 }
 
 // Models answers GET /v1/models.
 func (a *API) Models(c echo.Context) error {
 	data := a.r.models()
 	if data == nil {
-		data = []modelEntry{}
+		data = []api.ModelEntry{}
 	}
-	return c.JSON(http.StatusOK, modelList{Object: "list", Data: data})
+	return c.JSON(http.StatusOK, api.ModelEntryList{Object: "list", Data: data})
 }
 
 // Model answers GET /v1/models/<id>.
@@ -96,7 +96,7 @@ func (a *API) infer(c echo.Context, path string) error {
 	if err := req.Validate(); err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	}
-	status, label := "ok", req.Model
+	status, label := metrics.InferOK, req.Model
 	// A model nobody has is counted as "unknown": request bodies must not
 	// mint metric series.
 	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
@@ -105,30 +105,33 @@ func (a *API) infer(c echo.Context, path string) error {
 		// operator's act, so the download field needs operate too, checked
 		// before anything about the source is looked at.
 		if !auth.FromContext(c.Request().Context()).Has(api.ScopeOperate) {
-			status, label = "forbidden", "unknown"
+			status, label = metrics.InferForbidden, metrics.UnknownModel
 			return fail(c, http.StatusForbidden, "invalid_request_error", api.CodeForbidden,
 				"the download field needs an API key with the operate scope; this key may only use models hives already hold")
 		}
 		dl := api.JobRequest{Operation: api.OpModelDownload, Source: in.Download, ModelID: req.Model}
 		if err := dl.Validate(); err != nil {
-			status, label = "bad_request", "unknown"
+			status, label = metrics.InferBadRequest, metrics.UnknownModel
 			return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", "download: "+err.Error())
 		}
 	}
 	if in.Download == "" && !a.known(req.Model) {
-		status, label = "model_not_found", "unknown"
+		status, label = metrics.InferModelNotFound, metrics.UnknownModel
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
 			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", in.Model))
 	}
+	if label != metrics.UnknownModel {
+		a.m.KnowModel(label)
+	}
 	releaseKey, answered, err := a.admitKey(c)
 	if answered {
-		status = "rate_limited"
+		status = metrics.InferRateLimited
 		return err
 	}
 	defer releaseKey()
 	release, err := a.r.admit(req.Model)
 	if err != nil {
-		status = "busy"
+		status = metrics.InferBusy
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
@@ -136,14 +139,14 @@ func (a *API) infer(c echo.Context, path string) error {
 	ctx := c.Request().Context()
 	hive, done, err := a.r.place(ctx, req.Model, in.Download, func(msg string) { a.log.Info(msg, "model", req.Model) })
 	if err != nil {
-		status = "unavailable"
+		status = metrics.InferUnavailable
 		return a.routeError(c, err)
 	}
 	defer done()
 	req.Hive = hive
 	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
 	if err != nil {
-		status = "unavailable"
+		status = metrics.InferUnavailable
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
@@ -157,7 +160,7 @@ func (a *API) infer(c echo.Context, path string) error {
 	releaseKey()
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.
-		status = "cancelled"
+		status = metrics.InferCancelled
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, _ = a.jobs.Cancel(cctx, j.JobID)
@@ -167,7 +170,7 @@ func (a *API) infer(c echo.Context, path string) error {
 		err = errors.New(s.failure)
 	}
 	if err != nil {
-		status = "failed"
+		status = metrics.InferFailed
 		return s.fail(err)
 	}
 	a.observe(s)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"rbee.dev/queen/internal/jobs"
-	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
 )
@@ -26,7 +25,6 @@ var (
 type router struct {
 	v    *view.View
 	jobs *jobs.Service
-	st   *store.Store
 	cfg  Config
 
 	mu       sync.Mutex
@@ -58,8 +56,8 @@ type Config struct {
 	Aliases map[string]string
 }
 
-func newRouter(v *view.View, j *jobs.Service, st *store.Store, cfg Config) *router {
-	return &router{v: v, jobs: j, st: st, cfg: cfg, inflight: map[string]int{}, queued: map[string]int{}, spawning: map[string]*spawn{}}
+func newRouter(v *view.View, j *jobs.Service, cfg Config) *router {
+	return &router{v: v, jobs: j, cfg: cfg, inflight: map[string]int{}, queued: map[string]int{}, spawning: map[string]*spawn{}}
 }
 
 // admit counts a request against its model's queue bound.
@@ -263,13 +261,13 @@ func (r *router) holder(model string) string {
 
 // models lists what can be asked for: models served by ready workers, then
 // models on disk that a worker could be started for.
-func (r *router) models() []modelEntry {
+func (r *router) models() []api.ModelEntry {
 	seen := map[string]bool{}
-	var out []modelEntry
+	var out []api.ModelEntry
 	add := func(id string, created time.Time) {
 		if !seen[id] {
 			seen[id] = true
-			out = append(out, modelEntry{ID: id, Object: "model", Created: created.Unix(), OwnedBy: "rbee"})
+			out = append(out, api.ModelEntry{ID: id, Object: "model", Created: created.Unix(), OwnedBy: "rbee"})
 		}
 	}
 	hives := r.v.Hives()
@@ -290,7 +288,7 @@ func (r *router) models() []modelEntry {
 		for alias, target := range r.cfg.Aliases {
 			if target == m.ID && !seen[alias] {
 				seen[alias] = true
-				out = append(out, modelEntry{ID: alias, Object: "model", Created: m.Created, OwnedBy: "rbee"})
+				out = append(out, api.ModelEntry{ID: alias, Object: "model", Created: m.Created, OwnedBy: "rbee"})
 			}
 		}
 	}

@@ -26,18 +26,6 @@ type request struct {
 	Download string `json:"download"`
 }
 
-type modelEntry struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Created int64  `json:"created"`
-	OwnedBy string `json:"owned_by"`
-}
-
-type modelList struct {
-	Object string       `json:"object"`
-	Data   []modelEntry `json:"data"`
-}
-
 // errorBody is OpenAI's error shape.
 type errorBody struct {
 	Error struct {

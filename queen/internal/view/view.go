@@ -35,18 +35,16 @@ type View struct {
 	hivesSync bool
 	jobsSync  bool
 	synced    chan struct{}
-	onLost    func(hive string)
 	joined    chan struct{}
 	gpus      gpuHistory
 }
 
-// New makes an empty view. onLost is called when a hive's heartbeat key is
-// deleted or expires.
-func New(log *slog.Logger, onLost func(hive string)) *View {
+// New makes an empty view.
+func New(log *slog.Logger) *View {
 	return &View{
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
 		underway: map[string]struct{}{}, waiting: map[string]map[string]struct{}{},
-		synced: make(chan struct{}), onLost: onLost, joined: make(chan struct{}, 1),
+		synced: make(chan struct{}), joined: make(chan struct{}, 1),
 	}
 }
 
@@ -105,8 +103,10 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 		_, had := v.hives[e.Key()]
 		delete(v.hives, e.Key())
 		v.mu.Unlock()
-		if had && v.onLost != nil {
-			v.onLost(e.Key())
+		// The reaper's next pass ends the hive's jobs; the view only
+		// says that the heartbeat is gone.
+		if had {
+			v.log.Warn("hive lost", "hive_id", e.Key())
 		}
 		return
 	}

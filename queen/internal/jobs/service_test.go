@@ -1,0 +1,194 @@
+package jobs_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/queentest"
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/shared/api"
+)
+
+// newService is a job service whose view holds hives. Nothing runs the
+// jobs: the tests look at what the queen writes.
+func newService(t *testing.T, hives ...api.Hive) (*jobs.Service, *store.Store) {
+	t.Helper()
+	p := queentest.New(t, hives...)
+	return p.Jobs, p.Store
+}
+
+func TestPlacement(t *testing.T) {
+	no := false
+	model := []api.Model{{ModelID: "qwen"}}
+	tests := []struct {
+		name    string
+		policy  string
+		hives   []api.Hive
+		req     api.JobRequest
+		want    string // the hive; "" for a job left queued
+		wantErr error
+	}{
+		{"spread: the most free slots", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 1}, {ID: "b", Slots: 4, SlotsFree: 3}, {ID: "c", Slots: 4, SlotsFree: 2}},
+			api.JobRequest{Operation: api.OpHiveCheck}, "b", nil},
+		{"binpack: the fewest free slots, but one", jobs.Binpack,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 0}, {ID: "b", Slots: 4, SlotsFree: 3}, {ID: "c", Slots: 4, SlotsFree: 1}},
+			api.JobRequest{Operation: api.OpHiveCheck}, "c", nil},
+		{"binpack: a full hive only when all are", jobs.Binpack,
+			[]api.Hive{{ID: "a", Slots: 1, SlotsFree: 0}},
+			api.JobRequest{Operation: api.OpHiveCheck}, "a", nil},
+		{"pinned hive, whatever its load", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 0}},
+			api.JobRequest{Operation: api.OpHiveCheck, Hive: "b"}, "b", nil},
+		{"run only where allowed", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 1, AllowRun: true}},
+			api.JobRequest{Operation: api.OpRun, Command: []string{"true"}}, "b", nil},
+		{"labels must all match", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, Labels: map[string]string{"gpu": "a100"}}, {ID: "b", Slots: 4, SlotsFree: 1, Labels: map[string]string{"gpu": "h200", "zone": "x"}}},
+			api.JobRequest{Operation: api.OpHiveCheck, Labels: map[string]string{"gpu": "h200"}}, "b", nil},
+		{"a hive holding the model first", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 1, Models: model}},
+			api.JobRequest{Operation: api.OpWorkerSpawn, ModelID: "qwen", Backend: "reference"}, "b", nil},
+		{"inference: the fewest generations in hand", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, InferSlots: 4, InferRunning: 3, Models: model}, {ID: "b", Slots: 4, SlotsFree: 0, InferSlots: 4, InferRunning: 1, Models: model}},
+			api.JobRequest{Operation: api.OpInfer, Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}, "b", nil},
+		{"no hive: queued", jobs.Spread, nil,
+			api.JobRequest{Operation: api.OpHiveCheck}, "", nil},
+		{"no matching hive: queued", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}},
+			api.JobRequest{Operation: api.OpRun, Command: []string{"true"}}, "", nil},
+		{"no hive, and no queueing asked", jobs.Spread, nil,
+			api.JobRequest{Operation: api.OpHiveCheck, Queue: &no}, "", jobs.ErrNoCapableHive},
+		{"pinned hive offline, no queueing asked", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}},
+			api.JobRequest{Operation: api.OpHiveCheck, Hive: "gone", Queue: &no}, "", jobs.ErrNoCapableHive},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc, _ := newService(t, tt.hives...)
+			svc.Policy = tt.policy
+			if err := tt.req.Validate(); err != nil {
+				t.Fatalf("the test's request is not valid: %v", err)
+			}
+			j, created, err := svc.Create(context.Background(), tt.req, "", "")
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Create = %+v, %v; want %v", j, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !created {
+				t.Fatalf("Create = %v, %v", created, err)
+			}
+			if j.Hive != tt.want {
+				t.Errorf("placed on %q, want %q", j.Hive, tt.want)
+			}
+			wantState := api.StateDispatched
+			if tt.want == "" {
+				wantState = api.StateQueued
+			}
+			if j.State != wantState {
+				t.Errorf("state %s, want %s", j.State, wantState)
+			}
+		})
+	}
+}
+
+// Create stores the record, the job's first event and, for a placed job,
+// its dispatch, before it returns.
+func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
+	svc, st := newService(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+	ctx := context.Background()
+	events := 3
+	req := api.JobRequest{Operation: api.OpHiveCheck, Events: &events}
+	j, _, err := svc.Create(ctx, req, "key1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := st.GetJob(ctx, j.JobID)
+	if err != nil || rec.State != api.StateDispatched || rec.Hive != "h1" || rec.Owner != "key1" || rec.DispatchSeq == 0 || rec.Attempt != 1 {
+		t.Errorf("record %+v, %v: want dispatched to h1, owned by key1, with its dispatch's sequence", rec, err)
+	}
+	if last, err := st.LastStreamSeq(ctx, j.JobID); err != nil || last == 0 {
+		t.Errorf("no narration stored for the job: %d, %v", last, err)
+	}
+	msg, err := st.Dispatch.GetMsg(ctx, rec.DispatchSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d api.Dispatch
+	if err := json.Unmarshal(msg.Data, &d); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "dispatch.hive.h1" || d.JobID != j.JobID || d.Attempt != 1 || d.Request.Events == nil || *d.Request.Events != 3 || !d.DeadlineAt.Equal(rec.DeadlineAt) {
+		t.Errorf("dispatch on %s: %+v", msg.Subject, d)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	svc, _ := newService(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+	ctx := context.Background()
+	req := api.JobRequest{Operation: api.OpHiveCheck}
+	first, created, err := svc.Create(ctx, req, "alice", "k1")
+	if err != nil || !created {
+		t.Fatalf("first: %v, %v", created, err)
+	}
+	tests := []struct {
+		name        string
+		req         api.JobRequest
+		principal   string
+		key         string
+		wantSame    bool
+		wantCreated bool
+		wantErr     error
+	}{
+		{"a repeat answers with the first job", req, "alice", "k1", true, false, nil},
+		{"another request under the key is refused", api.JobRequest{Operation: api.OpHiveStatus}, "alice", "k1", false, false, jobs.ErrIdempotencyMismatch},
+		{"another principal's key is its own", req, "bob", "k1", false, true, nil},
+		{"another key is another job", req, "alice", "k2", false, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j, created, err := svc.Create(ctx, tt.req, tt.principal, tt.key)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if (j.JobID == first.JobID) != tt.wantSame || created != tt.wantCreated {
+				t.Errorf("job %s (first %s), created %v; want same %v, created %v", j.JobID, first.JobID, created, tt.wantSame, tt.wantCreated)
+			}
+		})
+	}
+}
+
+// A job no hive has taken is cancelled by the queen itself; a job that
+// ended cannot be cancelled again.
+func TestCancel(t *testing.T) {
+	svc, _ := newService(t)
+	ctx := context.Background()
+	j, _, err := svc.Create(ctx, api.JobRequest{Operation: api.OpHiveCheck}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Cancel(ctx, j.JobID); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	got, err := svc.Get(ctx, j.JobID)
+	if err != nil || got.State != api.StateCancelled {
+		t.Errorf("after Cancel: %s, %v; want cancelled", got.State, err)
+	}
+	if _, err := svc.Cancel(ctx, j.JobID); !errors.Is(err, jobs.ErrTerminal) {
+		t.Errorf("Cancel of an ended job = %v, want ErrTerminal", err)
+	}
+	if _, err := svc.Cancel(ctx, "0123456789abcdef"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("Cancel of an unknown job = %v, want ErrNotFound", err)
+	}
+	if _, err := svc.Get(ctx, "0123456789abcdef"); !errors.Is(err, jobs.ErrNotFound) {
+		t.Errorf("Get of an unknown job = %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,168 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"rbee.dev/queen/internal/store"
+	"rbee.dev/shared/api"
+)
+
+func TestJobRecords(t *testing.T) {
+	st := mustStore(t)
+	ctx := context.Background()
+	j := api.Job{JobID: "j1", Operation: api.OpHiveCheck, State: api.StateQueued, Attempt: 1}
+	rev, err := st.CreateJob(ctx, j)
+	if err != nil || rev == 0 {
+		t.Fatalf("CreateJob = %d, %v", rev, err)
+	}
+	if _, err := st.CreateJob(ctx, j); !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Errorf("CreateJob of a taken id = %v, want ErrKeyExists", err)
+	}
+	got, gotRev, err := st.GetJob(ctx, "j1")
+	if err != nil || got.State != api.StateQueued || gotRev != rev {
+		t.Errorf("GetJob = %+v, %d, %v; want the record at revision %d", got, gotRev, err, rev)
+	}
+	if _, _, err := st.GetJob(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetJob of a missing id = %v, want ErrNotFound", err)
+	}
+	if _, err := st.UpdateJob(ctx, "nope", func(*api.Job) bool { return true }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateJob of a missing id = %v, want ErrNotFound", err)
+	}
+
+	// A declined change writes nothing.
+	if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateFailed; return false }); err != nil {
+		t.Fatal(err)
+	}
+	if got, r, _ := st.GetJob(ctx, "j1"); got.State != api.StateQueued || r != rev {
+		t.Errorf("after a declined change: %s at revision %d, want queued at %d", got.State, r, rev)
+	}
+
+	if err := st.Jobs.Delete(ctx, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.GetJob(ctx, "j1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetJob of a deleted record = %v, want ErrNotFound", err)
+	}
+}
+
+// UpdateJobAt trusts a caller's copy only as far as its revision is
+// current: a write in between makes it read the record and ask again.
+func TestUpdateJobAtStaleCopy(t *testing.T) {
+	tests := []struct {
+		name string
+		// change is asked of the caller's stale copy first, then of the
+		// record as stored.
+		change    func(r *api.Job) bool
+		wantState string
+		wantCalls int
+	}{
+		{"change applies to the stored record", func(r *api.Job) bool { r.Attempt++; return true }, api.StateRunning, 2},
+		{"a decline on the stale copy is asked again", func(r *api.Job) bool {
+			if r.State == api.StateQueued {
+				return false
+			}
+			r.Attempt++
+			return true
+		}, api.StateRunning, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := mustStore(t)
+			ctx := context.Background()
+			stale := api.Job{JobID: "j1", State: api.StateQueued, Attempt: 1}
+			rev, err := st.CreateJob(ctx, stale)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another queen moves the record on.
+			if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateRunning; return true }); err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			got, err := st.UpdateJobAt(ctx, stale, rev, func(r *api.Job) bool { calls++; return tt.change(r) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, _, _ := st.GetJob(ctx, "j1")
+			if got.State != tt.wantState || stored.State != tt.wantState || stored.Attempt != 2 || calls != tt.wantCalls {
+				t.Errorf("returned %s, stored %s attempt %d, change asked %d times; want %s, attempt 2, %d times",
+					got.State, stored.State, stored.Attempt, calls, tt.wantState, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// Concurrent updates by compare-and-set lose none.
+func TestUpdateJobConcurrent(t *testing.T) {
+	st := mustStore(t)
+	ctx := context.Background()
+	if _, err := st.CreateJob(ctx, api.Job{JobID: "j1", Attempt: 0}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.Attempt++; return true }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if j, _, _ := st.GetJob(ctx, "j1"); j.Attempt != n {
+		t.Errorf("attempt %d after %d increments", j.Attempt, n)
+	}
+}
+
+func TestDispatchConsumerConfig(t *testing.T) {
+	tests := []struct {
+		name        string
+		hive        api.Hive
+		wantWait    time.Duration
+		wantPending int
+	}{
+		{"defaults", api.Hive{ID: "h1"}, 30 * time.Second, 1},
+		{"job and inference slots together", api.Hive{ID: "h1", Slots: 4, InferSlots: 2, AckWaitS: 12}, 12 * time.Second, 6},
+		{"ack wait at least a second", api.Hive{ID: "h1", Slots: 2, AckWaitS: 0.01}, time.Second, 2},
+		{"ack wait at most ten minutes", api.Hive{ID: "h1", Slots: 2, AckWaitS: 86400}, 10 * time.Minute, 2},
+		{"pending bounded", api.Hive{ID: "h1", Slots: 100000}, 30 * time.Second, 4096},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := store.DispatchConsumerConfig(tt.hive)
+			if c.AckWait != tt.wantWait || c.MaxAckPending != tt.wantPending {
+				t.Errorf("ack wait %s, max pending %d; want %s, %d", c.AckWait, c.MaxAckPending, tt.wantWait, tt.wantPending)
+			}
+			if c.Durable != "hive-h1" || c.FilterSubject != "dispatch.hive.h1" || c.AckPolicy != jetstream.AckExplicitPolicy {
+				t.Errorf("consumer %s on %s, ack %v: want hive-h1 on dispatch.hive.h1, explicit acks", c.Durable, c.FilterSubject, c.AckPolicy)
+			}
+		})
+	}
+}
+
+// Open makes every stream and bucket and may run again on a cluster that
+// has them, as a newer queen does on an older cluster's data.
+func TestOpenTwice(t *testing.T) {
+	st := mustStore(t)
+	ctx := context.Background()
+	if err := st.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	again, err := store.Open(ctx, st.NC, store.Options{Replicas: 1, Retention: 2 * time.Hour, HiveTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatalf("Open again: %v", err)
+	}
+	info, err := again.Narr.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != 2*time.Hour {
+		t.Errorf("narration stream after a second Open keeps MaxAge %s, want 2h", info.Config.MaxAge)
+	}
+}
