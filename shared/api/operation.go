@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Operation names.
@@ -402,7 +402,7 @@ func OperationNames() []string {
 
 // validName accepts hive ids, label keys and other names that end up in
 // subjects or bucket keys.
-func validName(s string) bool { return subject.ValidToken(s) }
+func validName(s string) bool { return bus.ValidToken(s) }
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0

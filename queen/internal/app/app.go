@@ -36,6 +36,7 @@ import (
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/secret"
 )
 
@@ -355,7 +356,7 @@ func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 
 // startLocalHive runs a hive named local on its own in-process connection.
 func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metrics.Queen) error {
-	opts := []nats.Option{nats.Name("hive local"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
+	opts := bus.HiveOptions("local")
 	if q.creds != nil {
 		opts = append(opts, q.creds)
 	}

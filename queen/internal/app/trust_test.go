@@ -19,7 +19,7 @@ import (
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // authCluster is a queen with per-hive NATS identities for gpuA and gpuB,
@@ -60,7 +60,7 @@ func mustAuthCluster(t *testing.T) authCluster {
 // hostile process on that hive's machine would.
 func (c authCluster) connect(t *testing.T, hive string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(c.natsURL, nats.UserInfo(hive, c.creds.Hives[hive]), nats.CustomInboxPrefix(subject.Inbox(hive)))
+	nc, err := nats.Connect(c.natsURL, nats.UserInfo(hive, c.creds.Hives[hive]), nats.CustomInboxPrefix(bus.Inbox(hive)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,18 +121,18 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	})
 
 	forged := api.Event{JobID: job, Seq: 3, Attempt: 1, Time: time.Now(), Actor: "hive", Action: "forged", Level: api.LevelInfo, Message: "forged"}
-	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindEvent), forged)
-	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindData), forged)
+	publish(t, jsB, bus.Narr(job, "gpuB", bus.KindEvent), forged)
+	publish(t, jsB, bus.Narr(job, "gpuB", bus.KindData), forged)
 	forgedEnd := forged
 	forgedEnd.State = api.StateDone
-	publish(t, jsB, subject.NarrEndSubject(job, "gpuB", 1), forgedEnd)
+	publish(t, jsB, bus.NarrEndSubject(job, "gpuB", 1), forgedEnd)
 	huge := forged
 	huge.Seq = 1 << 62
-	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), huge)
+	publish(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), huge)
 	notEnd := forged
 	notEnd.Seq, notEnd.State = 4, api.StateRunning
-	publish(t, jsA, subject.NarrEndSubject(job, "gpuA", 1), notEnd)
-	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
+	publish(t, jsA, bus.NarrEndSubject(job, "gpuA", 1), notEnd)
+	publish(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
 
 	time.Sleep(300 * time.Millisecond)
 	var j api.Job
@@ -200,8 +200,8 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("stream info with subjects", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		req, _ := json.Marshal(map[string]any{"subjects_filter": subject.NarrAll})
-		reply, err := ncB.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+subject.NarrStream, req)
+		req, _ := json.Marshal(map[string]any{"subjects_filter": bus.NarrAll})
+		reply, err := ncB.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+bus.NarrStream, req)
 		if err == nil && bytes.Contains(reply.Data, []byte(job)) {
 			t.Fatalf("hive B listed job subjects: %s", reply.Data)
 		}
@@ -212,8 +212,8 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("consumer of its own choosing", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := jsB.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
-			Durable: subject.DispatchConsumer("gpuB"), FilterSubject: subject.Dispatch("gpuC"), AckPolicy: jetstream.AckExplicitPolicy,
+		_, err := jsB.CreateOrUpdateConsumer(ctx, bus.DispatchStream, jetstream.ConsumerConfig{
+			Durable: bus.DispatchConsumer("gpuB"), FilterSubject: bus.Dispatch("gpuC"), AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		if err == nil {
 			t.Fatal("hive B created its own dispatch consumer")
@@ -222,7 +222,7 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("heartbeat under another id", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		kv, err := jsB.KeyValue(ctx, subject.HivesBucket)
+		kv, err := jsB.KeyValue(ctx, bus.HivesBucket)
 		if err != nil {
 			t.Fatal(err)
 		}

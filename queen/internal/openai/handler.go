@@ -22,7 +22,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // API serves the OpenAI-compatible endpoints.
@@ -262,7 +262,7 @@ func (s *sink) Frame(f relay.Frame) error {
 		return err
 	}
 	switch {
-	case f.Kind == subject.KindEvent && e.Action == api.ActionChunk:
+	case f.Kind == bus.KindEvent && e.Action == api.ActionChunk:
 		var payload string
 		if err := json.Unmarshal(e.Data, &payload); err != nil {
 			return fmt.Errorf("chunk event: %w", err)
@@ -280,16 +280,16 @@ func (s *sink) Frame(f relay.Frame) error {
 		}
 		_, err := fmt.Fprintf(s.w, "data: %s\n\n", s.rename([]byte(payload)))
 		return err
-	case f.Kind == subject.KindData && e.Action == api.ActionResponse:
+	case f.Kind == bus.KindData && e.Action == api.ActionResponse:
 		var r api.InferResponse
 		if err := json.Unmarshal(e.Data, &r); err != nil {
 			return fmt.Errorf("response event: %w", err)
 		}
 		s.status, s.ctype = r.Status, r.ContentType
 		s.body = append(s.body, r.Body...)
-	case f.Kind == subject.KindData && e.Action == api.ActionResult:
+	case f.Kind == bus.KindData && e.Action == api.ActionResult:
 		return json.Unmarshal(e.Data, &s.res)
-	case f.Kind == subject.KindEnd:
+	case f.Kind == bus.KindEnd:
 		s.state, s.failure = e.State, e.Error
 	}
 	return nil

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // sink records what reaches the client.
@@ -23,18 +23,18 @@ func (s *sink) Done() error          { return nil }
 func (s *sink) Flush() error         { return nil }
 
 func ev(writer string, seq uint64, attempt int, action string) Frame {
-	return Frame{Writer: writer, Kind: subject.KindEvent,
+	return Frame{Writer: writer, Kind: bus.KindEvent,
 		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"message":"\"seq\":99"}`, seq, attempt, action))}
 }
 
 // placed is the queen's event that hands attempt to hive.
 func placed(seq uint64, attempt int, action, hive string) Frame {
-	return Frame{Writer: subject.QueenWriter, Kind: subject.KindEvent,
+	return Frame{Writer: bus.QueenWriter, Kind: bus.KindEvent,
 		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"hive":%q}`, seq, attempt, action, hive))}
 }
 
 func end(writer string, seq uint64, attempt int, state string) Frame {
-	return Frame{Writer: writer, Kind: subject.KindEnd, Attempt: attempt,
+	return Frame{Writer: writer, Kind: bus.KindEnd, Attempt: attempt,
 		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"state":%q}`, seq, state))}
 }
 
@@ -60,7 +60,7 @@ func TestFence(t *testing.T) {
 		{"the lost hive claims the new attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 2, "forged"), end("h1", 3, 2, "done"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"an end that does not end", nil, []Frame{placed(1, 1, "job_created", "h1"), end("h1", 2, 1, "running"), end("h1", 2, 1, "done")}, []uint64{1, 2}},
 		{"absurd sequences", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 0, 1, "zero"), ev("h1", 1<<62, 1, "huge"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
-		{"not an event of the job", nil, []Frame{placed(1, 1, "job_created", "h1"), {Writer: "h1", Kind: subject.KindEvent, Data: []byte(`{"job_id":"j2","seq":2}`)}, {Writer: "h1", Kind: subject.KindData, Data: []byte(`nope`)}, ev("h1", 2, 1, "b")}, []uint64{1, 2}},
+		{"not an event of the job", nil, []Frame{placed(1, 1, "job_created", "h1"), {Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j2","seq":2}`)}, {Writer: "h1", Kind: bus.KindData, Data: []byte(`nope`)}, ev("h1", 2, 1, "b")}, []uint64{1, 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

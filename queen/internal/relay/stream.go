@@ -13,7 +13,7 @@ import (
 
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // directReplay is how many history messages are read with direct gets
@@ -164,7 +164,7 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 			if err != nil {
 				return false, false, err
 			}
-			if sent && f.Kind == subject.KindEnd {
+			if sent && f.Kind == bus.KindEnd {
 				return true, false, nil
 			}
 			if len(s.ch) == 0 {
@@ -194,7 +194,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 	}
 	seen := h.seenFor(job)
 	target := seen.last
-	newest, err := stream.GetLastMsgForSubject(ctx, subject.NarrJob(job))
+	newest, err := stream.GetLastMsgForSubject(ctx, bus.NarrJob(job))
 	switch {
 	case err == nil:
 		target = max(target, newest.Sequence)
@@ -207,14 +207,14 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		if seen.end > 0 && seen.end <= *last && seen.endAttempt >= w.attempt {
 			return true, nil
 		}
-		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEnd(job, w.attempt))
+		end, err := stream.GetLastMsgForSubject(ctx, bus.NarrEnd(job, w.attempt))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
 		}
 		return false, nil
 	}
 	for i := 0; i < directReplay && *last < target; i++ {
-		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(subject.NarrJob(job)))
+		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(bus.NarrJob(job)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			// A replica behind the tail answered; the stream's leader
 			// serves the consumer below.
@@ -236,8 +236,8 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 // replayConsumer reads a long history with an ordered consumer, which the
 // server streams with flow control, and deletes it when done.
 func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *uint64, target uint64) (bool, error) {
-	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject.NarrJob(job)},
+	cons, err := h.js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{bus.NarrJob(job)},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       *last + 1,
 		InactiveThreshold: 10 * time.Second,
@@ -257,7 +257,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 			go func(name string) {
 				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				_ = h.js.DeleteConsumer(dctx, subject.NarrStream, name)
+				_ = h.js.DeleteConsumer(dctx, bus.NarrStream, name)
 			}(info.Name)
 		}
 	}()
@@ -288,13 +288,13 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 }
 
 func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
-	_, writer, kind, ok := subject.ParseNarr(subj)
+	_, writer, kind, ok := bus.ParseNarr(subj)
 	if !ok || seq <= *last {
 		return false, nil
 	}
 	*last = seq
-	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: subject.EndAttempt(subj)})
-	return sent && kind == subject.KindEnd, err
+	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj)})
+	return sent && kind == bus.KindEnd, err
 }
 
 // fenced drops what a job's earlier attempts write after the queen
@@ -323,10 +323,10 @@ func (w *fenced) send(f Frame) (bool, error) {
 		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
+	if f.Writer == bus.QueenWriter && f.Kind == bus.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
 		w.attempt = f.ev.Attempt
 	}
-	if w.attempt > 1 && f.Writer != subject.QueenWriter && f.ev.Attempt < w.attempt {
+	if w.attempt > 1 && f.Writer != bus.QueenWriter && f.ev.Attempt < w.attempt {
 		return false, nil
 	}
 	if f.ev.Seq <= w.seq {
@@ -352,7 +352,7 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 	if err != nil {
 		return f
 	}
-	j, _, kind, ok := subject.ParseNarr(m.Subject)
+	j, _, kind, ok := bus.ParseNarr(m.Subject)
 	if !ok || j != job {
 		return f
 	}
@@ -362,8 +362,8 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 	}
 	_ = json.Unmarshal(m.Data, &e)
 	f.attempt, f.seq, f.trust.seq = max(e.Attempt, 1), e.Seq, e.Seq
-	if kind == subject.KindEnd {
-		f.attempt = max(subject.EndAttempt(m.Subject), 1)
+	if kind == bus.KindEnd {
+		f.attempt = max(bus.EndAttempt(m.Subject), 1)
 	}
 	return f
 }

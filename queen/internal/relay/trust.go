@@ -4,7 +4,7 @@ import (
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // maxJump is the largest step between one accepted job sequence and the
@@ -46,7 +46,7 @@ func (f *Frame) decode(job string) {
 	}
 	f.decoded = true
 	switch f.Kind {
-	case subject.KindEvent, subject.KindData, subject.KindStart, subject.KindEnd:
+	case bus.KindEvent, bus.KindData, bus.KindStart, bus.KindEnd:
 	default:
 		f.reject = metrics.RejectInvalid
 		return
@@ -55,7 +55,7 @@ func (f *Frame) decode(job string) {
 		f.reject = metrics.RejectInvalid
 		return
 	}
-	if f.Kind == subject.KindEnd {
+	if f.Kind == bus.KindEnd {
 		if !api.Terminal(string(f.ev.State)) {
 			f.reject = metrics.RejectNotTerminal
 			return
@@ -77,7 +77,7 @@ func (t *trust) judge(job string, f *Frame, recs Records) string {
 	if f.reject != "" {
 		return f.reject
 	}
-	if f.Writer != subject.QueenWriter && !t.writes(job, f.Writer, f.ev.Attempt, recs) {
+	if f.Writer != bus.QueenWriter && !t.writes(job, f.Writer, f.ev.Attempt, recs) {
 		return metrics.RejectWriter
 	}
 	if t.seq > 0 && f.ev.Seq > t.seq+maxJump {
@@ -90,7 +90,7 @@ func (t *trust) judge(job string, f *Frame, recs Records) string {
 // learn takes in an accepted frame: the queen's events name the hive of
 // their attempt.
 func (t *trust) learn(f *Frame) {
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && len(f.ev.Hive) > 0 {
+	if f.Writer == bus.QueenWriter && f.Kind == bus.KindEvent && len(f.ev.Hive) > 0 {
 		if t.hives == nil {
 			t.hives = map[int]string{}
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // BenchmarkJudge is what reading one frame's body costs a reader: a typical
@@ -20,7 +20,7 @@ func BenchmarkJudge(b *testing.B) {
 			t := &trust{hives: map[int]string{1: "h1"}, seq: 12000}
 			b.SetBytes(int64(len(data)))
 			for i := 0; i < b.N; i++ {
-				f := Frame{Writer: "h1", Kind: subject.KindEvent, Data: data}
+				f := Frame{Writer: "h1", Kind: bus.KindEvent, Data: data}
 				if r := t.judge("0193a1b2c3d4e5f6a7b8c9d0", &f, nil); r != "" {
 					b.Fatal(r)
 				}
