@@ -76,51 +76,60 @@ const (
 	BadSeq = "seq"
 )
 
-// maxAttempt bounds the attempt a frame may claim.
-const maxAttempt = 1 << 31
-
-// ParseMeta reads a stored frame's subject and headers. It checks every
-// claim it can without knowing the job: the headers' writer and kind are
-// the subject's, the sequence is a positive number, the attempt a
-// reasonable one (an end's attempt is its subject's, whatever the header
-// says, because the subject is its one-end slot), and a placing hive a
-// valid token. What it cannot check, who may write which attempt, is the
-// reader's to judge. On failure it returns what it read and why.
+// ParseMeta reads a stored frame's subject and headers (ReadHeaders). On
+// failure it returns what it read and why.
 func ParseMeta(subj string, h nats.Header) (Meta, string) {
 	var m Meta
 	var ok bool
 	if m.Job, m.Writer, m.Kind, ok = ParseNarr(subj); !ok {
 		return m, BadSubject
 	}
-	if h == nil || h.Get(HeaderWriter) != m.Writer || h.Get(HeaderKind) != m.Kind {
-		return m, BadHeaders
-	}
-	seq, err := strconv.ParseUint(h.Get(HeaderSeq), 10, 63)
-	if err != nil {
-		return m, BadHeaders
-	}
-	m.Seq = seq
-	if a := h.Get(HeaderAttempt); a != "" {
-		n, err := strconv.ParseUint(a, 10, 31)
-		if err != nil || n >= maxAttempt {
-			return m, BadHeaders
-		}
-		m.Attempt = int(n)
-	}
 	if m.Kind == KindEnd {
 		m.Attempt = EndAttempt(subj)
 	}
+	return m, m.ReadHeaders(h)
+}
+
+// ReadHeaders completes m, whose job, writer and kind (and an end's
+// attempt) its subject gave, from a frame's headers. It checks every claim
+// it can without knowing the job: the headers' writer and kind are the
+// subject's, the sequence is a positive number, the attempt a reasonable
+// one (an end's attempt is its subject's, whatever the header says,
+// because the subject is its one-end slot), and a placing hive a valid
+// token. What it cannot check, who may write which attempt, is the
+// reader's to judge. It returns why it refuses the headers, "" if it
+// does not.
+func (m *Meta) ReadHeaders(h nats.Header) string {
+	if h.Get(HeaderWriter) != m.Writer || h.Get(HeaderKind) != m.Kind {
+		return BadHeaders
+	}
+	seq, err := strconv.ParseUint(h.Get(HeaderSeq), 10, 63)
+	if err != nil {
+		return BadHeaders
+	}
+	m.Seq = seq
+	if m.Kind != KindEnd {
+		m.Attempt = 1
+		if a := h.Get(HeaderAttempt); a != "" {
+			n, err := strconv.ParseUint(a, 10, 31)
+			if err != nil {
+				return BadHeaders
+			}
+			m.Attempt = int(n)
+		}
+	}
 	m.Attempt = max(m.Attempt, 1)
+	m.Hive = ""
 	if hive := h.Get(HeaderHive); hive != "" {
 		if !ValidToken(hive) {
-			return m, BadHeaders
+			return BadHeaders
 		}
 		m.Hive = hive
 	}
 	if m.Seq == 0 {
-		return m, BadSeq
+		return BadSeq
 	}
-	return m, ""
+	return ""
 }
 
 // HeaderSeqOf is the job sequence a stored frame's header carries, and

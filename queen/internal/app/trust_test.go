@@ -68,10 +68,35 @@ func (c authCluster) connect(t *testing.T, hive string) *nats.Conn {
 	return nc
 }
 
+// publish stores e on subj twice: with the headers a writer sets, claiming
+// what e says, and without headers, as frames were stored before writers
+// set them. Readers must judge both alike.
 func publish(t *testing.T, js jetstream.JetStream, subj string, e any) {
 	t.Helper()
 	data, _ := json.Marshal(e)
-	if _, err := js.Publish(context.Background(), subj, data); err != nil {
+	var says struct {
+		Seq     uint64
+		Attempt int
+	}
+	_ = json.Unmarshal(data, &says)
+	job, writer, kind, _ := bus.ParseNarr(subj)
+	m := bus.Meta{Job: job, Writer: writer, Kind: kind, Seq: says.Seq, Attempt: says.Attempt}
+	if kind == bus.KindEnd {
+		m.Attempt = bus.EndAttempt(subj)
+	}
+	for _, msg := range []*nats.Msg{m.Msg(data), {Subject: subj, Data: data}} {
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatalf("publish %s: %v", subj, err)
+		}
+	}
+}
+
+// publishClaiming stores e on subj with headers that claim what they
+// please.
+func publishClaiming(t *testing.T, js jetstream.JetStream, subj string, e any, h nats.Header) {
+	t.Helper()
+	data, _ := json.Marshal(e)
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subj, Data: data, Header: h}); err != nil {
 		t.Fatalf("publish %s: %v", subj, err)
 	}
 }
@@ -133,6 +158,12 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	notEnd.Seq, notEnd.State = 4, api.StateRunning
 	publish(t, jsA, bus.NarrEndSubject(job, "gpuA", 1), notEnd)
 	publish(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
+	// Headers that say another thing than the subject or the body.
+	claims := func(writer string, seq uint64) nats.Header {
+		return bus.Meta{Job: job, Writer: writer, Kind: bus.KindEvent, Seq: seq, Attempt: 1}.Msg(nil).Header
+	}
+	publishClaiming(t, jsB, bus.Narr(job, "gpuB", bus.KindEvent), forged, claims("gpuA", 3))
+	publishClaiming(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), forged, claims("gpuA", 1000))
 
 	time.Sleep(300 * time.Millisecond)
 	var j api.Job

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/store"
@@ -28,12 +29,15 @@ type Frame struct {
 	Data   []byte // the event JSON, sent verbatim
 	// Attempt is the attempt of an end frame, from its subject.
 	Attempt int
+	// Header holds the frame's claims (bus.Meta): the relay routes and
+	// fences by them.
+	Header nats.Header
 
-	// decoded is set once ev and reject hold what the body says; judged
+	// decoded is set once c and reject hold what the frame claims; judged
 	// once the hub accepted the frame for every client of its job.
 	decoded, judged bool
 	reject          string
-	ev              frameEvent
+	c               claims
 }
 
 // Event is the SSE event name of the frame.
@@ -263,7 +267,7 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	h.mu.RLock()
 	watched := len(h.subs[job]) > 0
 	h.mu.RUnlock()
-	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: bus.EndAttempt(m.Subject())}
+	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: bus.EndAttempt(m.Subject()), Header: m.Headers()}
 	// Frames of jobs no client follows are decoded only when they teach
 	// something (the queen's) or could close a resuming client (ends).
 	judge := watched || writer == bus.QueenWriter || kind == bus.KindEnd

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"unicode/utf8"
 )
 
@@ -96,6 +97,10 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	start := s.i
 	for s.i < len(s.b) {
+		s.i = plainRun(s.b, s.i)
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':
@@ -263,4 +268,37 @@ func (s *scanner) digits() bool {
 		s.i++
 	}
 	return s.i > start
+}
+
+// SWAR constants: one byte repeated eight times.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainRun returns the index of the first byte at or after i that a string
+// cannot hold as is: a quote, a backslash, a control character or any
+// non-ASCII byte (which str checks as UTF-8). Strings are most of a
+// frame's bytes, so it looks at eight bytes at a time.
+func plainRun(b []byte, i int) int {
+	for i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte below 0x20, equal to '"' or '\', or with its high bit
+		// set marks its word; the exact byte is found below.
+		lt := (x - ones*0x20) &^ x
+		q := x ^ (ones * '"')
+		bs := x ^ (ones * '\\')
+		if (lt|(q-ones)&^q|(bs-ones)&^bs|x)&highs != 0 {
+			break
+		}
+		i += 8
+	}
+	for i < len(b) {
+		c := b[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+		i++
+	}
+	return i
 }

@@ -2,13 +2,13 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/store"
@@ -223,7 +223,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		if err != nil {
 			return false, err
 		}
-		if ended, err := h.send(w, m.Subject, m.Sequence, m.Data, last); ended || err != nil {
+		if ended, err := h.send(w, m.Subject, m.Sequence, m.Header, m.Data, last); ended || err != nil {
 			return ended, err
 		}
 	}
@@ -273,7 +273,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 		if err != nil {
 			return false, err
 		}
-		if ended, err := h.send(w, m.Subject(), md.Sequence.Stream, m.Data(), last); ended || err != nil {
+		if ended, err := h.send(w, m.Subject(), md.Sequence.Stream, m.Headers(), m.Data(), last); ended || err != nil {
 			return ended, err
 		}
 		if md.Sequence.Stream >= target || md.NumPending == 0 {
@@ -287,19 +287,20 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 	}
 }
 
-func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
+func (h *Hub) send(w *fenced, subj string, seq uint64, hdr nats.Header, data []byte, last *uint64) (bool, error) {
 	_, writer, kind, ok := bus.ParseNarr(subj)
 	if !ok || seq <= *last {
 		return false, nil
 	}
 	*last = seq
-	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj)})
+	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj), Header: hdr})
 	return sent && kind == bus.KindEnd, err
 }
 
 // fenced drops what a job's earlier attempts write after the queen
 // re-placed it: a lost hive that comes back must not add to the story of
-// the attempt that replaced it. The queen's "replaced" event marks the new
+// the attempt that replaced it. The queen's event that re-places the job
+// (one that hands a later attempt to a hive, bus.HeaderHive) marks the new
 // attempt; every queen sees the same events in the same order, so every
 // client sees the same story. It also drops what the hub did not judge
 // already (history, and frames of a job the hub did not watch yet) when it
@@ -323,16 +324,16 @@ func (w *fenced) send(f Frame) (bool, error) {
 		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if f.Writer == bus.QueenWriter && f.Kind == bus.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
-		w.attempt = f.ev.Attempt
+	if f.places() && f.c.attempt > w.attempt {
+		w.attempt = f.c.attempt
 	}
-	if w.attempt > 1 && f.Writer != bus.QueenWriter && f.ev.Attempt < w.attempt {
+	if w.attempt > 1 && f.Writer != bus.QueenWriter && f.c.attempt < w.attempt {
 		return false, nil
 	}
-	if f.ev.Seq <= w.seq {
+	if f.c.seq <= w.seq {
 		return false, nil
 	}
-	w.seq = f.ev.Seq
+	w.seq = f.c.seq
 	return true, w.Frame(f)
 }
 
@@ -352,18 +353,12 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 	if err != nil {
 		return f
 	}
-	j, _, kind, ok := bus.ParseNarr(m.Subject)
+	j, writer, kind, ok := bus.ParseNarr(m.Subject)
 	if !ok || j != job {
 		return f
 	}
-	var e struct {
-		Attempt int
-		Seq     uint64
-	}
-	_ = json.Unmarshal(m.Data, &e)
-	f.attempt, f.seq, f.trust.seq = max(e.Attempt, 1), e.Seq, e.Seq
-	if kind == bus.KindEnd {
-		f.attempt = max(bus.EndAttempt(m.Subject), 1)
-	}
+	fr := Frame{Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(m.Subject), Header: m.Header}
+	fr.decode(job)
+	f.attempt, f.seq, f.trust.seq = max(fr.c.attempt, 1), fr.c.seq, fr.c.seq
 	return f
 }
