@@ -103,6 +103,19 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		e.Attempt = bus.EndAttempt(m.Subject())
 	}
 	e.Attempt, e.Writer = max(e.Attempt, 1), writer
+	// A frame with headers is judged by them, as the relay judges it; its
+	// body must say the same.
+	if _, ok := m.Headers()[bus.HeaderSeq]; ok {
+		meta, bad := bus.ParseMeta(m.Subject(), m.Headers())
+		switch {
+		case bad == bus.BadSeq:
+			s.reject(ctx, m, kind, metrics.RejectSequence)
+			return
+		case bad != "" || meta.Seq != e.Seq || meta.Attempt != e.Attempt:
+			s.reject(ctx, m, kind, metrics.RejectInvalid)
+			return
+		}
+	}
 	// Start from the view's copy: it is current unless another write is
 	// still on its way to the watch, and then the update retries.
 	known, rev, _ := s.v.JobAt(job)
