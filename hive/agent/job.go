@@ -202,42 +202,34 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	j := &job{d: d, p: p, a: a, ctx: ctx}
 	err = a.run(j)
 	close(keepAlive)
-	switch op {
-	case api.OpModelDownload, api.OpModelDelete, api.OpWorkerSpawn, api.OpWorkerStop:
+	if api.Operations[op].ChangesHive {
 		a.beatSoon()
 	}
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
 }
 
+// handlers runs each operation of the table (api.Operations) that runs on
+// a hive.
+var handlers = map[string]func(*job) error{
+	api.OpHiveCheck:         (*job).check,
+	api.OpHiveStatus:        (*job).status,
+	api.OpRun:               (*job).runCommand,
+	api.OpInfer:             (*job).infer,
+	api.OpModelList:         (*job).modelList,
+	api.OpModelGet:          (*job).modelGet,
+	api.OpModelDelete:       (*job).modelDelete,
+	api.OpModelDownload:     (*job).modelDownload,
+	api.OpWorkerCatalogList: (*job).workerCatalogList,
+	api.OpWorkerSpawn:       (*job).workerSpawn,
+	api.OpWorkerList:        (*job).workerList,
+	api.OpWorkerGet:         (*job).workerGet,
+	api.OpWorkerStop:        (*job).workerStop,
+}
+
 func (a *Agent) run(j *job) error {
-	switch j.d.Request.Operation {
-	case api.OpHiveCheck:
-		return j.check()
-	case api.OpHiveStatus:
-		return j.status()
-	case api.OpRun:
-		return j.runCommand()
-	case api.OpInfer:
-		return j.infer()
-	case api.OpModelList:
-		return j.modelList()
-	case api.OpModelGet:
-		return j.modelGet()
-	case api.OpModelDelete:
-		return j.modelDelete()
-	case api.OpModelDownload:
-		return j.modelDownload()
-	case api.OpWorkerCatalogList:
-		return j.workerCatalogList()
-	case api.OpWorkerSpawn:
-		return j.workerSpawn()
-	case api.OpWorkerList:
-		return j.workerList()
-	case api.OpWorkerGet:
-		return j.workerGet()
-	case api.OpWorkerStop:
-		return j.workerStop()
+	if h, ok := handlers[j.d.Request.Operation]; ok {
+		return h(j)
 	}
 	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
 }
