@@ -6,6 +6,11 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// reconnectWait is how long a connection waits between reconnect tries:
+// jobs wait on it, and a NATS cluster moves a client to another server in
+// well under a second.
+const reconnectWait = 250 * time.Millisecond
+
 // HiveOptions are the connection options of a hive's connection, however
 // it authenticates.
 //
@@ -20,6 +25,17 @@ func HiveOptions(id string) []nats.Option {
 		nats.CustomInboxPrefix(Inbox(id)),
 		nats.ReconnectBufSize(-1),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(reconnectWait),
+	}
+}
+
+// QueenOptions are the connection options of a queen's connection, however
+// it authenticates. A queen reconnects forever, quickly, like a hive; its
+// writes wait for their acknowledgements, so it keeps the reconnect buffer.
+func QueenOptions() []nats.Option {
+	return []nats.Option{
+		nats.Name(QueenWriter),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(reconnectWait),
 	}
 }

@@ -278,12 +278,8 @@ func loopback(a net.Addr) bool {
 // connect opens the NATS connection, starting the embedded server if no
 // external one is configured.
 func (q *Queen) connect() error {
-	opts := []nats.Option{
-		nats.Name("queen"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }),
-	}
+	opts := append(bus.QueenOptions(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }))
 	var users []*server.User
 	if q.cfg.NATSAuth != "" {
 		f, err := natsauth.Load(q.cfg.NATSAuth)
