@@ -13,6 +13,12 @@ import (
 // not one well-formed JSON object. Strings are compared as written: the
 // fields read hold ids and fixed words that encoders never escape, and an
 // escaped one simply does not match.
+//
+// It also refuses a body that names one of the fields it reads twice, or
+// any top-level key with an escape in it: JSON readers take the last of
+// repeated keys and unescape keys, so such a body could show clients
+// another job, sequence or attempt than the relay judged it by. Encoders
+// write neither.
 func scanEvent(b []byte, ev *frameEvent) bool {
 	s := scanner{b: b}
 	s.ws()
@@ -23,10 +29,11 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 	if s.lit('}') {
 		return s.end()
 	}
+	var seen uint8
 	for {
 		s.ws()
 		key, ok := s.str()
-		if !ok {
+		if !ok || bytes.IndexByte(key, '\\') >= 0 {
 			return false
 		}
 		s.ws()
@@ -34,18 +41,21 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 			return false
 		}
 		s.ws()
+		var field uint8
 		switch string(key) {
 		case "job_id":
-			ok = s.strField(&ev.JobID)
+			field, ok = 1<<0, s.strField(&ev.JobID)
 		case "action":
-			ok = s.strField(&ev.Action)
+			field, ok = 1<<1, s.strField(&ev.Action)
 		case "state":
-			ok = s.strField(&ev.State)
+			field, ok = 1<<2, s.strField(&ev.State)
 		case "hive":
-			ok = s.strField(&ev.Hive)
+			field, ok = 1<<3, s.strField(&ev.Hive)
 		case "seq":
+			field = 1 << 4
 			ev.Seq, ok = s.uint()
 		case "attempt":
+			field = 1 << 5
 			var n uint64
 			n, ok = s.uint()
 			ok = ok && n < 1<<31
@@ -53,9 +63,10 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 		default:
 			ok = s.skip(0)
 		}
-		if !ok {
+		if !ok || seen&field != 0 {
 			return false
 		}
+		seen |= field
 		s.ws()
 		if s.lit('}') {
 			return s.end()

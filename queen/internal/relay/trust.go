@@ -79,7 +79,7 @@ func (f *Frame) decode(job string) {
 	}
 	f.c = claims{seq: m.Seq, attempt: m.Attempt, hive: m.Hive}
 	if f.Kind != bus.KindEnd {
-		if !checkBody(f.Data, job, m.Seq, m.Attempt, true) {
+		if !checkBody(f.Data, job, m.Seq, m.Attempt) {
 			f.reject = metrics.RejectInvalid
 		}
 		return
