@@ -53,14 +53,13 @@ func (m Meta) Subject() string {
 
 // Msg is the frame carrying data, with its headers set.
 func (m Meta) Msg(data []byte) *nats.Msg {
-	h := nats.Header{
-		HeaderSeq:     []string{strconv.FormatUint(m.Seq, 10)},
-		HeaderAttempt: []string{strconv.Itoa(max(m.Attempt, 1))},
-		HeaderWriter:  []string{m.Writer},
-		HeaderKind:    []string{m.Kind},
-	}
+	// One backing array for every value: a hive sends one of these per
+	// narration event.
+	v := &[5]string{strconv.FormatUint(m.Seq, 10), strconv.Itoa(max(m.Attempt, 1)), m.Writer, m.Kind, m.Hive}
+	h := make(nats.Header, 5)
+	h[HeaderSeq], h[HeaderAttempt], h[HeaderWriter], h[HeaderKind] = v[0:1:1], v[1:2:2], v[2:3:3], v[3:4:4]
 	if m.Hive != "" {
-		h[HeaderHive] = []string{m.Hive}
+		h[HeaderHive] = v[4:5:5]
 	}
 	return &nats.Msg{Subject: m.Subject(), Header: h, Data: data}
 }
