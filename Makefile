@@ -50,6 +50,7 @@ fuzz: ## run every fuzz test for FUZZTIME each (default 10s), one after another
 	go test -run '^$$' -fuzz '^FuzzLastEventID$$' -fuzztime $(FUZZTIME) rbee.dev/shared/api
 	go test -run '^$$' -fuzz '^FuzzSource$$' -fuzztime $(FUZZTIME) rbee.dev/hive/internal/models
 	go test -run '^$$' -fuzz '^FuzzScanEvent$$' -fuzztime $(FUZZTIME) rbee.dev/queen/internal/relay
+	go test -run '^$$' -fuzz '^FuzzCheckBody$$' -fuzztime $(FUZZTIME) rbee.dev/queen/internal/relay
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -23,7 +23,7 @@ import (
 	"rbee.dev/hive/internal/models"
 	"rbee.dev/hive/internal/workers"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Version is stamped into heartbeats; release builds set it with -ldflags.
@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 // Validate reports every problem with c at once.
 func (c Config) Validate() error {
 	var errs *multierror.Error
-	if !subject.ValidToken(c.ID) {
+	if !bus.ValidToken(c.ID) {
 		errs = multierror.Append(errs, fmt.Errorf("hive id %q must be 1-64 letters, digits, '-' or '_'", c.ID))
 	}
 	if c.DataDir == "" {
@@ -93,7 +93,7 @@ func (c Config) Validate() error {
 		errs = multierror.Append(errs, fmt.Errorf("infer slots must be between 1 and 3072, not %d", c.InferSlots))
 	}
 	for k := range c.Labels {
-		if !subject.ValidToken(k) {
+		if !bus.ValidToken(k) {
 			errs = multierror.Append(errs, fmt.Errorf("label key %q is not valid", k))
 		}
 	}
@@ -191,9 +191,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sub, err := a.nc.Subscribe(subject.Cancel(a.cfg.ID), a.onCancel)
+	sub, err := bus.ServeCancel(a.nc, a.cfg.ID, a.onCancel)
 	if err != nil {
-		return fmt.Errorf("subscribe cancel: %w", err)
+		return err
 	}
 	defer sub.Unsubscribe()
 
@@ -230,7 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) attach(ctx context.Context) (jetstream.KeyValue, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		kv, err := a.js.KeyValue(ctx, subject.HivesBucket)
+		kv, err := a.js.KeyValue(ctx, bus.HivesBucket)
 		if err == nil {
 			return kv, nil
 		}
@@ -250,7 +250,7 @@ func (a *Agent) attach(ctx context.Context) (jetstream.KeyValue, error) {
 func (a *Agent) dispatchConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	backoff := 20 * time.Millisecond
 	for waited := time.Duration(0); ; waited += backoff {
-		cons, err := a.js.Consumer(ctx, subject.DispatchStream, subject.DispatchConsumer(a.cfg.ID))
+		cons, err := a.js.Consumer(ctx, bus.DispatchStream, bus.DispatchConsumer(a.cfg.ID))
 		if err == nil {
 			return cons, nil
 		}

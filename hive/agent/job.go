@@ -11,9 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"rbee.dev/hive/internal/narrate"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Reasons a job's context ends; the end event is chosen from them.
@@ -31,7 +30,7 @@ func (e *budgetError) Error() string { return api.BudgetExceeded(e.limit) }
 // job is one running job on this hive.
 type job struct {
 	d   api.Dispatch
-	p   *narrate.Publisher
+	p   *narrator
 	a   *Agent
 	ctx context.Context
 }
@@ -52,7 +51,7 @@ func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.Wa
 			return
 		}
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		msg, err := bus.NextDispatch(fctx, cons)
 		cancel()
 		if err != nil {
 			<-a.jobSlots
@@ -86,7 +85,7 @@ func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.Wa
 // isInfer reports whether a dispatch is an inference job, from its header
 // alone; a queen that does not send the header has its jobs take job slots.
 func isInfer(msg jetstream.Msg) bool {
-	return msg.Headers().Get(subject.OperationHeader) == api.OpInfer
+	return bus.DispatchOperation(msg) == api.OpInfer
 }
 
 // take puts a token into slots, waiting while it is full.
@@ -103,7 +102,7 @@ func take(ctx context.Context, slots chan struct{}) bool {
 // infer says which of the hive's capacities the job takes.
 func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	var d api.Dispatch
-	if err := json.Unmarshal(msg.Data(), &d); err != nil || !subject.ValidToken(d.JobID) {
+	if err := json.Unmarshal(msg.Data(), &d); err != nil || !bus.ValidToken(d.JobID) {
 		a.log.Error("drop malformed dispatch", "err", err)
 		_ = msg.Term()
 		return
@@ -127,7 +126,7 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 			return
 		}
 		lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last, err := narrate.LastSeq(lctx, a.js, d.JobID, a.cfg.ID)
+		last, err := bus.LastSeq(lctx, a.nc, d.JobID, a.cfg.ID)
 		lcancel()
 		if err != nil {
 			log.Warn("read narration of a redelivered job; it will be redelivered", "err", err)
@@ -137,7 +136,7 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 		if last >= next {
 			next = last + 1
 			if !api.Operations[op].Retryable {
-				p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
+				p := newNarrator(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
 				a.end(p, op, api.Event{State: api.StateFailed, Error: "interrupted: the hive lost this job mid-run and it is not safe to run twice"}, log)
 				_ = msg.Ack()
 				return
@@ -166,7 +165,7 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 		cancel(nil)
 	}()
 
-	p := narrate.New(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
+	p := newNarrator(a.js, d.JobID, a.cfg.ID, d.Attempt, next, a.cfg.MaxEvents)
 	if d.MaxNarrationBytes > 0 {
 		// The work stops where its narration stops being stored: a command
 		// printing forever is killed, not left running unheard.
@@ -175,7 +174,7 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := p.Start(sctx, api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
 	scancel()
-	if errors.Is(err, narrate.ErrAlreadyEnded) {
+	if errors.Is(err, bus.ErrAlreadyEnded) {
 		// Cancelled or ended by a queen before it could start.
 		_ = msg.Ack()
 		return
@@ -203,42 +202,34 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	j := &job{d: d, p: p, a: a, ctx: ctx}
 	err = a.run(j)
 	close(keepAlive)
-	switch op {
-	case api.OpModelDownload, api.OpModelDelete, api.OpWorkerSpawn, api.OpWorkerStop:
+	if api.Operations[op].ChangesHive {
 		a.beatSoon()
 	}
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
 }
 
+// handlers runs each operation of the table (api.Operations) that runs on
+// a hive.
+var handlers = map[string]func(*job) error{
+	api.OpHiveCheck:         (*job).check,
+	api.OpHiveStatus:        (*job).status,
+	api.OpRun:               (*job).runCommand,
+	api.OpInfer:             (*job).infer,
+	api.OpModelList:         (*job).modelList,
+	api.OpModelGet:          (*job).modelGet,
+	api.OpModelDelete:       (*job).modelDelete,
+	api.OpModelDownload:     (*job).modelDownload,
+	api.OpWorkerCatalogList: (*job).workerCatalogList,
+	api.OpWorkerSpawn:       (*job).workerSpawn,
+	api.OpWorkerList:        (*job).workerList,
+	api.OpWorkerGet:         (*job).workerGet,
+	api.OpWorkerStop:        (*job).workerStop,
+}
+
 func (a *Agent) run(j *job) error {
-	switch j.d.Request.Operation {
-	case api.OpHiveCheck:
-		return j.check()
-	case api.OpHiveStatus:
-		return j.status()
-	case api.OpRun:
-		return j.runCommand()
-	case api.OpInfer:
-		return j.infer()
-	case api.OpModelList:
-		return j.modelList()
-	case api.OpModelGet:
-		return j.modelGet()
-	case api.OpModelDelete:
-		return j.modelDelete()
-	case api.OpModelDownload:
-		return j.modelDownload()
-	case api.OpWorkerCatalogList:
-		return j.workerCatalogList()
-	case api.OpWorkerSpawn:
-		return j.workerSpawn()
-	case api.OpWorkerList:
-		return j.workerList()
-	case api.OpWorkerGet:
-		return j.workerGet()
-	case api.OpWorkerStop:
-		return j.workerStop()
+	if h, ok := handlers[j.d.Request.Operation]; ok {
+		return h(j)
 	}
 	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
 }
@@ -275,29 +266,25 @@ func outcome(ctx context.Context, err error, hive string) api.Event {
 	return api.Event{State: api.StateDone, Message: "job done"}
 }
 
-func (a *Agent) end(p *narrate.Publisher, op string, e api.Event, log interface{ Warn(string, ...any) }) {
+func (a *Agent) end(p *narrator, op string, e api.Event, log interface{ Warn(string, ...any) }) {
 	e.Actor = "hive"
 	a.m.observeEnd(op, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.End(ctx, e); err != nil && !errors.Is(err, narrate.ErrAlreadyEnded) {
+	if err := p.End(ctx, e); err != nil && !errors.Is(err, bus.ErrAlreadyEnded) {
 		log.Warn("publish end", "err", err)
 	}
 }
 
 // onCancel answers a queen's cancel request for a job of this hive.
-func (a *Agent) onCancel(m *nats.Msg) {
-	var req struct {
-		JobID string `json:"job_id"`
-	}
-	_ = json.Unmarshal(m.Data, &req)
+func (a *Agent) onCancel(req bus.CancelRequest) bus.CancelReply {
 	a.mu.Lock()
 	cancel, ok := a.running[req.JobID]
 	a.mu.Unlock()
 	if ok {
 		cancel(errCancelled)
 	}
-	_ = m.Respond([]byte(fmt.Sprintf(`{"running":%t}`, ok)))
+	return bus.CancelReply{Running: ok}
 }
 
 // stopAll ends every running job with cause.

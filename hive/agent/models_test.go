@@ -17,7 +17,7 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
 )
 
@@ -31,22 +31,22 @@ func mustHive(t testing.TB, id string) jetstream.JetStream {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, cfg := range []jetstream.StreamConfig{
-		{Name: subject.NarrStream, Subjects: []string{subject.NarrAll}, Storage: jetstream.MemoryStorage, AllowDirect: true},
-		{Name: subject.DispatchStream, Subjects: []string{subject.DispatchAll}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.MemoryStorage, Duplicates: time.Minute},
+		{Name: bus.NarrStream, Subjects: []string{bus.NarrAll}, Storage: jetstream.MemoryStorage, AllowDirect: true},
+		{Name: bus.DispatchStream, Subjects: []string{bus.DispatchAll}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.MemoryStorage, Duplicates: time.Minute},
 	} {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subject.HivesBucket, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage}); err != nil {
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.HivesBucket, TTL: 15 * time.Second, Storage: jetstream.MemoryStorage}); err != nil {
 		t.Fatal(err)
 	}
 
 	cfg := agent.DefaultConfig()
 	cfg.ID, cfg.DataDir, cfg.Slots = id, t.TempDir(), 2
 	// Queens make each hive's work-queue consumer; here the test is the queen.
-	if _, err := js.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
-		Durable: subject.DispatchConsumer(id), FilterSubject: subject.Dispatch(id), AckPolicy: jetstream.AckExplicitPolicy,
+	if _, err := js.CreateOrUpdateConsumer(ctx, bus.DispatchStream, jetstream.ConsumerConfig{
+		Durable: bus.DispatchConsumer(id), FilterSubject: bus.Dispatch(id), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: cfg.AckWait, MaxAckPending: cfg.Slots,
 	}); err != nil {
 		t.Fatal(err)
@@ -77,10 +77,10 @@ func runJob(t testing.TB, js jetstream.JetStream, hive, jobID string, req api.Jo
 		t.Fatalf("request: %v", err)
 	}
 	d, _ := json.Marshal(api.Dispatch{JobID: jobID, Attempt: 1, NextSeq: 1, DeadlineAt: time.Now().Add(time.Minute), Request: req})
-	if _, err := js.Publish(ctx, subject.Dispatch(hive), d, jetstream.WithMsgID(jobID)); err != nil {
+	if _, err := js.Publish(ctx, bus.Dispatch(hive), d, jetstream.WithMsgID(jobID)); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.NarrJob(jobID)}})
+	cons, err := js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.NarrJob(jobID)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func runJob(t testing.TB, js jetstream.JetStream, hive, jobID string, req api.Jo
 			t.Fatal(err)
 		}
 		events = append(events, e)
-		if subject.EndAttempt(msg.Subject()) > 0 {
+		if bus.EndAttempt(msg.Subject()) > 0 {
 			return events
 		}
 	}

@@ -17,17 +17,12 @@ const (
 // Scopes lists every scope.
 var Scopes = []string{ScopeInfer, ScopeRead, ScopeOperate, ScopeAdmin}
 
-// ScopeForOperation is the scope a key needs to submit a job: reading
-// operations need read, changing ones operate, inference infer, and run
-// (arbitrary commands) admin.
+// ScopeForOperation is the scope a key needs to submit a job, from the
+// operation table (OpSpec.Scope); an operation it does not list needs
+// operate, and is then refused as unknown.
 func ScopeForOperation(op string) string {
-	switch op {
-	case OpRun:
-		return ScopeAdmin
-	case OpInfer:
-		return ScopeInfer
-	case OpStatus, OpHiveStatus, OpModelList, OpModelGet, OpWorkerCatalogList, OpWorkerList, OpWorkerGet:
-		return ScopeRead
+	if s := Operations[op].Scope; s != "" {
+		return s
 	}
 	return ScopeOperate
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Operation names.
@@ -32,7 +32,10 @@ const (
 	OpInfer             = "infer"
 )
 
-// OpSpec says where an operation runs and how long it may take.
+// OpSpec says where an operation runs, who may ask for it and how long it
+// may take. One row per operation drives validation, API key scopes, the
+// hive's handlers and the command line's help: a new operation is a row
+// here and a handler where it runs.
 type OpSpec struct {
 	// OnQueen is true for operations the queen answers itself.
 	OnQueen bool
@@ -40,27 +43,36 @@ type OpSpec struct {
 	DefaultTimeout time.Duration
 	// Retryable operations may run again on another hive after a loss.
 	Retryable bool
+	// Scope is what an API key needs to submit the operation: reading
+	// operations need read, changing ones operate, inference infer, and
+	// run (arbitrary commands) admin.
+	Scope string
+	// ChangesHive is true for operations that change what the hive holds
+	// (models, workers): the hive sends its new inventory at once.
+	ChangesHive bool
+	// Summary says in a few words what the operation does, for help texts.
+	Summary string
 }
 
 // Operations lists the operations this build accepts.
 var Operations = map[string]OpSpec{
-	OpStatus:     {OnQueen: true, DefaultTimeout: 10 * time.Second},
-	OpHiveStatus: {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpHiveCheck:  {DefaultTimeout: 10 * time.Minute, Retryable: true},
-	OpRun:        {DefaultTimeout: time.Hour},
+	OpStatus:     {OnQueen: true, DefaultTimeout: 10 * time.Second, Scope: ScopeRead, Summary: "cluster summary: hives, GPUs, workers, jobs by state"},
+	OpHiveStatus: {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "a hive's inventory"},
+	OpHiveCheck:  {DefaultTimeout: 10 * time.Minute, Retryable: true, Scope: ScopeOperate, Summary: "self-test: narrate events, then end"},
+	OpRun:        {DefaultTimeout: time.Hour, Scope: ScopeAdmin, Summary: "run a command, narrating its output"},
 
-	OpModelList:     {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpModelGet:      {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpModelDelete:   {DefaultTimeout: 30 * time.Second},
-	OpModelDownload: {DefaultTimeout: 24 * time.Hour, Retryable: true},
+	OpModelList:     {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "a hive's model catalog"},
+	OpModelGet:      {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "one model of a hive's catalog"},
+	OpModelDelete:   {DefaultTimeout: 30 * time.Second, Scope: ScopeOperate, ChangesHive: true, Summary: "delete a model from a hive"},
+	OpModelDownload: {DefaultTimeout: 24 * time.Hour, Retryable: true, Scope: ScopeOperate, ChangesHive: true, Summary: "download a model onto a hive"},
 
-	OpWorkerCatalogList: {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpWorkerSpawn:       {DefaultTimeout: 10 * time.Minute},
-	OpWorkerList:        {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpWorkerGet:         {DefaultTimeout: 30 * time.Second, Retryable: true},
-	OpWorkerStop:        {DefaultTimeout: time.Minute},
+	OpWorkerCatalogList: {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "worker backends a hive can start"},
+	OpWorkerSpawn:       {DefaultTimeout: 10 * time.Minute, Scope: ScopeOperate, ChangesHive: true, Summary: "start a worker for a model"},
+	OpWorkerList:        {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "a hive's workers"},
+	OpWorkerGet:         {DefaultTimeout: 30 * time.Second, Retryable: true, Scope: ScopeRead, Summary: "one worker of a hive"},
+	OpWorkerStop:        {DefaultTimeout: time.Minute, Scope: ScopeOperate, ChangesHive: true, Summary: "stop a worker"},
 
-	OpInfer: {DefaultTimeout: 10 * time.Minute},
+	OpInfer: {DefaultTimeout: 10 * time.Minute, Scope: ScopeInfer, Summary: "run a prompt on a worker serving the model"},
 }
 
 // Limits on request fields. They keep one request from costing the cluster
@@ -402,7 +414,7 @@ func OperationNames() []string {
 
 // validName accepts hive ids, label keys and other names that end up in
 // subjects or bucket keys.
-func validName(s string) bool { return subject.ValidToken(s) }
+func validName(s string) bool { return bus.ValidToken(s) }
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0

@@ -21,8 +21,8 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/secret"
-	"rbee.dev/shared/subject"
 )
 
 // Run parses args (with HIVE_* environment twins), connects to NATS and
@@ -99,9 +99,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				stop(fmt.Errorf("nats connection closed: %w", err))
 			}
 		}),
-		nats.Name("hive "+cfg.ID),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
@@ -154,13 +151,10 @@ func serveMetrics(addr string, hive *prometheus.Registry, log *slog.Logger) (fun
 // natsCreds are how a hive proves who it is to NATS.
 type natsCreds struct{ user, password, ca, cert, key string }
 
-// options turns the credentials into connection options. The inbox prefix
-// carries the hive id, so a server can let each hive receive replies on its
-// own inboxes only.
+// options turns the credentials into connection options, after those
+// every hive connection needs (bus.HiveOptions).
 func (c natsCreds) options(id string) []nats.Option {
-	// No reconnect buffer: a publish while reconnecting fails at once, so
-	// narration is resent in order instead of landing after a gap.
-	opts := []nats.Option{nats.CustomInboxPrefix(subject.Inbox(id)), nats.ReconnectBufSize(-1)}
+	opts := bus.HiveOptions(id)
 	if c.user != "" {
 		opts = append(opts, nats.UserInfo(c.user, c.password))
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Backend kinds.
@@ -153,7 +153,7 @@ func NormalizeCatalog(bs []api.Backend) ([]api.Backend, error) {
 	out := make([]api.Backend, 0, len(bs))
 	for i, b := range bs {
 		where := fmt.Sprintf("backend %d (%q)", i, b.Name)
-		if !subject.ValidToken(b.Name) {
+		if !bus.ValidToken(b.Name) {
 			errs = multierror.Append(errs, fmt.Errorf("%s: name must be 1-64 letters, digits, '-' or '_'", where))
 		} else if seen[b.Name] {
 			errs = multierror.Append(errs, fmt.Errorf("%s: name is used twice", where))

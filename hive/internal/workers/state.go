@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // StateFile is the name of the supervisor's state file under
@@ -108,7 +108,7 @@ func (s *Supervisor) recover() {
 // them ended with the hive.
 func (s *Supervisor) settle(r record) {
 	id := r.Worker.WorkerID
-	if !subject.ValidToken(id) {
+	if !bus.ValidToken(id) {
 		s.log.Warn("ignore a malformed worker record", "worker_id", id)
 		return
 	}

@@ -36,6 +36,7 @@ import (
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/secret"
 )
 
@@ -280,12 +281,8 @@ func loopback(a net.Addr) bool {
 // connect opens the NATS connection, starting the embedded server if no
 // external one is configured.
 func (q *Queen) connect() error {
-	opts := []nats.Option{
-		nats.Name("queen"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }),
-	}
+	opts := append(bus.QueenOptions(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }))
 	var users []*server.User
 	if q.cfg.NATSAuth != "" {
 		f, err := natsauth.Load(q.cfg.NATSAuth)
@@ -358,7 +355,7 @@ func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 
 // startLocalHive runs a hive named local on its own in-process connection.
 func (q *Queen) startLocalHive(ctx context.Context, g *errgroup.Group, m *metrics.Queen) error {
-	opts := []nats.Option{nats.Name("hive local"), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1)}
+	opts := bus.HiveOptions("local")
 	if q.creds != nil {
 		opts = append(opts, q.creds)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // rawRequest sends a request with exactly the given headers ("Host" sets
@@ -149,7 +149,7 @@ func TestAuthNeverFailsOpen(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if err := js.DeleteKeyValue(context.Background(), subject.KeysBucket); err != nil {
+	if err := js.DeleteKeyValue(context.Background(), bus.KeysBucket); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // A queen that died between storing a job's record and dispatching it
@@ -31,7 +31,7 @@ func TestLostDispatch(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(context.Background(), subject.JobsBucket)
+	kv, err := js.KeyValue(context.Background(), bus.JobsBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Another hive's tokens, result and end in an inference job reach neither
@@ -79,10 +79,10 @@ func TestOpenAIAnswerIsTheHivesOwn(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		forge(subject.Narr(infer.JobID, "h2", subject.KindEvent), api.Event{Seq: uint64(1000 + i), Action: "token", Message: " FORGED"})
+		forge(bus.Narr(infer.JobID, "h2", bus.KindEvent), api.Event{Seq: uint64(1000 + i), Action: "token", Message: " FORGED"})
 	}
-	forge(subject.Narr(infer.JobID, "h2", subject.KindData), api.Event{Seq: 1003, Action: "result", Data: map[string]any{"prompt_tokens": 1, "completion_tokens": 999}})
-	forge(subject.NarrEndSubject(infer.JobID, "h2", 1), api.Event{Seq: 1004, Action: "end", State: api.StateFailed, Error: "forged"})
+	forge(bus.Narr(infer.JobID, "h2", bus.KindData), api.Event{Seq: 1003, Action: "result", Data: map[string]any{"prompt_tokens": 1, "completion_tokens": 999}})
+	forge(bus.NarrEndSubject(infer.JobID, "h2", 1), api.Event{Seq: 1004, Action: "end", State: api.StateFailed, Error: "forged"})
 
 	a := <-got
 	if a.err != nil {

@@ -19,7 +19,7 @@ import (
 	"rbee.dev/queen/internal/app"
 	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // authCluster is a queen with per-hive NATS identities for gpuA and gpuB,
@@ -60,7 +60,7 @@ func mustAuthCluster(t *testing.T) authCluster {
 // hostile process on that hive's machine would.
 func (c authCluster) connect(t *testing.T, hive string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(c.natsURL, nats.UserInfo(hive, c.creds.Hives[hive]), nats.CustomInboxPrefix(subject.Inbox(hive)))
+	nc, err := nats.Connect(c.natsURL, nats.UserInfo(hive, c.creds.Hives[hive]), nats.CustomInboxPrefix(bus.Inbox(hive)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +68,35 @@ func (c authCluster) connect(t *testing.T, hive string) *nats.Conn {
 	return nc
 }
 
+// publish stores e on subj twice: with the headers a writer sets, claiming
+// what e says, and without headers, as frames were stored before writers
+// set them. Readers must judge both alike.
 func publish(t *testing.T, js jetstream.JetStream, subj string, e any) {
 	t.Helper()
 	data, _ := json.Marshal(e)
-	if _, err := js.Publish(context.Background(), subj, data); err != nil {
+	var says struct {
+		Seq     uint64
+		Attempt int
+	}
+	_ = json.Unmarshal(data, &says)
+	job, writer, kind, _ := bus.ParseNarr(subj)
+	m := bus.Meta{Job: job, Writer: writer, Kind: kind, Seq: says.Seq, Attempt: says.Attempt}
+	if kind == bus.KindEnd {
+		m.Attempt = bus.EndAttempt(subj)
+	}
+	for _, msg := range []*nats.Msg{m.Msg(data), {Subject: subj, Data: data}} {
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatalf("publish %s: %v", subj, err)
+		}
+	}
+}
+
+// publishClaiming stores e on subj with headers that claim what they
+// please.
+func publishClaiming(t *testing.T, js jetstream.JetStream, subj string, e any, h nats.Header) {
+	t.Helper()
+	data, _ := json.Marshal(e)
+	if _, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: subj, Data: data, Header: h}); err != nil {
 		t.Fatalf("publish %s: %v", subj, err)
 	}
 }
@@ -121,18 +146,24 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	})
 
 	forged := api.Event{JobID: job, Seq: 3, Attempt: 1, Time: time.Now(), Actor: "hive", Action: "forged", Level: api.LevelInfo, Message: "forged"}
-	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindEvent), forged)
-	publish(t, jsB, subject.Narr(job, "gpuB", subject.KindData), forged)
+	publish(t, jsB, bus.Narr(job, "gpuB", bus.KindEvent), forged)
+	publish(t, jsB, bus.Narr(job, "gpuB", bus.KindData), forged)
 	forgedEnd := forged
 	forgedEnd.State = api.StateDone
-	publish(t, jsB, subject.NarrEndSubject(job, "gpuB", 1), forgedEnd)
+	publish(t, jsB, bus.NarrEndSubject(job, "gpuB", 1), forgedEnd)
 	huge := forged
 	huge.Seq = 1 << 62
-	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), huge)
+	publish(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), huge)
 	notEnd := forged
 	notEnd.Seq, notEnd.State = 4, api.StateRunning
-	publish(t, jsA, subject.NarrEndSubject(job, "gpuA", 1), notEnd)
-	publish(t, jsA, subject.Narr(job, "gpuA", subject.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
+	publish(t, jsA, bus.NarrEndSubject(job, "gpuA", 1), notEnd)
+	publish(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), map[string]any{"job_id": "someone-else", "seq": 5, "action": "forged"})
+	// Headers that say another thing than the subject or the body.
+	claims := func(writer string, seq uint64) nats.Header {
+		return bus.Meta{Job: job, Writer: writer, Kind: bus.KindEvent, Seq: seq, Attempt: 1}.Msg(nil).Header
+	}
+	publishClaiming(t, jsB, bus.Narr(job, "gpuB", bus.KindEvent), forged, claims("gpuA", 3))
+	publishClaiming(t, jsA, bus.Narr(job, "gpuA", bus.KindEvent), forged, claims("gpuA", 1000))
 
 	time.Sleep(300 * time.Millisecond)
 	var j api.Job
@@ -200,8 +231,8 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("stream info with subjects", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		req, _ := json.Marshal(map[string]any{"subjects_filter": subject.NarrAll})
-		reply, err := ncB.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+subject.NarrStream, req)
+		req, _ := json.Marshal(map[string]any{"subjects_filter": bus.NarrAll})
+		reply, err := ncB.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+bus.NarrStream, req)
 		if err == nil && bytes.Contains(reply.Data, []byte(job)) {
 			t.Fatalf("hive B listed job subjects: %s", reply.Data)
 		}
@@ -212,8 +243,8 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("consumer of its own choosing", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := jsB.CreateOrUpdateConsumer(ctx, subject.DispatchStream, jetstream.ConsumerConfig{
-			Durable: subject.DispatchConsumer("gpuB"), FilterSubject: subject.Dispatch("gpuC"), AckPolicy: jetstream.AckExplicitPolicy,
+		_, err := jsB.CreateOrUpdateConsumer(ctx, bus.DispatchStream, jetstream.ConsumerConfig{
+			Durable: bus.DispatchConsumer("gpuB"), FilterSubject: bus.Dispatch("gpuC"), AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		if err == nil {
 			t.Fatal("hive B created its own dispatch consumer")
@@ -222,7 +253,7 @@ func TestHiveIdentityLimits(t *testing.T) {
 	t.Run("heartbeat under another id", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		kv, err := jsB.KeyValue(ctx, subject.HivesBucket)
+		kv, err := jsB.KeyValue(ctx, bus.HivesBucket)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -59,7 +59,9 @@ taken as text for text fields (model=llama) and as JSON otherwise
 (events=100, command='["sh","-c","echo hi"]').
 
 With -f the exit code is the job's outcome: 0 done, 1 failed or cancelled.
-An interrupt stops following; the job goes on.`,
+An interrupt stops following; the job goes on.
+
+` + operationsHelp(),
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := a.buildRequest(cmd, body, op, hive, &timeout, fields)
@@ -383,4 +385,20 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// operationsHelp lists the operations a queen accepts, from the operation
+// table, with what each does and the API key scope it needs.
+func operationsHelp() string {
+	var b strings.Builder
+	b.WriteString("Operations:\n")
+	for _, name := range api.OperationNames() {
+		spec := api.Operations[name]
+		where := ""
+		if spec.OnQueen {
+			where = ", on the queen"
+		}
+		fmt.Fprintf(&b, "  %-20s %s (scope %s%s)\n", name, spec.Summary, api.ScopeForOperation(name), where)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

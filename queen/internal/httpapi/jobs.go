@@ -16,7 +16,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // maxIdempotencyKey bounds the Idempotency-Key header.
@@ -78,7 +78,7 @@ func (h *handlers) listJobs(c echo.Context) error {
 	if _, ok := api.Operations[f.Operation]; f.Operation != "" && !ok {
 		return badRequest("operation %q is not known", clip(f.Operation))
 	}
-	if f.Hive != "" && !subject.ValidToken(f.Hive) {
+	if f.Hive != "" && !bus.ValidToken(f.Hive) {
 		return badRequest("hive %q is not a valid hive id", clip(f.Hive))
 	}
 	if l := c.QueryParam("limit"); l != "" {
@@ -103,7 +103,7 @@ func (h *handlers) listJobs(c echo.Context) error {
 
 func (h *handlers) getJob(c echo.Context) error {
 	id := c.Param("id")
-	if !subject.ValidToken(id) {
+	if !bus.ValidToken(id) {
 		return jobNotFound(clip(id))
 	}
 	j, err := h.Jobs.Get(c.Request().Context(), id)
@@ -121,7 +121,7 @@ func (h *handlers) getJob(c echo.Context) error {
 
 func (h *handlers) cancelJob(c echo.Context) error {
 	id := c.Param("id")
-	if !subject.ValidToken(id) {
+	if !bus.ValidToken(id) {
 		return jobNotFound(clip(id))
 	}
 	if err := h.mustOwn(c, id); err != nil {
@@ -139,7 +139,7 @@ func (h *handlers) cancelJob(c echo.Context) error {
 // resumes after that event.
 func (h *handlers) streamJob(c echo.Context) error {
 	id := c.Param("id")
-	if !subject.ValidToken(id) {
+	if !bus.ValidToken(id) {
 		return jobNotFound(clip(id))
 	}
 	after, err := lastEventID(c)

@@ -8,7 +8,7 @@ import (
 
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // usage answers GET /v1/usage[?from=&to=&model=&key=]: tokens per key and
@@ -37,7 +37,7 @@ func (h *handlers) usage(c echo.Context) error {
 			return newError(http.StatusForbidden, api.CodeForbidden, "only an admin key may read another key's usage")
 		}
 		q.KeyID = p.KeyID
-	case key != "" && !subject.ValidToken(key):
+	case key != "" && !bus.ValidToken(key):
 		return badRequest("key %q is not a valid key id", clip(key))
 	default:
 		q.KeyID = key

@@ -15,7 +15,7 @@ import (
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // applierShards is how many jobs' records are updated at once. Events of one
@@ -30,9 +30,9 @@ func (s *Service) RunApplier(ctx context.Context) error {
 	var cons jetstream.Consumer
 	for {
 		var err error
-		cons, err = s.st.JS.CreateOrUpdateConsumer(ctx, subject.NarrStream, jetstream.ConsumerConfig{
-			Durable:        subject.ApplierConsumer,
-			FilterSubjects: []string{subject.NarrStartAll, subject.NarrEndAll},
+		cons, err = s.st.JS.CreateOrUpdateConsumer(ctx, bus.NarrStream, jetstream.ConsumerConfig{
+			Durable:        bus.ApplierConsumer,
+			FilterSubjects: []string{bus.NarrStartAll, bus.NarrEndAll},
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			AckWait:        30 * time.Second,
 			MaxAckPending:  4096,
@@ -61,7 +61,7 @@ func (s *Service) RunApplier(ctx context.Context) error {
 		}(shards[i])
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		job, _, _, _ := subject.ParseNarr(m.Subject())
+		job, _, _, _ := bus.ParseNarr(m.Subject())
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(job))
 		shards[h.Sum32()%applierShards] <- m
@@ -86,7 +86,7 @@ type startOrEnd struct {
 }
 
 func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
-	job, writer, kind, ok := subject.ParseNarr(m.Subject())
+	job, writer, kind, ok := bus.ParseNarr(m.Subject())
 	var e startOrEnd
 	switch {
 	case !ok || json.Unmarshal(m.Data(), &e) != nil || e.JobID != job:
@@ -95,15 +95,28 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 	case e.Seq == 0:
 		s.reject(ctx, m, kind, metrics.RejectSequence)
 		return
-	case kind == subject.KindEnd && !api.Terminal(e.State):
+	case kind == bus.KindEnd && !api.Terminal(e.State):
 		s.reject(ctx, m, kind, metrics.RejectNotTerminal)
 		return
 	}
-	if kind == subject.KindEnd {
+	if kind == bus.KindEnd {
 		// The subject, not the body, says which attempt an end ends.
-		e.Attempt = subject.EndAttempt(m.Subject())
+		e.Attempt = bus.EndAttempt(m.Subject())
 	}
 	e.Attempt, e.Writer = max(e.Attempt, 1), writer
+	// A frame with headers is judged by them, as the relay judges it; its
+	// body must say the same.
+	if _, ok := m.Headers()[bus.HeaderSeq]; ok {
+		meta, bad := bus.ParseMeta(m.Subject(), m.Headers())
+		switch {
+		case bad == bus.BadSeq:
+			s.reject(ctx, m, kind, metrics.RejectSequence)
+			return
+		case bad != "" || meta.Seq != e.Seq || meta.Attempt != e.Attempt:
+			s.reject(ctx, m, kind, metrics.RejectInvalid)
+			return
+		}
+	}
 	// Start from the view's copy: it is current unless another write is
 	// still on its way to the watch, and then the update retries.
 	known, rev, _ := s.v.JobAt(job)
@@ -117,7 +130,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		if foreign {
 			return false
 		}
-		if kind == subject.KindEnd {
+		if kind == bus.KindEnd {
 			return store.ApplyEnd(j, e.EndInfo)
 		}
 		if (j.State != api.StateQueued && j.State != api.StateDispatched) || e.Attempt < j.Attempt {
@@ -127,7 +140,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		j.State, j.StartedAt = api.StateRunning, &t
 		return true
 	})
-	if err == nil && kind == subject.KindEnd && !foreign {
+	if err == nil && kind == bus.KindEnd && !foreign {
 		err = s.countUsage(ctx, rec, writer, e.EndInfo)
 	}
 	switch {
@@ -137,7 +150,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		// Each start and end event reaches one queen's applier once, so
 		// counting here counts every job once across the cluster, even
 		// when another path applied the end to the record first.
-		if kind == subject.KindEnd {
+		if kind == bus.KindEnd {
 			s.m.ObserveEnd(rec.Operation, e.State, rec.CreatedAt, e.Time)
 		} else {
 			s.m.ObserveStart(rec.Operation, rec.CreatedAt, e.Time)
@@ -156,7 +169,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 // attempt's one end slot, which the hive of the attempt or the queen need.
 func (s *Service) reject(ctx context.Context, m jetstream.Msg, kind, reason string) {
 	s.m.NarrationRejected.WithLabelValues(reason).Inc()
-	if md, err := m.Metadata(); err == nil && kind == subject.KindEnd {
+	if md, err := m.Metadata(); err == nil && kind == bus.KindEnd {
 		if err := s.st.Narr.DeleteMsg(ctx, md.Sequence.Stream); err != nil {
 			s.log.Warn("delete rejected end", "subject", m.Subject(), "err", err)
 		}
@@ -284,7 +297,7 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 	}
 	before, dropped := info.State.Bytes, 0
 	for _, id := range s.v.OldestFinished(256) {
-		if err := s.st.Narr.Purge(ctx, jetstream.WithPurgeSubject(subject.NarrJob(id))); err != nil {
+		if err := s.st.Narr.Purge(ctx, jetstream.WithPurgeSubject(bus.NarrJob(id))); err != nil {
 			s.log.Warn("drop narration of a finished job", "job_id", id, "err", err)
 			break
 		}
@@ -321,7 +334,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) 
 		return
 	}
 	s.took(hives, to, j.Operation)
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
+	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
@@ -387,7 +400,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if j.DispatchSeq > 0 {
 		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
 	}
-	seq, err := s.st.NarrateNext(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
+	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
 		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)}, j.Hive)
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/auth"
@@ -26,7 +25,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Service runs the job lifecycle on one queen.
@@ -164,7 +163,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 				return err // stored by the first try, or still unavailable
 			}
 		}
-		return s.st.Narrate(ctx, subject.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1, Hive: hive})
+		return s.st.Narrate(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1, Hive: hive})
 	})
 	if err != nil {
 		s.abandon(j.JobID, err)
@@ -247,15 +246,12 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64)
 	if err != nil {
 		return err
 	}
-	msg := &nats.Msg{Subject: subject.Dispatch(j.Hive), Data: data, Header: nats.Header{}}
-	msg.Header.Set(subject.OperationHeader, j.Request.Operation)
-	ack, err := s.st.JS.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(fmt.Sprintf("%s-%d", j.JobID, j.Attempt)))
+	dseq, err := bus.PublishDispatch(ctx, s.st.JS, bus.DispatchMsg{Hive: j.Hive, Job: j.JobID, Attempt: j.Attempt, Operation: j.Request.Operation}, data)
 	if err != nil {
-		return fmt.Errorf("dispatch job %s: %w", j.JobID, err)
+		return err
 	}
 	*j, err = s.st.UpdateJobAt(ctx, *j, rev, func(r *api.Job) bool {
-		r.DispatchSeq = ack.Sequence
+		r.DispatchSeq = dseq
 		if r.State == api.StateQueued {
 			r.State = api.StateDispatched
 		}
@@ -272,7 +268,7 @@ func (s *Service) abandon(id string, cause error) {
 	_ = s.st.End(ctx, api.Event{JobID: id, Attempt: 1, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
 	_, _ = s.st.UpdateJob(ctx, id, func(j *api.Job) bool {
 		now := time.Now().UTC()
-		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error(), Writer: subject.QueenWriter})
+		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error(), Writer: bus.QueenWriter})
 	})
 }
 
@@ -486,15 +482,8 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 func (s *Service) askHiveToCancel(ctx context.Context, j api.Job) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	reply, err := s.st.NC.RequestWithContext(ctx, subject.Cancel(j.Hive), []byte(fmt.Sprintf(`{"job_id":%q}`, j.JobID)))
-	if err != nil {
-		return false
-	}
-	var r struct {
-		Running bool `json:"running"`
-	}
-	_ = json.Unmarshal(reply.Data, &r)
-	return r.Running
+	reply, err := bus.RequestCancel(ctx, s.st.NC, j.Hive, bus.CancelRequest{JobID: j.JobID})
+	return err == nil && reply.Running
 }
 
 // runOnQueen answers operations the queen handles itself.
@@ -502,8 +491,8 @@ func (s *Service) runOnQueen(j api.Job) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.DeadlineAt.Sub(time.Now()))
 	defer cancel()
 	end := api.Event{JobID: j.JobID, Seq: 4, Attempt: 1, State: api.StateDone, Message: "job done"}
-	_ = s.st.Narrate(ctx, subject.KindStart, api.Event{JobID: j.JobID, Seq: 2, Action: "started", Message: "status on queen"})
-	if err := s.st.Narrate(ctx, subject.KindData, api.Event{JobID: j.JobID, Seq: 3, Action: "status", Message: "cluster status", Data: s.Status()}); err != nil {
+	_ = s.st.Narrate(ctx, bus.KindStart, api.Event{JobID: j.JobID, Seq: 2, Action: "started", Message: "status on queen"})
+	if err := s.st.Narrate(ctx, bus.KindData, api.Event{JobID: j.JobID, Seq: 3, Action: "status", Message: "cluster status", Data: s.Status()}); err != nil {
 		end.State, end.Error = api.StateFailed, err.Error()
 	}
 	if err := s.st.End(ctx, end); err != nil && !errors.Is(err, store.ErrAlreadyEnded) {

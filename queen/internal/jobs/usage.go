@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // UnownedKey files the usage of jobs no key created: the queen's own jobs
@@ -32,7 +32,7 @@ func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, en
 	if rec.Operation != api.OpInfer || rec.State != api.StateDone || end.State != api.StateDone || max(end.Attempt, 1) < rec.Attempt {
 		return nil
 	}
-	m, err := s.st.Narr.GetLastMsgForSubject(ctx, subject.Narr(rec.JobID, writer, subject.KindData))
+	m, err := s.st.Narr.GetLastMsgForSubject(ctx, bus.Narr(rec.JobID, writer, bus.KindData))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil // the worker reported nothing to count
 	}
@@ -47,7 +47,7 @@ func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, en
 		return nil
 	}
 	key, name := rec.Owner, rec.OwnerName
-	if !subject.ValidToken(key) {
+	if !bus.ValidToken(key) {
 		key, name = UnownedKey, ""
 	}
 	t := end.Time

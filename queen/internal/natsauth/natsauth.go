@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // QueenUser is the NATS user name of every queen.
@@ -32,7 +32,7 @@ type File struct {
 func Generate(hives []string) (File, error) {
 	f := File{QueenPassword: secret(), Hives: map[string]string{}}
 	for _, h := range hives {
-		if !subject.ValidToken(h) {
+		if !bus.ValidToken(h) {
 			return f, fmt.Errorf("hive id %q must be 1-64 letters, digits, '-' or '_'", h)
 		}
 		if h == QueenUser {
@@ -70,19 +70,19 @@ func Load(path string) (File, error) {
 // every job's), and it uses the work-queue consumer that queens make for it
 // without making or changing it, so it cannot choose what it reads.
 func HivePermissions(hive string) *server.Permissions {
-	consumer := subject.DispatchConsumer(hive)
+	consumer := bus.DispatchConsumer(hive)
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
-			subject.NarrWriter(hive),
-			"$KV." + subject.HivesBucket + "." + hive,
-			"$JS.API.STREAM.INFO.KV_" + subject.HivesBucket,
-			subject.DirectGetLast(subject.NarrStream, subject.NarrWriter(hive)),
-			"$JS.API.CONSUMER.INFO." + subject.DispatchStream + "." + consumer,
-			"$JS.API.CONSUMER.MSG.NEXT." + subject.DispatchStream + "." + consumer,
-			"$JS.ACK." + subject.DispatchStream + "." + consumer + ".>",
+			bus.NarrWriter(hive),
+			"$KV." + bus.HivesBucket + "." + hive,
+			"$JS.API.STREAM.INFO.KV_" + bus.HivesBucket,
+			bus.DirectGetLast(bus.NarrStream, bus.NarrWriter(hive)),
+			"$JS.API.CONSUMER.INFO." + bus.DispatchStream + "." + consumer,
+			"$JS.API.CONSUMER.MSG.NEXT." + bus.DispatchStream + "." + consumer,
+			"$JS.ACK." + bus.DispatchStream + "." + consumer + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			subject.Inbox(hive) + ".>",
+			bus.Inbox(hive) + ".>",
 			"ctl.hive." + hive + ".>",
 		}},
 		// Replies to the queen's cancel requests.

@@ -16,7 +16,7 @@ import (
 	"rbee.dev/queen/internal/natsauth"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
 )
 
@@ -49,7 +49,7 @@ func TestHivePermissions(t *testing.T) {
 
 	var mu sync.Mutex
 	var violations []string
-	hive, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", f.Hives["h1"]), nats.CustomInboxPrefix(subject.Inbox("h1")),
+	hive, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", f.Hives["h1"]), nats.CustomInboxPrefix(bus.Inbox("h1")),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			mu.Lock()
 			violations = append(violations, err.Error())
@@ -63,25 +63,25 @@ func TestHivePermissions(t *testing.T) {
 
 	allowed := map[string]func(context.Context) error{
 		"own narration": func(c context.Context) error {
-			_, err := js.Publish(c, subject.Narr("job1", "h1", subject.KindEvent), []byte(`{}`))
+			_, err := js.Publish(c, bus.Narr("job1", "h1", bus.KindEvent), []byte(`{}`))
 			return err
 		},
 		"own last event": func(c context.Context) error {
-			m, err := hive.RequestWithContext(c, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter("job1", "h1")), nil)
+			m, err := hive.RequestWithContext(c, bus.DirectGetLast(bus.NarrStream, bus.NarrJobWriter("job1", "h1")), nil)
 			if st := m.Header.Get("Status"); err == nil && st != "" && st != "404" {
 				err = fmt.Errorf("status %s", m.Header.Get("Status"))
 			}
 			return err
 		},
 		"own heartbeat": func(c context.Context) error {
-			kv, err := js.KeyValue(c, subject.HivesBucket)
+			kv, err := js.KeyValue(c, bus.HivesBucket)
 			if err == nil {
 				_, err = kv.Put(c, "h1", []byte(`{}`))
 			}
 			return err
 		},
 		"own work queue": func(c context.Context) error {
-			cons, err := js.Consumer(c, subject.DispatchStream, subject.DispatchConsumer("h1"))
+			cons, err := js.Consumer(c, bus.DispatchStream, bus.DispatchConsumer("h1"))
 			if err == nil {
 				_, err = cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond))
 				if errors.Is(err, nats.ErrTimeout) {
@@ -101,48 +101,48 @@ func TestHivePermissions(t *testing.T) {
 
 	refused := map[string]func(context.Context) error{
 		"another hive's narration": func(c context.Context) error {
-			_, err := js.Publish(c, subject.Narr("job1", "h2", subject.KindEnd), []byte(`{}`))
+			_, err := js.Publish(c, bus.Narr("job1", "h2", bus.KindEnd), []byte(`{}`))
 			return err
 		},
 		"the queen's narration": func(c context.Context) error {
-			_, err := js.Publish(c, subject.Narr("job1", subject.QueenWriter, subject.KindEvent), []byte(`{}`))
+			_, err := js.Publish(c, bus.Narr("job1", bus.QueenWriter, bus.KindEvent), []byte(`{}`))
 			return err
 		},
 		"another hive's heartbeat": func(c context.Context) error {
-			kv, err := js.KeyValue(c, subject.HivesBucket)
+			kv, err := js.KeyValue(c, bus.HivesBucket)
 			if err == nil {
 				_, err = kv.Put(c, "h2", []byte(`{}`))
 			}
 			return err
 		},
 		"making its own work queue": func(c context.Context) error {
-			_, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
-				Durable: subject.DispatchConsumer("h1"), FilterSubject: subject.DispatchAll, AckPolicy: jetstream.AckExplicitPolicy})
+			_, err := js.CreateOrUpdateConsumer(c, bus.DispatchStream, jetstream.ConsumerConfig{
+				Durable: bus.DispatchConsumer("h1"), FilterSubject: bus.DispatchAll, AckPolicy: jetstream.AckExplicitPolicy})
 			return err
 		},
 		"the narration stream's subjects": func(c context.Context) error {
-			_, err := js.Stream(c, subject.NarrStream)
+			_, err := js.Stream(c, bus.NarrStream)
 			return err
 		},
 		"another hive's last event": func(c context.Context) error {
-			_, err := hive.RequestWithContext(c, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter("job1", "h2")), nil)
+			_, err := hive.RequestWithContext(c, bus.DirectGetLast(bus.NarrStream, bus.NarrJobWriter("job1", "h2")), nil)
 			return err
 		},
 		"another hive's work queue": func(c context.Context) error {
-			_, err := js.CreateOrUpdateConsumer(c, subject.DispatchStream, jetstream.ConsumerConfig{
-				Durable: subject.DispatchConsumer("h2"), FilterSubject: subject.Dispatch("h2"), AckPolicy: jetstream.AckExplicitPolicy})
+			_, err := js.CreateOrUpdateConsumer(c, bus.DispatchStream, jetstream.ConsumerConfig{
+				Durable: bus.DispatchConsumer("h2"), FilterSubject: bus.Dispatch("h2"), AckPolicy: jetstream.AckExplicitPolicy})
 			return err
 		},
 		"dispatching work": func(c context.Context) error {
-			_, err := js.Publish(c, subject.Dispatch("h2"), []byte(`{}`))
+			_, err := js.Publish(c, bus.Dispatch("h2"), []byte(`{}`))
 			return err
 		},
 		"job records": func(c context.Context) error {
-			_, err := js.KeyValue(c, subject.JobsBucket)
+			_, err := js.KeyValue(c, bus.JobsBucket)
 			return err
 		},
 		"another hive's control subject": func(c context.Context) error {
-			sub, err := hive.SubscribeSync(subject.Cancel("h2"))
+			sub, err := hive.SubscribeSync(bus.Cancel("h2"))
 			if err != nil {
 				return err
 			}
@@ -176,8 +176,8 @@ func TestHivePermissions(t *testing.T) {
 
 	// And the queen saw none of the refused writes land.
 	qjs, _ := jetstream.New(queen)
-	narr, _ := qjs.Stream(ctx, subject.NarrStream)
-	if _, err := narr.GetLastMsgForSubject(ctx, subject.Narr("job1", "h2", subject.KindEnd)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	narr, _ := qjs.Stream(ctx, bus.NarrStream)
+	if _, err := narr.GetLastMsgForSubject(ctx, bus.Narr("job1", "h2", bus.KindEnd)); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("forged end stored: %v", err)
 	}
 }

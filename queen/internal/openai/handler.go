@@ -23,7 +23,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // API serves the OpenAI-compatible endpoints.
@@ -261,7 +261,7 @@ type narration struct {
 }
 
 func (s *sink) Frame(f relay.Frame) error {
-	if f.Kind == subject.KindEvent {
+	if f.Kind == bus.KindEvent {
 		return s.chunk(f.Data)
 	}
 	var e narration
@@ -269,16 +269,16 @@ func (s *sink) Frame(f relay.Frame) error {
 		return err
 	}
 	switch {
-	case f.Kind == subject.KindData && e.Action == api.ActionResponse:
+	case f.Kind == bus.KindData && e.Action == api.ActionResponse:
 		var r api.InferResponse
 		if err := json.Unmarshal(e.Data, &r); err != nil {
 			return fmt.Errorf("response event: %w", err)
 		}
 		s.status, s.ctype = r.Status, r.ContentType
 		s.body = append(s.body, r.Body...)
-	case f.Kind == subject.KindData && e.Action == api.ActionResult:
+	case f.Kind == bus.KindData && e.Action == api.ActionResult:
 		return json.Unmarshal(e.Data, &s.res)
-	case f.Kind == subject.KindEnd:
+	case f.Kind == bus.KindEnd:
 		s.state, s.failure = e.State, e.Error
 	}
 	return nil

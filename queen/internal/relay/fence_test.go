@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // sink records what reaches the client.
@@ -23,19 +26,38 @@ func (s *sink) Done() error          { return nil }
 func (s *sink) Flush() error         { return nil }
 
 func ev(writer string, seq uint64, attempt int, action string) Frame {
-	return Frame{Writer: writer, Kind: subject.KindEvent,
-		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"message":"\"seq\":99"}`, seq, attempt, action))}
+	return Frame{Writer: writer, Kind: bus.KindEvent,
+		Data:   []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"message":"\"seq\":99"}`, seq, attempt, action)),
+		Header: header(writer, bus.KindEvent, seq, attempt, "")}
 }
 
 // placed is the queen's event that hands attempt to hive.
 func placed(seq uint64, attempt int, action, hive string) Frame {
-	return Frame{Writer: subject.QueenWriter, Kind: subject.KindEvent,
-		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"hive":%q}`, seq, attempt, action, hive))}
+	return Frame{Writer: bus.QueenWriter, Kind: bus.KindEvent,
+		Data:   []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":%d,"action":%q,"hive":%q}`, seq, attempt, action, hive)),
+		Header: header(bus.QueenWriter, bus.KindEvent, seq, attempt, hive)}
 }
 
 func end(writer string, seq uint64, attempt int, state string) Frame {
-	return Frame{Writer: writer, Kind: subject.KindEnd, Attempt: attempt,
-		Data: []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"state":%q}`, seq, state))}
+	return Frame{Writer: writer, Kind: bus.KindEnd, Attempt: attempt,
+		Data:   []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"state":%q}`, seq, state)),
+		Header: header(writer, bus.KindEnd, seq, attempt, "")}
+}
+
+// header is what a writer's frame claims in its headers.
+func header(writer, kind string, seq uint64, attempt int, hive string) nats.Header {
+	return bus.Meta{Job: "j1", Writer: writer, Kind: kind, Seq: seq, Attempt: attempt, Hive: hive}.Msg(nil).Header
+}
+
+// with returns f with one header changed.
+func with(f Frame, key, value string) Frame {
+	h := nats.Header{}
+	for k, v := range f.Header {
+		h[k] = v
+	}
+	h.Set(key, value)
+	f.Header = h
+	return f
 }
 
 type records map[string]api.Job
@@ -60,7 +82,29 @@ func TestFence(t *testing.T) {
 		{"the lost hive claims the new attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 2, "forged"), end("h1", 3, 2, "done"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"an end that does not end", nil, []Frame{placed(1, 1, "job_created", "h1"), end("h1", 2, 1, "running"), end("h1", 2, 1, "done")}, []uint64{1, 2}},
 		{"absurd sequences", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 0, 1, "zero"), ev("h1", 1<<62, 1, "huge"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
-		{"not an event of the job", nil, []Frame{placed(1, 1, "job_created", "h1"), {Writer: "h1", Kind: subject.KindEvent, Data: []byte(`{"job_id":"j2","seq":2}`)}, {Writer: "h1", Kind: subject.KindData, Data: []byte(`nope`)}, ev("h1", 2, 1, "b")}, []uint64{1, 2}},
+		{"not an event of the job", nil, []Frame{placed(1, 1, "job_created", "h1"), {Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j2","seq":2}`), Header: header("h1", bus.KindEvent, 2, 1, "")}, {Writer: "h1", Kind: bus.KindData, Data: []byte(`nope`), Header: header("h1", bus.KindData, 2, 1, "")}, ev("h1", 2, 1, "b")}, []uint64{1, 2}},
+		{"a placing event from a hive", nil, []Frame{placed(1, 1, "job_created", "h1"), with(ev("h1", 2, 2, "forged"), bus.HeaderHive, "h1"), ev("h1", 3, 1, "b")}, []uint64{1, 3}},
+	}
+	// The same stories told by frames stored before writers set headers,
+	// which the relay judges by their bodies.
+	for _, tt := range tests {
+		t.Run("body/"+tt.name, func(t *testing.T) {
+			s := &sink{}
+			var recs Records
+			if tt.recs != nil {
+				recs = tt.recs
+			}
+			f := &fenced{Sink: s, job: "j1", recs: recs, attempt: 1}
+			for _, fr := range tt.frames {
+				fr.Header = nil
+				if _, err := f.send(fr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if fmt.Sprint(s.seqs) != fmt.Sprint(tt.want) {
+				t.Fatalf("sent %v, want %v", s.seqs, tt.want)
+			}
+		})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,6 +121,43 @@ func TestFence(t *testing.T) {
 			}
 			if fmt.Sprint(s.seqs) != fmt.Sprint(tt.want) {
 				t.Fatalf("sent %v, want %v", s.seqs, tt.want)
+			}
+		})
+	}
+}
+
+// Headers and body are both the writer's claims: a frame whose headers say
+// another thing than its body, or than its subject, is dropped and
+// counted as invalid, however the rest of it looks.
+func TestHeaderClaims(t *testing.T) {
+	good := ev("h1", 2, 1, "b")
+	tests := []struct {
+		name   string
+		f      Frame
+		reject string
+	}{
+		{"agreeing", good, ""},
+		{"another writer than the subject", with(good, bus.HeaderWriter, "h2"), metrics.RejectInvalid},
+		{"another kind than the subject", with(good, bus.HeaderKind, bus.KindData), metrics.RejectInvalid},
+		{"a sequence the body does not say", with(good, bus.HeaderSeq, "3"), metrics.RejectInvalid},
+		{"an attempt the body does not say", with(good, bus.HeaderAttempt, "2"), metrics.RejectInvalid},
+		{"a sequence that is no number", with(good, bus.HeaderSeq, "2x"), metrics.RejectInvalid},
+		{"sequence 0", Frame{Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j1","seq":0}`), Header: header("h1", bus.KindEvent, 0, 1, "")}, metrics.RejectSequence},
+		{"a placing hive that is no token", with(placed(1, 1, "job_created", "h1"), bus.HeaderHive, "h 1"), metrics.RejectInvalid},
+		{"the body repeats seq", Frame{Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j1","seq":2,"seq":99}`), Header: header("h1", bus.KindEvent, 2, 1, "")}, metrics.RejectInvalid},
+		{"an escaped key", Frame{Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j1","seq":2,"s\u0065q":99}`), Header: header("h1", bus.KindEvent, 2, 1, "")}, metrics.RejectInvalid},
+		{"a body without its job", Frame{Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"seq":2}`), Header: header("h1", bus.KindEvent, 2, 1, "")}, metrics.RejectInvalid},
+		{"a body that is no JSON", Frame{Writer: "h1", Kind: bus.KindEvent, Data: []byte(`{"job_id":"j1","seq":2,"message":"a` + "\n" + `"}`), Header: header("h1", bus.KindEvent, 2, 1, "")}, metrics.RejectInvalid},
+		{"an end of another sequence", with(end("h1", 2, 1, "done"), bus.HeaderSeq, "3"), metrics.RejectInvalid},
+		{"an end that does not end", end("h1", 2, 1, "running"), metrics.RejectNotTerminal},
+		{"an end claiming another attempt than its subject", with(end("h1", 2, 1, "done"), bus.HeaderAttempt, "2"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := &trust{hives: map[int]string{1: "h1"}}
+			f := tt.f
+			if got := tr.judge("j1", &f, nil); got != tt.reject {
+				t.Fatalf("judged %q, want %q", got, tt.reject)
 			}
 		})
 	}

@@ -13,11 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Frame is one stored narration message on its way to a client.
@@ -28,20 +29,23 @@ type Frame struct {
 	Data   []byte // the event JSON, sent verbatim
 	// Attempt is the attempt of an end frame, from its subject.
 	Attempt int
+	// Header holds the frame's claims (bus.Meta): the relay routes and
+	// fences by them.
+	Header nats.Header
 
-	// decoded is set once ev and reject hold what the body says; judged
+	// decoded is set once c and reject hold what the frame claims; judged
 	// once the hub accepted the frame for every client of its job.
 	decoded, judged bool
 	reject          string
-	ev              frameEvent
+	c               claims
 }
 
 // Event is the SSE event name of the frame.
 func (f Frame) Event() string {
 	switch f.Kind {
-	case subject.KindData:
+	case bus.KindData:
 		return api.SSEData
-	case subject.KindEnd:
+	case bus.KindEnd:
 		return api.SSEEnd
 	}
 	return api.SSENarration
@@ -214,8 +218,8 @@ const tailCheck = 2 * time.Second
 
 // consume starts an ordered consumer of all narration after the tail.
 func (h *Hub) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
-	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject.NarrAll},
+	cons, err := h.js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{bus.NarrAll},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       h.tail.Load() + 1,
 		InactiveThreshold: 30 * time.Second,
@@ -240,7 +244,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func (h *Hub) deliver(m jetstream.Msg) {
-	job, writer, kind, ok := subject.ParseNarr(m.Subject())
+	job, writer, kind, ok := bus.ParseNarr(m.Subject())
 	if !ok {
 		return
 	}
@@ -263,10 +267,10 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	h.mu.RLock()
 	watched := len(h.subs[job]) > 0
 	h.mu.RUnlock()
-	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: subject.EndAttempt(m.Subject())}
+	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: bus.EndAttempt(m.Subject()), Header: m.Headers()}
 	// Frames of jobs no client follows are decoded only when they teach
 	// something (the queen's) or could close a resuming client (ends).
-	judge := watched || writer == subject.QueenWriter || kind == subject.KindEnd
+	judge := watched || writer == bus.QueenWriter || kind == bus.KindEnd
 	reject := ""
 	// Recorded before the fan-out: a client subscribing meanwhile either
 	// gets this frame live or sees it in seen and replays it.
@@ -280,7 +284,7 @@ func (h *Hub) deliver(m jetstream.Msg) {
 		reject = sj.trust.judge(job, f, h.Records)
 		f.judged = reject == ""
 	}
-	if kind == subject.KindEnd && reject == "" && f.Attempt > sj.endAttempt {
+	if kind == bus.KindEnd && reject == "" && f.Attempt > sj.endAttempt {
 		sj.end, sj.endAttempt = seq, f.Attempt
 	}
 	h.seen[job] = sj
@@ -320,7 +324,7 @@ func (h *Hub) stream(ctx context.Context) (jetstream.Stream, error) {
 	if s := h.narr.Load(); s != nil {
 		return *s, nil
 	}
-	s, err := h.js.Stream(ctx, subject.NarrStream)
+	s, err := h.js.Stream(ctx, bus.NarrStream)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"unicode/utf8"
 )
 
@@ -12,6 +13,12 @@ import (
 // not one well-formed JSON object. Strings are compared as written: the
 // fields read hold ids and fixed words that encoders never escape, and an
 // escaped one simply does not match.
+//
+// It also refuses a body that names one of the fields it reads twice, or
+// any top-level key with an escape in it: JSON readers take the last of
+// repeated keys and unescape keys, so such a body could show clients
+// another job, sequence or attempt than the relay judged it by. Encoders
+// write neither.
 func scanEvent(b []byte, ev *frameEvent) bool {
 	s := scanner{b: b}
 	s.ws()
@@ -22,10 +29,11 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 	if s.lit('}') {
 		return s.end()
 	}
+	var seen uint8
 	for {
 		s.ws()
 		key, ok := s.str()
-		if !ok {
+		if !ok || bytes.IndexByte(key, '\\') >= 0 {
 			return false
 		}
 		s.ws()
@@ -33,18 +41,21 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 			return false
 		}
 		s.ws()
+		var field uint8
 		switch string(key) {
 		case "job_id":
-			ok = s.strField(&ev.JobID)
+			field, ok = 1<<0, s.strField(&ev.JobID)
 		case "action":
-			ok = s.strField(&ev.Action)
+			field, ok = 1<<1, s.strField(&ev.Action)
 		case "state":
-			ok = s.strField(&ev.State)
+			field, ok = 1<<2, s.strField(&ev.State)
 		case "hive":
-			ok = s.strField(&ev.Hive)
+			field, ok = 1<<3, s.strField(&ev.Hive)
 		case "seq":
+			field = 1 << 4
 			ev.Seq, ok = s.uint()
 		case "attempt":
+			field = 1 << 5
 			var n uint64
 			n, ok = s.uint()
 			ok = ok && n < 1<<31
@@ -52,9 +63,10 @@ func scanEvent(b []byte, ev *frameEvent) bool {
 		default:
 			ok = s.skip(0)
 		}
-		if !ok {
+		if !ok || seen&field != 0 {
 			return false
 		}
+		seen |= field
 		s.ws()
 		if s.lit('}') {
 			return s.end()
@@ -96,6 +108,10 @@ func (s *scanner) str() ([]byte, bool) {
 	}
 	start := s.i
 	for s.i < len(s.b) {
+		s.i = plainRun(s.b, s.i)
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':
@@ -263,4 +279,37 @@ func (s *scanner) digits() bool {
 		s.i++
 	}
 	return s.i > start
+}
+
+// SWAR constants: one byte repeated eight times.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainRun returns the index of the first byte at or after i that a string
+// cannot hold as is: a quote, a backslash, a control character or any
+// non-ASCII byte (which str checks as UTF-8). Strings are most of a
+// frame's bytes, so it looks at eight bytes at a time.
+func plainRun(b []byte, i int) int {
+	for i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte below 0x20, equal to '"' or '\', or with its high bit
+		// set marks its word; the exact byte is found below.
+		lt := (x - ones*0x20) &^ x
+		q := x ^ (ones * '"')
+		bs := x ^ (ones * '\\')
+		if (lt|(q-ones)&^q|(bs-ones)&^bs|x)&highs != 0 {
+			break
+		}
+		i += 8
+	}
+	for i < len(b) {
+		c := b[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+		i++
+	}
+	return i
 }

@@ -31,6 +31,10 @@ func TestScanEvent(t *testing.T) {
 		{`[]`, false, 0, 0, "", ""},
 		{`nope`, false, 0, 0, "", ""},
 		{``, false, 0, 0, "", ""},
+		{`{"job_id":"j1","seq":1,"seq":2}`, false, 0, 0, "", ""},
+		{`{"job_id":"j1","seq":1,"job_id":"j2"}`, false, 0, 0, "", ""},
+		{`{"job_id":"j1","seq":1,"s\u0065q":2}`, false, 0, 0, "", ""},
+		{`{"job_id":"j1","seq":1,"data":{"seq":2,"s\u0065q":3}}`, true, 1, 0, "j1", ""},
 	}
 	for _, tt := range tests {
 		var ev frameEvent

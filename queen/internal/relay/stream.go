@@ -2,18 +2,18 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // directReplay is how many history messages are read with direct gets
@@ -164,7 +164,7 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 			if err != nil {
 				return false, false, err
 			}
-			if sent && f.Kind == subject.KindEnd {
+			if sent && f.Kind == bus.KindEnd {
 				return true, false, nil
 			}
 			if len(s.ch) == 0 {
@@ -194,7 +194,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 	}
 	seen := h.seenFor(job)
 	target := seen.last
-	newest, err := stream.GetLastMsgForSubject(ctx, subject.NarrJob(job))
+	newest, err := stream.GetLastMsgForSubject(ctx, bus.NarrJob(job))
 	switch {
 	case err == nil:
 		target = max(target, newest.Sequence)
@@ -207,14 +207,14 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		if seen.end > 0 && seen.end <= *last && seen.endAttempt >= w.attempt {
 			return true, nil
 		}
-		end, err := stream.GetLastMsgForSubject(ctx, subject.NarrEnd(job, w.attempt))
+		end, err := stream.GetLastMsgForSubject(ctx, bus.NarrEnd(job, w.attempt))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
 		}
 		return false, nil
 	}
 	for i := 0; i < directReplay && *last < target; i++ {
-		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(subject.NarrJob(job)))
+		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(bus.NarrJob(job)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			// A replica behind the tail answered; the stream's leader
 			// serves the consumer below.
@@ -223,7 +223,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		if err != nil {
 			return false, err
 		}
-		if ended, err := h.send(w, m.Subject, m.Sequence, m.Data, last); ended || err != nil {
+		if ended, err := h.send(w, m.Subject, m.Sequence, m.Header, m.Data, last); ended || err != nil {
 			return ended, err
 		}
 	}
@@ -236,8 +236,8 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 // replayConsumer reads a long history with an ordered consumer, which the
 // server streams with flow control, and deletes it when done.
 func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *uint64, target uint64) (bool, error) {
-	cons, err := h.js.OrderedConsumer(ctx, subject.NarrStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject.NarrJob(job)},
+	cons, err := h.js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{bus.NarrJob(job)},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       *last + 1,
 		InactiveThreshold: 10 * time.Second,
@@ -257,7 +257,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 			go func(name string) {
 				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				_ = h.js.DeleteConsumer(dctx, subject.NarrStream, name)
+				_ = h.js.DeleteConsumer(dctx, bus.NarrStream, name)
 			}(info.Name)
 		}
 	}()
@@ -273,7 +273,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 		if err != nil {
 			return false, err
 		}
-		if ended, err := h.send(w, m.Subject(), md.Sequence.Stream, m.Data(), last); ended || err != nil {
+		if ended, err := h.send(w, m.Subject(), md.Sequence.Stream, m.Headers(), m.Data(), last); ended || err != nil {
 			return ended, err
 		}
 		if md.Sequence.Stream >= target || md.NumPending == 0 {
@@ -287,19 +287,20 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 	}
 }
 
-func (h *Hub) send(w *fenced, subj string, seq uint64, data []byte, last *uint64) (bool, error) {
-	_, writer, kind, ok := subject.ParseNarr(subj)
+func (h *Hub) send(w *fenced, subj string, seq uint64, hdr nats.Header, data []byte, last *uint64) (bool, error) {
+	_, writer, kind, ok := bus.ParseNarr(subj)
 	if !ok || seq <= *last {
 		return false, nil
 	}
 	*last = seq
-	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: subject.EndAttempt(subj)})
-	return sent && kind == subject.KindEnd, err
+	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj), Header: hdr})
+	return sent && kind == bus.KindEnd, err
 }
 
 // fenced drops what a job's earlier attempts write after the queen
 // re-placed it: a lost hive that comes back must not add to the story of
-// the attempt that replaced it. The queen's "replaced" event marks the new
+// the attempt that replaced it. The queen's event that re-places the job
+// (one that hands a later attempt to a hive, bus.HeaderHive) marks the new
 // attempt; every queen sees the same events in the same order, so every
 // client sees the same story. It also drops what the hub did not judge
 // already (history, and frames of a job the hub did not watch yet) when it
@@ -323,16 +324,16 @@ func (w *fenced) send(f Frame) (bool, error) {
 		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if f.Writer == subject.QueenWriter && f.Kind == subject.KindEvent && string(f.ev.Action) == "replaced" && f.ev.Attempt > w.attempt {
-		w.attempt = f.ev.Attempt
+	if f.places() && f.c.attempt > w.attempt {
+		w.attempt = f.c.attempt
 	}
-	if w.attempt > 1 && f.Writer != subject.QueenWriter && f.ev.Attempt < w.attempt {
+	if w.attempt > 1 && f.Writer != bus.QueenWriter && f.c.attempt < w.attempt {
 		return false, nil
 	}
-	if f.ev.Seq <= w.seq {
+	if f.c.seq <= w.seq {
 		return false, nil
 	}
-	w.seq = f.ev.Seq
+	w.seq = f.c.seq
 	return true, w.Frame(f)
 }
 
@@ -352,18 +353,12 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 	if err != nil {
 		return f
 	}
-	j, _, kind, ok := subject.ParseNarr(m.Subject)
+	j, writer, kind, ok := bus.ParseNarr(m.Subject)
 	if !ok || j != job {
 		return f
 	}
-	var e struct {
-		Attempt int
-		Seq     uint64
-	}
-	_ = json.Unmarshal(m.Data, &e)
-	f.attempt, f.seq, f.trust.seq = max(e.Attempt, 1), e.Seq, e.Seq
-	if kind == subject.KindEnd {
-		f.attempt = max(subject.EndAttempt(m.Subject), 1)
-	}
+	fr := Frame{Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(m.Subject), Header: m.Header}
+	fr.decode(job)
+	f.attempt, f.seq, f.trust.seq = max(fr.c.attempt, 1), fr.c.seq, fr.c.seq
 	return f
 }

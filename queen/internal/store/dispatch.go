@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // DispatchConsumer makes or updates hive h's durable work-queue consumer,
@@ -16,7 +16,7 @@ import (
 // hive's NATS identity may only look it up, pull and ack, so it cannot
 // choose what it reads. Making it again with the same settings is a no-op.
 func (s *Store) DispatchConsumer(ctx context.Context, h api.Hive) error {
-	_, err := s.JS.CreateOrUpdateConsumer(ctx, subject.DispatchStream, DispatchConsumerConfig(h))
+	_, err := s.JS.CreateOrUpdateConsumer(ctx, bus.DispatchStream, DispatchConsumerConfig(h))
 	if err != nil {
 		return fmt.Errorf("dispatch consumer of hive %s: %w", h.ID, err)
 	}
@@ -32,8 +32,8 @@ func DispatchConsumerConfig(h api.Hive) jetstream.ConsumerConfig {
 		wait = min(max(time.Duration(h.AckWaitS*float64(time.Second)), time.Second), 10*time.Minute)
 	}
 	return jetstream.ConsumerConfig{
-		Durable:       subject.DispatchConsumer(h.ID),
-		FilterSubject: subject.Dispatch(h.ID),
+		Durable:       bus.DispatchConsumer(h.ID),
+		FilterSubject: bus.Dispatch(h.ID),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       wait,
 		MaxAckPending: min(max(h.Slots, 1)+max(h.InferSlots, 0), 4096),

@@ -10,11 +10,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // ErrAlreadyEnded means the job's one end event is stored already.
-var ErrAlreadyEnded = errors.New("job already ended")
+var ErrAlreadyEnded = bus.ErrAlreadyEnded
+
+// meta is what the headers of a queen-written event of kind say. The
+// queen's events that hand an attempt to a hive name it.
+func meta(kind string, e api.Event) bus.Meta {
+	m := bus.Meta{Job: e.JobID, Writer: bus.QueenWriter, Kind: kind, Seq: e.Seq, Attempt: e.Attempt}
+	if kind == bus.KindEvent {
+		m.Hive = e.Hive
+	}
+	return m
+}
 
 // Narrate stores one queen-written event of kind on the job's subject.
 func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
@@ -23,7 +33,7 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	if _, err := s.JS.Publish(ctx, subject.Narr(e.JobID, subject.QueenWriter, kind), data); err != nil {
+	if _, err := s.JS.PublishMsg(ctx, meta(kind, e).Msg(data)); err != nil {
 		return fmt.Errorf("narrate job %s: %w", e.JobID, err)
 	}
 	return nil
@@ -38,7 +48,7 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 // ("" for none): other hives' frames in the job are not its story.
 func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event, hive string) (uint64, error) {
 	fill(&e)
-	return s.publishNext(ctx, e, subject.Narr(e.JobID, subject.QueenWriter, kind), "", hive)
+	return s.publishNext(ctx, e, kind, "", hive)
 }
 
 // End stores e as the job's end event unless one exists. The server checks
@@ -55,34 +65,26 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 		}
 	}
 	fill(&e)
-	subj := subject.NarrEndSubject(e.JobID, subject.QueenWriter, e.Attempt)
 	if e.Seq == 0 {
-		_, err := s.publishNext(ctx, e, subj, subject.NarrEnd(e.JobID, e.Attempt), e.Hive)
+		_, err := s.publishNext(ctx, e, bus.KindEnd, bus.NarrEnd(e.JobID, e.Attempt), e.Hive)
 		return err
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	_, err = s.JS.Publish(ctx, subj, data, jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
-	if lostRace(err) {
-		return ErrAlreadyEnded
-	}
-	if err != nil {
-		return fmt.Errorf("end job %s: %w", e.JobID, err)
-	}
-	return nil
+	return bus.PublishEnd(ctx, s.JS, meta(bus.KindEnd, e), data)
 }
 
 // nextTries bounds how often publishNext loses to another writer before it
 // gives up.
 const nextTries = 50
 
-// publishNext stores e on subj numbered after the job's newest event,
+// publishNext stores e as an event of kind numbered after the job's newest event,
 // expecting nothing to have been stored for the job since it looked. With
 // an end slot, it first checks that the slot is empty; the expectation
 // then also covers an end stored meanwhile.
-func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot, hive string) (uint64, error) {
+func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (uint64, error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
 			_, err := s.Narr.GetLastMsgForSubject(ctx, endSlot)
@@ -102,11 +104,11 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot, hiv
 		if err != nil {
 			return 0, fmt.Errorf("encode event: %w", err)
 		}
-		_, err = s.JS.Publish(ctx, subj, data, jetstream.WithExpectLastSequenceForSubject(streamSeq, subject.NarrJob(e.JobID)))
+		_, err = s.JS.PublishMsg(ctx, meta(kind, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(streamSeq, bus.NarrJob(e.JobID)))
 		if err == nil {
 			return e.Seq, nil
 		}
-		if !lostRace(err) || try == nextTries {
+		if !bus.LostRace(err) || try == nextTries {
 			return 0, fmt.Errorf("narrate job %s: %w", e.JobID, err)
 		}
 		select {
@@ -115,15 +117,6 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, subj, endSlot, hiv
 		case <-time.After(time.Duration(try+1) * time.Millisecond):
 		}
 	}
-}
-
-// lostRace reports whether err is JetStream refusing a write because the
-// expected last sequence did not match: single-node and replicated streams
-// use different codes for it.
-func lostRace(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func fill(e *api.Event) {
@@ -144,38 +137,40 @@ func fill(e *api.Event) {
 // hive wrote it, their own newest events are read instead, so that a forged
 // number does not carry over into the queen's.
 func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint64, err error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJob(job))
+	m, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrJob(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
-	if _, writer, _, _ := subject.ParseNarr(m.Subject); writer == subject.QueenWriter || (writer == hive && hive != "") {
-		return m.Sequence, eventSeq(m.Data), nil
+	if _, writer, _, _ := bus.ParseNarr(m.Subject); writer == bus.QueenWriter || (writer == hive && hive != "") {
+		return m.Sequence, eventSeq(m), nil
 	}
-	for _, w := range []string{subject.QueenWriter, hive} {
+	for _, w := range []string{bus.QueenWriter, hive} {
 		if w == "" {
 			continue
 		}
-		own, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrJobWriter(job, w))
+		own, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrJobWriter(job, w))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
 		if err != nil {
 			return 0, 0, fmt.Errorf("last event of job %s: %w", job, err)
 		}
-		seq = max(seq, eventSeq(own.Data))
+		seq = max(seq, eventSeq(own))
 	}
 	return m.Sequence, seq, nil
 }
 
-func eventSeq(data []byte) uint64 {
-	var e struct {
-		Seq uint64 `json:"seq"`
+// eventSeq is a stored event's job sequence, from its header, or from its
+// body when an older writer stored it without headers.
+func eventSeq(m *jetstream.RawStreamMsg) uint64 {
+	if seq, ok := bus.HeaderSeqOf(m.Header); ok {
+		return seq
 	}
-	_ = json.Unmarshal(data, &e)
-	return e.Seq
+	seq, _ := bus.BodySeq(m.Data)
+	return seq
 }
 
 // LastStreamSeq is the stream sequence of the job's newest event, 0 if none.
@@ -196,7 +191,7 @@ func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
 // may publish narration subjects of any job under its own name; readers
 // keep it from speaking for jobs it was not given.
 func Writes(j api.Job, writer string, attempt int) bool {
-	return writer == subject.QueenWriter || (writer == j.Hive && j.Hive != "" && max(attempt, 1) == j.Attempt)
+	return writer == bus.QueenWriter || (writer == j.Hive && j.Hive != "" && max(attempt, 1) == j.Attempt)
 }
 
 // MayEnd reports whether end may end j: it is terminal, and its writer
@@ -207,7 +202,7 @@ func MayEnd(j api.Job, end api.EndInfo) bool {
 
 // EndOf returns the job's end event and its stream sequence, or nil.
 func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, subject.NarrEndAny(job))
+	m, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrEndAny(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -218,8 +213,8 @@ func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, er
 	if err := json.Unmarshal(m.Data, &end); err != nil {
 		return nil, 0, fmt.Errorf("decode end of job %s: %w", job, err)
 	}
-	end.Attempt = max(subject.EndAttempt(m.Subject), 1)
-	_, end.Writer, _, _ = subject.ParseNarr(m.Subject)
+	end.Attempt = max(bus.EndAttempt(m.Subject), 1)
+	_, end.Writer, _, _ = bus.ParseNarr(m.Subject)
 	return &end, m.Sequence, nil
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // Options shape the streams and buckets.
@@ -73,9 +73,9 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.Dispatch, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        subject.DispatchStream,
+		Name:        bus.DispatchStream,
 		Description: "rbee work queues, one subject per hive",
-		Subjects:    []string{subject.DispatchAll},
+		Subjects:    []string{bus.DispatchAll},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		// A dispatch waits for a free slot as long as its job may run.
@@ -85,7 +85,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		Replicas:   o.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", subject.DispatchStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", bus.DispatchStream, err)
 	}
 	if s.Usage, err = openUsage(ctx, js, o); err != nil {
 		return nil, err
@@ -94,14 +94,14 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&s.Jobs, jetstream.KeyValueConfig{Bucket: subject.JobsBucket, Description: "rbee job records", TTL: JobsTTL(o.Retention), Storage: jetstream.FileStorage, Replicas: o.Replicas}},
-		{&s.Hives, jetstream.KeyValueConfig{Bucket: subject.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
-		{&s.Idem, jetstream.KeyValueConfig{Bucket: subject.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
-		{&s.Keys, jetstream.KeyValueConfig{Bucket: subject.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.Jobs, jetstream.KeyValueConfig{Bucket: bus.JobsBucket, Description: "rbee job records", TTL: JobsTTL(o.Retention), Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.Hives, jetstream.KeyValueConfig{Bucket: bus.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
+		{&s.Idem, jetstream.KeyValueConfig{Bucket: bus.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.Keys, jetstream.KeyValueConfig{Bucket: bus.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		// Counters of the current minute and leases of running requests:
 		// a NATS restart that forgets them forgets at most a minute's
 		// counts.
-		{&s.Limits, jetstream.KeyValueConfig{Bucket: subject.LimitsBucket, Description: "rbee API key rate-limit counters", TTL: LimitsTTL, Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
+		{&s.Limits, jetstream.KeyValueConfig{Bucket: bus.LimitsBucket, Description: "rbee API key rate-limit counters", TTL: LimitsTTL, Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 	}
 	for _, b := range buckets {
 		if *b.kv, err = js.CreateOrUpdateKeyValue(ctx, b.cfg); err != nil {
@@ -130,9 +130,9 @@ const minNarrationFit = 64 << 20
 // bound the server cannot reserve is halved until it can.
 func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Stream, error) {
 	cfg := jetstream.StreamConfig{
-		Name:              subject.NarrStream,
+		Name:              bus.NarrStream,
 		Description:       "rbee job narration, one subject per job, writer and kind",
-		Subjects:          []string{subject.NarrAll},
+		Subjects:          []string{bus.NarrAll},
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		MaxAge:            o.Retention,
@@ -164,7 +164,7 @@ func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("create stream %s (max %d bytes; set --narration-max-bytes to what NATS can hold): %w", subject.NarrStream, cfg.MaxBytes, err)
+			return nil, fmt.Errorf("create stream %s (max %d bytes; set --narration-max-bytes to what NATS can hold): %w", bus.NarrStream, cfg.MaxBytes, err)
 		}
 		return st, nil
 	}
@@ -189,7 +189,7 @@ func (s *Store) Ready(ctx context.Context) error {
 		return errors.New("nats is not connected")
 	}
 	if _, err := s.Narr.Info(ctx); err != nil {
-		return fmt.Errorf("stream %s: %w", subject.NarrStream, err)
+		return fmt.Errorf("stream %s: %w", bus.NarrStream, err)
 	}
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
+	"rbee.dev/shared/bus"
 )
 
 // The usage ledger is a stream with one subject per finished inference
@@ -34,16 +34,16 @@ const clockMargin = time.Hour
 
 func openUsage(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Stream, error) {
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        subject.UsageStream,
+		Name:        bus.UsageStream,
 		Description: "rbee usage ledger, one record per finished inference job",
-		Subjects:    []string{subject.UsageAll},
+		Subjects:    []string{bus.UsageAll},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      max(UsageRetention, o.Retention),
 		Replicas:    o.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", subject.UsageStream, err)
+		return nil, fmt.Errorf("create stream %s: %w", bus.UsageStream, err)
 	}
 	return st, nil
 }
@@ -55,9 +55,9 @@ func (s *Store) RecordUsage(ctx context.Context, r api.UsageRecord) (bool, error
 	if err != nil {
 		return false, err
 	}
-	_, err = s.JS.PublishMsg(ctx, &nats.Msg{Subject: subject.Usage(r.KeyID, r.JobID), Data: data},
+	_, err = s.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.Usage(r.KeyID, r.JobID), Data: data},
 		jetstream.WithExpectLastSequencePerSubject(0))
-	if lostRace(err) {
+	if bus.LostRace(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -72,23 +72,23 @@ func (s *Store) RecordUsage(ctx context.Context, r api.UsageRecord) (bool, error
 // server skips most records of jobs that ended before from; the margin
 // covers a hive whose clock runs ahead of the NATS server's.
 func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn func(api.UsageRecord)) error {
-	filter := subject.UsageAll
+	filter := bus.UsageAll
 	if key != "" {
-		filter = subject.UsageKey(key)
+		filter = bus.UsageKey(key)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, InactiveThreshold: 30 * time.Second}
 	if !from.IsZero() {
 		start := from.Add(-clockMargin)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	cons, err := s.JS.OrderedConsumer(ctx, subject.UsageStream, cfg)
+	cons, err := s.JS.OrderedConsumer(ctx, bus.UsageStream, cfg)
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = s.JS.DeleteConsumer(dctx, subject.UsageStream, cons.CachedInfo().Name)
+		_ = s.JS.DeleteConsumer(dctx, bus.UsageStream, cons.CachedInfo().Name)
 	}()
 	info, err := cons.Info(ctx)
 	if err != nil {

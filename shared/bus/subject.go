@@ -1,5 +1,10 @@
-// Package subject holds every NATS subject, stream, consumer and bucket name
-// that rbee uses, so that permissions, tests and code agree on one spelling.
+// Package bus is the NATS protocol that the queen and the hive both speak:
+// every subject, stream, consumer and bucket name (so that permissions,
+// tests and code agree on one spelling), the headers that route and fence
+// narration, the narration publisher, the dispatch message, the cancel
+// request and reply, and the connection options both sides need. It imports
+// nats.go and nothing of rbee's own, so neither side can pull the other in
+// through it.
 //
 // Narration subjects are narr.<job>.<writer>.<kind>: the job id first so a
 // reader can filter one job, the writer (a hive id or "queen") second so a
@@ -9,7 +14,7 @@
 // narr.<job>.<writer>.end.<attempt>: each attempt has its own one-end slot,
 // so a lost hive's late end can never take the place of a re-placed
 // attempt's end.
-package subject
+package bus
 
 import (
 	"strconv"
@@ -144,11 +149,6 @@ func DirectGetLast(stream, filter string) string {
 
 // Dispatch is the work-queue subject of one hive.
 func Dispatch(hive string) string { return "dispatch.hive." + hive }
-
-// OperationHeader carries a dispatched job's operation, so a hive can tell
-// which of its capacities (job slots or inference slots) a message takes
-// without reading the body. A dispatch without it takes a job slot.
-const OperationHeader = "Rbee-Operation"
 
 // DispatchConsumer is the durable consumer name of one hive.
 func DispatchConsumer(hive string) string { return "hive-" + hive }

@@ -1,7 +1,4 @@
-// Package narrate publishes one job's narration onto its JetStream subjects:
-// events in order with bounded in-flight acknowledgements, and exactly one
-// end event per job, however many writers race to end it.
-package narrate
+package bus
 
 import (
 	"context"
@@ -15,9 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"rbee.dev/shared/api"
-	"rbee.dev/shared/subject"
 )
 
 // ErrAlreadyEnded means another writer stored the job's end event first.
@@ -38,17 +32,21 @@ func full(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed && strings.Contains(apiErr.Description, "maximum")
 }
 
-// lostRace reports whether err is JetStream refusing a write because the
+// LostRace reports whether err is JetStream refusing a write because the
 // expected last sequence did not match: single-node and replicated streams
 // use different codes for it.
-func lostRace(err error) bool {
+func LostRace(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// Publisher narrates one job. It is safe for concurrent use: a command's
-// stdout and stderr readers share one.
+// Encode makes an event's body once the publisher has given it its job
+// sequence; the body must carry that sequence.
+type Encode func(seq uint64) ([]byte, error)
+
+// Publisher narrates one job for one writer. It is safe for concurrent use:
+// a command's stdout and stderr readers share one.
 //
 // Events are published asynchronously, with a bounded number in flight, and
 // must be stored in order with none missing, even when a NATS node dies
@@ -56,17 +54,19 @@ func lostRace(err error) bool {
 // broken connection stored is a prefix of what was sent. When a publish
 // fails or the connection is replaced, the publisher stops, asks the stream
 // for the newest event it stored, and sends the rest again in order. The
-// hive's connection must not buffer publishes while reconnecting
-// (nats.ReconnectBufSize(-1)), or buffered events could land after a gap.
+// connection must not buffer publishes while reconnecting
+// (nats.ReconnectBufSize(-1), see HiveOptions), or buffered events could
+// land after a gap.
+//
+// The publisher knows nothing of what an event says: the caller encodes
+// each body for the sequence it is given. Every frame carries its job
+// sequence, attempt, writer and kind as headers (Meta).
 type Publisher struct {
 	js      jetstream.JetStream
 	nc      *nats.Conn
 	job     string
 	writer  string
 	attempt int
-	// MaxEvents caps the events of one job; past it events are counted and
-	// dropped, and the end event says how many.
-	maxEvents uint64
 
 	// budget bounds the bytes (subject and body) of the job's events,
 	// the end aside; 0 is none. overBudget is told once when an event
@@ -74,17 +74,19 @@ type Publisher struct {
 	budget     int64
 	overBudget func()
 
-	mu      sync.Mutex
-	seq     uint64
-	events  uint64
-	dropped uint64
-	bytes   int64
-	spent   bool      // the budget is used up
-	window  []pending // sent, maybe not yet stored, in order
-	broken  bool      // a publish failed: resync before the next
-	gen     uint64    // the connection's reconnect count at the last sync
-	failed  error
-	ended   bool
+	mu     sync.Mutex
+	seq    uint64
+	bytes  int64
+	spent  bool      // the budget is used up
+	window []pending // sent, maybe not yet stored, in order
+	broken bool      // a publish failed: resync before the next
+	gen    uint64    // the connection's reconnect count at the last sync
+	failed error
+	// closed is set once no more events are taken (Finish, or a start
+	// that found the job ended); finished holds what settling said.
+	closed   bool
+	finished error
+	ended    bool
 
 	futures  chan future
 	inflight atomic.Int64
@@ -97,7 +99,7 @@ type Publisher struct {
 	// would be refused too, so the publisher stops.
 	refused atomic.Pointer[error]
 	// settled is poked whenever an acknowledgement or failure comes in,
-	// for End waiting for the last of them.
+	// for Finish waiting for the last of them.
 	settled chan struct{}
 	done    chan struct{}
 }
@@ -112,11 +114,12 @@ type future struct {
 	f   jetstream.PubAckFuture
 }
 
-// New starts a publisher whose first event gets sequence nextSeq.
-func New(js jetstream.JetStream, job, writer string, attempt int, nextSeq, maxEvents uint64) *Publisher {
+// NewPublisher starts a publisher of writer's narration of attempt of job,
+// whose first event gets sequence nextSeq.
+func NewPublisher(js jetstream.JetStream, job, writer string, attempt int, nextSeq uint64) *Publisher {
 	p := &Publisher{
-		js: js, nc: js.Conn(), job: job, writer: writer, attempt: attempt,
-		maxEvents: maxEvents, seq: nextSeq,
+		js: js, nc: js.Conn(), job: job, writer: writer, attempt: max(attempt, 1),
+		seq:     nextSeq,
 		futures: make(chan future, 1024),
 		settled: make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -329,15 +332,16 @@ func (p *Publisher) publishSync(pd pending) error {
 func (p *Publisher) lastStored() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return LastSeq(ctx, p.js, p.job, p.writer)
+	return LastSeq(ctx, p.js.Conn(), p.job, p.writer)
 }
 
 // LastSeq is the job sequence of the newest event writer stored for job, 0
 // if none. A hive may read its own narration subjects only, with a direct
 // get: stream info, which lists every job's subjects, is not the hive's to
-// read.
-func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (uint64, error) {
-	m, err := js.Conn().RequestWithContext(ctx, subject.DirectGetLast(subject.NarrStream, subject.NarrJobWriter(job, writer)), nil)
+// read. The sequence comes from the frame's header; a frame stored without
+// one, by an older writer, has it read from its body.
+func LastSeq(ctx context.Context, nc *nats.Conn, job, writer string) (uint64, error) {
+	m, err := nc.RequestWithContext(ctx, DirectGetLast(NarrStream, NarrJobWriter(job, writer)), nil)
 	if err != nil {
 		return 0, fmt.Errorf("last event of job %s: %w", job, err)
 	}
@@ -348,13 +352,24 @@ func LastSeq(ctx context.Context, js jetstream.JetStream, job, writer string) (u
 	default:
 		return 0, fmt.Errorf("last event of job %s: status %s %s", job, status, m.Header.Get("Description"))
 	}
+	if seq, ok := HeaderSeqOf(m.Header); ok {
+		return seq, nil
+	}
+	seq, err := BodySeq(m.Data)
+	if err != nil {
+		return 0, fmt.Errorf("last event of job %s: %w", job, err)
+	}
+	return seq, nil
+}
+
+// BodySeq reads the job sequence from an event body stored without
+// headers.
+func BodySeq(data []byte) (uint64, error) {
 	var e struct {
 		Seq uint64 `json:"seq"`
 	}
-	if err := json.Unmarshal(m.Data, &e); err != nil {
-		return 0, fmt.Errorf("last event of job %s: %w", job, err)
-	}
-	return e.Seq, nil
+	err := json.Unmarshal(data, &e)
+	return e.Seq, err
 }
 
 // settle waits until every sent event is stored.
@@ -385,157 +400,126 @@ func (p *Publisher) settle() error {
 	}
 }
 
-// Emit publishes one narration event. It blocks while too many publishes
-// are unacknowledged, which is the backpressure a fast producer needs.
-func (p *Publisher) Emit(e api.Event) error { return p.emit(subject.KindEvent, e) }
-
 // Start publishes the event that marks the job running, unless the job
 // has ended already (cancelled while queued, say): then it returns
 // ErrAlreadyEnded and the work must not begin. The check and the write are
 // one step in the server, and need no right to read other narration.
-func (p *Publisher) Start(ctx context.Context, e api.Event) error {
+func (p *Publisher) Start(ctx context.Context, enc Encode) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.fill(&e)
-	data, err := json.Marshal(e)
+	if p.closed {
+		return ErrAlreadyEnded
+	}
+	// The sequence is taken even if the write fails: it may have been
+	// stored all the same, and the end must not repeat it.
+	seq := p.seq
+	p.seq++
+	data, err := enc(seq)
 	if err != nil {
 		return fmt.Errorf("encode start: %w", err)
 	}
-	subj := subject.Narr(p.job, p.writer, subject.KindStart)
+	msg := p.meta(KindStart, seq).Msg(data)
 	// The start is counted but always fits: a job is refused by its
 	// events, never before it begins.
-	p.bytes += int64(len(subj) + len(data))
-	_, err = p.js.Publish(ctx, subj, data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(p.job, p.attempt)))
-	if lostRace(err) {
-		p.ended = true
+	p.bytes += int64(len(msg.Subject) + len(data))
+	_, err = p.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(0, NarrEnd(p.job, p.attempt)))
+	if LostRace(err) {
+		p.ended, p.closed = true, true
 		close(p.futures)
 		return ErrAlreadyEnded
 	}
 	if err != nil {
 		return fmt.Errorf("publish start: %w", err)
 	}
-	p.events++
 	return nil
 }
 
-// Data publishes a structured result.
-func (p *Publisher) Data(e api.Event) error { return p.emit(subject.KindData, e) }
-
-func (p *Publisher) emit(kind string, e api.Event) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ended {
-		return ErrAlreadyEnded
-	}
-	if p.maxEvents > 0 && p.events >= p.maxEvents {
-		if p.dropped == 0 {
-			p.dropped++
-			return p.publishLocked(subject.KindEvent, api.Event{
-				Actor: "narration", Action: "cap_reached", Level: api.LevelWarn,
-				Message: fmt.Sprintf("this job reached its cap of %d narration events; further events are counted, not stored", p.maxEvents),
-			})
-		}
-		p.dropped++
-		return nil
-	}
-	p.events++
-	return p.publishLocked(kind, e)
+func (p *Publisher) meta(kind string, seq uint64) Meta {
+	return Meta{Job: p.job, Writer: p.writer, Kind: kind, Seq: seq, Attempt: p.attempt}
 }
 
-func (p *Publisher) publishLocked(kind string, e api.Event) error {
+// Publish sends one event of kind (KindEvent or KindData). It blocks while
+// too many publishes are unacknowledged, which is the backpressure a fast
+// producer needs. An event past the budget is not stored and gives its
+// sequence back: the stream holds 1..n without a gap, and the end comes
+// next.
+func (p *Publisher) Publish(kind string, enc Encode) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrAlreadyEnded
+	}
 	if p.spent {
 		return ErrBudgetExceeded
 	}
-	p.fill(&e)
-	data, err := json.Marshal(e)
+	data, err := enc(p.seq)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	subj := subject.Narr(p.job, p.writer, kind)
-	if err := p.spend(len(subj) + len(data)); err != nil {
-		// The sequence taken by fill is given back: the stream must hold
-		// 1..n without a gap, and the end comes next.
-		p.seq--
+	msg := p.meta(kind, p.seq).Msg(data)
+	if err := p.spend(len(msg.Subject) + len(data)); err != nil {
 		return err
 	}
-	p.window = append(p.window, pending{seq: e.Seq, msg: &nats.Msg{Subject: subj, Data: data}})
+	p.window = append(p.window, pending{seq: p.seq, msg: msg})
+	p.seq++
 	return p.send()
 }
 
-func (p *Publisher) fill(e *api.Event) {
-	e.JobID = p.job
-	e.Seq = p.seq
-	p.seq++
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	if e.Attempt == 0 {
-		e.Attempt = p.attempt
-	}
-	if e.Level == "" {
-		e.Level = api.LevelInfo
-	}
-}
-
-// Dropped is how many events went past the cap.
-func (p *Publisher) Dropped() uint64 {
+// Finish stops taking events and waits until every one sent is stored. It
+// returns why they could not all be, or ErrAlreadyEnded when the job's end
+// is stored already; calling it again returns the same.
+func (p *Publisher) Finish() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.dropped
+	return p.finishLocked()
 }
 
-// End waits until every event is stored, then stores the job's one end
-// event. If another writer ended the job first it returns ErrAlreadyEnded.
-func (p *Publisher) End(ctx context.Context, e api.Event) error {
-	p.mu.Lock()
+func (p *Publisher) finishLocked() error {
 	if p.ended {
-		p.mu.Unlock()
 		return ErrAlreadyEnded
 	}
-	p.ended = true
-	err := p.settle()
+	if p.closed {
+		return p.finished
+	}
+	p.closed = true
+	p.finished = p.settle()
 	close(p.futures)
-	if err != nil && e.State == api.StateDone {
-		e.State, e.Error = api.StateFailed, err.Error()
-	}
-	if e.Level == "" && e.State != api.StateDone {
-		e.Level = api.LevelError
-	}
-	if p.dropped > 0 && e.Error == "" {
-		e.Error = fmt.Sprintf("%d narration events past the cap of %d were not stored", p.dropped-1, p.maxEvents)
-	}
-	p.fill(&e)
-	p.mu.Unlock()
 	<-p.done
-	return PublishEnd(ctx, p.js, p.writer, e)
+	return p.finished
 }
 
-// PublishEnd stores e as the job's end event unless one is stored already.
-// The check and the write are one atomic step in the server, so racing
-// writers (a hive finishing, a queen cancelling) store exactly one end.
-func PublishEnd(ctx context.Context, js jetstream.JetStream, writer string, e api.Event) error {
-	e.Action = "end"
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
+// End finishes (see Finish) and stores the job's one end event for the
+// publisher's attempt, numbered after the last event. If another writer
+// ended the attempt first it returns ErrAlreadyEnded.
+func (p *Publisher) End(ctx context.Context, enc Encode) error {
+	p.mu.Lock()
+	if err := p.finishLocked(); errors.Is(err, ErrAlreadyEnded) {
+		p.mu.Unlock()
+		return err
 	}
-	if e.Level == "" {
-		e.Level = api.LevelInfo
-		if e.State != api.StateDone {
-			e.Level = api.LevelError
-		}
-	}
-	data, err := json.Marshal(e)
+	p.ended = true
+	m := p.meta(KindEnd, p.seq)
+	p.seq++
+	p.mu.Unlock()
+	data, err := enc(m.Seq)
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	_, err = js.Publish(ctx, subject.NarrEndSubject(e.JobID, writer, e.Attempt), data,
-		jetstream.WithExpectLastSequenceForSubject(0, subject.NarrEnd(e.JobID, e.Attempt)))
-	if lostRace(err) {
+	return PublishEnd(ctx, p.js, m, data)
+}
+
+// PublishEnd stores data as the end event of m's attempt unless one is
+// stored already. The check and the write are one atomic step in the
+// server, so racing writers (a hive finishing, a queen cancelling) store
+// exactly one end.
+func PublishEnd(ctx context.Context, js jetstream.JetStream, m Meta, data []byte) error {
+	m.Kind = KindEnd
+	_, err := js.PublishMsg(ctx, m.Msg(data), jetstream.WithExpectLastSequenceForSubject(0, NarrEnd(m.Job, m.Attempt)))
+	if LostRace(err) {
 		return ErrAlreadyEnded
 	}
 	if err != nil {
-		return fmt.Errorf("publish end of job %s: %w", e.JobID, err)
+		return fmt.Errorf("publish end of job %s: %w", m.Job, err)
 	}
 	return nil
 }
