@@ -108,6 +108,11 @@ func (c *cluster) readOnce(ctx context.Context, q queen, job string, after uint6
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		// Resumed at or past the end: nothing follows.
+		s.done = true
+		return nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		err := fmt.Errorf("%s: stream %s: %d %s", q.name, job, resp.StatusCode, strings.TrimSpace(string(b)))

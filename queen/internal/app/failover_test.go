@@ -151,7 +151,13 @@ func TestQueuedUntilHiveJoins(t *testing.T) {
 	if e := head[0].event(t); !strings.Contains(e.Message, "waits in the queue at position 1") || !strings.Contains(e.Message, "late") {
 		t.Fatalf("first event %q does not say why it waits", e.Message)
 	}
-	// A second job waits behind it.
+	// A second job waits behind it, once this queen's listing (its view)
+	// has the first.
+	waitFor(t, 10*time.Second, func() bool {
+		var list api.JobList
+		do(t, "GET", first+"/v1/jobs?state=queued", nil, &list)
+		return len(list.Jobs) == 1
+	})
 	next := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Events: intp(1)})
 	if head, _, _ := sse(t, context.Background(), first, next, 0, 1); !strings.Contains(head[0].event(t).Message, "at position 2") {
 		t.Fatalf("second job's first event %q", head[0].event(t).Message)

@@ -266,6 +266,10 @@ func readSSE(ctx context.Context, base, job string, lastID uint64, max int, paus
 		return nil, false, 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		// Resumed at or past the end: nothing follows.
+		return nil, true, 0, nil
+	}
 	if resp.StatusCode != 200 {
 		return nil, false, 0, fmt.Errorf("stream %s: status %d", job, resp.StatusCode)
 	}

@@ -64,7 +64,7 @@ func TestReplayAfterEnd(t *testing.T) {
 			t.Fatalf("replay %d differs: %d frames vs %d", i, len(again), len(first))
 		}
 	}
-	// Resuming after the end gets only the close, at once.
+	// Resuming after the end gets 204 at once: nothing follows.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	rest, done, _ := sse(t, ctx, base, job, first[len(first)-1].ID, 0)

@@ -151,6 +151,11 @@ func (c *Client) Open(ctx context.Context, streamURL string, lastID uint64, quer
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}
+	if resp.StatusCode == http.StatusNoContent {
+		// Resumed at or past the end: the queen says nothing follows,
+		// which is what a closing [DONE] says on an open stream.
+		return &Stream{resp: resp, Reader: NewReader(strings.NewReader("data: "+api.SSEDone+"\n\n"), bufSize)}, nil
+	}
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		_ = resp.Body.Close()
