@@ -8,7 +8,7 @@ import (
 )
 
 // syncPolicies are the embedded server's --nats-sync settings the
-// durability scenario compares; the scenario's own cluster runs the first.
+// durability scenario compares; ratios are against the first.
 var syncPolicies = []string{"default", "always", "100ms", "1s"}
 
 var durabilityScenario = scenario{
@@ -16,14 +16,16 @@ var durabilityScenario = scenario{
 	title: "what forcing JetStream's writes to disk costs",
 	how: func(c Config) string {
 		return fmt.Sprintf("One fresh queen and hive for each `--nats-sync` setting (%s), measured one after another "+
-			"in the same run: %d sequential `hive_check` jobs with `events: 1` (round trip p50, as in roundtrip), "+
+			"in the same run, each run starting at the next setting: %d sequential `hive_check` jobs with `events: 1` (round trip p50, as in roundtrip), "+
 			"%d submitters for %s (jobs/s, as in sustained), and one job of %d events of %d bytes "+
 			"(narration events/s, as in throughput). `default` is nats-server's own setting, a sync every two "+
 			"minutes; ratios are against it.",
 			joinQuoted(syncPolicies), durabilitySeq(c), c.SustainedWorkers, durabilityFor(c), durabilityEvents(c), c.Payload)
 	},
 	cluster: func(c Config) ClusterOptions {
-		return ClusterOptions{Slots: c.SustainedSlots, QueenFlags: []string{"--nats-sync", syncPolicies[0]}}
+		// The scenario's own cluster only idles: each setting gets a queen
+		// of its own.
+		return ClusterOptions{Slots: 1}
 	},
 	metrics: durabilityMetrics(),
 	run:     runDurability,
@@ -60,19 +62,17 @@ func durabilityMetrics() []Metric {
 
 func runDurability(ctx context.Context, e *Env) (*Run, error) {
 	r := newRun()
-	for i, p := range syncPolicies {
-		cl := e.Cluster
-		if i > 0 {
-			co := ClusterOptions{Slots: e.Cfg.SustainedSlots, QueenFlags: append(append([]string{}, e.Cfg.QueenFlags...), "--nats-sync", p), HiveFlags: e.Cfg.HiveFlags}
-			var err error
-			if cl, err = StartCluster(ctx, e.Cfg.Bin, co, e.Cfg.Settle, e.Cfg.Keep); err != nil {
-				return nil, fmt.Errorf("start cluster with --nats-sync %s: %w", p, err)
-			}
+	// Each run starts at another setting, so that none is always measured
+	// first, on a machine still settling; every setting gets a fresh queen.
+	for i := range syncPolicies {
+		p := syncPolicies[(i+e.Run-1)%len(syncPolicies)]
+		co := ClusterOptions{Slots: e.Cfg.SustainedSlots, QueenFlags: append(append([]string{}, e.Cfg.QueenFlags...), "--nats-sync", p), HiveFlags: e.Cfg.HiveFlags}
+		cl, err := StartCluster(ctx, e.Cfg.Bin, co, e.Cfg.Settle, e.Cfg.Keep)
+		if err != nil {
+			return nil, fmt.Errorf("start cluster with --nats-sync %s: %w", p, err)
 		}
-		err := measureSync(ctx, e, cl, p, r)
-		if i > 0 {
-			cl.Close()
-		}
+		err = measureSync(ctx, e, cl, p, r)
+		cl.Close()
 		if err != nil {
 			return nil, err
 		}
