@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,6 +267,9 @@ func TestOpenAIPassThrough(t *testing.T) {
 	wantSSE.WriteString("data: [DONE]\n\n")
 	status, ctype, body = post(t, base+"/v1/chat/completions",
 		`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
+	if ids := regexp.MustCompile(`(?m)^id: [1-9][0-9]*$`).FindAllString(body, -1); len(ids) != len(cannedChunks) {
+		t.Fatalf("raw stream: %d id lines for %d chunks:\n%s", len(ids), len(cannedChunks), body)
+	}
 	if status != 200 || ctype != "text/event-stream" || stripComments(body) != wantSSE.String() {
 		t.Fatalf("raw stream %d %s:\n%s\nnot\n%s", status, ctype, body, wantSSE.String())
 	}
@@ -366,13 +370,16 @@ func post(t *testing.T, url, body string) (status int, ctype, answer string) {
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(data)
 }
 
-// stripComments drops SSE comment lines (keep-alives).
+// stripComments drops SSE comment lines (keep-alives) and the id lines
+// that let a client resume.
 func stripComments(s string) string {
 	var out []string
 	for _, ev := range strings.SplitAfter(s, "\n\n") {
 		if !strings.HasPrefix(ev, ":") {
-			out = append(out, ev)
+			out = append(out, idLine.ReplaceAllString(ev, ""))
 		}
 	}
 	return strings.Join(out, "")
 }
+
+var idLine = regexp.MustCompile(`(?m)^id: [0-9]+\n`)

@@ -62,7 +62,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest, onToken func(string)
 	if resp.StatusCode != http.StatusOK {
 		return ChatResult{}, readAPIError(resp)
 	}
-	res := ChatResult{Model: req.Model, JobID: resp.Header.Get("X-Rbee-Job-Id")}
+	res := ChatResult{Model: req.Model, JobID: resp.Header.Get("X-Rbee-Job")}
 	var content strings.Builder
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), MaxEventBytes)

@@ -147,13 +147,29 @@ func (h *handlers) streamJob(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if err := h.mustOwn(c, id); err != nil {
+	j, err := h.owned(c, id)
+	if err != nil {
 		return err
+	}
+	openAI := false
+	switch c.QueryParam("format") {
+	case "":
+	case "openai":
+		// The answer as its OpenAI request would have had it.
+		if j.Operation != api.OpInfer || len(j.Request.Body) == 0 {
+			return badRequest("format=openai is for jobs made by the OpenAI-compatible routes; job %s is a %s job", id, j.Operation)
+		}
+		openAI = true
+	default:
+		return badRequest("format must be openai or absent, not %q", clip(c.QueryParam("format")))
 	}
 	if h.pastEnd(ctx, id, after) {
 		// Nothing follows the end. 204 closes a browser's EventSource,
 		// which would otherwise reconnect after every [DONE] for good.
 		return c.NoContent(http.StatusNoContent)
+	}
+	if openAI {
+		return h.OpenAI.Resume(c, j, after)
 	}
 	hdr := c.Response().Header()
 	hdr.Set(echo.HeaderContentType, "text/event-stream")
@@ -206,21 +222,27 @@ func owns(c echo.Context, j api.Job) bool {
 // mustOwn answers 404 when the job does not exist or belongs to another
 // key; the same answer for both, so a key cannot probe for others' jobs.
 func (h *handlers) mustOwn(c echo.Context, id string) error {
+	_, err := h.owned(c, id)
+	return err
+}
+
+// owned is the record of a job the request's key may see; 404 as mustOwn.
+func (h *handlers) owned(c echo.Context, id string) (api.Job, error) {
 	// The view knows almost every job; one created a moment ago on another
 	// queen may not have reached it yet.
 	j, ok := h.View.Job(id)
 	if !ok {
 		var err error
 		if j, _, err = h.Store.GetJob(c.Request().Context(), id); errors.Is(err, store.ErrNotFound) {
-			return jobNotFound(id)
+			return j, jobNotFound(id)
 		} else if err != nil {
-			return err
+			return j, err
 		}
 	}
 	if !owns(c, j) {
-		return jobNotFound(id)
+		return api.Job{}, jobNotFound(id)
 	}
-	return nil
+	return j, nil
 }
 
 // redacted replaces what a record shows of a secret to keys without the

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -158,6 +159,10 @@ func (a *API) infer(c echo.Context, path string) error {
 	// the client reads the end, so the client's next request sees both.
 	a.countTokens(c, s)
 	releaseKey()
+	if ctx.Err() != nil && strings.EqualFold(c.Request().Header.Get(DetachHeader), "true") {
+		// The client left, and asked for the generation to go on.
+		return nil
+	}
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.
 		status = metrics.InferCancelled
@@ -177,9 +182,44 @@ func (a *API) infer(c echo.Context, path string) error {
 	return s.finish()
 }
 
+// Resume answers GET /v1/jobs/<id>/stream?format=openai for an inference
+// job j that its caller may see: the worker's answer as the job's request
+// would have had it, after stream sequence after (Last-Event-ID), on any
+// queen. A client that leaves here stops nothing.
+func (a *API) Resume(c echo.Context, j api.Job, after uint64) error {
+	relay.KeepOpen(http.NewResponseController(c.Response()))
+	body := j.Request.Body
+	stream := gjson.GetBytes(body, "stream").Type == gjson.True
+	s := &sink{c: c, model: gjson.GetBytes(body, "model").Str, target: j.Request.Model, start: time.Now(),
+		dropUsage: stream && gjson.GetBytes(body, "stream_options.include_usage").Type != gjson.True}
+	c.Response().Header().Set(JobHeader, j.JobID)
+	if stream {
+		// Open at once: what is left may be only the end.
+		s.open()
+	}
+	ctx := c.Request().Context()
+	err := a.hub.Stream(ctx, s, j.JobID, after, 15*time.Second)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil && s.state != api.StateDone {
+		err = errors.New(s.failure)
+	}
+	if err != nil {
+		return s.fail(err)
+	}
+	return s.finish()
+}
+
 // JobHeader names the response header that carries the job id of an
-// answer, so that a client can look the job up.
-const JobHeader = "X-Rbee-Job-Id"
+// answer, so that a client can look the job up or reattach to its stream.
+const JobHeader = "X-Rbee-Job"
+
+// DetachHeader, set to true on a request, keeps the generation going when
+// its client disconnects; the client reattaches with GET
+// /v1/jobs/<job>/stream?format=openai and Last-Event-ID. Without it a
+// disconnect stops the generation.
+const DetachHeader = "Rbee-Detach"
 
 // resolve is the model a name asks for: an alias's model, or the name.
 func (a *API) resolve(name string) string {
@@ -262,7 +302,7 @@ type narration struct {
 
 func (s *sink) Frame(f relay.Frame) error {
 	if f.Kind == bus.KindEvent {
-		return s.chunk(f.Data)
+		return s.chunk(f.Seq, f.Data)
 	}
 	var e narration
 	if err := json.Unmarshal(f.Data, &e); err != nil {
@@ -287,7 +327,7 @@ func (s *sink) Frame(f relay.Frame) error {
 // chunk writes the worker's SSE payload a chunk event carries. It is the
 // one frame of every token, so it reads the event in a single pass rather
 // than decoding it whole.
-func (s *sink) chunk(event []byte) error {
+func (s *sink) chunk(id uint64, event []byte) error {
 	var action, message, data gjson.Result
 	gjson.ParseBytes(event).ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
@@ -319,7 +359,11 @@ func (s *sink) chunk(event []byte) error {
 		s.open()
 	}
 	payload = s.rename(payload)
-	s.w.WriteString("data: ")
+	// The id is the event's, so a client can resume after it (Last-Event-ID);
+	// OpenAI's clients ignore it.
+	s.w.WriteString("id: ")
+	s.w.WriteString(strconv.FormatUint(id, 10))
+	s.w.WriteString("\ndata: ")
 	s.w.Write(payload)
 	_, err := s.w.WriteString("\n\n")
 	return err

@@ -1,0 +1,134 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"rbee.dev/hive/agent"
+	"rbee.dev/shared/api"
+)
+
+// A streamed completion sent with Rbee-Detach keeps generating when its
+// client drops; the client reattaches on another queen with the job id and
+// Last-Event-ID and gets the rest as OpenAI chunks: what it had plus the
+// rest is exactly the whole answer, as a full replay gives it.
+func TestDetachedStreamReattaches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
+	}))
+	t.Cleanup(files.Close)
+	ns := mustNATS(t)
+	a, _ := mustQueen(t, ns.ClientURL())
+	b, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 2 })
+	dl := submit(t, a, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"})
+	if frames, done, _ := sse(t, context.Background(), a, dl, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
+		t.Fatal("download failed")
+	}
+
+	ctx, drop := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", a+"/v1/chat/completions",
+		strings.NewReader(`{"model":"demo","stream":true,"max_tokens":300,"messages":[{"role":"user","content":"tell me about bees"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Rbee-Detach", "true")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := resp.Header.Get("X-Rbee-Job")
+	if resp.StatusCode != 200 || job == "" {
+		t.Fatalf("status %d, job %q", resp.StatusCode, job)
+	}
+	head, last, _ := readChunks(t, resp, 3)
+	drop()
+	resp.Body.Close()
+	if last == 0 {
+		t.Fatal("no id on the chunks")
+	}
+
+	rest := reattach(t, b, job, last)
+	whole := reattach(t, b, job, 0)
+	if head+rest != whole || len(whole) < 10 {
+		t.Fatalf("first part %q + reattached %q != whole %q", head, rest, whole)
+	}
+	var rec api.Job
+	do(t, "GET", b+"/v1/jobs/"+job, nil, &rec)
+	if rec.State != api.StateDone {
+		t.Fatalf("the detached job ended %s: %s", rec.State, rec.Error)
+	}
+
+	// Only inference jobs have an OpenAI form.
+	var e api.ErrorBody
+	if code := do(t, "GET", b+"/v1/jobs/"+dl+"/stream?format=openai", nil, &e); code != http.StatusBadRequest || e.Error.Code == "" {
+		t.Fatalf("format=openai on a download: %d %+v", code, e)
+	}
+}
+
+// reattach reads an inference job's answer as OpenAI chunks after
+// Last-Event-ID after, to [DONE], and returns its text.
+func reattach(t *testing.T, base, job string, after uint64) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/v1/jobs/"+job+"/stream?format=openai", nil)
+	if after > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(after, 10))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("reattach: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	text, _, done := readChunks(t, resp, 0)
+	if !done {
+		t.Fatal("reattached stream ended without [DONE]")
+	}
+	return text
+}
+
+// readChunks reads OpenAI chunks, up to max content chunks (0: to [DONE]),
+// and returns their text, the last chunk's id and whether [DONE] came.
+func readChunks(t *testing.T, resp *http.Response, max int) (text string, last uint64, done bool) {
+	t.Helper()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var id uint64
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			id, _ = strconv.ParseUint(line[4:], 10, 64)
+		case line == "data: [DONE]":
+			return text, last, true
+		case strings.HasPrefix(line, "data: "):
+			var c struct {
+				Choices []struct {
+					Delta struct{ Content string } `json:"delta"`
+				} `json:"choices"`
+				Error json.RawMessage `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(line[6:]), &c); err != nil || len(c.Error) > 0 {
+				t.Fatalf("chunk %s: %v", line, err)
+			}
+			last = id
+			if len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
+				text += c.Choices[0].Delta.Content
+				if n++; max > 0 && n == max {
+					return text, last, false
+				}
+			}
+		}
+	}
+	return text, last, false
+}
