@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
 )
 
@@ -131,4 +133,54 @@ func readChunks(t *testing.T, resp *http.Response, max int) (text string, last u
 		}
 	}
 	return text, last, false
+}
+
+// A key with the infer scope alone may follow its own inference job in
+// its OpenAI form, to reattach; not in the narration form, which needs
+// read, and never another key's job.
+func TestReattachScopes(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
+	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
+	key := func(name string) map[string]string {
+		var k api.Key
+		if code := doHeaders(t, "POST", base+"/v1/keys", api.KeyRequest{Name: name, Scopes: []string{api.ScopeInfer}}, admin, &k); code != 201 {
+			t.Fatalf("create key %s: %d", name, code)
+		}
+		return map[string]string{"Authorization": "Bearer " + k.Key}
+	}
+	mine, theirs := key("mine"), key("theirs")
+	var created api.CreateJobResponse
+	req := api.JobRequest{Operation: api.OpInfer, Model: "demo", Path: api.InferChat,
+		Body: json.RawMessage(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`)}
+	if code := doHeaders(t, "POST", base+"/v1/jobs", req, mine, &created); code != 201 {
+		t.Fatalf("create infer job: %d", code)
+	}
+	stream := base + "/v1/jobs/" + created.JobID + "/stream"
+	for _, c := range []struct {
+		who  map[string]string
+		url  string
+		want int
+	}{
+		{mine, stream + "?format=openai", http.StatusOK},
+		{mine, stream, http.StatusForbidden},
+		{theirs, stream + "?format=openai", http.StatusNotFound},
+		{theirs, stream, http.StatusForbidden},
+		{admin, stream, http.StatusOK},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, _ := http.NewRequestWithContext(ctx, "GET", c.url, nil)
+		for k, v := range c.who {
+			r.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != c.want {
+			t.Fatalf("GET %s as %v: %d, want %d", c.url, c.who, resp.StatusCode, c.want)
+		}
+	}
 }

@@ -55,6 +55,22 @@ func need(scope string) echo.MiddlewareFunc {
 }
 
 // principal is who the request acts as, set by authenticate.
+// needStream is need(ScopeRead), except that ScopeInfer will do for the
+// OpenAI form of a stream: ownership is checked by the handler, as for
+// every key without admin.
+func needStream(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		scope := api.ScopeRead
+		if c.QueryParam("format") == "openai" && !principal(c).Has(scope) {
+			scope = api.ScopeInfer
+		}
+		if err := authorize(c, scope); err != nil {
+			return err
+		}
+		return next(c)
+	}
+}
+
 func principal(c echo.Context) auth.Principal {
 	return auth.FromContext(c.Request().Context())
 }

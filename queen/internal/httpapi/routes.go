@@ -32,7 +32,9 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/jobs", h.listJobs, read...)
 	e.GET("/v1/jobs/:id", h.getJob, read...)
 	e.DELETE("/v1/jobs/:id", h.cancelJob, operate...)
-	e.GET("/v1/jobs/:id/stream", h.streamJob, read...)
+	// A key with infer alone may follow its own inference jobs in their
+	// OpenAI form (format=openai), to reattach a detached stream.
+	e.GET("/v1/jobs/:id/stream", h.streamJob, h.authenticate, needStream)
 	e.GET("/v1/hives", h.listHives, read...)
 	e.GET("/v1/hives/:id", h.getHive, read...)
 	e.GET("/v1/hives/:id/gpu-history", h.gpuHistory, read...)
