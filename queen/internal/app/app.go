@@ -112,12 +112,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		Replicas: cfg.Replicas, Retention: cfg.Retention, HiveTTL: cfg.HiveTTL, MaxEventsPerJob: cfg.MaxEventsPerJob,
 		// An external server may hold less than a tenth of our disk; a
 		// default then shrinks to what it can reserve.
-		NarrationMaxBytes: limit, NarrationFit: auto && cfg.NATSURL != "",
+		NarrationMaxBytes: limit, NarrationFit: auto && cfg.NATSURL != "", Log: log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if got := st.Narr.CachedInfo().Config.MaxBytes; got != limit {
+	if got := st.NarrationMaxBytes(); got != limit {
 		log.Info("narration bound shrunk to what NATS can reserve", "max_bytes", got)
 		cfg.JobMaxNarrationBytes = min(cfg.JobMaxNarrationBytes, got)
 	}
@@ -135,7 +135,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	q.cancel = cancel
-	hub := relay.NewHub(st.JS, log, cfg.SSEBuffer)
+	hub := relay.NewHub(st.NarrationReader(), log, cfg.SSEBuffer)
 	v := view.New(log)
 	m := metrics.New(metrics.Gauges{
 		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
@@ -155,7 +155,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	// never from how many keys the bucket holds: emptying it must not open
 	// a keyed queen.
 	required := cfg.AdminKey != "" || cfg.RequireKeys || (!loopback(q.ln.Addr()) && !cfg.Insecure)
-	keys := auth.New(st.Keys, cfg.AdminKey, required, log)
+	keys := auth.New(st.KeysBucket(), cfg.AdminKey, required, log)
 	oai := openai.New(v, svc, st, hub, m, cfg.Infer, log)
 	e := httpapi.New(httpapi.Deps{Store: st, Jobs: svc, View: v, Hub: hub, Metrics: m, Keys: keys, OpenAI: oai,
 		PublicHosts: cfg.PublicHosts, MetricsAuth: cfg.MetricsAuth, Log: log, Heartbeat: cfg.SSEHeartbeat,
@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		return nil, fmt.Errorf("refusing to start: %s, so every request needs an API key, and none exists: set --admin-key (or QUEEN_ADMIN_KEY), or --insecure to serve without keys", why)
 	}
 	g.Go(func() error { return hub.Run(gctx) })
-	g.Go(func() error { return v.Run(gctx, st.Hives, st.Jobs) })
+	g.Go(func() error { return v.Run(gctx, st) })
 	g.Go(func() error { return svc.RunApplier(gctx) })
 	g.Go(func() error { return svc.RunReaper(gctx) })
 	g.Go(func() error { return svc.RunDispatchConsumers(gctx) })

@@ -19,8 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 )
 
@@ -71,7 +70,7 @@ type record struct {
 
 // Keys checks and manages API keys.
 type Keys struct {
-	kv        jetstream.KeyValue
+	kv        *store.Bucket
 	log       *slog.Logger
 	adminHash []byte
 	required  bool
@@ -84,7 +83,7 @@ type Keys struct {
 // New makes the key store. adminKey, if set, is a bootstrap key with the
 // admin scope that lives only in the queen's configuration. required says
 // whether every request must carry a key; it is fixed for the queen's life.
-func New(kv jetstream.KeyValue, adminKey string, required bool, log *slog.Logger) *Keys {
+func New(kv *store.Bucket, adminKey string, required bool, log *slog.Logger) *Keys {
 	k := &Keys{kv: kv, log: log.With("component", "auth"), keys: map[string]record{}, synced: make(chan struct{}), required: required}
 	if adminKey != "" {
 		sum := sha256.Sum256([]byte(adminKey))
@@ -95,48 +94,27 @@ func New(kv jetstream.KeyValue, adminKey string, required bool, log *slog.Logger
 
 // Run keeps the in-memory copy of the bucket current until ctx ends.
 func (k *Keys) Run(ctx context.Context) error {
-	first := true
-	for ctx.Err() == nil {
-		w, err := k.kv.WatchAll(ctx)
-		if err != nil {
-			k.log.Warn("watch keys", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				if first {
-					close(k.synced)
-					first = false
-				}
-				continue
-			}
-			k.apply(e)
-		}
-		_ = w.Stop()
-	}
+	var once sync.Once
+	k.kv.Watch(ctx, k.apply, func() { once.Do(func() { close(k.synced) }) })
 	return nil
 }
 
 // Synced is closed once the bucket's keys are loaded.
 func (k *Keys) Synced() <-chan struct{} { return k.synced }
 
-func (k *Keys) apply(e jetstream.KeyValueEntry) {
+func (k *Keys) apply(e store.Entry) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(k.keys, e.Key())
+	if e.Deleted {
+		delete(k.keys, e.Key)
 		return
 	}
 	var r record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		k.log.Warn("bad key record", "key_id", e.Key(), "err", err)
+	if err := json.Unmarshal(e.Value, &r); err != nil {
+		k.log.Warn("bad key record", "key_id", e.Key, "err", err)
 		return
 	}
-	k.keys[e.Key()] = r
+	k.keys[e.Key] = r
 }
 
 // Enabled reports whether requests must carry a key. It was decided from

@@ -30,7 +30,7 @@ func newServer(t *testing.T, keyed bool) *echo.Echo {
 	if keyed {
 		admin = adminKey
 	}
-	keys := auth.New(p.Store.Keys, admin, keyed, p.Log)
+	keys := auth.New(p.Store.KeysBucket(), admin, keyed, p.Log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = keys.Run(ctx) }()

@@ -30,14 +30,7 @@ func (s *Service) RunApplier(ctx context.Context) error {
 	var cons jetstream.Consumer
 	for {
 		var err error
-		cons, err = s.st.JS.CreateOrUpdateConsumer(ctx, bus.NarrStream, jetstream.ConsumerConfig{
-			Durable:        bus.ApplierConsumer,
-			FilterSubjects: []string{bus.NarrStartAll, bus.NarrEndAll},
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        30 * time.Second,
-			MaxAckPending:  4096,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-		})
+		cons, err = s.st.ApplierConsumer(ctx)
 		if err == nil {
 			break
 		}
@@ -122,7 +115,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 	known, rev, _ := s.v.JobAt(job)
 	known.JobID = job
 	foreign := false
-	rec, err := s.st.UpdateJobAt(ctx, known, rev, func(j *api.Job) bool {
+	rec, err := s.update(ctx, known, rev, func(j *api.Job) bool {
 		// Judged on the record as the update reads it: a declined change
 		// on a stale copy is asked again on a fresh one.
 		// Earlier attempts are declined below as stale.
@@ -170,7 +163,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 func (s *Service) reject(ctx context.Context, m jetstream.Msg, kind, reason string) {
 	s.m.NarrationRejected.WithLabelValues(reason).Inc()
 	if md, err := m.Metadata(); err == nil && kind == bus.KindEnd {
-		if err := s.st.Narr.DeleteMsg(ctx, md.Sequence.Stream); err != nil {
+		if err := s.st.DeleteEvent(ctx, md.Sequence.Stream); err != nil {
 			s.log.Warn("delete rejected end", "subject", m.Subject(), "err", err)
 		}
 	}
@@ -262,7 +255,7 @@ func (s *Service) expire(ctx context.Context, now time.Time) {
 		return
 	}
 	for _, id := range s.v.Expired(now.Add(-s.Retention)) {
-		if err := s.st.Jobs.Purge(ctx, id); err != nil {
+		if err := s.st.PurgeJob(ctx, id); err != nil {
 			s.log.Warn("expire job", "job_id", id, "err", err)
 		}
 	}
@@ -287,31 +280,31 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 		return
 	}
 	s.relievedAt = now
-	info, err := s.st.Narr.Info(ctx)
-	if err != nil || info.Config.MaxBytes <= 0 {
+	bytes, maxBytes, err := s.st.NarrationFill(ctx)
+	if err != nil || maxBytes <= 0 {
 		return
 	}
-	limit := float64(info.Config.MaxBytes)
-	if float64(info.State.Bytes) < narrationHigh*limit {
+	limit := float64(maxBytes)
+	if float64(bytes) < narrationHigh*limit {
 		return
 	}
-	before, dropped := info.State.Bytes, 0
+	before, dropped := bytes, 0
 	for _, id := range s.v.OldestFinished(256) {
-		if err := s.st.Narr.Purge(ctx, jetstream.WithPurgeSubject(bus.NarrJob(id))); err != nil {
+		if err := s.st.PurgeNarration(ctx, id); err != nil {
 			s.log.Warn("drop narration of a finished job", "job_id", id, "err", err)
 			break
 		}
-		_ = s.st.Jobs.Purge(ctx, id)
+		_ = s.st.PurgeJob(ctx, id)
 		dropped++
 		if dropped%8 == 0 {
-			if info, err = s.st.Narr.Info(ctx); err != nil || float64(info.State.Bytes) < narrationLow*limit {
+			if bytes, _, err = s.st.NarrationFill(ctx); err != nil || float64(bytes) < narrationLow*limit {
 				break
 			}
 		}
 	}
-	if info, err = s.st.Narr.Info(ctx); err == nil {
+	if bytes, maxBytes, err = s.st.NarrationFill(ctx); err == nil {
 		s.log.Warn("narration stream nearly full: dropped the oldest finished jobs before their retention; raise --narration-max-bytes",
-			"jobs", dropped, "bytes_before", before, "bytes_now", info.State.Bytes, "max_bytes", info.Config.MaxBytes)
+			"jobs", dropped, "bytes_before", before, "bytes_now", bytes, "max_bytes", maxBytes)
 	}
 }
 
@@ -323,7 +316,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) 
 		return
 	}
 	won := false
-	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
 		if r.State != api.StateQueued || r.Hive != "" {
 			return false
 		}
@@ -386,7 +379,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 		return false
 	}
 	won := false
-	rec, err := s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool {
+	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
 			return false
 		}
@@ -398,7 +391,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 		return won
 	}
 	if j.DispatchSeq > 0 {
-		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+		_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
 	}
 	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
 		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)}, j.Hive)
@@ -448,13 +441,13 @@ func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
 		return
 	}
 	if j.DispatchSeq > 0 {
-		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+		_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
 	}
 	if j.Hive != "" && s.hiveLive(j.Hive) {
 		s.askHiveToCancel(ctx, j)
 	}
 	if end, _, err := s.st.EndOf(ctx, j.JobID); err == nil && end != nil {
-		_, _ = s.st.UpdateJob(ctx, j.JobID, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
+		_, _ = s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
 	}
 }
 

@@ -2,28 +2,16 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"rbee.dev/queen/internal/store"
 )
 
 // retryFor bounds how long a step of job creation is retried while
 // JetStream is briefly unavailable: a NATS node died and its streams are
 // electing a new leader, which takes a few seconds.
 const retryFor = 15 * time.Second
-
-// transient reports whether err may go away by itself: no responders, a
-// timeout, a reconnecting connection, or a 503 from JetStream.
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		(errors.As(err, &apiErr) && apiErr.Code == 503)
-}
 
 // retry runs step until it succeeds, fails for good, or retryFor passes.
 // Each try gets its own timeout, so a request without a deadline still
@@ -35,7 +23,7 @@ func retry(ctx context.Context, step func(ctx context.Context, retried bool) err
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := step(tctx, try > 0)
 		cancel()
-		if err == nil || !transient(err) {
+		if err == nil || !store.Transient(err) {
 			return err
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {

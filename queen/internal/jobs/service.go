@@ -18,8 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
@@ -84,7 +82,7 @@ func NewID() string {
 // taken from the request's principal in ctx when that is the same key.
 func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, idemKey string) (api.Job, bool, error) {
 	var idem string
-	var claim idemClaim
+	var claim store.IdempotencyClaim
 	if idemKey != "" {
 		// The key is scoped to who sent it, so one principal can neither
 		// find nor block another's jobs by guessing its keys.
@@ -124,8 +122,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	}
 	if idem != "" {
 		claim.JobID = j.JobID
-		data, _ := json.Marshal(claim)
-		if _, err := s.st.Idem.Create(ctx, idem, data); errors.Is(err, jetstream.ErrKeyExists) {
+		if err := s.st.ClaimIdempotencyKey(ctx, idem, claim); errors.Is(err, store.ErrExists) {
 			// A concurrent retry claimed the key first: answer with its
 			// job once that job's record exists.
 			j, ok, err := s.byIdempotencyKey(ctx, idem, claim.Request, idemWait)
@@ -134,14 +131,14 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 			}
 			return j, false, err
 		} else if err != nil {
-			return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
+			return api.Job{}, false, err
 		}
 	}
 	var rev uint64
 	err := retry(ctx, func(ctx context.Context, retried bool) error {
 		var err error
 		rev, err = s.st.CreateJob(ctx, j)
-		if retried && errors.Is(err, jetstream.ErrKeyExists) {
+		if retried && errors.Is(err, store.ErrExists) {
 			return nil // the first try stored it; its revision is unknown
 		}
 		return err
@@ -188,13 +185,6 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	return j, true, nil
 }
 
-// idemClaim is what the idempotency bucket keeps for a key: the job it
-// created and a hash of the request that created it.
-type idemClaim struct {
-	JobID   string `json:"job_id"`
-	Request string `json:"request"`
-}
-
 // idemWait is how long a retry that lost the race for its key waits for
 // the winner's record.
 const idemWait = 5 * time.Second
@@ -203,16 +193,9 @@ const idemWait = 5 * time.Second
 // record. It reports false when the key is unused, or its job's record is
 // not there (yet, or any more).
 func (s *Service) byIdempotencyKey(ctx context.Context, idem, request string, wait time.Duration) (api.Job, bool, error) {
-	e, err := s.st.Idem.Get(ctx, idem)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return api.Job{}, false, nil
-	}
-	if err != nil {
-		return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
-	}
-	var c idemClaim
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return api.Job{}, false, fmt.Errorf("idempotency key: %w", err)
+	c, ok, err := s.st.IdempotencyKey(ctx, idem)
+	if err != nil || !ok {
+		return api.Job{}, false, err
 	}
 	if c.Request != request {
 		return api.Job{}, false, ErrIdempotencyMismatch
@@ -246,11 +229,11 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64)
 	if err != nil {
 		return err
 	}
-	dseq, err := bus.PublishDispatch(ctx, s.st.JS, bus.DispatchMsg{Hive: j.Hive, Job: j.JobID, Attempt: j.Attempt, Operation: j.Request.Operation}, data)
+	dseq, err := s.st.PublishDispatch(ctx, bus.DispatchMsg{Hive: j.Hive, Job: j.JobID, Attempt: j.Attempt, Operation: j.Request.Operation}, data)
 	if err != nil {
 		return err
 	}
-	*j, err = s.st.UpdateJobAt(ctx, *j, rev, func(r *api.Job) bool {
+	*j, err = s.update(ctx, *j, rev, func(r *api.Job) bool {
 		r.DispatchSeq = dseq
 		if r.State == api.StateQueued {
 			r.State = api.StateDispatched
@@ -260,13 +243,19 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64)
 	return err
 }
 
+// update is store.UpdateJobAt.
+func (s *Service) update(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, error) {
+	j, _, err := s.st.UpdateJobAt(ctx, known, rev, change)
+	return j, err
+}
+
 // abandon ends a job whose creation failed half-way, so that nothing is
 // left waiting for it.
 func (s *Service) abandon(id string, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.st.End(ctx, api.Event{JobID: id, Attempt: 1, State: api.StateFailed, Error: fmt.Sprintf("job could not be created: %v", cause)})
-	_, _ = s.st.UpdateJob(ctx, id, func(j *api.Job) bool {
+	_, _ = s.update(ctx, api.Job{JobID: id}, 0, func(j *api.Job) bool {
 		now := time.Now().UTC()
 		return store.ApplyEnd(j, api.EndInfo{State: api.StateFailed, Time: now, Error: cause.Error(), Writer: bus.QueenWriter})
 	})
@@ -437,14 +426,14 @@ func (s *Service) Get(ctx context.Context, id string) (api.Job, error) {
 	if err != nil || end == nil {
 		return j, err
 	}
-	return s.st.UpdateJob(ctx, id, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
+	return s.update(ctx, api.Job{JobID: id}, 0, func(r *api.Job) bool { return store.ApplyEnd(r, *end) })
 }
 
 // Cancel stops a job. A job its hive is running is stopped by the hive,
 // which kills the work and narrates the end; any other job is ended here.
 func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 	var prior string
-	j, err := s.st.UpdateJob(ctx, id, func(r *api.Job) bool {
+	j, err := s.update(ctx, api.Job{JobID: id}, 0, func(r *api.Job) bool {
 		prior = r.State
 		if api.Terminal(r.State) {
 			return false
@@ -468,7 +457,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 	if j.DispatchSeq > 0 {
 		// Taking the message out of the queue spares the hive a pickup; if
 		// the hive has it already, it finds the end and skips it.
-		_ = s.st.Dispatch.DeleteMsg(ctx, j.DispatchSeq)
+		_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
 	}
 	err = s.st.End(ctx, api.Event{JobID: id, Attempt: j.Attempt, Hive: j.Hive, State: api.StateCancelled, Error: "cancelled by request", Message: "job cancelled before it ran"})
 	if err != nil && !errors.Is(err, store.ErrAlreadyEnded) {
@@ -482,7 +471,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
 func (s *Service) askHiveToCancel(ctx context.Context, j api.Job) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	reply, err := bus.RequestCancel(ctx, s.st.NC, j.Hive, bus.CancelRequest{JobID: j.JobID})
+	reply, err := s.st.RequestCancel(ctx, j.Hive, bus.CancelRequest{JobID: j.JobID})
 	return err == nil && reply.Running
 }
 

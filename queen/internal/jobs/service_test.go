@@ -6,10 +6,13 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/queentest"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
 )
 
 // newService is a job service whose view holds hives. Nothing runs the
@@ -100,7 +103,8 @@ func TestPlacement(t *testing.T) {
 // Create stores the record, the job's first event and, for a placed job,
 // its dispatch, before it returns.
 func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
-	svc, st := newService(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+	svc, st := p.Jobs, p.Store
 	ctx := context.Background()
 	events := 3
 	req := api.JobRequest{Operation: api.OpHiveCheck, Events: &events}
@@ -115,7 +119,16 @@ func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
 	if last, err := st.LastStreamSeq(ctx, j.JobID); err != nil || last == 0 {
 		t.Errorf("no narration stored for the job: %d, %v", last, err)
 	}
-	msg, err := st.Dispatch.GetMsg(ctx, rec.DispatchSeq)
+	// The test reads the work queue as the hive would see it.
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatch, err := js.Stream(ctx, bus.DispatchStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dispatch.GetMsg(ctx, rec.DispatchSeq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,8 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"sort"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/bus"
@@ -32,18 +28,15 @@ func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, en
 	if rec.Operation != api.OpInfer || rec.State != api.StateDone || end.State != api.StateDone || max(end.Attempt, 1) < rec.Attempt {
 		return nil
 	}
-	m, err := s.st.Narr.GetLastMsgForSubject(ctx, bus.Narr(rec.JobID, writer, bus.KindData))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // the worker reported nothing to count
-	}
-	if err != nil {
-		return fmt.Errorf("result of job %s: %w", rec.JobID, err)
+	data, err := s.st.LastData(ctx, rec.JobID, writer)
+	if err != nil || data == nil {
+		return err // nil: the worker reported nothing to count
 	}
 	var e struct {
 		Action string          `json:"action"`
 		Data   api.InferResult `json:"data"`
 	}
-	if err := json.Unmarshal(m.Data, &e); err != nil || e.Action != api.ActionResult {
+	if err := json.Unmarshal(data, &e); err != nil || e.Action != api.ActionResult {
 		return nil
 	}
 	key, name := rec.Owner, rec.OwnerName

@@ -37,8 +37,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 )
 
@@ -78,7 +77,7 @@ func (e *Error) Error() string {
 
 // Limiter checks and counts keys' use.
 type Limiter struct {
-	kv  jetstream.KeyValue
+	kv  *store.Bucket
 	log *slog.Logger
 	// Now is the clock; Lease how long a slot outlives its last renewal.
 	Now   func() time.Time
@@ -86,7 +85,7 @@ type Limiter struct {
 }
 
 // New makes a limiter on the limits bucket.
-func New(kv jetstream.KeyValue, log *slog.Logger) *Limiter {
+func New(kv *store.Bucket, log *slog.Logger) *Limiter {
 	return &Limiter{kv: kv, log: log.With("component", "limits"), Now: time.Now, Lease: DefaultLease}
 }
 
@@ -157,14 +156,14 @@ func count(v []byte) int64 {
 
 // read is a counter's value, 0 when it does not exist.
 func (l *Limiter) read(ctx context.Context, k string) (int64, error) {
-	e, err := l.kv.Get(ctx, k)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	val, _, err := l.kv.Get(ctx, k)
+	if errors.Is(err, store.ErrNoKey) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read limit %s: %w", k, err)
 	}
-	return count(e.Value()), nil
+	return count(val), nil
 }
 
 // update sets k to what fn makes of its value (nil when k does not
@@ -174,13 +173,13 @@ func (l *Limiter) update(ctx context.Context, k string, fn func(old []byte) ([]b
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		var old []byte
 		var rev uint64
-		e, err := l.kv.Get(ctx, k)
+		cur, r, err := l.kv.Get(ctx, k)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case errors.Is(err, store.ErrNoKey):
 		case err != nil:
 			return fmt.Errorf("read limit %s: %w", k, err)
 		default:
-			old, rev = e.Value(), e.Revision()
+			old, rev = cur, r
 		}
 		val, err := fn(old)
 		if err != nil || val == nil {
@@ -194,7 +193,7 @@ func (l *Limiter) update(ctx context.Context, k string, fn func(old []byte) ([]b
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if !errors.Is(err, store.ErrExists) && !errors.Is(err, store.ErrChanged) {
 			return fmt.Errorf("write limit %s: %w", k, err)
 		}
 		// Reads may be served stale by a follower: back off with jitter.

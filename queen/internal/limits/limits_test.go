@@ -9,22 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"rbee.dev/queen/internal/limits"
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/testkit"
 )
 
 // mustBucket is a limits bucket on an in-process NATS server.
-func mustBucket(t testing.TB) jetstream.KeyValue {
+func mustBucket(t testing.TB) *store.Bucket {
 	t.Helper()
-	js := testkit.JetStream(t)
-	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "limits", TTL: 3 * time.Minute, Storage: jetstream.MemoryStorage})
+	nc := testkit.Connect(t, testkit.NATS(t))
+	st, err := store.Open(context.Background(), nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kv
+	return st.LimitsBucket()
 }
 
 // clock is a settable clock shared by limiters, as queens share time.

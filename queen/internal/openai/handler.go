@@ -40,7 +40,7 @@ type API struct {
 
 // New makes the API.
 func New(v *view.View, j *jobs.Service, st *store.Store, hub *relay.Hub, m *metrics.Queen, cfg Config, log *slog.Logger) *API {
-	return &API{r: newRouter(v, j, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.Limits, log)}
+	return &API{r: newRouter(v, j, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.LimitsBucket(), log)}
 }
 
 // Models answers GET /v1/models.

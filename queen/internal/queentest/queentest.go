@@ -8,7 +8,6 @@ package queentest
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"testing"
@@ -47,7 +46,7 @@ func New(tb testing.TB, hives ...api.Hive) *Parts {
 		tb.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p := &Parts{NC: nc, Store: st, View: view.New(log), Hub: relay.NewHub(st.JS, log, 64), Log: log}
+	p := &Parts{NC: nc, Store: st, View: view.New(log), Hub: relay.NewHub(st.NarrationReader(), log, 64), Log: log}
 	for _, h := range hives {
 		p.putHive(tb, h)
 	}
@@ -61,7 +60,7 @@ func New(tb testing.TB, hives ...api.Hive) *Parts {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{}, 2)
-	go func() { _ = p.View.Run(runCtx, st.Hives, st.Jobs); done <- struct{}{} }()
+	go func() { _ = p.View.Run(runCtx, st); done <- struct{}{} }()
 	go func() { _ = p.Hub.Run(runCtx); done <- struct{}{} }()
 	tb.Cleanup(func() { cancel(); <-done; <-done })
 	for _, ready := range []<-chan struct{}{p.View.Synced(), p.Hub.Ready()} {
@@ -86,11 +85,7 @@ func (p *Parts) PutHive(tb testing.TB, h api.Hive) {
 
 func (p *Parts) putHive(tb testing.TB, h api.Hive) {
 	tb.Helper()
-	data, err := json.Marshal(h)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := p.Store.Hives.Put(context.Background(), h.ID, data); err != nil {
+	if err := p.Store.PutHive(context.Background(), h); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -62,7 +62,7 @@ type sub struct {
 
 // Hub is the queen's single live tail and its subscribers.
 type Hub struct {
-	js     jetstream.JetStream
+	narr   *store.NarrationReader
 	log    *slog.Logger
 	buffer int
 
@@ -80,10 +80,6 @@ type Hub struct {
 	// tail is the stream sequence of the newest message the tail read.
 	tail atomic.Uint64
 
-	// narr is the NARR stream's handle, looked up once: its reads (direct
-	// gets) need no stream info, which costs the server a round trip.
-	narr atomic.Pointer[jetstream.Stream]
-
 	// overflows counts feeds closed because their client fell behind.
 	overflows uint64
 	relayed   atomic.Uint64
@@ -96,12 +92,13 @@ type Hub struct {
 	Rejected func(reason string)
 }
 
-// NewHub makes a hub whose clients buffer up to buffer frames.
-func NewHub(js jetstream.JetStream, log *slog.Logger, buffer int) *Hub {
+// NewHub makes a hub that reads narr and whose clients buffer up to
+// buffer frames.
+func NewHub(narr *store.NarrationReader, log *slog.Logger, buffer int) *Hub {
 	if buffer <= 0 {
 		buffer = 4096
 	}
-	return &Hub{js: js, log: log.With("component", "relay"), buffer: buffer,
+	return &Hub{narr: narr, log: log.With("component", "relay"), buffer: buffer,
 		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{}), seen: map[string]seenJob{}}
 }
 
@@ -144,17 +141,10 @@ func (h *Hub) Ready() <-chan struct{} { return h.ready }
 // stream holds newer messages and the tail has not moved for two checks:
 // after a NATS server dies, the consumer's own recovery can stall.
 func (h *Hub) Run(ctx context.Context) error {
-	var stream jetstream.Stream
 	for {
-		var err error
-		stream, err = h.stream(ctx)
+		last, err := h.narr.LastSeq(ctx)
 		if err == nil {
-			var info *jetstream.StreamInfo
-			if info, err = stream.Info(ctx); err == nil {
-				h.tail.Store(info.State.LastSeq)
-			}
-		}
-		if err == nil {
+			h.tail.Store(last)
 			break
 		}
 		h.log.Warn("open live tail", "err", err)
@@ -187,12 +177,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		case now := <-prune.C:
 			h.forget(now)
 		case <-watch.C:
-			info, err := stream.Info(ctx)
+			last, err := h.narr.LastSeq(ctx)
 			if err != nil {
 				continue
 			}
 			at := h.tail.Load()
-			if info.State.LastSeq > at && at == seenAt {
+			if last > at && at == seenAt {
 				stalls++
 			} else {
 				stalls = 0
@@ -201,7 +191,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			if stalls < 2 && cc != nil {
 				continue
 			}
-			h.log.Warn("live tail stalled; restarting it", "at", at, "stream_last", info.State.LastSeq)
+			h.log.Warn("live tail stalled; restarting it", "at", at, "stream_last", last)
 			if cc != nil {
 				cc.Stop()
 			}
@@ -218,12 +208,7 @@ const tailCheck = 2 * time.Second
 
 // consume starts an ordered consumer of all narration after the tail.
 func (h *Hub) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
-	cons, err := h.js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{bus.NarrAll},
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       h.tail.Load() + 1,
-		InactiveThreshold: 30 * time.Second,
-	})
+	cons, err := h.narr.Follow(ctx, bus.NarrAll, h.tail.Load()+1, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -317,19 +302,6 @@ func (h *Hub) deliver(m jetstream.Msg) {
 	for _, s := range full {
 		h.drop(s)
 	}
-}
-
-// stream is the NARR stream's handle.
-func (h *Hub) stream(ctx context.Context) (jetstream.Stream, error) {
-	if s := h.narr.Load(); s != nil {
-		return *s, nil
-	}
-	s, err := h.js.Stream(ctx, bus.NarrStream)
-	if err != nil {
-		return nil, err
-	}
-	h.narr.Store(&s)
-	return s, nil
 }
 
 // firstBuffer is the live buffer a client starts with. Most clients idle

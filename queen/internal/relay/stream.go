@@ -188,13 +188,9 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 // replay sends the stored events after *last, up to the newest one stored
 // when it begins. It reports whether it sent the end event.
 func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (bool, error) {
-	stream, err := h.stream(ctx)
-	if err != nil {
-		return false, err
-	}
 	seen := h.seenFor(job)
 	target := seen.last
-	newest, err := stream.GetLastMsgForSubject(ctx, bus.NarrJob(job))
+	newest, err := h.narr.Last(ctx, bus.NarrJob(job))
 	switch {
 	case err == nil:
 		target = max(target, newest.Sequence)
@@ -207,14 +203,14 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 		if seen.end > 0 && seen.end <= *last && seen.endAttempt >= w.attempt {
 			return true, nil
 		}
-		end, err := stream.GetLastMsgForSubject(ctx, bus.NarrEnd(job, w.attempt))
+		end, err := h.narr.Last(ctx, bus.NarrEnd(job, w.attempt))
 		if err == nil && end.Sequence <= *last {
 			return true, nil
 		}
 		return false, nil
 	}
 	for i := 0; i < directReplay && *last < target; i++ {
-		m, err := stream.GetMsg(ctx, *last+1, jetstream.WithGetMsgSubject(bus.NarrJob(job)))
+		m, err := h.narr.Get(ctx, *last+1, bus.NarrJob(job))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			// A replica behind the tail answered; the stream's leader
 			// serves the consumer below.
@@ -236,12 +232,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 // replayConsumer reads a long history with an ordered consumer, which the
 // server streams with flow control, and deletes it when done.
 func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *uint64, target uint64) (bool, error) {
-	cons, err := h.js.OrderedConsumer(ctx, bus.NarrStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{bus.NarrJob(job)},
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       *last + 1,
-		InactiveThreshold: 10 * time.Second,
-	})
+	cons, err := h.narr.Follow(ctx, bus.NarrJob(job), *last+1, 10*time.Second)
 	if err != nil {
 		return false, err
 	}
@@ -257,7 +248,7 @@ func (h *Hub) replayConsumer(ctx context.Context, w *fenced, job string, last *u
 			go func(name string) {
 				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				_ = h.js.DeleteConsumer(dctx, bus.NarrStream, name)
+				_ = h.narr.Delete(dctx, name)
 			}(info.Name)
 		}
 	}()
@@ -345,11 +336,7 @@ func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fe
 	if after == 0 {
 		return f
 	}
-	stream, err := h.stream(ctx)
-	if err != nil {
-		return f
-	}
-	m, err := stream.GetMsg(ctx, after)
+	m, err := h.narr.Get(ctx, after, "")
 	if err != nil {
 		return f
 	}

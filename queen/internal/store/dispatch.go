@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // hive's NATS identity may only look it up, pull and ack, so it cannot
 // choose what it reads. Making it again with the same settings is a no-op.
 func (s *Store) DispatchConsumer(ctx context.Context, h api.Hive) error {
-	_, err := s.JS.CreateOrUpdateConsumer(ctx, bus.DispatchStream, DispatchConsumerConfig(h))
+	_, err := s.js.CreateOrUpdateConsumer(ctx, bus.DispatchStream, DispatchConsumerConfig(h))
 	if err != nil {
 		return fmt.Errorf("dispatch consumer of hive %s: %w", h.ID, err)
 	}
@@ -38,4 +39,26 @@ func DispatchConsumerConfig(h api.Hive) jetstream.ConsumerConfig {
 		AckWait:       wait,
 		MaxAckPending: min(max(h.Slots, 1)+max(h.InferSlots, 0), 4096),
 	}
+}
+
+// PublishDispatch puts a job on its hive's work queue and returns the
+// message's stream sequence; a repeat of the same attempt is a no-op that
+// returns the first one's.
+func (s *Store) PublishDispatch(ctx context.Context, m bus.DispatchMsg, data []byte) (uint64, error) {
+	return bus.PublishDispatch(ctx, s.js, m, data)
+}
+
+// RemoveDispatch takes the dispatch message at seq out of its work queue;
+// one a hive has taken already is gone, which is no error.
+func (s *Store) RemoveDispatch(ctx context.Context, seq uint64) error {
+	err := s.dispatch.DeleteMsg(ctx, seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("remove dispatch %d: %w", seq, err)
+	}
+	return nil
+}
+
+// RequestCancel asks hive to cancel a job and returns its answer.
+func (s *Store) RequestCancel(ctx context.Context, hive string, r bus.CancelRequest) (bus.CancelReply, error) {
+	return bus.RequestCancel(ctx, s.nc, hive, r)
 }

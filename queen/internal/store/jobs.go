@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
@@ -16,14 +17,20 @@ import (
 // ErrNotFound means no record exists for the job (never created, or expired).
 var ErrNotFound = errors.New("job not found")
 
-// CreateJob stores a new record and returns its revision; it fails if the
-// id is taken.
+// ErrExists means a record or key that was to be created exists already.
+var ErrExists = errors.New("already exists")
+
+// CreateJob stores a new record and returns its revision; it fails with
+// ErrExists if the id is taken.
 func (s *Store) CreateJob(ctx context.Context, j api.Job) (uint64, error) {
 	data, err := json.Marshal(j)
 	if err != nil {
 		return 0, fmt.Errorf("encode job %s: %w", j.JobID, err)
 	}
-	rev, err := s.Jobs.Create(ctx, j.JobID, data)
+	rev, err := s.jobs.Create(ctx, j.JobID, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("create job %s: %w", j.JobID, ErrExists)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("create job %s: %w", j.JobID, err)
 	}
@@ -33,7 +40,7 @@ func (s *Store) CreateJob(ctx context.Context, j api.Job) (uint64, error) {
 // GetJob reads a record and its revision.
 func (s *Store) GetJob(ctx context.Context, id string) (api.Job, uint64, error) {
 	var j api.Job
-	e, err := s.Jobs.Get(ctx, id)
+	e, err := s.jobs.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return j, 0, ErrNotFound
 	}
@@ -48,8 +55,9 @@ func (s *Store) GetJob(ctx context.Context, id string) (api.Job, uint64, error) 
 
 // UpdateJob applies change to the record by compare-and-set, retrying with
 // jitter when another queen wrote in between. change returns false to leave
-// the record as it is.
-func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) bool) (api.Job, error) {
+// the record as it is. It returns the record as written, or as read when
+// change declined, and that record's revision.
+func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) bool) (api.Job, uint64, error) {
 	return s.UpdateJobAt(ctx, api.Job{JobID: id}, 0, change)
 }
 
@@ -57,14 +65,14 @@ func (s *Store) UpdateJob(ctx context.Context, id string, change func(*api.Job) 
 // revision rev (0: unknown), which saves reading it when it is current. A
 // copy that may be stale is trusted only for a change: when change declines
 // it, the record is read and asked again.
-func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, error) {
+func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, uint64, error) {
 	id := known.JobID
 	for attempt := 0; ; attempt++ {
 		j, fresh := known, false
 		if attempt > 0 || rev == 0 {
 			var err error
 			if j, rev, err = s.GetJob(ctx, id); err != nil {
-				return j, err
+				return j, 0, err
 			}
 			fresh = true
 		}
@@ -73,19 +81,38 @@ func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, chan
 				rev = 0
 				continue
 			}
-			return j, nil
+			return j, rev, nil
 		}
 		data, err := json.Marshal(j)
 		if err != nil {
-			return j, fmt.Errorf("encode job %s: %w", id, err)
+			return j, 0, fmt.Errorf("encode job %s: %w", id, err)
 		}
-		_, err = s.Jobs.Update(ctx, id, data, rev)
+		wrote, err := s.jobs.Update(ctx, id, data, rev)
 		if err == nil {
-			return j, nil
+			return j, wrote, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 20 {
-			return j, fmt.Errorf("update job %s: %w", id, err)
+			return j, 0, fmt.Errorf("update job %s: %w", id, err)
 		}
 		time.Sleep(time.Duration(rand.IntN(2000*(attempt+1))) * time.Microsecond)
 	}
+}
+
+// PurgeJob deletes a record; every queen's watch sees it leave.
+func (s *Store) PurgeJob(ctx context.Context, id string) error {
+	if err := s.jobs.Purge(ctx, id); err != nil {
+		return fmt.Errorf("purge job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Transient reports whether err, from a write to NATS, may go away by
+// itself: no responders, a timeout, a reconnecting connection, or a 503
+// from JetStream while a stream elects a new leader.
+func Transient(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		(errors.As(err, &apiErr) && apiErr.Code == 503)
 }

@@ -11,6 +11,8 @@ import (
 
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
+	"rbee.dev/shared/testkit"
 )
 
 func TestJobRecords(t *testing.T) {
@@ -21,8 +23,8 @@ func TestJobRecords(t *testing.T) {
 	if err != nil || rev == 0 {
 		t.Fatalf("CreateJob = %d, %v", rev, err)
 	}
-	if _, err := st.CreateJob(ctx, j); !errors.Is(err, jetstream.ErrKeyExists) {
-		t.Errorf("CreateJob of a taken id = %v, want ErrKeyExists", err)
+	if _, err := st.CreateJob(ctx, j); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateJob of a taken id = %v, want ErrExists", err)
 	}
 	got, gotRev, err := st.GetJob(ctx, "j1")
 	if err != nil || got.State != api.StateQueued || gotRev != rev {
@@ -31,19 +33,19 @@ func TestJobRecords(t *testing.T) {
 	if _, _, err := st.GetJob(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetJob of a missing id = %v, want ErrNotFound", err)
 	}
-	if _, err := st.UpdateJob(ctx, "nope", func(*api.Job) bool { return true }); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := st.UpdateJob(ctx, "nope", func(*api.Job) bool { return true }); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("UpdateJob of a missing id = %v, want ErrNotFound", err)
 	}
 
 	// A declined change writes nothing.
-	if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateFailed; return false }); err != nil {
-		t.Fatal(err)
+	if _, r, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateFailed; return false }); err != nil || r != rev {
+		t.Fatalf("declined UpdateJob = revision %d, %v; want the record's, %d", r, err, rev)
 	}
 	if got, r, _ := st.GetJob(ctx, "j1"); got.State != api.StateQueued || r != rev {
 		t.Errorf("after a declined change: %s at revision %d, want queued at %d", got.State, r, rev)
 	}
 
-	if err := st.Jobs.Delete(ctx, "j1"); err != nil {
+	if err := st.PurgeJob(ctx, "j1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := st.GetJob(ctx, "j1"); !errors.Is(err, store.ErrNotFound) {
@@ -81,15 +83,18 @@ func TestUpdateJobAtStaleCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Another queen moves the record on.
-			if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateRunning; return true }); err != nil {
+			if _, _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.State = api.StateRunning; return true }); err != nil {
 				t.Fatal(err)
 			}
 			calls := 0
-			got, err := st.UpdateJobAt(ctx, stale, rev, func(r *api.Job) bool { calls++; return tt.change(r) })
+			got, gotRev, err := st.UpdateJobAt(ctx, stale, rev, func(r *api.Job) bool { calls++; return tt.change(r) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			stored, _, _ := st.GetJob(ctx, "j1")
+			stored, storedRev, _ := st.GetJob(ctx, "j1")
+			if gotRev != storedRev {
+				t.Errorf("UpdateJobAt returned revision %d, the record is at %d", gotRev, storedRev)
+			}
 			if got.State != tt.wantState || stored.State != tt.wantState || stored.Attempt != 2 || calls != tt.wantCalls {
 				t.Errorf("returned %s, stored %s attempt %d, change asked %d times; want %s, attempt 2, %d times",
 					got.State, stored.State, stored.Attempt, calls, tt.wantState, tt.wantCalls)
@@ -109,7 +114,7 @@ func TestUpdateJobConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			if _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.Attempt++; return true }); err != nil {
+			if _, _, err := st.UpdateJob(ctx, "j1", func(r *api.Job) bool { r.Attempt++; return true }); err != nil {
 				t.Error(err)
 			}
 		})
@@ -149,16 +154,31 @@ func TestDispatchConsumerConfig(t *testing.T) {
 // Open makes every stream and bucket and may run again on a cluster that
 // has them, as a newer queen does on an older cluster's data.
 func TestOpenTwice(t *testing.T) {
-	st := mustStore(t)
+	nc := testkit.Connect(t, testkit.NATS(t))
 	ctx := context.Background()
+	st, err := store.Open(ctx, nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := st.Ready(ctx); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	again, err := store.Open(ctx, st.NC, store.Options{Replicas: 1, Retention: 2 * time.Hour, HiveTTL: 3 * time.Second})
+	again, err := store.Open(ctx, nc, store.Options{Replicas: 1, Retention: 2 * time.Hour, HiveTTL: 3 * time.Second})
 	if err != nil {
 		t.Fatalf("Open again: %v", err)
 	}
-	info, err := again.Narr.Info(ctx)
+	if err := again.Ready(ctx); err != nil {
+		t.Fatalf("Ready after a second Open: %v", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, bus.NarrStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	if _, err := s.JS.PublishMsg(ctx, meta(kind, e).Msg(data)); err != nil {
+	if _, err := s.js.PublishMsg(ctx, meta(kind, e).Msg(data)); err != nil {
 		return fmt.Errorf("narrate job %s: %w", e.JobID, err)
 	}
 	return nil
@@ -73,7 +73,7 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 	if err != nil {
 		return fmt.Errorf("encode end: %w", err)
 	}
-	return bus.PublishEnd(ctx, s.JS, meta(bus.KindEnd, e), data)
+	return bus.PublishEnd(ctx, s.js, meta(bus.KindEnd, e), data)
 }
 
 // nextTries bounds how often publishNext loses to another writer before it
@@ -87,7 +87,7 @@ const nextTries = 50
 func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (uint64, error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
-			_, err := s.Narr.GetLastMsgForSubject(ctx, endSlot)
+			_, err := s.narr.GetLastMsgForSubject(ctx, endSlot)
 			if err == nil {
 				return 0, ErrAlreadyEnded
 			}
@@ -104,7 +104,7 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hiv
 		if err != nil {
 			return 0, fmt.Errorf("encode event: %w", err)
 		}
-		_, err = s.JS.PublishMsg(ctx, meta(kind, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(streamSeq, bus.NarrJob(e.JobID)))
+		_, err = s.js.PublishMsg(ctx, meta(kind, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(streamSeq, bus.NarrJob(e.JobID)))
 		if err == nil {
 			return e.Seq, nil
 		}
@@ -137,7 +137,7 @@ func fill(e *api.Event) {
 // hive wrote it, their own newest events are read instead, so that a forged
 // number does not carry over into the queen's.
 func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint64, err error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrJob(job))
+	m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJob(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
 	}
@@ -151,7 +151,7 @@ func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint
 		if w == "" {
 			continue
 		}
-		own, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrJobWriter(job, w))
+		own, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJobWriter(job, w))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -202,7 +202,7 @@ func MayEnd(j api.Job, end api.EndInfo) bool {
 
 // EndOf returns the job's end event and its stream sequence, or nil.
 func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, error) {
-	m, err := s.Narr.GetLastMsgForSubject(ctx, bus.NarrEndAny(job))
+	m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrEndAny(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -230,4 +230,45 @@ func ApplyEnd(j *api.Job, end api.EndInfo) bool {
 	t := end.Time
 	j.FinishedAt = &t
 	return true
+}
+
+// DeleteEvent removes the narration message at stream sequence seq: an
+// end the applier rejected, which would otherwise hold its attempt's one
+// end slot.
+func (s *Store) DeleteEvent(ctx context.Context, seq uint64) error {
+	if err := s.narr.DeleteMsg(ctx, seq); err != nil {
+		return fmt.Errorf("delete event %d: %w", seq, err)
+	}
+	return nil
+}
+
+// PurgeNarration deletes every event of job.
+func (s *Store) PurgeNarration(ctx context.Context, job string) error {
+	if err := s.narr.Purge(ctx, jetstream.WithPurgeSubject(bus.NarrJob(job))); err != nil {
+		return fmt.Errorf("purge narration of job %s: %w", job, err)
+	}
+	return nil
+}
+
+// NarrationFill is how many bytes the narration stream holds and its
+// bound, 0 or less for none.
+func (s *Store) NarrationFill(ctx context.Context) (bytes uint64, maxBytes int64, err error) {
+	info, err := s.narr.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s: %w", bus.NarrStream, err)
+	}
+	return info.State.Bytes, info.Config.MaxBytes, nil
+}
+
+// LastData is the body of the newest data event writer stored for job, nil
+// if there is none.
+func (s *Store) LastData(ctx context.Context, job, writer string) ([]byte, error) {
+	m, err := s.narr.GetLastMsgForSubject(ctx, bus.Narr(job, writer, bus.KindData))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data of job %s: %w", job, err)
+	}
+	return m.Data, nil
 }

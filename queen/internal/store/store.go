@@ -1,13 +1,20 @@
 // Package store is the queen's side of NATS: it creates the streams and
-// buckets, reads and writes job records by compare-and-set, and writes the
-// queen's own narration. All of the cluster's state lives here, so several
-// queens on one NATS serve the same jobs.
+// buckets, reads and writes job records by compare-and-set, writes the
+// queen's own narration and dispatches, and hands out typed readers of
+// what the other parts follow (records, heartbeats, narration). All of the
+// cluster's state lives here, so several queens on one NATS serve the same
+// jobs. No handle on the connection, a stream or a bucket leaves the
+// package, only typed methods and the consumers the applier and the relay
+// read from: every detail of how the queen's state sits in NATS has its
+// home here, and the protocol both sides speak has its in shared/bus.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,22 +41,26 @@ type Options struct {
 	// NarrationFit lets Open halve NarrationMaxBytes until the NATS server
 	// can reserve it, for a bound that was a default rather than a choice.
 	NarrationFit bool
+	// Log receives the watches' warnings; nil discards them.
+	Log *slog.Logger
 }
 
-// Store holds the queen's handles on NATS.
+// Store is the queen's state in NATS. Its zero value is not usable; call
+// Open.
 type Store struct {
-	NC       *nats.Conn
-	JS       jetstream.JetStream
-	Narr     jetstream.Stream
-	Dispatch jetstream.Stream
-	Jobs     jetstream.KeyValue
-	Hives    jetstream.KeyValue
-	Idem     jetstream.KeyValue
-	Keys     jetstream.KeyValue
-	// Limits holds API keys' rate-limit counters (package limits).
-	Limits jetstream.KeyValue
-	// Usage is the usage ledger; see RecordUsage.
-	Usage jetstream.Stream
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	narr     jetstream.Stream
+	dispatch jetstream.Stream
+	jobs     jetstream.KeyValue
+	hives    jetstream.KeyValue
+	idem     jetstream.KeyValue
+	keys     jetstream.KeyValue
+	// limits holds API keys' rate-limit counters (package limits).
+	limits jetstream.KeyValue
+	// usage is the usage ledger; see RecordUsage.
+	usage jetstream.Stream
 }
 
 // Pulls of the queen's long-lived consumers expire after PullExpiry and
@@ -68,11 +79,15 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	s := &Store{NC: nc, JS: js}
-	if s.Narr, err = openNarr(ctx, js, o); err != nil {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Store{nc: nc, js: js, log: log.With("component", "store")}
+	if s.narr, err = openNarr(ctx, js, o); err != nil {
 		return nil, err
 	}
-	s.Dispatch, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s.dispatch, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        bus.DispatchStream,
 		Description: "rbee work queues, one subject per hive",
 		Subjects:    []string{bus.DispatchAll},
@@ -87,21 +102,21 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", bus.DispatchStream, err)
 	}
-	if s.Usage, err = openUsage(ctx, js, o); err != nil {
+	if s.usage, err = openUsage(ctx, js, o); err != nil {
 		return nil, err
 	}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&s.Jobs, jetstream.KeyValueConfig{Bucket: bus.JobsBucket, Description: "rbee job records", TTL: JobsTTL(o.Retention), Storage: jetstream.FileStorage, Replicas: o.Replicas}},
-		{&s.Hives, jetstream.KeyValueConfig{Bucket: bus.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
-		{&s.Idem, jetstream.KeyValueConfig{Bucket: bus.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
-		{&s.Keys, jetstream.KeyValueConfig{Bucket: bus.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.jobs, jetstream.KeyValueConfig{Bucket: bus.JobsBucket, Description: "rbee job records", TTL: JobsTTL(o.Retention), Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.hives, jetstream.KeyValueConfig{Bucket: bus.HivesBucket, Description: "rbee hive heartbeats", TTL: o.HiveTTL, LimitMarkerTTL: max(o.HiveTTL, time.Second), Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
+		{&s.idem, jetstream.KeyValueConfig{Bucket: bus.IdempotencyBucket, Description: "rbee Idempotency-Key to job id", TTL: 24 * time.Hour, Storage: jetstream.FileStorage, Replicas: o.Replicas}},
+		{&s.keys, jetstream.KeyValueConfig{Bucket: bus.KeysBucket, Description: "rbee API keys (hashes only)", Storage: jetstream.FileStorage, Replicas: o.Replicas}},
 		// Counters of the current minute and leases of running requests:
 		// a NATS restart that forgets them forgets at most a minute's
 		// counts.
-		{&s.Limits, jetstream.KeyValueConfig{Bucket: bus.LimitsBucket, Description: "rbee API key rate-limit counters", TTL: LimitsTTL, Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
+		{&s.limits, jetstream.KeyValueConfig{Bucket: bus.LimitsBucket, Description: "rbee API key rate-limit counters", TTL: LimitsTTL, Storage: jetstream.MemoryStorage, Replicas: o.Replicas}},
 	}
 	for _, b := range buckets {
 		if *b.kv, err = js.CreateOrUpdateKeyValue(ctx, b.cfg); err != nil {
@@ -185,11 +200,18 @@ func JobsTTL(retention time.Duration) time.Duration {
 
 // Ready reports whether NATS is connected and the streams answer.
 func (s *Store) Ready(ctx context.Context) error {
-	if !s.NC.IsConnected() {
+	if !s.nc.IsConnected() {
 		return errors.New("nats is not connected")
 	}
-	if _, err := s.Narr.Info(ctx); err != nil {
+	if _, err := s.narr.Info(ctx); err != nil {
 		return fmt.Errorf("stream %s: %w", bus.NarrStream, err)
 	}
 	return nil
+}
+
+// NarrationMaxBytes is the narration stream's bound as the server holds
+// it: less than Options.NarrationMaxBytes when Open had to fit it, -1 for
+// none.
+func (s *Store) NarrationMaxBytes() int64 {
+	return s.narr.CachedInfo().Config.MaxBytes
 }

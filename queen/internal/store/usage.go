@@ -55,7 +55,7 @@ func (s *Store) RecordUsage(ctx context.Context, r api.UsageRecord) (bool, error
 	if err != nil {
 		return false, err
 	}
-	_, err = s.JS.PublishMsg(ctx, &nats.Msg{Subject: bus.Usage(r.KeyID, r.JobID), Data: data},
+	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: bus.Usage(r.KeyID, r.JobID), Data: data},
 		jetstream.WithExpectLastSequencePerSubject(0))
 	if bus.LostRace(err) {
 		return false, nil
@@ -81,14 +81,14 @@ func (s *Store) ScanUsage(ctx context.Context, key string, from time.Time, fn fu
 		start := from.Add(-clockMargin)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	cons, err := s.JS.OrderedConsumer(ctx, bus.UsageStream, cfg)
+	cons, err := s.js.OrderedConsumer(ctx, bus.UsageStream, cfg)
 	if err != nil {
 		return fmt.Errorf("read usage: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = s.JS.DeleteConsumer(dctx, bus.UsageStream, cons.CachedInfo().Name)
+		_ = s.js.DeleteConsumer(dctx, bus.UsageStream, cons.CachedInfo().Name)
 	}()
 	info, err := cons.Info(ctx)
 	if err != nil {

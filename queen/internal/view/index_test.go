@@ -47,7 +47,7 @@ func TestViewIndexesOpenJobs(t *testing.T) {
 	// j2 is placed, j4 ends, j3 is deleted.
 	f.putJob(t, api.Job{JobID: "j2", State: api.StateQueued, Hive: "h2", Request: gpu, DeadlineAt: future})
 	f.putJob(t, api.Job{JobID: "j4", State: api.StateFailed, Hive: "h1", Request: gpu, DeadlineAt: future})
-	if err := f.st.Jobs.Delete(context.Background(), "j3"); err != nil {
+	if err := f.jobs.Delete(context.Background(), "j3"); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "j3 deleted", func() bool { _, ok := v.Job("j3"); return !ok })

@@ -5,14 +5,11 @@ package view
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/api"
 )
@@ -51,12 +48,20 @@ func New(log *slog.Logger) *View {
 // Joined receives after a hive that was not live sends a heartbeat.
 func (v *View) Joined() <-chan struct{} { return v.joined }
 
-// Run watches both buckets until ctx ends, re-watching after errors.
-func (v *View) Run(ctx context.Context, hives, jobs jetstream.KeyValue) error {
+// Source is where the view learns the cluster's state: a watch of the
+// heartbeats and one of the job records (store.Store). Each calls apply
+// with every entry, then synced, then every change, until ctx ends.
+type Source interface {
+	WatchHives(ctx context.Context, apply func(id string, h *api.Hive), synced func())
+	WatchJobs(ctx context.Context, apply func(id string, j *api.Job, rev uint64), synced func())
+}
+
+// Run watches both buckets until ctx ends.
+func (v *View) Run(ctx context.Context, src Source) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); v.watch(ctx, hives, v.applyHive, func() { v.markSynced(true, false) }) }()
-	go func() { defer wg.Done(); v.watch(ctx, jobs, v.applyJob, func() { v.markSynced(false, true) }) }()
+	go func() { defer wg.Done(); src.WatchHives(ctx, v.applyHive, func() { v.markSynced(true, false) }) }()
+	go func() { defer wg.Done(); src.WatchJobs(ctx, v.applyJob, func() { v.markSynced(false, true) }) }()
 	wg.Wait()
 	return nil
 }
@@ -75,53 +80,27 @@ func (v *View) markSynced(hives, jobs bool) {
 	}
 }
 
-func (v *View) watch(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry), synced func()) {
-	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			v.log.Warn("watch bucket", "bucket", kv.Bucket(), "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		for e := range w.Updates() {
-			if e == nil {
-				synced()
-				continue
-			}
-			apply(e)
-		}
-		_ = w.Stop()
-	}
-}
-
-func (v *View) applyHive(e jetstream.KeyValueEntry) {
-	if e.Operation() != jetstream.KeyValuePut {
+func (v *View) applyHive(id string, hb *api.Hive) {
+	if hb == nil {
 		v.mu.Lock()
-		_, had := v.hives[e.Key()]
-		delete(v.hives, e.Key())
+		_, had := v.hives[id]
+		delete(v.hives, id)
 		v.mu.Unlock()
 		// The reaper's next pass ends the hive's jobs; the view only
 		// says that the heartbeat is gone.
 		if had {
-			v.log.Warn("hive lost", "hive_id", e.Key())
+			v.log.Warn("hive lost", "hive_id", id)
 		}
 		return
 	}
-	var h api.Hive
-	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		v.log.Warn("bad heartbeat", "hive_id", e.Key(), "err", err)
-		return
-	}
+	h := *hb
 	// The key is the hive's: NATS lets a hive write its own key only,
 	// while the body says whatever the hive likes.
-	h.ID = e.Key()
+	h.ID = id
 	v.gpus.record(h)
 	v.mu.Lock()
-	_, had := v.hives[e.Key()]
-	v.hives[e.Key()] = h
+	_, had := v.hives[id]
+	v.hives[id] = h
 	v.mu.Unlock()
 	if !had {
 		select {
@@ -131,21 +110,10 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 	}
 }
 
-func (v *View) applyJob(e jetstream.KeyValueEntry) {
-	if e.Operation() != jetstream.KeyValuePut {
-		v.mu.Lock()
-		v.setJob(e.Key(), nil, 0)
-		v.mu.Unlock()
-		return
-	}
-	var j api.Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		v.log.Warn("bad job record", "job_id", e.Key(), "err", err)
-		return
-	}
+func (v *View) applyJob(id string, j *api.Job, rev uint64) {
 	v.mu.Lock()
-	v.setJob(e.Key(), &j, e.Revision())
-	v.mu.Unlock()
+	defer v.mu.Unlock()
+	v.setJob(id, j, rev)
 }
 
 // setJob stores a record, or removes it when j is nil, and keeps the

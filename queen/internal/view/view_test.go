@@ -10,17 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
 )
 
 // fixture is a store on an in-process NATS server and a view of it that
-// runs until the test ends.
+// runs until the test ends. The test writes the buckets directly, as hives
+// and other queens do.
 type fixture struct {
-	st *store.Store
-	v  *view.View
+	hives, jobs jetstream.KeyValue
+	v           *view.View
 }
 
 // newFixture opens the buckets and writes hives and jobs into them before
@@ -32,7 +36,17 @@ func newFixture(t *testing.T, hives []api.Hive, jobs []api.Job) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{st: st, v: view.New(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	f := &fixture{v: view.New(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.hives, err = js.KeyValue(context.Background(), bus.HivesBucket); err != nil {
+		t.Fatal(err)
+	}
+	if f.jobs, err = js.KeyValue(context.Background(), bus.JobsBucket); err != nil {
+		t.Fatal(err)
+	}
 	for _, h := range hives {
 		f.putHive(t, h.ID, h)
 	}
@@ -41,7 +55,7 @@ func newFixture(t *testing.T, hives []api.Hive, jobs []api.Job) *fixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = f.v.Run(ctx, st.Hives, st.Jobs) }()
+	go func() { defer close(done); _ = f.v.Run(ctx, st) }()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-f.v.Synced():
@@ -54,7 +68,7 @@ func newFixture(t *testing.T, hives []api.Hive, jobs []api.Job) *fixture {
 func (f *fixture) putHive(t *testing.T, key string, h api.Hive) {
 	t.Helper()
 	data, _ := json.Marshal(h)
-	if _, err := f.st.Hives.Put(context.Background(), key, data); err != nil {
+	if _, err := f.hives.Put(context.Background(), key, data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -62,7 +76,7 @@ func (f *fixture) putHive(t *testing.T, key string, h api.Hive) {
 func (f *fixture) putJob(t *testing.T, j api.Job) uint64 {
 	t.Helper()
 	data, _ := json.Marshal(j)
-	rev, err := f.st.Jobs.Put(context.Background(), j.JobID, data)
+	rev, err := f.jobs.Put(context.Background(), j.JobID, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,10 +200,10 @@ func TestViewFollowsBuckets(t *testing.T) {
 		return ok && r == rev
 	})
 
-	if err := f.st.Hives.Delete(context.Background(), "h1"); err != nil {
+	if err := f.hives.Delete(context.Background(), "h1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.st.Jobs.Delete(context.Background(), j.JobID); err != nil {
+	if err := f.jobs.Delete(context.Background(), j.JobID); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 5*time.Second, "h1 and the record gone", func() bool {
