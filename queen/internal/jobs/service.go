@@ -166,6 +166,9 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		s.abandon(j.JobID, err)
 		return api.Job{}, false, err
 	}
+	// Into the view once its story has begun: from there the reaper may
+	// place a waiting job and narrate after the first event.
+	s.v.Wrote(j, rev)
 	if spec.OnQueen {
 		go s.runOnQueen(j)
 		return j, true, nil
@@ -243,9 +246,14 @@ func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64)
 	return err
 }
 
-// update is store.UpdateJobAt.
+// update is store.UpdateJobAt that puts the record it wrote (or read, when
+// change declined) in the view at once: the queen reads its own
+// transitions from memory, not back from the watch.
 func (s *Service) update(ctx context.Context, known api.Job, rev uint64, change func(*api.Job) bool) (api.Job, error) {
-	j, _, err := s.st.UpdateJobAt(ctx, known, rev, change)
+	j, rev, err := s.st.UpdateJobAt(ctx, known, rev, change)
+	if err == nil {
+		s.v.Wrote(j, rev)
+	}
 	return j, err
 }
 

@@ -205,3 +205,39 @@ func TestCancel(t *testing.T) {
 		t.Errorf("Get of an unknown job = %v, want ErrNotFound", err)
 	}
 }
+
+// The queen's own transitions are in its view as soon as they are
+// written, at the revision the write returned, without waiting for the
+// watch to bring them back: placement and dispatch at Create, the cancel
+// request at Cancel, the end that Get applies.
+func TestOwnWritesReachTheViewAtOnce(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+	ctx := context.Background()
+	inView := func(step, id, want string) {
+		t.Helper()
+		rec, rev, err := p.Store.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, gotRev, ok := p.View.JobAt(id)
+		// The watch may have caught up by now; it may never be behind.
+		if !ok || got.State != want || gotRev < rev {
+			t.Errorf("after %s the view has %s at revision %d (%v); the bucket %s at %d, want %s", step, got.State, gotRev, ok, rec.State, rev, want)
+		}
+	}
+	j, _, err := p.Jobs.Create(ctx, api.JobRequest{Operation: api.OpHiveCheck}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inView("Create", j.JobID, api.StateDispatched)
+	if _, err := p.Jobs.Cancel(ctx, j.JobID); err != nil {
+		t.Fatal(err)
+	}
+	// No hive answers the cancel request, so the queen ended the job;
+	// its record is brought up to the end by Get.
+	inView("Cancel", j.JobID, api.StateCancelling)
+	if got, err := p.Jobs.Get(ctx, j.JobID); err != nil || got.State != api.StateCancelled {
+		t.Fatalf("Get: %s, %v; want cancelled", got.State, err)
+	}
+	inView("Get", j.JobID, api.StateCancelled)
+}

@@ -22,6 +22,9 @@ type View struct {
 	hives map[string]api.Hive
 	jobs  map[string]api.Job
 	revs  map[string]uint64 // each job record's bucket revision
+	// watched is the newest revision of the jobs bucket the watch has
+	// delivered.
+	watched uint64
 	// underway holds the ids of open jobs that have a hive (or run on the
 	// queen); waiting those queued for want of one, by what they need of
 	// a hive (Needs). The reaper and queue positions then cost what is
@@ -110,10 +113,40 @@ func (v *View) applyHive(id string, hb *api.Hive) {
 	}
 }
 
+// applyJob applies a record (nil: deleted) the watch delivered at
+// revision rev, unless the view holds the record at that revision or a
+// newer one already: one this queen wrote and put in the view itself
+// (Wrote).
 func (v *View) applyJob(id string, j *api.Job, rev uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.watched = max(v.watched, rev)
+	if have, ok := v.revs[id]; ok && rev <= have {
+		return
+	}
 	v.setJob(id, j, rev)
+}
+
+// Wrote puts a record this queen wrote at revision rev in the view at
+// once, rather than when the watch brings the write back: the queen's own
+// transitions (placement, dispatch, cancel, an end) are seen by the next
+// reader on this queen. A record the watch has already passed, or one the
+// view holds at its revision or a newer one, stays as it is: the watch
+// delivers the bucket's revisions in order, so once it has reached rev
+// the view holds this record as of rev or later, which may be a delete.
+func (v *View) Wrote(j api.Job, rev uint64) {
+	if rev == 0 {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rev <= v.watched {
+		return
+	}
+	if have, ok := v.revs[j.JobID]; ok && rev <= have {
+		return
+	}
+	v.setJob(j.JobID, &j, rev)
 }
 
 // setJob stores a record, or removes it when j is nil, and keeps the

@@ -3,6 +3,7 @@ package view_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -213,5 +214,67 @@ func TestViewFollowsBuckets(t *testing.T) {
 	})
 	if got := f.v.Hives(); len(got) != 1 || got[0].ID != "h2" {
 		t.Errorf("Hives() = %+v, want only h2", got)
+	}
+}
+
+// A record the queen wrote is in the view at once (Wrote); the watch
+// bringing back that write or an older one changes nothing, a newer one
+// from elsewhere wins, and nothing the watch has passed, a delete
+// included, is undone by a late Wrote.
+func TestWroteFencesByRevision(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	job := func(state string) api.Job { return api.Job{JobID: "j1", State: state, Hive: "h1", DeadlineAt: t0} }
+	state := func() (string, uint64, bool) {
+		j, rev, ok := f.v.JobAt("j1")
+		return j.State, rev, ok
+	}
+	// passed waits until the watch has delivered everything written so
+	// far, by writing another key and waiting for it.
+	marks := 0
+	passed := func() {
+		t.Helper()
+		marks++
+		id := fmt.Sprintf("mark%d", marks)
+		f.putJob(t, api.Job{JobID: id, State: api.StateDone})
+		testkit.WaitFor(t, 5*time.Second, id+" in the view", func() bool { _, ok := f.v.Job(id); return ok })
+	}
+
+	rev1 := f.putJob(t, job(api.StateQueued))
+	passed()
+	ahead := rev1 + 20
+	f.v.Wrote(job(api.StateRunning), ahead)
+	if s, rev, _ := state(); s != api.StateRunning || rev != ahead {
+		t.Fatalf("after Wrote: %s at %d, want running at %d", s, rev, ahead)
+	}
+	if u := f.v.Underway(); !slices.Equal(ids(u), []string{"j1"}) {
+		t.Errorf("underway after Wrote: %v, want j1", ids(u))
+	}
+
+	rev2 := f.putJob(t, job(api.StateDispatched))
+	passed()
+	if s, rev, _ := state(); s != api.StateRunning || rev != ahead {
+		t.Errorf("the watch's older revision %d replaced the written one: %s at %d", rev2, s, rev)
+	}
+	f.v.Wrote(job(api.StateFailed), rev2)
+	if s, _, _ := state(); s != api.StateRunning {
+		t.Errorf("a Wrote at a revision the watch has passed applied: %s", s)
+	}
+
+	var last uint64
+	for last <= ahead {
+		last = f.putJob(t, job(api.StateDone))
+	}
+	testkit.WaitFor(t, 5*time.Second, "the newer write from elsewhere", func() bool {
+		s, rev, _ := state()
+		return s == api.StateDone && rev == last
+	})
+
+	if err := f.jobs.Delete(context.Background(), "j1"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "j1 deleted", func() bool { _, _, ok := state(); return !ok })
+	f.v.Wrote(job(api.StateRunning), last)
+	if _, _, ok := state(); ok {
+		t.Error("a late Wrote brought a deleted record back")
 	}
 }
