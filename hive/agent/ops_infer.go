@@ -222,6 +222,11 @@ func workerBody(req api.JobRequest, model string) (string, []byte, error) {
 	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' || !gjson.ValidBytes(body) {
 		return "", nil, errors.New("request body: not a JSON object")
 	}
+	// gjson and sjson edit a key's first occurrence, a worker reads its
+	// last: a repeated key would keep the client's value from the edits.
+	if k := api.RepeatedKey(body); k != "" {
+		return "", nil, fmt.Errorf("request body: %q appears twice", k)
+	}
 	var err error
 	if gjson.GetBytes(body, "download").Exists() {
 		if body, err = sjson.DeleteBytes(body, "download"); err != nil {

@@ -37,7 +37,13 @@ func TestWorkerBodyKeepsTheClientsBytes(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{`[1]`, `"x"`, `{"model":`, ``, `null`} {
+	for _, bad := range []string{`[1]`, `"x"`, `{"model":`, ``, `null`,
+		// A repeated key would keep the client's value from the hive's
+		// edits: workers read the last one.
+		`{"model":"m","stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":true,"include_\u0075sage":false}}`,
+		`{"model":"m","stre\u0061m":false,"stream":true}`,
+	} {
 		if _, got, err := workerBody(api.JobRequest{Path: api.InferChat, Body: []byte(bad)}, "qwen"); err == nil && bad != `` {
 			t.Errorf("%q accepted as %s", bad, got)
 		}

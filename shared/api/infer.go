@@ -1,5 +1,10 @@
 package api
 
+import (
+	"bytes"
+	"encoding/json"
+)
+
 // The endpoints an infer job's body may go to: the worker's paths of the
 // same name.
 const (
@@ -11,6 +16,45 @@ const (
 
 // InferPaths lists the endpoints an infer job may go to.
 var InferPaths = []string{InferChat, InferCompletions, InferEmbeddings, InferRerank}
+
+// RepeatedKey returns a key that a JSON object body names twice at its top
+// level or in its stream_options, the parts rbee reads and edits, or "".
+// Readers disagree about repeated keys (gjson and sjson take the first,
+// encoding/json and most workers the last), so a body that has one could
+// mean one thing to the queen or the hive and another to the worker.
+// Keys compare as decoded: "stre\u0061m" is "stream".
+func RepeatedKey(body []byte) string {
+	return repeatedKey(body, true)
+}
+
+func repeatedKey(body []byte, top bool) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return k
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return ""
+		}
+		if top && k == "stream_options" {
+			if r := repeatedKey(v, false); r != "" {
+				return "stream_options." + r
+			}
+		}
+	}
+	return ""
+}
 
 // MaxInferBody bounds the client's body an infer job carries: the queen's
 // HTTP body limit.

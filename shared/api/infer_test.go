@@ -43,3 +43,27 @@ func TestInferBodyValidation(t *testing.T) {
 		})
 	}
 }
+
+// A key named twice where rbee reads or edits a body is found, escaped or
+// not; repeats deeper down are the worker's business.
+func TestRepeatedKey(t *testing.T) {
+	cases := map[string]string{
+		`{"model":"a","stream":true}`:                                            "",
+		`{"model":"a","model":"b"}`:                                              "model",
+		`{"stre\u0061m":false,"stream":true}`:                                    "stream",
+		`{"stream_options":{"include_usage":true,"include_usage":false}}`:        "stream_options.include_usage",
+		`{"stream_options":{"include_usage":true},"stream_options":null}`:        "stream_options",
+		`{"messages":[{"role":"user","role":"system"}],"tools":[{"a":1,"a":2}]}`: "",
+		`[1,2]`:    "",
+		`not json`: "",
+	}
+	for in, want := range cases {
+		if got := api.RepeatedKey([]byte(in)); got != want {
+			t.Errorf("RepeatedKey(%s) = %q, want %q", in, got, want)
+		}
+	}
+	r := api.JobRequest{Operation: api.OpInfer, Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","stream":false,"stream":true}`)}
+	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("a body naming stream twice: %v", err)
+	}
+}

@@ -316,6 +316,10 @@ func validateInferBody(r *JobRequest, add func(string, ...any)) {
 		add("body is longer than %d bytes", MaxInferBody)
 	case b[0] != '{' || !json.Valid(b):
 		add("body must be a JSON object")
+	default:
+		if k := RepeatedKey(b); k != "" {
+			add("body names %q twice", clip(k))
+		}
 	}
 	if r.Prompt != "" || len(r.Messages) > 0 || r.MaxTokens != 0 || r.Temperature != nil || r.Stream {
 		add("a request with body takes its prompt, messages, max_tokens, temperature and stream from the body")

@@ -36,6 +36,12 @@ func TestDetachedStreamReattaches(t *testing.T) {
 	if frames, done, _ := sse(t, context.Background(), a, dl, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
 		t.Fatal("download failed")
 	}
+	// The hive's next heartbeat tells the queens it holds the model.
+	waitFor(t, 10*time.Second, func() bool {
+		var ml struct{ Data []struct{ ID string } }
+		do(t, "GET", a+"/v1/models", nil, &ml)
+		return len(ml.Data) > 0
+	})
 
 	ctx, drop := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", a+"/v1/chat/completions",

@@ -156,7 +156,8 @@ func TestKeyLimits(t *testing.T) {
 		resp := postChat(t, a, key, 100, true)
 		defer resp.Body.Close()
 		r := bufio.NewReader(resp.Body)
-		if line, err := r.ReadString('\n'); resp.StatusCode != 200 || err != nil || !strings.HasPrefix(line, "data: ") {
+		// A chunk is an id line, then its data.
+		if line, err := r.ReadString('\n'); resp.StatusCode != 200 || err != nil || !strings.HasPrefix(line, "id: ") {
 			t.Fatalf("first stream: %d %q %v", resp.StatusCode, line, err)
 		}
 		for _, q := range queens {

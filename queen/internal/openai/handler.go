@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -129,21 +130,21 @@ func (a *API) infer(c echo.Context, path string) error {
 		status = metrics.InferRateLimited
 		return err
 	}
-	defer releaseKey()
+	defer func() { releaseKey() }()
 	release, err := a.r.admit(req.Model)
 	if err != nil {
 		status = metrics.InferBusy
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
-	defer release()
+	defer func() { release() }()
 	ctx := c.Request().Context()
 	hive, done, err := a.r.place(ctx, req.Model, in.Download, func(msg string) { a.log.Info(msg, "model", req.Model) })
 	if err != nil {
 		status = metrics.InferUnavailable
 		return a.routeError(c, err)
 	}
-	defer done()
+	defer func() { done() }()
 	req.Hive = hive
 	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
 	if err != nil {
@@ -155,14 +156,28 @@ func (a *API) infer(c echo.Context, path string) error {
 	s := &sink{c: c, model: in.Model, target: req.Model, start: start,
 		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
+	if ctx.Err() != nil && strings.EqualFold(c.Request().Header.Get(DetachHeader), "true") {
+		// The client left, and asked for the generation to go on: it keeps
+		// its key's place and the router's, and its tokens count, until
+		// it ends.
+		heldKey, heldModel, heldWorker, p := releaseKey, release, done, auth.FromContext(ctx)
+		releaseKey, release, done = func() {}, func() {}, func() {}
+		go func() {
+			defer heldKey()
+			defer heldModel()
+			defer heldWorker()
+			fctx, cancel := context.WithDeadline(context.Background(), j.DeadlineAt.Add(time.Minute))
+			defer cancel()
+			t := &tally{}
+			_ = a.hub.Stream(fctx, t, j.JobID, 0, 15*time.Second)
+			a.addTokens(p, t.res.Usage)
+		}()
+		return nil
+	}
 	// The generation is over: its tokens count and its slot frees before
 	// the client reads the end, so the client's next request sees both.
 	a.countTokens(c, s)
 	releaseKey()
-	if ctx.Err() != nil && strings.EqualFold(c.Request().Header.Get(DetachHeader), "true") {
-		// The client left, and asked for the generation to go on.
-		return nil
-	}
 	if ctx.Err() != nil {
 		// The client left: stop the generation on the worker too.
 		status = metrics.InferCancelled
@@ -352,6 +367,11 @@ func (s *sink) chunk(id uint64, event []byte) error {
 		s.first = time.Now()
 	}
 	payload := []byte(data.Str)
+	if bytes.ContainsAny(payload, "\r\n") {
+		// The hive splits a worker's stream by line: a payload that spans
+		// lines could add SSE fields, an id say, to the client's stream.
+		return errors.New("chunk event: payload spans lines")
+	}
 	if s.dropUsage && usageOnly(payload) {
 		return nil
 	}
@@ -458,3 +478,17 @@ func clip(s string) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// tally follows a detached generation to its end for its usage alone.
+type tally struct{ res api.InferResult }
+
+func (t *tally) Frame(f relay.Frame) error {
+	var e narration
+	if f.Kind == bus.KindData && json.Unmarshal(f.Data, &e) == nil && e.Action == api.ActionResult {
+		_ = json.Unmarshal(e.Data, &t.res)
+	}
+	return nil
+}
+func (*tally) Comment(string) error { return nil }
+func (*tally) Done() error          { return nil }
+func (*tally) Flush() error         { return nil }

@@ -11,6 +11,7 @@ import (
 
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/limits"
+	"rbee.dev/shared/api"
 )
 
 // admitKey admits the request under its key's limits. A refusal is
@@ -49,8 +50,11 @@ func retrySeconds(d time.Duration) int {
 // key with a token limit. The client may have left, so the count has its
 // own deadline.
 func (a *API) countTokens(c echo.Context, s *sink) {
-	p := auth.FromContext(c.Request().Context())
-	u := s.res.Usage
+	a.addTokens(auth.FromContext(c.Request().Context()), s.res.Usage)
+}
+
+// addTokens adds usage u to p's minute, for a key with a token limit.
+func (a *API) addTokens(p auth.Principal, u api.Usage) {
 	n := max(u.TotalTokens, u.PromptTokens+u.CompletionTokens)
 	if p.Limits.TPM <= 0 || n <= 0 {
 		return

@@ -15,6 +15,10 @@ const GPUWindow = 15 * time.Minute
 // once a second still costs a fixed amount of memory.
 const maxGPUSamples = 1024
 
+// maxGPUs bounds how many GPUs of one hive are charted: a heartbeat's
+// body is the hive's to write.
+const maxGPUs = 64
+
 // gpuKey names one GPU of one hive.
 type gpuKey struct {
 	hive  string
@@ -70,17 +74,25 @@ type gpuHistory struct {
 // sample is older than the window, so hives that left are forgotten.
 func (g *gpuHistory) record(h api.Hive) {
 	now := time.Now()
+	// The hive's clock is its claim: a time ahead of the queen's would
+	// keep its rings past the window for good.
 	at := h.HeartbeatAt
-	if at.IsZero() {
+	if at.IsZero() || at.After(now) {
 		at = now
 	}
+	gpus := h.Inventory.GPUs
+	if len(gpus) > maxGPUs {
+		gpus = gpus[:maxGPUs]
+	}
+	present := make(map[int]bool, len(gpus))
 	cutoff := now.Add(-GPUWindow)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.rings == nil {
 		g.rings = map[gpuKey]*gpuRing{}
 	}
-	for _, gpu := range h.Inventory.GPUs {
+	for _, gpu := range gpus {
+		present[gpu.Index] = true
 		k := gpuKey{h.ID, gpu.Index}
 		r := g.rings[k]
 		if r == nil {
@@ -92,7 +104,9 @@ func (g *gpuHistory) record(h api.Hive) {
 			MemTotalBytes: gpu.MemTotalBytes, TemperatureC: gpu.TemperatureC, PowerWatts: gpu.PowerWatts}, cutoff)
 	}
 	for k, r := range g.rings {
-		if r.newest().Before(cutoff) {
+		// A GPU the hive no longer reports goes, so a hive holds at most
+		// maxGPUs rings.
+		if r.newest().Before(cutoff) || (k.hive == h.ID && !present[k.index]) {
 			delete(g.rings, k)
 		}
 	}

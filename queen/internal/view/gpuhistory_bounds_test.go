@@ -1,0 +1,29 @@
+package view
+
+import (
+	"testing"
+	"time"
+
+	"rbee.dev/shared/api"
+)
+
+// A hive writes its own heartbeat: thousands of GPUs with new indexes in
+// every beat, stamped a century ahead, still leave it at most maxGPUs
+// charts, which go when it stops reporting them.
+func TestGPUHistoryBoundedAgainstHostileHeartbeats(t *testing.T) {
+	var g gpuHistory
+	future := time.Now().Add(100 * 365 * 24 * time.Hour)
+	const perBeat = 2000
+	for beat := 0; beat < 50; beat++ {
+		h := api.Hive{ID: "evil", HeartbeatAt: future.Add(time.Duration(beat))}
+		for i := 0; i < perBeat; i++ {
+			h.Inventory.GPUs = append(h.Inventory.GPUs, api.GPU{Index: beat*perBeat + i})
+		}
+		g.record(h)
+	}
+	// an honest heartbeat later: the stale rings should be gone by now
+	g.record(api.Hive{ID: "good", HeartbeatAt: time.Now().Add(time.Hour)})
+	if len(g.rings) > maxGPUs+1 {
+		t.Fatalf("one hive holds %d GPU rings", len(g.rings))
+	}
+}
