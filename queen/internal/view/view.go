@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,8 +24,11 @@ type View struct {
 
 	mu    sync.RWMutex
 	hives map[string]api.Hive
-	jobs  map[string]api.Job
-	revs  map[string]uint64 // each job record's bucket revision
+	// hiveIDs are the live hives' ids in order, kept as hives come and go
+	// so that reading them sorted costs no sort.
+	hiveIDs []string
+	jobs    map[string]api.Job
+	revs    map[string]uint64 // each job record's bucket revision
 	// underway holds the ids of open jobs that have a hive (or run on the
 	// queen); waiting those queued for want of one, by what they need of
 	// a hive (Needs). The reaper and queue positions then cost what is
@@ -102,6 +106,9 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 		v.mu.Lock()
 		_, had := v.hives[e.Key()]
 		delete(v.hives, e.Key())
+		if i, ok := slices.BinarySearch(v.hiveIDs, e.Key()); ok {
+			v.hiveIDs = slices.Delete(v.hiveIDs, i, i+1)
+		}
 		v.mu.Unlock()
 		// The reaper's next pass ends the hive's jobs; the view only
 		// says that the heartbeat is gone.
@@ -122,6 +129,10 @@ func (v *View) applyHive(e jetstream.KeyValueEntry) {
 	v.mu.Lock()
 	_, had := v.hives[e.Key()]
 	v.hives[e.Key()] = h
+	if !had {
+		i, _ := slices.BinarySearch(v.hiveIDs, h.ID)
+		v.hiveIDs = slices.Insert(v.hiveIDs, i, h.ID)
+	}
 	v.mu.Unlock()
 	if !had {
 		select {
@@ -282,13 +293,25 @@ func (v *View) Job(id string) (api.Job, bool) {
 // Hives returns the live hives sorted by id.
 func (v *View) Hives() []api.Hive {
 	v.mu.RLock()
-	out := make([]api.Hive, 0, len(v.hives))
-	for _, h := range v.hives {
-		out = append(out, h)
+	defer v.mu.RUnlock()
+	out := make([]api.Hive, 0, len(v.hiveIDs))
+	for _, id := range v.hiveIDs {
+		out = append(out, v.hives[id])
 	}
-	v.mu.RUnlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
 	return out
+}
+
+// EachHive calls fn with every live hive, in id order, without copying
+// them: fn runs under the view's read lock, so it must be quick, must not
+// keep h, and must not call back into the view.
+func (v *View) EachHive(fn func(h *api.Hive)) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var h api.Hive
+	for _, id := range v.hiveIDs {
+		h = v.hives[id]
+		fn(&h)
+	}
 }
 
 // Filter selects jobs in a listing; empty fields match everything.
