@@ -59,6 +59,10 @@ type Config struct {
 	// MinFreeDisk is the space downloads leave free on the disk holding
 	// the models directory.
 	MinFreeDisk int64
+	// Simulate, when set, replaces every operation's work with a pause
+	// this long: the hive still heartbeats, pulls, narrates each job's
+	// start and end and answers cancels (benchmarks of many hives).
+	Simulate time.Duration
 }
 
 // DefaultConfig returns the settings a hive starts from.
@@ -102,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxModelBytes <= 0 {
 		errs = multierror.Append(errs, fmt.Errorf("max-model-bytes must be above 0, not %d", c.MaxModelBytes))
+	}
+	if c.Simulate < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("simulated work must not be negative, not %s", c.Simulate))
 	}
 	if c.MinFreeDisk < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("min-free-disk must not be negative, not %d", c.MinFreeDisk))

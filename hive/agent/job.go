@@ -228,6 +228,14 @@ var handlers = map[string]func(*job) error{
 }
 
 func (a *Agent) run(j *job) error {
+	if a.cfg.Simulate > 0 {
+		select {
+		case <-time.After(a.cfg.Simulate):
+			return nil
+		case <-j.ctx.Done():
+			return context.Cause(j.ctx)
+		}
+	}
 	if h, ok := handlers[j.d.Request.Operation]; ok {
 		return h(j)
 	}

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,6 +70,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&creds.cert, "nats-cert", "", "client certificate for NATS TLS")
 	fs.StringVar(&creds.key, "nats-key", "", "client key for NATS TLS")
 	fs.BoolVar(&verbose, "verbose", false, "debug logging")
+	var simulate int
+	fs.IntVar(&simulate, "simulate", 0, "run this many simulated hives in this process instead of one real one, for benchmarks: ids <id>-0001..., each with its own NATS connection, every job's work a pause of --simulate-work")
+	fs.DurationVar(&cfg.Simulate, "simulate-work", 10*time.Millisecond, "with --simulate, how long each job's work takes")
 	if err := parseWithEnv(fs, args, "HIVE_", getenv); err != nil {
 		return err
 	}
@@ -88,6 +93,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if simulate > 0 {
+		return simulateHives(ctx, cfg, simulate, natsURL, creds, log)
+	}
+	cfg.Simulate = 0
 
 	// A connection NATS closes for good (a refused password, say) ends the
 	// hive with the reason, rather than leaving it waiting forever.
@@ -200,4 +209,54 @@ func parseLabels(s string) (map[string]string, error) {
 		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	return out, nil
+}
+
+// simulateHives runs n hives, the real agent each with its own NATS
+// connection and data directory, whose jobs' work is a pause: a thousand
+// fit on one machine, to measure what a large cluster costs the queens.
+func simulateHives(ctx context.Context, cfg agent.Config, n int, natsURL string, creds natsCreds, log *slog.Logger) error {
+	if n > 100_000 {
+		return fmt.Errorf("simulate: %d hives is more than 100000", n)
+	}
+	// One line per hive would drown what matters.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if log.Enabled(ctx, slog.LevelDebug) {
+		quiet = log
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 1; i <= n; i++ {
+		c := cfg
+		c.ID = fmt.Sprintf("%s-%04d", cfg.ID, i)
+		c.DataDir = filepath.Join(cfg.DataDir, c.ID)
+		nc, err := nats.Connect(natsURL, append(creds.options(c.ID), nats.RetryOnFailedConnect(true))...)
+		if err != nil {
+			stop()
+			wg.Wait()
+			return fmt.Errorf("simulated hive %s: connect to %s: %w", c.ID, secret.RedactURLs(natsURL), err)
+		}
+		a, err := agent.New(c, nc, quiet)
+		if err != nil {
+			nc.Close()
+			stop()
+			wg.Wait()
+			return fmt.Errorf("simulated hive %s: %w", c.ID, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer nc.Close()
+			if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("simulated hive %s: %w", c.ID, err)
+				stop()
+			}
+		}()
+	}
+	log.Info("simulated hives running", "hives", n, "work", cfg.Simulate, "first", fmt.Sprintf("%s-%04d", cfg.ID, 1))
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	return <-errs
 }

@@ -61,6 +61,10 @@ type Config struct {
 
 	BacklogJobs int
 
+	Hives    int
+	HiveWork time.Duration
+	HiveJobs int
+
 	IdleFor time.Duration
 
 	// QuietWait is how long a run waits for other processes to calm down
@@ -70,7 +74,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability", "backlog"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability", "backlog", "hives"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {
@@ -112,6 +116,10 @@ func DefaultConfig() Config {
 
 		BacklogJobs: 30_000,
 
+		Hives:    1000,
+		HiveWork: 10 * time.Millisecond,
+		HiveJobs: 5000,
+
 		IdleFor: 5 * time.Second,
 
 		QuietWait:  60 * time.Second,
@@ -141,6 +149,8 @@ func (c *Config) quick(set map[string]bool) {
 	scaleD("idle-for", &c.IdleFor, 2*time.Second)
 	scaleD("infer-for", &c.InferFor, 2*time.Second)
 	scale("backlog-jobs", &c.BacklogJobs, 3000)
+	scale("hives", &c.Hives, 100)
+	scale("hive-jobs", &c.HiveJobs, 500)
 	scale("runs", &c.Runs, 1)
 	scaleD("quiet-wait", &c.QuietWait, 5*time.Second)
 }
@@ -198,6 +208,9 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.InferClients, "infer-clients", c.InferClients, "infer: concurrent streams of the many-clients part")
 	fs.IntVar(&c.InferTokens, "infer-tokens", c.InferTokens, "infer: max_tokens of each request")
 	fs.DurationVar(&c.InferFor, "infer-for", c.InferFor, "infer: duration of each load phase")
+	fs.IntVar(&c.Hives, "hives", c.Hives, "hives: simulated hives")
+	fs.DurationVar(&c.HiveWork, "hive-work", c.HiveWork, "hives: each job's work on a simulated hive")
+	fs.IntVar(&c.HiveJobs, "hive-jobs", c.HiveJobs, "hives: jobs sent across the simulated hives")
 	fs.IntVar(&c.BacklogJobs, "backlog-jobs", c.BacklogJobs, "backlog: jobs queued for a label no hive carries")
 	fs.Float64Var(&c.InferTokenRate, "infer-token-rate", c.InferTokenRate, "infer: the reference worker's tokens per second per stream (0: as fast as it can)")
 
@@ -250,7 +263,7 @@ func (c Config) Validate() error {
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
-		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
+		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "hives": c.Hives, "hive-jobs": c.HiveJobs, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] < 1 {

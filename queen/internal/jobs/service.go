@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -277,12 +276,35 @@ func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 // place picks a hive: the pinned one if live, else, among the live hives
 // that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
-	hives := s.liveHives()
-	to, err := s.placeAmong(req, hives)
-	if err == nil {
-		s.took(hives, to, req.Operation)
+	if req.Hive != "" {
+		h, ok := s.v.Hive(req.Hive)
+		if !ok {
+			return "", fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
+		}
+		s.sentMu.Lock()
+		s.count(h, req.Operation)
+		s.sentMu.Unlock()
+		return req.Hive, nil
 	}
-	return to, err
+	// One pass over the hives in place: no copy of the cluster per job.
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	var best api.Hive
+	found, live := false, false
+	s.v.EachHive(func(h *api.Hive) {
+		live = true
+		if !fits(h, req) {
+			return
+		}
+		if c := s.adjusted(*h); !found || s.better(c, best, req) {
+			best, found = c, true
+		}
+	})
+	if !found {
+		return "", noHive(live)
+	}
+	s.count(best, req.Operation)
+	return best.ID, nil
 }
 
 // liveHives are the live hives as their heartbeats describe them, less
@@ -292,10 +314,7 @@ func (s *Service) liveHives() []api.Hive {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
 	for i, h := range hives {
-		if t, ok := s.sent[h.ID]; ok && t.beat.Equal(h.HeartbeatAt) {
-			hives[i].SlotsFree -= t.jobs
-			hives[i].InferRunning += t.inf
-		}
+		hives[i] = s.adjusted(h)
 	}
 	if len(s.sent) > len(hives) {
 		// Hives that left take their tallies with them.
@@ -312,8 +331,36 @@ func (s *Service) liveHives() []api.Hive {
 	return hives
 }
 
-// took notes a job of operation op placed on hive to, in hives and in the
-// tally liveHives subtracts until the hive's next heartbeat.
+// adjusted is h less what this queen placed on it since that heartbeat.
+// The caller holds sentMu.
+func (s *Service) adjusted(h api.Hive) api.Hive {
+	if t, ok := s.sent[h.ID]; ok && t.beat.Equal(h.HeartbeatAt) {
+		h.SlotsFree -= t.jobs
+		h.InferRunning += t.inf
+	}
+	return h
+}
+
+// count notes a job of operation op placed on h, until h's next
+// heartbeat. The caller holds sentMu.
+func (s *Service) count(h api.Hive, op string) {
+	t := s.sent[h.ID]
+	if !t.beat.Equal(h.HeartbeatAt) {
+		t = sentSince{beat: h.HeartbeatAt}
+	}
+	if op == api.OpInfer && h.InferSlots > 0 {
+		t.inf++
+	} else {
+		t.jobs++
+	}
+	if s.sent == nil {
+		s.sent = map[string]sentSince{}
+	}
+	s.sent[h.ID] = t
+}
+
+// took notes a job of operation op placed on hive to, in the tally and in
+// hives, the adjusted list a reaper pass places from.
 func (s *Service) took(hives []api.Hive, to, op string) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
@@ -321,26 +368,17 @@ func (s *Service) took(hives []api.Hive, to, op string) {
 		if h.ID != to {
 			continue
 		}
-		t := s.sent[to]
-		if !t.beat.Equal(h.HeartbeatAt) {
-			t = sentSince{beat: h.HeartbeatAt}
-		}
+		s.count(h, op)
 		if op == api.OpInfer && h.InferSlots > 0 {
-			t.inf++
 			hives[i].InferRunning++
 		} else {
-			t.jobs++
 			hives[i].SlotsFree--
 		}
-		if s.sent == nil {
-			s.sent = map[string]sentSince{}
-		}
-		s.sent[to] = t
 		return
 	}
 }
 
-// placeAmong is place with the live hives given.
+// placeAmong picks from hives, adjusted already, as place does.
 func (s *Service) placeAmong(req api.JobRequest, hives []api.Hive) (string, error) {
 	if req.Hive != "" {
 		if _, ok := s.v.Hive(req.Hive); !ok {
@@ -348,25 +386,31 @@ func (s *Service) placeAmong(req api.JobRequest, hives []api.Hive) (string, erro
 		}
 		return req.Hive, nil
 	}
-	var cands []api.Hive
-	for _, h := range hives {
-		if req.Operation == api.OpRun && !h.AllowRun {
-			continue
+	best := -1
+	for i := range hives {
+		if fits(&hives[i], req) && (best < 0 || s.better(hives[i], hives[best], req)) {
+			best = i
 		}
-		if !labelsMatch(h.Labels, req.Labels) {
-			continue
-		}
-		cands = append(cands, h)
 	}
-	if len(cands) == 0 {
-		why := "no hive is online"
-		if len(hives) > 0 {
-			why = "no online hive matches the request's labels and operation"
-		}
-		return "", fmt.Errorf("%w: %s", ErrNoCapableHive, why)
+	if best < 0 {
+		return "", noHive(len(hives) > 0)
 	}
-	sort.SliceStable(cands, func(i, k int) bool { return s.better(cands[i], cands[k], req) })
-	return cands[0].ID, nil
+	return hives[best].ID, nil
+}
+
+// fits reports whether h can take req at all: the run operation where
+// allowed, every label the request asks for.
+func fits(h *api.Hive, req api.JobRequest) bool {
+	return (req.Operation != api.OpRun || h.AllowRun) && labelsMatch(h.Labels, req.Labels)
+}
+
+// noHive says why no hive fits.
+func noHive(anyLive bool) error {
+	why := "no hive is online"
+	if anyLive {
+		why = "no online hive matches the request's labels and operation"
+	}
+	return fmt.Errorf("%w: %s", ErrNoCapableHive, why)
 }
 
 // Placement policies.

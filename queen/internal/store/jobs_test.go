@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -184,5 +185,20 @@ func TestOpenTwice(t *testing.T) {
 	}
 	if info.Config.MaxAge != 2*time.Hour {
 		t.Errorf("narration stream after a second Open keeps MaxAge %s, want 2h", info.Config.MaxAge)
+	}
+}
+
+// More hives than nats-server's default of 1,000 consumers a stream each
+// get their work-queue consumer.
+func TestDispatchConsumersPastAThousand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes 1,001 consumers")
+	}
+	st := mustStore(t)
+	ctx := context.Background()
+	for i := 0; i <= 1000; i++ {
+		if err := st.DispatchConsumer(ctx, api.Hive{ID: fmt.Sprintf("h%04d", i), Slots: 1}); err != nil {
+			t.Fatalf("hive %d: %v", i, err)
+		}
 	}
 }

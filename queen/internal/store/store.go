@@ -98,6 +98,10 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		// The server wants the duplicates window within MaxAge.
 		Duplicates: min(2*time.Minute, o.Retention),
 		Replicas:   o.Replicas,
+		// One work-queue consumer a hive: nats-server's default of 1,000
+		// consumers a stream would leave the thousand-and-first hive
+		// without one, and jobs placed there would wait for good.
+		MaxConsumers: MaxConsumers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", bus.DispatchStream, err)
@@ -141,6 +145,11 @@ const (
 // minNarrationFit is the least a fitted narration bound shrinks to.
 const minNarrationFit = 64 << 20
 
+// MaxConsumers bounds the consumers of the narration and dispatch
+// streams: far above what a cluster needs, and set, because nats-server
+// otherwise applies its own default of 1,000 to each stream.
+const MaxConsumers = 100_000
+
 // openNarr creates or updates the narration stream. With NarrationFit, a
 // bound the server cannot reserve is halved until it can.
 func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream.Stream, error) {
@@ -166,6 +175,10 @@ func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		DiscardNewPerSubject: o.MaxEventsPerJob > 0,
 		Replicas:             o.Replicas,
 		AllowDirect:          true,
+		// Every queen's tail and applier, and each long replay, is a
+		// consumer: nats-server's default of 1,000 a stream would refuse
+		// the thousand-and-first reader.
+		MaxConsumers: MaxConsumers,
 	}
 	if o.NarrationMaxBytes <= 0 {
 		cfg.MaxBytes = -1

@@ -6,6 +6,7 @@ package view
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,8 +21,11 @@ type View struct {
 
 	mu    sync.RWMutex
 	hives map[string]api.Hive
-	jobs  map[string]api.Job
-	revs  map[string]uint64 // each job record's bucket revision
+	// hiveIDs are the live hives' ids in order, kept as hives come and go
+	// so that reading them sorted costs no sort.
+	hiveIDs []string
+	jobs    map[string]api.Job
+	revs    map[string]uint64 // each job record's bucket revision
 	// watched is the newest revision of the jobs bucket the watch has
 	// delivered.
 	watched uint64
@@ -88,6 +92,9 @@ func (v *View) applyHive(id string, hb *api.Hive) {
 		v.mu.Lock()
 		_, had := v.hives[id]
 		delete(v.hives, id)
+		if i, ok := slices.BinarySearch(v.hiveIDs, id); ok {
+			v.hiveIDs = slices.Delete(v.hiveIDs, i, i+1)
+		}
 		v.mu.Unlock()
 		// The reaper's next pass ends the hive's jobs; the view only
 		// says that the heartbeat is gone.
@@ -104,6 +111,10 @@ func (v *View) applyHive(id string, hb *api.Hive) {
 	v.mu.Lock()
 	_, had := v.hives[id]
 	v.hives[id] = h
+	if !had {
+		i, _ := slices.BinarySearch(v.hiveIDs, id)
+		v.hiveIDs = slices.Insert(v.hiveIDs, i, id)
+	}
 	v.mu.Unlock()
 	if !had {
 		select {
@@ -283,13 +294,25 @@ func (v *View) Job(id string) (api.Job, bool) {
 // Hives returns the live hives sorted by id.
 func (v *View) Hives() []api.Hive {
 	v.mu.RLock()
-	out := make([]api.Hive, 0, len(v.hives))
-	for _, h := range v.hives {
-		out = append(out, h)
+	defer v.mu.RUnlock()
+	out := make([]api.Hive, 0, len(v.hiveIDs))
+	for _, id := range v.hiveIDs {
+		out = append(out, v.hives[id])
 	}
-	v.mu.RUnlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
 	return out
+}
+
+// EachHive calls fn with every live hive, in id order, without copying
+// them: fn runs under the view's read lock, so it must be quick, must not
+// keep h, and must not call back into the view.
+func (v *View) EachHive(fn func(h *api.Hive)) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var h api.Hive
+	for _, id := range v.hiveIDs {
+		h = v.hives[id]
+		fn(&h)
+	}
 }
 
 // Filter selects jobs in a listing; empty fields match everything.
