@@ -18,12 +18,12 @@ import (
 
 // check emits the requested number of events: the self-test that tests and
 // benchmarks use to measure narration end to end.
-func (j *job) check() error {
+func (j *job) check(req *api.HiveCheck) error {
 	n := api.DefaultCheckEvents
-	if j.d.Request.Events != nil {
-		n = *j.d.Request.Events
+	if req.Events != nil {
+		n = *req.Events
 	}
-	payload := strings.Repeat("x", j.d.Request.PayloadBytes)
+	payload := strings.Repeat("x", req.PayloadBytes)
 	for i := 1; i <= n; i++ {
 		if i&1023 == 0 && j.ctx.Err() != nil {
 			return j.ctx.Err()
@@ -50,8 +50,7 @@ var safeEnv = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR",
 
 // runCommand runs the request's argv in its own process group, narrates each
 // output line, and kills the whole group when the job is cancelled.
-func (j *job) runCommand() error {
-	req := j.d.Request
+func (j *job) runCommand(req *api.Run) error {
 	if !j.a.cfg.AllowRun {
 		return fmt.Errorf("the run operation is not allowed on hive %s (start it with --allow-run); nothing was executed", j.a.cfg.ID)
 	}

@@ -178,11 +178,23 @@ func (a *app) buildRequest(cmd *cobra.Command, body, op, hive string, timeout *d
 	return req, nil
 }
 
-// requestFieldKinds maps each JSON field of a job request to its Go kind,
-// pointers looked through, so --field knows which values are plain text.
+// requestFieldKinds maps each JSON field of a job request, the envelope's
+// and those of every operation's payload in the operation table, to its Go
+// kind, pointers looked through, so --field knows which values are plain
+// text.
 func requestFieldKinds() map[string]reflect.Kind {
-	t := reflect.TypeFor[api.JobRequest]()
-	kinds := make(map[string]reflect.Kind, t.NumField())
+	kinds := map[string]reflect.Kind{}
+	fieldKinds(reflect.TypeFor[api.JobRequest](), kinds)
+	for _, spec := range api.Operations {
+		if spec.Payload != nil {
+			fieldKinds(reflect.TypeOf(spec.Payload()).Elem(), kinds)
+		}
+	}
+	return kinds
+}
+
+// fieldKinds adds the JSON fields of struct type t to kinds.
+func fieldKinds(t reflect.Type, kinds map[string]reflect.Kind) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -195,7 +207,6 @@ func requestFieldKinds() map[string]reflect.Kind {
 		}
 		kinds[name] = ft.Kind()
 	}
-	return kinds
 }
 
 func (a *app) jobsListCommand() *cobra.Command {
