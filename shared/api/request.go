@@ -177,6 +177,15 @@ var payloadFields = sync.OnceValue(func() map[string]payloadField {
 	return index
 })
 
+// Fields lists the JSON fields of the operation's payload, in the order
+// its type declares them; none for an operation without fields.
+func (s OpSpec) Fields() []string {
+	if s.Payload == nil {
+		return nil
+	}
+	return jsonNames(reflect.TypeOf(s.Payload()).Elem())
+}
+
 // envelopeFields is the set of the envelope's folded JSON names.
 var envelopeFields = sync.OnceValue(func() map[string]bool {
 	return fieldsOf(reflect.TypeFor[envelope]())
@@ -185,12 +194,21 @@ var envelopeFields = sync.OnceValue(func() map[string]bool {
 // fieldsOf is the set of the folded JSON names of a struct's fields.
 func fieldsOf(t reflect.Type) map[string]bool {
 	set := map[string]bool{}
-	for i := range t.NumField() {
-		if name := jsonName(t.Field(i)); name != "" {
-			set[foldName(name)] = true
-		}
+	for _, name := range jsonNames(t) {
+		set[foldName(name)] = true
 	}
 	return set
+}
+
+// jsonNames lists the JSON names of a struct's fields in order.
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for i := range t.NumField() {
+		if name := jsonName(t.Field(i)); name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // jsonName is the name encoding/json gives a field, "" for none.

@@ -114,6 +114,12 @@ func TestJobRequestPayloadType(t *testing.T) {
 	if c, ok := bare.Payload.(*api.HiveCheck); !ok || c.Events == nil || *c.Events != api.DefaultCheckEvents {
 		t.Errorf("hive_check without a payload validates to %#v", bare.Payload)
 	}
+	if got := strings.Join(api.Operations[api.OpRun].Fields(), ","); got != "command,env,dir" {
+		t.Errorf("the fields of run are %s", got)
+	}
+	if got := api.Operations[api.OpStatus].Fields(); got != nil {
+		t.Errorf("status has fields %v", got)
+	}
 	if m := (&api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "m"}}).Model(); m != "m" {
 		t.Errorf("the model of a worker_spawn is %q", m)
 	}

@@ -399,7 +399,8 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // operationsHelp lists the operations a queen accepts, from the operation
-// table, with what each does and the API key scope it needs.
+// table, with what each does, the API key scope it needs and the fields of
+// its payload.
 func operationsHelp() string {
 	var b strings.Builder
 	b.WriteString("Operations:\n")
@@ -410,6 +411,9 @@ func operationsHelp() string {
 			where = ", on the queen"
 		}
 		fmt.Fprintf(&b, "  %-20s %s (scope %s%s)\n", name, spec.Summary, api.ScopeForOperation(name), where)
+		if fields := spec.Fields(); len(fields) > 0 {
+			fmt.Fprintf(&b, "  %-20s fields: %s\n", "", strings.Join(fields, ", "))
+		}
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
