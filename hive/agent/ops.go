@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"rbee.dev/hive/internal/lines"
 	"rbee.dev/shared/api"
 )
 
@@ -134,9 +135,6 @@ type lineWriter struct {
 	buf    []byte
 }
 
-// maxLine splits very long lines so one event stays a reasonable size.
-const maxLine = 16 << 10
-
 func (j *job) lines(stream, level string) *lineWriter {
 	return &lineWriter{j: j, stream: stream, level: level}
 }
@@ -144,20 +142,8 @@ func (j *job) lines(stream, level string) *lineWriter {
 func (w *lineWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.buf = append(w.buf, b...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			if len(w.buf) >= maxLine {
-				w.emit(w.buf[:maxLine])
-				w.buf = w.buf[maxLine:]
-				continue
-			}
-			return len(b), nil
-		}
-		w.emit(bytes.TrimSuffix(w.buf[:i], []byte("\r")))
-		w.buf = w.buf[i+1:]
-	}
+	w.buf = lines.Cut(w.buf, b, w.emit)
+	return len(b), nil
 }
 
 func (w *lineWriter) flush() {
