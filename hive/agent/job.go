@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -210,21 +211,52 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 }
 
 // handlers runs each operation of the table (api.Operations) that runs on
-// a hive.
-var handlers = map[string]func(*job) error{
-	api.OpHiveCheck:         (*job).check,
-	api.OpHiveStatus:        (*job).status,
-	api.OpRun:               (*job).runCommand,
-	api.OpInfer:             (*job).infer,
-	api.OpModelList:         (*job).modelList,
-	api.OpModelGet:          (*job).modelGet,
-	api.OpModelDelete:       (*job).modelDelete,
-	api.OpModelDownload:     (*job).modelDownload,
-	api.OpWorkerCatalogList: (*job).workerCatalogList,
-	api.OpWorkerSpawn:       (*job).workerSpawn,
-	api.OpWorkerList:        (*job).workerList,
-	api.OpWorkerGet:         (*job).workerGet,
-	api.OpWorkerStop:        (*job).workerStop,
+// a hive, each with the payload type the table names.
+var handlers = map[string]handler{
+	api.OpHiveCheck:         takes((*job).check),
+	api.OpHiveStatus:        plain((*job).status),
+	api.OpRun:               takes((*job).runCommand),
+	api.OpInfer:             takes((*job).infer),
+	api.OpModelList:         plain((*job).modelList),
+	api.OpModelGet:          takes((*job).modelGet),
+	api.OpModelDelete:       takes((*job).modelDelete),
+	api.OpModelDownload:     takes((*job).modelDownload),
+	api.OpWorkerCatalogList: plain((*job).workerCatalogList),
+	api.OpWorkerSpawn:       takes((*job).workerSpawn),
+	api.OpWorkerList:        plain((*job).workerList),
+	api.OpWorkerGet:         takes((*job).workerGet),
+	api.OpWorkerStop:        takes((*job).workerStop),
+}
+
+// handler runs one operation; payload is the type of payload it takes,
+// nil for an operation without fields.
+type handler struct {
+	run     func(*job, api.Payload) error
+	payload reflect.Type
+}
+
+// takes makes the handler of an operation whose payload is a *T.
+func takes[T any, P interface {
+	*T
+	api.Payload
+}](f func(*job, P) error) handler {
+	return handler{
+		payload: reflect.TypeFor[P](),
+		run: func(j *job, p api.Payload) error {
+			typed, ok := p.(P)
+			if !ok || typed == nil {
+				// Decoding gives every dispatch of the operation its
+				// payload; this only guards one made without.
+				typed = new(T)
+			}
+			return f(j, typed)
+		},
+	}
+}
+
+// plain makes the handler of an operation without fields.
+func plain(f func(*job) error) handler {
+	return handler{run: func(j *job, _ api.Payload) error { return f(j) }}
 }
 
 func (a *Agent) run(j *job) error {
@@ -237,7 +269,7 @@ func (a *Agent) run(j *job) error {
 		}
 	}
 	if h, ok := handlers[j.d.Request.Operation]; ok {
-		return h(j)
+		return h.run(j, j.d.Request.Payload)
 	}
 	return fmt.Errorf("operation %q is not supported by hive %s (version %s)", j.d.Request.Operation, a.cfg.ID, Version)
 }

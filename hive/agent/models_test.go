@@ -125,7 +125,7 @@ func TestModelOperations(t *testing.T) {
 	t.Cleanup(srv.Close)
 	js := mustHive(t, "h1")
 
-	events := runJob(t, js, "h1", "dl1", api.JobRequest{Operation: api.OpModelDownload, Source: srv.URL + "/files/tiny.bin", SHA256: hex.EncodeToString(sum[:])})
+	events := runJob(t, js, "h1", "dl1", api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: srv.URL + "/files/tiny.bin", SHA256: hex.EncodeToString(sum[:])}})
 	end := events[len(events)-1]
 	if end.State != api.StateDone {
 		t.Fatalf("download ended %s: %s\n%+v", end.State, end.Error, events)
@@ -155,21 +155,21 @@ func TestModelOperations(t *testing.T) {
 		t.Fatalf("model list %+v", list)
 	}
 
-	events = runJob(t, js, "h1", "get1", api.JobRequest{Operation: api.OpModelGet, ModelID: "nope"})
+	events = runJob(t, js, "h1", "get1", api.JobRequest{Operation: api.OpModelGet, Payload: &api.ModelRef{ModelID: "nope"}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || end.Error != "model nope not found on hive h1" {
 		t.Fatalf("get of an unknown model ended %+v", end)
 	}
 
-	events = runJob(t, js, "h1", "del1", api.JobRequest{Operation: api.OpModelDelete, ModelID: "tiny"})
+	events = runJob(t, js, "h1", "del1", api.JobRequest{Operation: api.OpModelDelete, Payload: &api.ModelRef{ModelID: "tiny"}})
 	if end := events[len(events)-1]; end.State != api.StateDone {
 		t.Fatalf("delete ended %+v", end)
 	}
-	events = runJob(t, js, "h1", "get2", api.JobRequest{Operation: api.OpModelGet, ModelID: "tiny"})
+	events = runJob(t, js, "h1", "get2", api.JobRequest{Operation: api.OpModelGet, Payload: &api.ModelRef{ModelID: "tiny"}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || !strings.Contains(end.Error, "not found on hive h1") {
 		t.Fatalf("get after delete ended %+v", end)
 	}
 
-	events = runJob(t, js, "h1", "dl2", api.JobRequest{Operation: api.OpModelDownload, Source: srv.URL + "/"})
+	events = runJob(t, js, "h1", "dl2", api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: srv.URL + "/"}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || !strings.Contains(end.Error, "give model_id") {
 		t.Fatalf("download without a file name ended %+v", end)
 	}

@@ -13,17 +13,18 @@ import (
 	"syscall"
 	"time"
 
+	"rbee.dev/hive/internal/lines"
 	"rbee.dev/shared/api"
 )
 
 // check emits the requested number of events: the self-test that tests and
 // benchmarks use to measure narration end to end.
-func (j *job) check() error {
+func (j *job) check(req *api.HiveCheck) error {
 	n := api.DefaultCheckEvents
-	if j.d.Request.Events != nil {
-		n = *j.d.Request.Events
+	if req.Events != nil {
+		n = *req.Events
 	}
-	payload := strings.Repeat("x", j.d.Request.PayloadBytes)
+	payload := strings.Repeat("x", req.PayloadBytes)
 	for i := 1; i <= n; i++ {
 		if i&1023 == 0 && j.ctx.Err() != nil {
 			return j.ctx.Err()
@@ -50,8 +51,7 @@ var safeEnv = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR",
 
 // runCommand runs the request's argv in its own process group, narrates each
 // output line, and kills the whole group when the job is cancelled.
-func (j *job) runCommand() error {
-	req := j.d.Request
+func (j *job) runCommand(req *api.Run) error {
 	if !j.a.cfg.AllowRun {
 		return fmt.Errorf("the run operation is not allowed on hive %s (start it with --allow-run); nothing was executed", j.a.cfg.ID)
 	}
@@ -135,9 +135,6 @@ type lineWriter struct {
 	buf    []byte
 }
 
-// maxLine splits very long lines so one event stays a reasonable size.
-const maxLine = 16 << 10
-
 func (j *job) lines(stream, level string) *lineWriter {
 	return &lineWriter{j: j, stream: stream, level: level}
 }
@@ -145,20 +142,8 @@ func (j *job) lines(stream, level string) *lineWriter {
 func (w *lineWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.buf = append(w.buf, b...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			if len(w.buf) >= maxLine {
-				w.emit(w.buf[:maxLine])
-				w.buf = w.buf[maxLine:]
-				continue
-			}
-			return len(b), nil
-		}
-		w.emit(bytes.TrimSuffix(w.buf[:i], []byte("\r")))
-		w.buf = w.buf[i+1:]
-	}
+	w.buf = lines.Cut(w.buf, b, w.emit)
+	return len(b), nil
 }
 
 func (w *lineWriter) flush() {

@@ -163,8 +163,7 @@ const (
 // chunk event, a whole body (or an error) as response data events, then
 // the usage as a result data event. Cancelling the job closes the request,
 // which stops the generation.
-func (j *job) infer() error {
-	req := j.d.Request
+func (j *job) infer(req *api.Infer) error {
 	w, done, err := j.a.pickWorker(j.ctx, req.Model, func(busy int) {
 		_ = j.p.Emit(api.Event{Actor: "infer", Action: "waiting",
 			Message: fmt.Sprintf("every worker of %s is busy (%d); waiting for one", req.Model, busy)})
@@ -212,7 +211,7 @@ func (j *job) infer() error {
 // dropped and, for a stream, usage asked for so that tokens are counted;
 // or, for a job in the rebuilt form (prompt or messages), a streamed
 // request made from those fields.
-func workerBody(req api.JobRequest, model string) (string, []byte, error) {
+func workerBody(req *api.Infer, model string) (string, []byte, error) {
 	if len(req.Body) == 0 {
 		return legacyBody(req, model)
 	}
@@ -257,7 +256,7 @@ func workerBody(req api.JobRequest, model string) (string, []byte, error) {
 
 // legacyBody builds the worker request of an infer job that carries
 // fields rather than a client's body.
-func legacyBody(req api.JobRequest, model string) (string, []byte, error) {
+func legacyBody(req *api.Infer, model string) (string, []byte, error) {
 	body := map[string]any{"model": model, "stream": true, "stream_options": map[string]bool{"include_usage": true}}
 	path := api.InferCompletions
 	if len(req.Messages) > 0 {

@@ -28,7 +28,7 @@ func TestWorkerBodyKeepsTheClientsBytes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			path, got, err := workerBody(api.JobRequest{Path: api.InferChat, Body: []byte(c.in)}, "qwen")
+			path, got, err := workerBody(&api.Infer{Path: api.InferChat, Body: []byte(c.in)}, "qwen")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +44,7 @@ func TestWorkerBodyKeepsTheClientsBytes(t *testing.T) {
 		`{"model":"m","stream":true,"stream_options":{"include_usage":true,"include_\u0075sage":false}}`,
 		`{"model":"m","stre\u0061m":false,"stream":true}`,
 	} {
-		if _, got, err := workerBody(api.JobRequest{Path: api.InferChat, Body: []byte(bad)}, "qwen"); err == nil && bad != `` {
+		if _, got, err := workerBody(&api.Infer{Path: api.InferChat, Body: []byte(bad)}, "qwen"); err == nil && bad != `` {
 			t.Errorf("%q accepted as %s", bad, got)
 		}
 	}

@@ -24,10 +24,10 @@ func (j *job) modelList() error {
 }
 
 // modelGet answers model_get with one model's record.
-func (j *job) modelGet() error {
-	m, err := j.a.models.Get(j.d.Request.ModelID)
+func (j *job) modelGet(req *api.ModelRef) error {
+	m, err := j.a.models.Get(req.ModelID)
 	if err != nil {
-		return j.modelError(err)
+		return j.modelError(req.ModelID, err)
 	}
 	m.Hive = j.a.cfg.ID
 	return j.p.Data(api.Event{
@@ -38,14 +38,14 @@ func (j *job) modelGet() error {
 
 // modelDelete removes a model from the catalog and answers with the record
 // it had.
-func (j *job) modelDelete() error {
-	id := j.d.Request.ModelID
+func (j *job) modelDelete(req *api.ModelRef) error {
+	id := req.ModelID
 	m, err := j.a.models.Get(id)
 	if err != nil && !errors.Is(err, models.ErrNotFound) {
-		return j.modelError(err)
+		return j.modelError(id, err)
 	}
 	if err := j.a.models.Delete(id); err != nil {
-		return j.modelError(err)
+		return j.modelError(id, err)
 	}
 	if m.ModelID == "" {
 		// Only a partial download was there; it is gone now.
@@ -61,8 +61,7 @@ func (j *job) modelDelete() error {
 // modelDownload fetches a model into the catalog, narrating each step and
 // the bytes as they arrive. Cancelling the job stops the transfer and
 // leaves no partial file.
-func (j *job) modelDownload() error {
-	req := j.d.Request
+func (j *job) modelDownload(req *api.ModelDownload) error {
 	var counted int64
 	progress := func(done, total int64) {
 		// Progress may restart from zero when a transfer starts over.
@@ -91,12 +90,12 @@ func (j *job) modelDownload() error {
 
 // modelError names the hive in catalog errors, since the job's reader may
 // not know which hive answered.
-func (j *job) modelError(err error) error {
+func (j *job) modelError(id string, err error) error {
 	switch {
 	case errors.Is(err, models.ErrNotFound):
-		return fmt.Errorf("model %s not found on hive %s", j.d.Request.ModelID, j.a.cfg.ID)
+		return fmt.Errorf("model %s not found on hive %s", id, j.a.cfg.ID)
 	case errors.Is(err, models.ErrDownloading):
-		return fmt.Errorf("model %s is being downloaded on hive %s; cancel that download job first", j.d.Request.ModelID, j.a.cfg.ID)
+		return fmt.Errorf("model %s is being downloaded on hive %s; cancel that download job first", id, j.a.cfg.ID)
 	}
 	return err
 }

@@ -65,11 +65,10 @@ func (j *job) workerCatalogList() error {
 // workerSpawn starts a worker for a model of the hive's catalog, narrating
 // its startup output, and answers with its record once it is ready. The
 // job's deadline is the spawn timeout.
-func (j *job) workerSpawn() error {
-	req := j.d.Request
+func (j *job) workerSpawn(req *api.WorkerSpawn) error {
 	path, err := j.a.models.Path(req.ModelID)
 	if err != nil {
-		return j.modelError(err)
+		return j.modelError(req.ModelID, err)
 	}
 	on := ""
 	if len(req.GPUs) > 0 {
@@ -83,7 +82,7 @@ func (j *job) workerSpawn() error {
 		_ = j.p.Emit(api.Event{Actor: "worker", Action: "log", Message: line})
 	})
 	if err != nil {
-		return j.workerError(err)
+		return j.workerError("", err)
 	}
 	if req.IdleTimeoutS > 0 {
 		j.a.setIdleTimeout(w.WorkerID, time.Duration(req.IdleTimeoutS*float64(time.Second)))
@@ -104,10 +103,10 @@ func (j *job) workerList() error {
 }
 
 // workerGet answers worker_get with one worker's record.
-func (j *job) workerGet() error {
-	w, err := j.a.workers.Get(j.d.Request.WorkerID)
+func (j *job) workerGet(req *api.WorkerRef) error {
+	w, err := j.a.workers.Get(req.WorkerID)
 	if err != nil {
-		return j.workerError(err)
+		return j.workerError(req.WorkerID, err)
 	}
 	return j.p.Data(api.Event{
 		Actor: "workers", Action: "worker_get", Data: w,
@@ -116,15 +115,15 @@ func (j *job) workerGet() error {
 }
 
 // workerStop stops a worker and answers with its last record.
-func (j *job) workerStop() error {
-	id := j.d.Request.WorkerID
+func (j *job) workerStop(req *api.WorkerRef) error {
+	id := req.WorkerID
 	w, err := j.a.workers.Get(id)
 	if err != nil {
-		return j.workerError(err)
+		return j.workerError(id, err)
 	}
 	_ = j.p.Emit(api.Event{Actor: "workers", Action: "stopping", Message: fmt.Sprintf("stopping worker %s (pid %d)", id, w.PID)})
 	if err := j.a.workers.Stop(j.ctx, id); err != nil {
-		return j.workerError(err)
+		return j.workerError(id, err)
 	}
 	w.State = api.WorkerStopped
 	return j.p.Data(api.Event{
@@ -135,9 +134,9 @@ func (j *job) workerStop() error {
 
 // workerError names the hive in supervisor errors, since the job's reader
 // may not know which hive answered.
-func (j *job) workerError(err error) error {
+func (j *job) workerError(id string, err error) error {
 	if errors.Is(err, workers.ErrNotFound) {
-		return fmt.Errorf("worker %s not found on hive %s", j.d.Request.WorkerID, j.a.cfg.ID)
+		return fmt.Errorf("worker %s not found on hive %s", id, j.a.cfg.ID)
 	}
 	return fmt.Errorf("hive %s: %w", j.a.cfg.ID, err)
 }

@@ -44,19 +44,19 @@ func TestWorkerOperations(t *testing.T) {
 		t.Fatalf("catalog %+v", catalog)
 	}
 
-	events = runJob(t, js, "h1", "sp0", api.JobRequest{Operation: api.OpWorkerSpawn, ModelID: "tiny", Backend: "reference"})
+	events = runJob(t, js, "h1", "sp0", api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "tiny", Backend: "reference"}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || !strings.Contains(end.Error, "model tiny not found on hive h1") {
 		t.Fatalf("spawn for a missing model ended %+v", end)
 	}
-	if end := runJob(t, js, "h1", "dl1", api.JobRequest{Operation: api.OpModelDownload, Source: srv.URL + "/tiny.gguf"}); end[len(end)-1].State != api.StateDone {
+	if end := runJob(t, js, "h1", "dl1", api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: srv.URL + "/tiny.gguf"}}); end[len(end)-1].State != api.StateDone {
 		t.Fatalf("download ended %+v", end[len(end)-1])
 	}
-	events = runJob(t, js, "h1", "sp1", api.JobRequest{Operation: api.OpWorkerSpawn, ModelID: "tiny", Backend: "nope"})
+	events = runJob(t, js, "h1", "sp1", api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "tiny", Backend: "nope"}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || !strings.Contains(end.Error, "unknown worker backend \"nope\"") {
 		t.Fatalf("spawn with an unknown backend ended %+v", end)
 	}
 
-	events = runJob(t, js, "h1", "sp2", api.JobRequest{Operation: api.OpWorkerSpawn, ModelID: "tiny", Backend: "reference", CtxSize: 256})
+	events = runJob(t, js, "h1", "sp2", api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "tiny", Backend: "reference", CtxSize: 256}})
 	if end := events[len(events)-1]; end.State != api.StateDone {
 		t.Fatalf("spawn ended %+v\n%+v", end, events)
 	}
@@ -89,14 +89,14 @@ func TestWorkerOperations(t *testing.T) {
 	if len(list) != 1 || list[0].WorkerID != w.WorkerID {
 		t.Fatalf("list %+v", list)
 	}
-	events = runJob(t, js, "h1", "get1", api.JobRequest{Operation: api.OpWorkerGet, WorkerID: w.WorkerID})
+	events = runJob(t, js, "h1", "get1", api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: w.WorkerID}})
 	var got api.Worker
 	dataOf(t, events, "worker_get", &got)
 	if got.WorkerID != w.WorkerID || got.PID != w.PID {
 		t.Fatalf("get %+v", got)
 	}
 
-	events = runJob(t, js, "h1", "stop1", api.JobRequest{Operation: api.OpWorkerStop, WorkerID: w.WorkerID})
+	events = runJob(t, js, "h1", "stop1", api.JobRequest{Operation: api.OpWorkerStop, Payload: &api.WorkerRef{WorkerID: w.WorkerID}})
 	var stopped api.Worker
 	dataOf(t, events, "worker_stop", &stopped)
 	if stopped.State != api.WorkerStopped {
@@ -105,7 +105,7 @@ func TestWorkerOperations(t *testing.T) {
 	if _, err := http.Get(w.URL + "/health"); err == nil {
 		t.Fatal("the worker still answers after worker_stop")
 	}
-	events = runJob(t, js, "h1", "get2", api.JobRequest{Operation: api.OpWorkerGet, WorkerID: w.WorkerID})
+	events = runJob(t, js, "h1", "get2", api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: w.WorkerID}})
 	if end := events[len(events)-1]; end.State != api.StateFailed || end.Error != "worker "+w.WorkerID+" not found on hive h1" {
 		t.Fatalf("get after stop ended %+v", end)
 	}

@@ -228,11 +228,11 @@ func (c *cluster) submit(t testing.TB, q queen, req api.JobRequest) string {
 
 // tick is a run job of n lines, one every interval, on hive.
 func tick(hive string, n int, every time.Duration) api.JobRequest {
-	return api.JobRequest{Operation: api.OpRun, Hive: hive, Command: []string{"ticker", "-n", strconv.Itoa(n), "-every", every.String()}}
+	return api.JobRequest{Operation: api.OpRun, Hive: hive, Payload: &api.Run{Command: []string{"ticker", "-n", strconv.Itoa(n), "-every", every.String()}}}
 }
 
 func hiveCheck(hive string, events int) api.JobRequest {
-	return api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, Events: &events}
+	return api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, Payload: &api.HiveCheck{Events: &events}}
 }
 
 // ledger records every job the suite created and the end each reader saw,

@@ -10,10 +10,10 @@ const BudgetFlag = "--job-max-narration-bytes"
 // advance to produce, 0 when that is not known (a command's output, say).
 // hive_check stores at least its payload for every event.
 func (r *JobRequest) NarrationEstimate() int64 {
-	if r.Operation != OpHiveCheck || r.Events == nil {
-		return 0
+	if e, ok := r.Payload.(interface{ narrationEstimate() int64 }); ok {
+		return e.narrationEstimate()
 	}
-	return int64(*r.Events) * int64(r.PayloadBytes)
+	return 0
 }
 
 // BudgetExceeded is the error a job ends with when its narration passed

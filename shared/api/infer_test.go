@@ -18,17 +18,17 @@ func TestInferBodyValidation(t *testing.T) {
 		req  api.JobRequest
 		err  string
 	}{
-		{"chat", api.JobRequest{Model: "demo", Path: api.InferChat, Body: ok}, ""},
-		{"rerank", api.JobRequest{Model: "demo", Path: api.InferRerank, Body: json.RawMessage(`{"query":"q","documents":["d"]}`)}, ""},
-		{"rebuilt form", api.JobRequest{Model: "demo", Prompt: "hi"}, ""},
-		{"unknown path", api.JobRequest{Model: "demo", Path: "/v1/images", Body: ok}, "path"},
-		{"path without body", api.JobRequest{Model: "demo", Path: api.InferChat}, "body is required"},
-		{"body without path", api.JobRequest{Model: "demo", Body: ok}, "path"},
-		{"array", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`[1]`)}, "JSON object"},
-		{"not JSON", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":`)}, "JSON object"},
-		{"too large", api.JobRequest{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}, "longer"},
-		{"bad model", api.JobRequest{Model: "../x", Path: api.InferChat, Body: ok}, "model"},
-		{"both forms", api.JobRequest{Model: "demo", Path: api.InferChat, Body: ok, Prompt: "hi"}, "from the body"},
+		{"chat", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: ok}}, ""},
+		{"rerank", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferRerank, Body: json.RawMessage(`{"query":"q","documents":["d"]}`)}}, ""},
+		{"rebuilt form", api.JobRequest{Payload: &api.Infer{Model: "demo", Prompt: "hi"}}, ""},
+		{"unknown path", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: "/v1/images", Body: ok}}, "path"},
+		{"path without body", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat}}, "body is required"},
+		{"body without path", api.JobRequest{Payload: &api.Infer{Model: "demo", Body: ok}}, "path"},
+		{"array", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`[1]`)}}, "JSON object"},
+		{"not JSON", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":`)}}, "JSON object"},
+		{"too large", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}}, "longer"},
+		{"bad model", api.JobRequest{Payload: &api.Infer{Model: "../x", Path: api.InferChat, Body: ok}}, "model"},
+		{"both forms", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: ok, Prompt: "hi"}}, "from the body"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -62,7 +62,7 @@ func TestRepeatedKey(t *testing.T) {
 			t.Errorf("RepeatedKey(%s) = %q, want %q", in, got, want)
 		}
 	}
-	r := api.JobRequest{Operation: api.OpInfer, Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","stream":false,"stream":true}`)}
+	r := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","stream":false,"stream":true}`)}}
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("a body naming stream twice: %v", err)
 	}

@@ -1,9 +1,6 @@
 package api
 
-import (
-	"encoding/json"
-	"time"
-)
+import "time"
 
 // Job states. A job moves queued → dispatched → running → one of the three
 // terminal states; cancelling is the short step between a cancel request and
@@ -21,59 +18,6 @@ const (
 // Terminal reports whether a job in state s will never change again.
 func Terminal(s string) bool {
 	return s == StateDone || s == StateFailed || s == StateCancelled
-}
-
-// JobRequest is the body of POST /v1/jobs. It is one flat shape for every
-// operation; Validate checks that the fields fit the operation.
-type JobRequest struct {
-	Operation string            `json:"operation"`
-	Hive      string            `json:"hive,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	TimeoutS  float64           `json:"timeout_s,omitempty"`
-	// Queue, when false, asks for 503 instead of waiting in the queue when
-	// no hive can take the job now.
-	Queue *bool `json:"queue,omitempty"`
-
-	// hive_check
-	Events       *int `json:"events,omitempty"`
-	PayloadBytes int  `json:"payload_bytes,omitempty"`
-
-	// run
-	Command []string          `json:"command,omitempty"`
-	Env     map[string]string `json:"env,omitempty"`
-	Dir     string            `json:"dir,omitempty"`
-
-	// models and workers
-	Source   string `json:"source,omitempty"`
-	ModelID  string `json:"model_id,omitempty"`
-	SHA256   string `json:"sha256,omitempty"`
-	Backend  string `json:"backend,omitempty"`
-	GPUs     []int  `json:"gpus,omitempty"`
-	CtxSize  int    `json:"ctx_size,omitempty"`
-	WorkerID string `json:"worker_id,omitempty"`
-	// IdleTimeoutS stops a spawned worker after this long without a request.
-	IdleTimeoutS float64 `json:"idle_timeout_s,omitempty"`
-
-	// infer
-	Model       string    `json:"model,omitempty"`
-	Prompt      string    `json:"prompt,omitempty"`
-	Messages    []Message `json:"messages,omitempty"`
-	MaxTokens   int       `json:"max_tokens,omitempty"`
-	Temperature *float64  `json:"temperature,omitempty"`
-	Stream      bool      `json:"stream,omitempty"`
-	// Path and Body are an OpenAI request as its client sent it: the hive
-	// posts Body to its worker's Path (one of InferPaths) with only the
-	// model renamed, rbee's own fields dropped and, for streams, usage
-	// asked for. Such a job carries none of prompt, messages, max_tokens,
-	// temperature and stream; Model is the body's model, for routing.
-	Path string          `json:"path,omitempty"`
-	Body json.RawMessage `json:"body,omitempty"`
-}
-
-// Message is one chat message of an infer request.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
 }
 
 // CreateJobResponse is the answer to POST /v1/jobs.

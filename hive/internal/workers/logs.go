@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"rbee.dev/hive/internal/lines"
 )
 
 // Workers write their output to a file, not a pipe: a pipe would break when
@@ -21,9 +23,7 @@ const (
 	// to empty. The worker appends (O_APPEND), so it simply goes on at the
 	// new end; lines written between the last read and the cut are lost,
 	// which is acceptable for a log whose last lines are also in memory.
-	maxLogBytes = 16 << 20
-	// maxLineBytes splits very long lines so one narration event stays small.
-	maxLineBytes = 16 << 10
+	maxLogBytes  = 16 << 20
 	tailInterval = 100 * time.Millisecond
 )
 
@@ -116,20 +116,7 @@ func (t *tailer) poll() {
 }
 
 func (t *tailer) consume(b []byte) {
-	t.partial = append(t.partial, b...)
-	for {
-		i := bytes.IndexByte(t.partial, '\n')
-		if i < 0 {
-			if len(t.partial) >= maxLineBytes {
-				t.line(t.partial[:maxLineBytes])
-				t.partial = t.partial[maxLineBytes:]
-				continue
-			}
-			return
-		}
-		t.line(bytes.TrimSuffix(t.partial[:i], []byte("\r")))
-		t.partial = t.partial[i+1:]
-	}
+	t.partial = lines.Cut(t.partial, b, t.line)
 }
 
 func (t *tailer) line(b []byte) {

@@ -41,7 +41,7 @@ func TestRunAllowlist(t *testing.T) {
 
 	run := func(t *testing.T, dir string, command ...string) api.Event {
 		t.Helper()
-		job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: command, Dir: dir})
+		job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: command, Dir: dir}})
 		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 		end := checkComplete(t, frames, done)
 		if end.State == api.StateDone {

@@ -51,8 +51,8 @@ func TestAPIKeys(t *testing.T) {
 			doHeaders(t, "GET", b+"/v1/hives", nil, bearer(operator), nil) == 200
 	})
 
-	check := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
-	run := api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"true"}}
+	check := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(1)}}
+	run := api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"true"}}}
 	cases := []struct {
 		name, base, method, path string
 		body                     any
@@ -127,13 +127,13 @@ func TestHiveWithNATSCredentials(t *testing.T) {
 	}
 	base, q := mustQueen(t, "", func(c *app.Config) { c.NATSAuth, c.NATSListen = authFile, "127.0.0.1:0" })
 	hiveProcess(t, base, q.NATSURL(), "gpu1", "--nats-user", "gpu1", "--nats-password", f.Hives["gpu1"], "--allow-run")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Command: []string{"echo", "hello"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Payload: &api.Run{Command: []string{"echo", "hello"}}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	if end := checkComplete(t, frames, done); end.State != api.StateDone {
 		t.Fatalf("end %+v", end)
 	}
 	// Cancel reaches the hive through its control subject.
-	long := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Command: []string{"sleep", "30"}})
+	long := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "gpu1", Payload: &api.Run{Command: []string{"sleep", "30"}}})
 	sse(t, context.Background(), base, long, 0, 3)
 	do(t, "DELETE", base+"/v1/jobs/"+long, nil, nil)
 	frames, done, _ = sse(t, context.Background(), base, long, 0, 0)

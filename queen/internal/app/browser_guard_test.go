@@ -202,7 +202,7 @@ func TestHTTPTimeoutsSpareStreams(t *testing.T) {
 		t.Fatalf("a client that stalled mid-body held its connection for %s", held)
 	}
 
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sh", "-c", "sleep 3; echo late"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "sleep 3; echo late"}}})
 	frames, done, comments := sse(t, context.Background(), base, job, 0, 0)
 	if end := checkComplete(t, frames, done); end.State != api.StateDone {
 		t.Fatalf("a stream longer than the HTTP timeout ended %+v", end)
@@ -227,10 +227,8 @@ func TestRecordsRedactSecretsForNonAdmins(t *testing.T) {
 	}
 	reader := map[string]string{"Authorization": "Bearer " + k.Key}
 	var run, dl api.CreateJobResponse
-	doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"true"},
-		Env: map[string]string{"HF_TOKEN": "hf_s3cretvalue"}}, admin, &run)
-	doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", ModelID: "m1",
-		Source: "http://alice:pa55word@127.0.0.1:1/m.gguf?X-Amz-Signature=sig0123"}, reader, &dl)
+	doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"true"}, Env: map[string]string{"HF_TOKEN": "hf_s3cretvalue"}}}, admin, &run)
+	doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{ModelID: "m1", Source: "http://alice:pa55word@127.0.0.1:1/m.gguf?X-Amz-Signature=sig0123"}}, reader, &dl)
 	if run.JobID == "" || dl.JobID == "" {
 		t.Fatalf("jobs not created: %+v %+v", run, dl)
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 // issueCheck is the hive_check that could store 640 GiB of narration.
-var issueCheck = api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(10_000_000), PayloadBytes: 65536}
+var issueCheck = api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(10_000_000), PayloadBytes: 65536}}
 
 // A job certain to pass its narration budget is refused at submit, with a
 // message that names the limit; one that fits is accepted.
@@ -35,8 +35,8 @@ func TestNarrationBudgetRefusedAtSubmit(t *testing.T) {
 	}{
 		{"issue request, default budget", dflt, issueCheck, 400, "1 GiB"},
 		{"issue request, 1 MiB budget", small, issueCheck, 400, "1 MiB"},
-		{"2 MiB of payload, 1 MiB budget", small, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(32), PayloadBytes: 65536}, 400, "1 MiB"},
-		{"fits", small, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(10), PayloadBytes: 1000}, 201, ""},
+		{"2 MiB of payload, 1 MiB budget", small, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(32), PayloadBytes: 65536}}, 400, "1 MiB"},
+		{"fits", small, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(10), PayloadBytes: 1000}}, 201, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -76,10 +76,10 @@ func TestNarrationBudgetStopsJob(t *testing.T) {
 		req  api.JobRequest
 	}{
 		// A command printing forever: the hive must kill it.
-		{"run", api.JobRequest{Operation: api.OpRun, Hive: "h1", TimeoutS: 120, Command: []string{"yes", line}}},
+		{"run", api.JobRequest{Operation: api.OpRun, Hive: "h1", TimeoutS: 120, Payload: &api.Run{Command: []string{"yes", line}}}},
 		// Under the budget by payload alone, over it with each event's
 		// envelope: only the hive can tell.
-		{"hive_check", api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(3000), PayloadBytes: 300}},
+		{"hive_check", api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(3000), PayloadBytes: 300}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -197,7 +197,7 @@ func TestFullNarrationStreamMakesRoom(t *testing.T) {
 		// About 200 KB each: the stream holds twenty. The queen keeps it
 		// under 80% full, so every job finds room.
 		waitFor(t, 10*time.Second, func() bool { return stored() < limit*8/10 })
-		job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(50), PayloadBytes: 4000})
+		job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(50), PayloadBytes: 4000}})
 		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 		if err := complete(frames); err != nil || !done {
 			t.Fatalf("job %d: %v, done %v", i, err, done)

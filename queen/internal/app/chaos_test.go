@@ -51,8 +51,7 @@ func TestQueenKilledMidStream(t *testing.T) {
 	a, qa := queenProcess(t, ns.ClientURL())
 	b, _ := queenProcess(t, ns.ClientURL())
 	hiveProcess(t, a, ns.ClientURL(), "h1", "--allow-run")
-	job := submit(t, a, api.JobRequest{Operation: api.OpRun, Hive: "h1",
-		Command: []string{"sh", "-c", "i=0; while [ $i -lt 60 ]; do echo line $i; i=$((i+1)); sleep 0.03; done"}})
+	job := submit(t, a, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "i=0; while [ $i -lt 60 ]; do echo line $i; i=$((i+1)); sleep 0.03; done"}}})
 	head, _, _ := sse(t, context.Background(), a, job, 0, 10)
 	_ = qa.Process.Kill()
 	ctx, cancel := contextTimeout(20 * time.Second)
@@ -75,8 +74,7 @@ func TestNATSNodeKilledMidJob(t *testing.T) {
 	hiveProcess(t, base, all, "h1", "--allow-run")
 	var jobs []string
 	for range 3 {
-		jobs = append(jobs, submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1",
-			Command: []string{"sh", "-c", "i=0; while [ $i -lt 80 ]; do echo line $i; i=$((i+1)); sleep 0.05; done"}}))
+		jobs = append(jobs, submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "i=0; while [ $i -lt 80 ]; do echo line $i; i=$((i+1)); sleep 0.05; done"}}}))
 	}
 	head, _, _ := sse(t, context.Background(), base, jobs[0], 0, 5)
 	// The server that leads the narration stream: the hive's publishes
@@ -121,7 +119,7 @@ func TestNATSNodeKilledMidJob(t *testing.T) {
 		}
 	}
 	// The cluster still takes new work.
-	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(20)})
+	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(20)}})
 	frames, err := readAll(ctx, func() []string { return []string{base} }, next)
 	if err != nil || len(frames) != 23 {
 		t.Fatalf("job after the node loss: %d frames, %v", len(frames), err)
@@ -188,9 +186,9 @@ func TestSoak(t *testing.T) {
 	nextChaos := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		qs := live()
-		req := api.JobRequest{Operation: api.OpHiveCheck, Events: intp(1 + rng.IntN(300))}
+		req := api.JobRequest{Operation: api.OpHiveCheck, Payload: &api.HiveCheck{Events: intp(1 + rng.IntN(300))}}
 		if rng.IntN(3) == 0 {
-			req = api.JobRequest{Operation: api.OpRun, Command: []string{"sh", "-c", "echo a; sleep 0.3; echo b"}}
+			req = api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"sh", "-c", "echo a; sleep 0.3; echo b"}}}
 		}
 		var out api.CreateJobResponse
 		if code := doQuiet(qs[rng.IntN(len(qs))]+"/v1/jobs", req, &out); code == 201 {

@@ -21,7 +21,7 @@ func TestRunChildDiesWithHive(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	hive := hiveProcess(t, base, ns.ClientURL(), "h1", "--allow-run")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sh", "-c", "echo pid $$; exec sleep 300"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "echo pid $$; exec sleep 300"}}})
 	pid := 0
 	waitFor(t, 10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)

@@ -32,7 +32,7 @@ func TestDetachedStreamReattaches(t *testing.T) {
 	a, _ := mustQueen(t, ns.ClientURL())
 	b, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 2 })
-	dl := submit(t, a, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"})
+	dl := submit(t, a, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
 	if frames, done, _ := sse(t, context.Background(), a, dl, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
 		t.Fatal("download failed")
 	}
@@ -157,8 +157,7 @@ func TestReattachScopes(t *testing.T) {
 	}
 	mine, theirs := key("mine"), key("theirs")
 	var created api.CreateJobResponse
-	req := api.JobRequest{Operation: api.OpInfer, Model: "demo", Path: api.InferChat,
-		Body: json.RawMessage(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`)}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`)}}
 	if code := doHeaders(t, "POST", base+"/v1/jobs", req, mine, &created); code != 201 {
 		t.Fatalf("create infer job: %d", code)
 	}

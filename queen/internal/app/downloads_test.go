@@ -108,7 +108,7 @@ func modelFiles(t testing.TB, dataDir string) []string {
 // downloadEnd runs a model_download on hive h1 and returns its end event.
 func downloadEnd(t *testing.T, base, source string) api.Event {
 	t.Helper()
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: source})
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: source}})
 	ctx, cancel := contextTimeout(30 * time.Second)
 	defer cancel()
 	frames, done, _ := sse(t, ctx, base, job, 0, 0)

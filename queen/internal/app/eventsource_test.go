@@ -25,7 +25,7 @@ func TestEventSourceClosesAfterTheEnd(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(20)})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(20)}})
 	want, done := sseQuiet(context.Background(), base, job, 0, 0)
 	if !done {
 		t.Fatal("the job's stream did not end")

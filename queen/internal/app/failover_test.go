@@ -48,7 +48,7 @@ func TestHiveKilledMidDownloadReplaces(t *testing.T) {
 	a := hiveProcess(t, base, ns.ClientURL(), "a")
 	hiveProcess(t, base, ns.ClientURL(), "b")
 	url := slowFile(t, 1_500_000, 100*time.Millisecond)
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Source: url})
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: url}})
 	head, _, _ := sse(t, context.Background(), base, job, 0, 4)
 	var rec api.Job
 	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
@@ -86,7 +86,7 @@ func TestFrozenHiveIsFencedOff(t *testing.T) {
 	a := hiveProcess(t, base, ns.ClientURL(), "a")
 	hiveProcess(t, base, ns.ClientURL(), "b")
 	url := slowFile(t, 2_000_000, 100*time.Millisecond)
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Source: url})
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: url}})
 	head, _, _ := sse(t, context.Background(), base, job, 0, 4)
 	_ = a.Process.Signal(syscall.SIGSTOP)
 	var rec api.Job
@@ -141,7 +141,7 @@ func replacedIn(t *testing.T, frames []frame, from, to string) bool {
 func TestQueuedUntilHiveJoins(t *testing.T) {
 	ns := mustNATS(t)
 	first, q1 := mustQueen(t, ns.ClientURL())
-	job := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Events: intp(3)})
+	job := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Payload: &api.HiveCheck{Events: intp(3)}})
 	var rec api.Job
 	do(t, "GET", first+"/v1/jobs/"+job, nil, &rec)
 	if rec.State != api.StateQueued || rec.Hive != "" {
@@ -158,7 +158,7 @@ func TestQueuedUntilHiveJoins(t *testing.T) {
 		do(t, "GET", first+"/v1/jobs?state=queued", nil, &list)
 		return len(list.Jobs) == 1
 	})
-	next := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Events: intp(1)})
+	next := submit(t, first, api.JobRequest{Operation: api.OpHiveCheck, Hive: "late", Payload: &api.HiveCheck{Events: intp(1)}})
 	if head, _, _ := sse(t, context.Background(), first, next, 0, 1); !strings.Contains(head[0].event(t).Message, "at position 2") {
 		t.Fatalf("second job's first event %q", head[0].event(t).Message)
 	}

@@ -62,8 +62,8 @@ func TestInferenceSlots(t *testing.T) {
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots, c.ConfigFile = 1, catalog })
 	for _, req := range []api.JobRequest{
-		{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"},
-		{Operation: api.OpWorkerSpawn, Hive: "h1", ModelID: "demo", Backend: "slow"},
+		{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}},
+		{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "slow"}},
 	} {
 		frames, done, _ := sse(t, context.Background(), base, submit(t, base, req), 0, 0)
 		if end := checkComplete(t, frames, done); end.State != api.StateDone {

@@ -86,7 +86,7 @@ func TestKeyLimits(t *testing.T) {
 	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 4 })
 	var created api.CreateJobResponse
-	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"}, admin, &created); code != 201 {
+	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}}, admin, &created); code != 201 {
 		t.Fatalf("download: %d", code)
 	}
 	waitFor(t, 30*time.Second, func() bool {
@@ -114,8 +114,8 @@ func TestKeyLimits(t *testing.T) {
 	t.Run("no way around them through /v1/jobs", func(t *testing.T) {
 		key := mk("jobs", api.KeyLimits{RPM: 1})
 		for _, req := range []api.JobRequest{
-			{Operation: api.OpInfer, Model: "m", Prompt: "hi"},
-			{Operation: api.OpInfer, Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)},
+			{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Prompt: "hi"}},
+			{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`)}},
 		} {
 			if code := doHeaders(t, "POST", a+"/v1/jobs", req, map[string]string{"Authorization": "Bearer " + key}, nil); code != 403 {
 				t.Fatalf("a limited key's infer job through /v1/jobs: %d, want 403", code)

@@ -39,7 +39,7 @@ func TestLostDispatch(t *testing.T) {
 		created := time.Now().UTC().Add(-age)
 		j := api.Job{JobID: fmt.Sprintf("%012x%016x", created.UnixMilli(), n), Operation: api.OpHiveCheck, Hive: "h1",
 			State: api.StateQueued, CreatedAt: created, DeadlineAt: created.Add(10 * time.Minute), Attempt: 1,
-			Request: api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(3)}}
+			Request: api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(3)}}}
 		data, _ := json.Marshal(j)
 		if _, err := kv.Create(context.Background(), j.JobID, data); err != nil {
 			t.Fatal(err)

@@ -32,7 +32,7 @@ func inferCluster(t *testing.T) (base string, client openai.Client) {
 	base, _ = mustQueen(t, ns.ClientURL())
 	for _, h := range []string{"h1", "h2"} {
 		mustHive(t, base, ns.ClientURL(), h, func(c *agent.Config) { c.Slots = 3 })
-		job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: h, Source: files.URL + "/demo.gguf"})
+		job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: h, Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
 		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 		if end := checkComplete(t, frames, done); end.State != api.StateDone {
 			t.Fatalf("download on %s: %+v", h, end)
@@ -119,7 +119,7 @@ func TestInferenceBurst(t *testing.T) {
 	}
 	base, client := inferCluster(t)
 	for _, h := range []string{"h1", "h2"} {
-		job := submit(t, base, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: h, ModelID: "demo", Backend: "reference"})
+		job := submit(t, base, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: h, Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "reference"}})
 		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 		if end := checkComplete(t, frames, done); end.State != api.StateDone {
 			t.Fatalf("spawn on %s: %+v", h, end)

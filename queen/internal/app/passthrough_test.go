@@ -74,7 +74,7 @@ func passthroughCluster(t *testing.T) (base, record, source string) {
 	ns := mustNATS(t)
 	base, _ = mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Infer.Aliases = map[string]string{"gpt-4o-mini": "demo"} })
 	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.ConfigFile = catalogFile })
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"})
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	if end := checkComplete(t, frames, done); end.State != api.StateDone {
 		t.Fatalf("download: %+v", end)

@@ -32,8 +32,8 @@ func cluster(t *testing.T, hive ...func(*agent.Config)) (base, natsURL string) {
 // event: the job's narration exists from the moment it is created.
 func TestStreamBeforePickup(t *testing.T) {
 	base, _ := cluster(t, oneSlot)
-	blocker := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sleep", "0.5"}})
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(50)})
+	blocker := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "0.5"}}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(50)}})
 
 	var rec api.Job
 	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
@@ -54,7 +54,7 @@ func TestStreamBeforePickup(t *testing.T) {
 // end, however many times it asks.
 func TestReplayAfterEnd(t *testing.T) {
 	base, _ := cluster(t)
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(200)})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(200)}})
 	first, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	checkComplete(t, first, done)
 	for i := 0; i < 2; i++ {
@@ -83,8 +83,7 @@ func TestReplayAfterEnd(t *testing.T) {
 func TestResumeOnSecondQueen(t *testing.T) {
 	base, natsURL := cluster(t)
 	second, _ := mustQueen(t, natsURL)
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1",
-		Command: []string{"sh", "-c", "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.02; done"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.02; done"}}})
 
 	head, done, _ := sse(t, context.Background(), base, job, 0, 10)
 	if done || len(head) != 10 {
@@ -122,7 +121,7 @@ func TestQuietJobNotEndedEarly(t *testing.T) {
 	}
 	base, _ := cluster(t)
 	start := time.Now()
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sh", "-c", "echo before; sleep 3; echo after"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "echo before; sleep 3; echo after"}}})
 	frames, done, comments := sse(t, context.Background(), base, job, 0, 0)
 	end := checkComplete(t, frames, done)
 	if end.State != api.StateDone || time.Since(start) < 3*time.Second {
@@ -150,7 +149,7 @@ func TestHundredThousandEvents(t *testing.T) {
 	}
 	base, _ := cluster(t)
 	const n = 100_000
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(n), PayloadBytes: 16})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(n), PayloadBytes: 16}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	end := checkComplete(t, frames, done)
 	if end.State != api.StateDone || len(frames) != n+3 {
@@ -168,8 +167,8 @@ func TestHundredThousandEvents(t *testing.T) {
 func TestCancelQueued(t *testing.T) {
 	base, _ := cluster(t, oneSlot)
 	marker := filepath.Join(t.TempDir(), "ran")
-	blocker := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sleep", "1"}})
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"touch", marker}})
+	blocker := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "1"}}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"touch", marker}}})
 	var cr api.CancelResponse
 	if code := do(t, "DELETE", base+"/v1/jobs/"+job, nil, &cr); code != 202 {
 		t.Fatalf("cancel: %d", code)
@@ -199,8 +198,7 @@ func TestCancelQueued(t *testing.T) {
 func TestCancelRunning(t *testing.T) {
 	base, _ := cluster(t)
 	pidFile := filepath.Join(t.TempDir(), "child")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1",
-		Command: []string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; echo started; wait"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; echo started; wait"}}})
 	frames, _, _ := sse(t, context.Background(), base, job, 0, 4)
 	if e := frames[len(frames)-1].event(t); e.Message != "started" {
 		t.Fatalf("fourth event %+v", e)
@@ -230,7 +228,7 @@ func TestHiveKilledMidJob(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	hive := hiveProcess(t, base, ns.ClientURL(), "doomed", "--allow-run")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "doomed", Command: []string{"sh", "-c", "echo up; sleep 60"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "doomed", Payload: &api.Run{Command: []string{"sh", "-c", "echo up; sleep 60"}}})
 	head, _, _ := sse(t, context.Background(), base, job, 0, 4)
 	if err := hive.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -256,7 +254,7 @@ func TestRunNotAllowed(t *testing.T) {
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "locked")
 	marker := filepath.Join(t.TempDir(), "ran")
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "locked", Command: []string{"touch", marker}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "locked", Payload: &api.Run{Command: []string{"touch", marker}}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	end := checkComplete(t, frames, done)
 	if end.State != api.StateFailed || !strings.Contains(end.Error, "--allow-run") {
@@ -270,7 +268,7 @@ func TestRunNotAllowed(t *testing.T) {
 // A server-side deadline ends a job that runs too long.
 func TestDeadline(t *testing.T) {
 	base, _ := cluster(t)
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", TimeoutS: 0.5, Command: []string{"sleep", "30"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", TimeoutS: 0.5, Payload: &api.Run{Command: []string{"sleep", "30"}}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	if end := checkComplete(t, frames, done); end.State != api.StateFailed || end.Error != "deadline exceeded" {
 		t.Fatalf("end %+v", end)
@@ -306,7 +304,7 @@ func TestIdempotencyKey(t *testing.T) {
 	second, _ := mustQueen(t, natsURL, func(c *app.Config) {})
 	var ids []string
 	for _, b := range []string{base, second, base} {
-		req := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
+		req := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(1)}}
 		var out api.CreateJobResponse
 		hdr := map[string]string{"Idempotency-Key": "retry-me-1"}
 		if code := doHeaders(t, "POST", b+"/v1/jobs", req, hdr, &out); code != 201 {
@@ -337,8 +335,8 @@ func TestIdempotencyKeyBinding(t *testing.T) {
 		t.Fatalf("create key: %d", code)
 	}
 	ops := map[string]string{"Authorization": "Bearer " + k.Key, "Idempotency-Key": "k-1"}
-	one := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}
-	two := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(2)}
+	one := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(1)}}
+	two := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(2)}}
 
 	var first, again, other api.CreateJobResponse
 	if code := doHeaders(t, "POST", base+"/v1/jobs", one, admin, &first); code != 201 || first.JobID == "" {

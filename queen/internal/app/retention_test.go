@@ -20,7 +20,7 @@ func TestRetentionExpiresJobs(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Retention = 3 * time.Second })
 	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(3)})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(3)}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	checkComplete(t, frames, done)
 
@@ -45,7 +45,7 @@ func TestRetentionExpiresJobs(t *testing.T) {
 		t.Fatalf("stream of an expired job: %d %+v", code, e)
 	}
 	// The cluster keeps working at that retention.
-	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)})
+	next := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(1)}})
 	frames, done, _ = sse(t, context.Background(), base, next, 0, 0)
 	checkComplete(t, frames, done)
 }
@@ -59,7 +59,7 @@ func TestRetentionKeepsRunningJobs(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Retention = 2 * time.Second })
 	mustHive(t, base, ns.ClientURL(), "h1", func(c *agent.Config) { c.AllowRun = true })
-	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sleep", "5"}})
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "5"}}})
 	waitFor(t, 5*time.Second, func() bool {
 		var j api.Job
 		return do(t, "GET", base+"/v1/jobs/"+job, nil, &j) == 200 && j.State == api.StateRunning

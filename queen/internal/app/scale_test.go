@@ -29,10 +29,10 @@ func TestZeroLossUnderChurn(t *testing.T) {
 
 	var jobs []string
 	for i := 0; i < 20; i++ {
-		req := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(3000), PayloadBytes: 64}
+		req := api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(3000), PayloadBytes: 64}}
 		if i%2 == 1 {
-			req = api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"sh", "-c",
-				"i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); if [ $((i % 50)) = 0 ]; then sleep 0.05; fi; done"}}
+			req = api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c",
+				"i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); if [ $((i % 50)) = 0 ]; then sleep 0.05; fi; done"}}}
 		}
 		jobs = append(jobs, submit(t, queens[i%2], req))
 	}
@@ -88,7 +88,7 @@ func TestSlowClientLosesNothing(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.SSEBuffer = 8 })
 	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(40000), PayloadBytes: 200})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(40000), PayloadBytes: 200}})
 	fr, done := sseSlow(context.Background(), base, job)
 	if !done {
 		t.Fatal("stream did not finish")

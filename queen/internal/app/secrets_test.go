@@ -119,7 +119,7 @@ func TestSecretsFromFiles(t *testing.T) {
 	}
 	hiveProcess(t, base, natsURL, "gpu1", "--nats-user", "gpu1", "--nats-password-file", writeSecret(t, "gpu1.pass", f.Hives["gpu1"]))
 	var created api.CreateJobResponse
-	if code := doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpHiveCheck, Hive: "gpu1", Events: intp(3)}, admin, &created); code != 201 {
+	if code := doHeaders(t, "POST", base+"/v1/jobs", api.JobRequest{Operation: api.OpHiveCheck, Hive: "gpu1", Payload: &api.HiveCheck{Events: intp(3)}}, admin, &created); code != 201 {
 		t.Fatalf("submit: %d", code)
 	}
 	waitFor(t, 10*time.Second, func() bool {

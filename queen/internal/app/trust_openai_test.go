@@ -31,7 +31,7 @@ func TestOpenAIAnswerIsTheHivesOwn(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"})
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	checkComplete(t, frames, done)
 	client := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))

@@ -129,7 +129,7 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	jsB, _ := jetstream.New(c.connect(t, "gpuB"))
 	jsA, _ := jetstream.New(c.connect(t, "gpuA"))
 
-	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Command: []string{"sh", "-c", "sleep 1.5; echo real"}})
+	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Payload: &api.Run{Command: []string{"sh", "-c", "sleep 1.5; echo real"}}})
 	type result struct {
 		frames []frame
 		done   bool
@@ -222,7 +222,7 @@ func TestHiveIdentityLimits(t *testing.T) {
 		t.Skip("boots a queen and a hive")
 	}
 	c := mustAuthCluster(t)
-	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Command: []string{"echo", "secret-job"}})
+	job := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Payload: &api.Run{Command: []string{"echo", "secret-job"}}})
 	frames, done, _ := sse(t, context.Background(), c.base, job, 0, 0)
 	checkComplete(t, frames, done)
 
@@ -278,7 +278,7 @@ func TestHiveIdentityLimits(t *testing.T) {
 func TestLocalHiveGetsItsWorkQueue(t *testing.T) {
 	base, _ := mustQueen(t, "", func(c *app.Config) { c.LocalHive = true })
 	waitHive(t, base, "local")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "local", Events: intp(3)})
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "local", Payload: &api.HiveCheck{Events: intp(3)}})
 	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
 	if end := checkComplete(t, frames, done); end.State != api.StateDone {
 		t.Fatalf("end %+v", end)

@@ -37,7 +37,7 @@ func TestJobOwnership(t *testing.T) {
 	alice, bob := mk("alice", "read", "operate"), mk("bob", "read", "operate")
 
 	var created api.CreateJobResponse
-	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: intp(1)}, alice, &created); code != 201 {
+	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(1)}}, alice, &created); code != 201 {
 		t.Fatalf("alice submits: %d", code)
 	}
 	id := created.JobID
@@ -96,7 +96,7 @@ func TestUsageLedger(t *testing.T) {
 	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
 	var created api.CreateJobResponse
-	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Source: files.URL + "/demo.gguf"}, admin, &created); code != 201 {
+	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}}, admin, &created); code != 201 {
 		t.Fatalf("download: %d", code)
 	}
 	waitFor(t, 30*time.Second, func() bool {

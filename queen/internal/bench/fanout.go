@@ -168,7 +168,7 @@ func runFanout(ctx context.Context, e *Env) (*Run, error) {
 // startBlockers fills the hive's slots with jobs that sleep until cancelled,
 // and waits until each one runs.
 func startBlockers(ctx context.Context, c *Client, n int) ([]string, error) {
-	body, _ := json.Marshal(api.JobRequest{Operation: api.OpRun, Hive: HiveID, Command: []string{"sleep", "120"}, TimeoutS: 600})
+	body, _ := json.Marshal(api.JobRequest{Operation: api.OpRun, Hive: HiveID, TimeoutS: 600, Payload: &api.Run{Command: []string{"sleep", "120"}}})
 	var ids []string
 	for i := 0; i < n; i++ {
 		job, err := c.Create(ctx, body)

@@ -133,8 +133,8 @@ func startInferWorker(ctx context.Context, e *Env, c *Client) (api.Worker, error
 	defer files.Close()
 
 	for _, req := range []api.JobRequest{
-		{Operation: api.OpModelDownload, Hive: HiveID, Source: "http://" + ln.Addr().String() + "/" + inferModel + ".gguf", ModelID: inferModel},
-		{Operation: api.OpWorkerSpawn, Hive: HiveID, ModelID: inferModel, Backend: "reference"},
+		{Operation: api.OpModelDownload, Hive: HiveID, Payload: &api.ModelDownload{Source: "http://" + ln.Addr().String() + "/" + inferModel + ".gguf", ModelID: inferModel}},
+		{Operation: api.OpWorkerSpawn, Hive: HiveID, Payload: &api.WorkerSpawn{ModelID: inferModel, Backend: "reference"}},
 	} {
 		body, _ := json.Marshal(req)
 		job, err := c.Create(ctx, body)

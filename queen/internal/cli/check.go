@@ -44,10 +44,11 @@ the job fails or events arrive out of order. An interrupt cancels the job.`,
 			if err != nil {
 				return err
 			}
-			req := api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, Labels: labelMap, PayloadBytes: payloadBytes, TimeoutS: timeout.seconds()}
+			check := &api.HiveCheck{PayloadBytes: payloadBytes}
 			if cmd.Flags().Changed("events") {
-				req.Events = &events
+				check.Events = &events
 			}
+			req := api.JobRequest{Operation: api.OpHiveCheck, Hive: hive, Labels: labelMap, TimeoutS: timeout.seconds(), Payload: check}
 			start := time.Now()
 			created, err := a.createOwn(ctx, req)
 			if err != nil {

@@ -132,7 +132,7 @@ func TestCheck(t *testing.T) {
 		}
 	}
 	creates, _, _ := q.snapshot()
-	if req := creates[0].req; req.Operation != api.OpHiveCheck || req.Hive != "h1" || *req.Events != 20 || req.PayloadBytes != 64 {
+	if req := creates[0].req; req.Operation != api.OpHiveCheck || req.Hive != "h1" || *req.Payload.(*api.HiveCheck).Events != 20 || req.Payload.(*api.HiveCheck).PayloadBytes != 64 {
 		t.Errorf("request %+v", req)
 	}
 
@@ -153,8 +153,8 @@ func TestCheck(t *testing.T) {
 		t.Errorf("summary %+v", sum)
 	}
 	// Without --events the queen's default applies, so none is sent.
-	if creates, _, _ = q.snapshot(); *creates[1].req.Events != api.DefaultCheckEvents {
-		t.Errorf("events %d, want the default", *creates[1].req.Events)
+	if creates, _, _ = q.snapshot(); *creates[1].req.Payload.(*api.HiveCheck).Events != api.DefaultCheckEvents {
+		t.Errorf("events %d, want the default", *creates[1].req.Payload.(*api.HiveCheck).Events)
 	}
 }
 

@@ -178,11 +178,23 @@ func (a *app) buildRequest(cmd *cobra.Command, body, op, hive string, timeout *d
 	return req, nil
 }
 
-// requestFieldKinds maps each JSON field of a job request to its Go kind,
-// pointers looked through, so --field knows which values are plain text.
+// requestFieldKinds maps each JSON field of a job request, the envelope's
+// and those of every operation's payload in the operation table, to its Go
+// kind, pointers looked through, so --field knows which values are plain
+// text.
 func requestFieldKinds() map[string]reflect.Kind {
-	t := reflect.TypeFor[api.JobRequest]()
-	kinds := make(map[string]reflect.Kind, t.NumField())
+	kinds := map[string]reflect.Kind{}
+	fieldKinds(reflect.TypeFor[api.JobRequest](), kinds)
+	for _, spec := range api.Operations {
+		if spec.Payload != nil {
+			fieldKinds(reflect.TypeOf(spec.Payload()).Elem(), kinds)
+		}
+	}
+	return kinds
+}
+
+// fieldKinds adds the JSON fields of struct type t to kinds.
+func fieldKinds(t reflect.Type, kinds map[string]reflect.Kind) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -195,7 +207,6 @@ func requestFieldKinds() map[string]reflect.Kind {
 		}
 		kinds[name] = ft.Kind()
 	}
-	return kinds
 }
 
 func (a *app) jobsListCommand() *cobra.Command {
@@ -388,7 +399,8 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // operationsHelp lists the operations a queen accepts, from the operation
-// table, with what each does and the API key scope it needs.
+// table, with what each does, the API key scope it needs and the fields of
+// its payload.
 func operationsHelp() string {
 	var b strings.Builder
 	b.WriteString("Operations:\n")
@@ -399,6 +411,9 @@ func operationsHelp() string {
 			where = ", on the queen"
 		}
 		fmt.Fprintf(&b, "  %-20s %s (scope %s%s)\n", name, spec.Summary, api.ScopeForOperation(name), where)
+		if fields := spec.Fields(); len(fields) > 0 {
+			fmt.Fprintf(&b, "  %-20s fields: %s\n", "", strings.Join(fields, ", "))
+		}
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -32,7 +32,7 @@ func TestSubmit(t *testing.T) {
 	}
 	creates, _, _ := q.snapshot()
 	c := creates[0]
-	if c.req.Operation != api.OpHiveCheck || c.req.Hive != "h1" || *c.req.Events != 5 || c.req.PayloadBytes != 16 || c.req.TimeoutS != 90 {
+	if c.req.Operation != api.OpHiveCheck || c.req.Hive != "h1" || *c.req.Payload.(*api.HiveCheck).Events != 5 || c.req.Payload.(*api.HiveCheck).PayloadBytes != 16 || c.req.TimeoutS != 90 {
 		t.Errorf("request %+v", c.req)
 	}
 	if c.key != "k1" || c.auth != "Bearer tok" {
@@ -56,11 +56,11 @@ func TestSubmitBodyAndFlags(t *testing.T) {
 		"--queen", q.srv.URL, "--token", "flagtok", "jobs", "submit", "--body", "-", "--field", "dir=/tmp")
 	r.want(t, 0)
 	creates, _, _ := q.snapshot()
-	if got := creates[0].req; strings.Join(got.Command, " ") != "echo hi" || got.Env["A"] != "1" || got.Hive != "h2" || got.TimeoutS != 120 {
-		t.Errorf("first request %+v", got)
+	if got, run := creates[0].req, creates[0].req.Payload.(*api.Run); strings.Join(run.Command, " ") != "echo hi" || run.Env["A"] != "1" || got.Hive != "h2" || got.TimeoutS != 120 {
+		t.Errorf("first request %+v, %+v", got, run)
 	}
-	if got := creates[1].req; got.Command[0] != "true" || got.Dir != "/tmp" {
-		t.Errorf("second request %+v", got)
+	if run := creates[1].req.Payload.(*api.Run); run.Command[0] != "true" || run.Dir != "/tmp" {
+		t.Errorf("second request %+v", run)
 	}
 }
 
@@ -139,7 +139,7 @@ func TestJobsList(t *testing.T) {
 		j.narrate("started", "")
 		j.end(api.StateDone, nil, "")
 	})
-	q.seedJob(api.JobRequest{Operation: api.OpRun, Command: []string{"true"}}, func(*fakeJob) {})
+	q.seedJob(api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}}, func(*fakeJob) {})
 	r := q.run(t, "jobs", "ls", "--state", "done", "--limit", "5", "--hive", "h1")
 	r.want(t, 0)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -172,11 +172,11 @@ func TestJobsList(t *testing.T) {
 
 func TestJobsGetAndCancel(t *testing.T) {
 	q := newFakeQueen(t)
-	q.seedJob(api.JobRequest{Operation: api.OpRun, Hive: "h1", Command: []string{"false"}}, func(j *fakeJob) {
+	q.seedJob(api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"false"}}}, func(j *fakeJob) {
 		j.narrate("started", "")
 		j.end(api.StateFailed, ptr(1), "exit status 1")
 	})
-	q.seedJob(api.JobRequest{Operation: api.OpRun, Command: []string{"sleep", "9"}}, func(j *fakeJob) { j.narrate("started", "") })
+	q.seedJob(api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"sleep", "9"}}}, func(j *fakeJob) { j.narrate("started", "") })
 
 	r := q.run(t, "jobs", "get", "job-1")
 	r.want(t, 0)

@@ -78,7 +78,7 @@ func (a *app) modelGetCommand(hive *string) *cobra.Command {
 		Short: "Show one model's record: size, architecture, quantization, context, VRAM",
 		Args:  exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelGet, ModelID: args[0]})
+			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelGet, Payload: &api.ModelRef{ModelID: args[0]}})
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func (a *app) modelDeleteCommand(hive *string) *cobra.Command {
 		Short:   "Delete a model from a hive's catalog, or a partial download of it",
 		Args:    exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelDelete, ModelID: args[0]})
+			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelDelete, Payload: &api.ModelRef{ModelID: args[0]}})
 			if err != nil {
 				return err
 			}
@@ -144,7 +144,8 @@ partial file. A transfer the network broke is resumed by the hive itself.`,
 		Args: exactArgs("SOURCE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := hiveRequest(cmd, *hive, api.JobRequest{
-				Operation: api.OpModelDownload, Source: args[0], ModelID: id, SHA256: sum, TimeoutS: timeout.seconds(),
+				Operation: api.OpModelDownload, TimeoutS: timeout.seconds(),
+				Payload: &api.ModelDownload{Source: args[0], ModelID: id, SHA256: sum},
 			})
 			if err != nil {
 				return err

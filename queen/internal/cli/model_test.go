@@ -99,7 +99,7 @@ func TestModelGetAndDelete(t *testing.T) {
 		"PARAMETERS 8.03B", "CONTEXT LENGTH 8.19K", "EST. VRAM 5.0 GiB", "FILE llama-3-8b.gguf",
 		"SOURCE "+testModel.Source, "SHA256 "+testModel.SHA256, "CREATED 2025-03-04 05:06:07")
 	creates, _, _ := q.snapshot()
-	if req := creates[0].req; req.Operation != api.OpModelGet || req.Hive != "h1" || req.ModelID != "llama-3-8b" {
+	if req := creates[0].req; req.Operation != api.OpModelGet || req.Hive != "h1" || req.Payload.(*api.ModelRef).ModelID != "llama-3-8b" {
 		t.Errorf("request %+v", req)
 	}
 
@@ -110,7 +110,7 @@ func TestModelGetAndDelete(t *testing.T) {
 		t.Errorf("rm stdout %q", r.stdout)
 	}
 	creates, _, _ = q.snapshot()
-	if req := creates[1].req; req.Operation != api.OpModelDelete || req.ModelID != "llama-3-8b" {
+	if req := creates[1].req; req.Operation != api.OpModelDelete || req.Payload.(*api.ModelRef).ModelID != "llama-3-8b" {
 		t.Errorf("request %+v", req)
 	}
 }
@@ -204,8 +204,8 @@ func TestModelDownload(t *testing.T) {
 	wantLines(t, r.stdout, "ID llama-3-8b", "SIZE 3.0 GiB", "ARCHITECTURE llama", "QUANTIZATION Q4_K_M",
 		"PARAMETERS 8.03B", "CONTEXT LENGTH 8.19K", "EST. VRAM 5.0 GiB")
 	creates, _, _ := q.snapshot()
-	if req := creates[0].req; req.Operation != api.OpModelDownload || req.Hive != "h1" || req.Source != "https://example.com/llama-3-8b.gguf" ||
-		req.ModelID != "llama-3-8b" || req.SHA256 != sum || req.TimeoutS != 3600 {
+	if req := creates[0].req; req.Operation != api.OpModelDownload || req.Hive != "h1" ||
+		*req.Payload.(*api.ModelDownload) != (api.ModelDownload{Source: "https://example.com/llama-3-8b.gguf", ModelID: "llama-3-8b", SHA256: sum}) || req.TimeoutS != 3600 {
 		t.Errorf("request %+v", req)
 	}
 

@@ -41,7 +41,10 @@ the hive to confirm. With -v, the job's narration goes to stderr too.`,
 				return err
 			}
 			ctx := cmd.Context()
-			req := api.JobRequest{Operation: api.OpRun, Hive: hive, Labels: labelMap, Command: args, Env: envMap, Dir: dir, TimeoutS: timeout.seconds()}
+			req := api.JobRequest{
+				Operation: api.OpRun, Hive: hive, Labels: labelMap, TimeoutS: timeout.seconds(),
+				Payload: &api.Run{Command: args, Env: envMap, Dir: dir},
+			}
 			created, err := a.createOwn(ctx, req)
 			if err != nil {
 				return err

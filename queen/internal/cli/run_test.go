@@ -46,8 +46,9 @@ func TestRunExitCodes(t *testing.T) {
 			}
 			creates, _, _ := q.snapshot()
 			req := creates[0].req
-			if req.Operation != api.OpRun || req.Hive != "h1" || strings.Join(req.Command, "|") != "sh|-c|echo hi" ||
-				req.Env["A"] != "1" || req.Env["B"] != "x=y" || req.Dir != "/srv" || req.TimeoutS != 30 {
+			run, _ := req.Payload.(*api.Run)
+			if req.Operation != api.OpRun || req.Hive != "h1" || strings.Join(run.Command, "|") != "sh|-c|echo hi" ||
+				run.Env["A"] != "1" || run.Env["B"] != "x=y" || run.Dir != "/srv" || req.TimeoutS != 30 {
 				t.Errorf("request %+v", req)
 			}
 		})
@@ -59,7 +60,7 @@ func TestRunFlagsStopAtCommand(t *testing.T) {
 	r := q.run(t, "run", "--hive", "h1", "ls", "-l", "--json")
 	r.want(t, 0)
 	creates, _, _ := q.snapshot()
-	if got := strings.Join(creates[0].req.Command, " "); got != "ls -l --json" {
+	if got := strings.Join(creates[0].req.Payload.(*api.Run).Command, " "); got != "ls -l --json" {
 		t.Fatalf("command %q: the command's flags must reach it", got)
 	}
 }

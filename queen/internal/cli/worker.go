@@ -90,7 +90,8 @@ the job, and the hive stops the half-started worker.`,
 				return usagef(cmd, "--model and --backend are required")
 			}
 			req, err := hiveRequest(cmd, *hive, api.JobRequest{
-				Operation: api.OpWorkerSpawn, ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize, TimeoutS: timeout.seconds(),
+				Operation: api.OpWorkerSpawn, TimeoutS: timeout.seconds(),
+				Payload: &api.WorkerSpawn{ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize},
 			})
 			if err != nil {
 				return err
@@ -159,7 +160,7 @@ func (a *app) workerGetCommand(hive *string) *cobra.Command {
 		Short: "Show one worker's record",
 		Args:  exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, WorkerID: args[0]})
+			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}})
 			if err != nil {
 				return err
 			}
@@ -178,7 +179,7 @@ func (a *app) workerStopCommand(hive *string) *cobra.Command {
 		Short: "Stop a worker: SIGTERM, then SIGKILL after a grace period",
 		Args:  exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerStop, WorkerID: args[0]})
+			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerStop, Payload: &api.WorkerRef{WorkerID: args[0]}})
 			if err != nil {
 				return err
 			}
@@ -219,7 +220,7 @@ output lines. A worker writes its whole output to <data dir>/workers/<id>.log
 on its hive; when the hive's answer holds no lines, this command says so.`,
 		Args: exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, WorkerID: args[0]})
+			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}})
 			if err != nil {
 				return err
 			}

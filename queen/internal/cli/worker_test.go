@@ -68,8 +68,9 @@ func TestWorkerSpawn(t *testing.T) {
 	wantLines(t, r.stdout, "ID w-1a2b", "HIVE h1", "MODEL llama-3-8b", "BACKEND llama", "URL http://127.0.0.1:41234",
 		"STATE ready", "PID 4242", "GPUS 0,1", "CTX SIZE 8192", "STARTED 2025-03-04 05:06:07", "RESTARTS 0")
 	creates, _, _ := q.snapshot()
-	if req := creates[0].req; req.Operation != api.OpWorkerSpawn || req.Hive != "h1" || req.ModelID != "llama-3-8b" ||
-		req.Backend != "llama" || fmt.Sprint(req.GPUs) != "[0 1]" || req.CtxSize != 8192 || req.TimeoutS != 300 {
+	if req := creates[0].req; req.Operation != api.OpWorkerSpawn || req.Hive != "h1" || req.Payload.(*api.WorkerSpawn).ModelID != "llama-3-8b" ||
+		req.Payload.(*api.WorkerSpawn).Backend != "llama" || fmt.Sprint(req.Payload.(*api.WorkerSpawn).GPUs) != "[0 1]" ||
+		req.Payload.(*api.WorkerSpawn).CtxSize != 8192 || req.TimeoutS != 300 {
 		t.Errorf("request %+v", req)
 	}
 
@@ -80,8 +81,8 @@ func TestWorkerSpawn(t *testing.T) {
 		t.Errorf("--json stdout %q, stderr %q: %v", r.stdout, r.stderr, err)
 	}
 	creates, _, _ = q.snapshot()
-	if req := creates[1].req; req.GPUs != nil || req.CtxSize != 0 {
-		t.Errorf("defaults sent: %+v", req)
+	if spawn := creates[1].req.Payload.(*api.WorkerSpawn); spawn.GPUs != nil || spawn.CtxSize != 0 {
+		t.Errorf("defaults sent: %+v", spawn)
 	}
 }
 
@@ -159,7 +160,11 @@ func TestWorkerListGetStop(t *testing.T) {
 	creates, _, _ := q.snapshot()
 	ops := make([]string, len(creates))
 	for i, c := range creates {
-		ops[i] = c.req.Operation + ":" + c.req.WorkerID + "@" + c.req.Hive
+		id := ""
+		if w, ok := c.req.Payload.(*api.WorkerRef); ok {
+			id = w.WorkerID
+		}
+		ops[i] = c.req.Operation + ":" + id + "@" + c.req.Hive
 	}
 	if want := "[worker_list:@h1 worker_get:w-1a2b@h1 worker_stop:w-1a2b@h1 worker_stop:w-1a2b@h1]"; fmt.Sprint(ops) != want {
 		t.Errorf("requests %v, want %s", ops, want)
@@ -184,7 +189,7 @@ func TestWorkerLogs(t *testing.T) {
 		t.Errorf("stderr %q", r.stderr)
 	}
 	creates, _, _ := q.snapshot()
-	if req := creates[0].req; req.Operation != api.OpWorkerGet || req.WorkerID != "w-1a2b" {
+	if req := creates[0].req; req.Operation != api.OpWorkerGet || req.Payload.(*api.WorkerRef).WorkerID != "w-1a2b" {
 		t.Errorf("request %+v", req)
 	}
 

@@ -53,7 +53,7 @@ func TestCreateJob(t *testing.T) {
 	})
 	c := client.New(srv.URL+"/", "s3cret", srv.Client())
 	n := 5
-	resp, err := c.CreateJob(t.Context(), api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Events: &n}, "key-1")
+	resp, err := c.CreateJob(t.Context(), api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: &n}}, "key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestCreateJob(t *testing.T) {
 	if got.auth != "Bearer s3cret" || got.key != "key-1" || got.ctype != "application/json" {
 		t.Errorf("headers auth=%q key=%q type=%q", got.auth, got.key, got.ctype)
 	}
-	if got.req.Operation != api.OpHiveCheck || got.req.Hive != "h1" || got.req.Events == nil || *got.req.Events != 5 {
+	if got.req.Operation != api.OpHiveCheck || got.req.Hive != "h1" || got.req.Payload.(*api.HiveCheck).Events == nil || *got.req.Payload.(*api.HiveCheck).Events != 5 {
 		t.Errorf("body %+v", got.req)
 	}
 }

@@ -156,7 +156,7 @@ func (h *handlers) streamJob(c echo.Context) error {
 	case "":
 	case "openai":
 		// The answer as its OpenAI request would have had it.
-		if j.Operation != api.OpInfer || len(j.Request.Body) == 0 {
+		if in, ok := j.Request.Payload.(*api.Infer); !ok || len(in.Body) == 0 {
 			return badRequest("format=openai is for jobs made by the OpenAI-compatible routes; job %s is a %s job", id, j.Operation)
 		}
 		openAI = true
@@ -253,22 +253,31 @@ const redacted = "REDACTED"
 // environment, and the credentials and query (signed URLs, tokens) of a
 // download source. Names stay, so a reader still sees what was asked.
 func redact(r api.JobRequest) api.JobRequest {
-	if len(r.Env) > 0 {
-		env := make(map[string]string, len(r.Env))
-		for k := range r.Env {
-			env[k] = redacted
+	// The payload is shared with the record it came from: it is copied
+	// before it changes.
+	switch p := r.Payload.(type) {
+	case *api.Run:
+		if len(p.Env) > 0 {
+			run := *p
+			run.Env = make(map[string]string, len(p.Env))
+			for k := range p.Env {
+				run.Env[k] = redacted
+			}
+			r.Payload = &run
 		}
-		r.Env = env
-	}
-	if u, err := url.Parse(r.Source); err == nil && (u.User != nil || u.RawQuery != "" || u.Fragment != "") {
-		if u.User != nil {
-			u.User = url.User(redacted)
+	case *api.ModelDownload:
+		if u, err := url.Parse(p.Source); err == nil && (u.User != nil || u.RawQuery != "" || u.Fragment != "") {
+			if u.User != nil {
+				u.User = url.User(redacted)
+			}
+			if u.RawQuery != "" {
+				u.RawQuery = redacted
+			}
+			u.Fragment = ""
+			dl := *p
+			dl.Source = u.String()
+			r.Payload = &dl
 		}
-		if u.RawQuery != "" {
-			u.RawQuery = redacted
-		}
-		u.Fragment = ""
-		r.Source = u.String()
 	}
 	return r
 }

@@ -425,7 +425,7 @@ const (
 // better reports whether hive a should be chosen over b: hives that hold
 // the job's model first, then hives with a free slot, then by policy.
 func (s *Service) better(a, b api.Hive, req api.JobRequest) bool {
-	if model := req.ModelID + req.Model; model != "" {
+	if model := req.Model(); model != "" {
 		ha, hb := holds(a, model), holds(b, model)
 		if ha != hb {
 			return ha

@@ -48,21 +48,21 @@ func TestPlacement(t *testing.T) {
 			api.JobRequest{Operation: api.OpHiveCheck, Hive: "b"}, "b", nil},
 		{"run only where allowed", jobs.Spread,
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 1, AllowRun: true}},
-			api.JobRequest{Operation: api.OpRun, Command: []string{"true"}}, "b", nil},
+			api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}}, "b", nil},
 		{"labels must all match", jobs.Spread,
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, Labels: map[string]string{"gpu": "a100"}}, {ID: "b", Slots: 4, SlotsFree: 1, Labels: map[string]string{"gpu": "h200", "zone": "x"}}},
 			api.JobRequest{Operation: api.OpHiveCheck, Labels: map[string]string{"gpu": "h200"}}, "b", nil},
 		{"a hive holding the model first", jobs.Spread,
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 1, Models: model}},
-			api.JobRequest{Operation: api.OpWorkerSpawn, ModelID: "qwen", Backend: "reference"}, "b", nil},
+			api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "qwen", Backend: "reference"}}, "b", nil},
 		{"inference: the fewest generations in hand", jobs.Spread,
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, InferSlots: 4, InferRunning: 3, Models: model}, {ID: "b", Slots: 4, SlotsFree: 0, InferSlots: 4, InferRunning: 1, Models: model}},
-			api.JobRequest{Operation: api.OpInfer, Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}, "b", nil},
+			api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}, "b", nil},
 		{"no hive: queued", jobs.Spread, nil,
 			api.JobRequest{Operation: api.OpHiveCheck}, "", nil},
 		{"no matching hive: queued", jobs.Spread,
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}},
-			api.JobRequest{Operation: api.OpRun, Command: []string{"true"}}, "", nil},
+			api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}}, "", nil},
 		{"no hive, and no queueing asked", jobs.Spread, nil,
 			api.JobRequest{Operation: api.OpHiveCheck, Queue: &no}, "", jobs.ErrNoCapableHive},
 		{"pinned hive offline, no queueing asked", jobs.Spread,
@@ -107,7 +107,7 @@ func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
 	svc, st := p.Jobs, p.Store
 	ctx := context.Background()
 	events := 3
-	req := api.JobRequest{Operation: api.OpHiveCheck, Events: &events}
+	req := api.JobRequest{Operation: api.OpHiveCheck, Payload: &api.HiveCheck{Events: &events}}
 	j, _, err := svc.Create(ctx, req, "key1", "")
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &d); err != nil {
 		t.Fatal(err)
 	}
-	if msg.Subject != "dispatch.hive.h1" || d.JobID != j.JobID || d.Attempt != 1 || d.Request.Events == nil || *d.Request.Events != 3 || !d.DeadlineAt.Equal(rec.DeadlineAt) {
+	if msg.Subject != "dispatch.hive.h1" || d.JobID != j.JobID || d.Attempt != 1 || d.Request.Payload.(*api.HiveCheck).Events == nil || *d.Request.Payload.(*api.HiveCheck).Events != 3 || !d.DeadlineAt.Equal(rec.DeadlineAt) {
 		t.Errorf("dispatch on %s: %+v", msg.Subject, d)
 	}
 }

@@ -47,7 +47,7 @@ func (s *Service) countUsage(ctx context.Context, rec api.Job, writer string, en
 	if t.IsZero() {
 		t = time.Now().UTC()
 	}
-	_, err = s.st.RecordUsage(ctx, api.UsageRecord{JobID: rec.JobID, KeyID: key, KeyName: name, Model: rec.Request.Model,
+	_, err = s.st.RecordUsage(ctx, api.UsageRecord{JobID: rec.JobID, KeyID: key, KeyName: name, Model: rec.Request.Model(),
 		PromptTokens: max(0, int64(e.Data.Usage.PromptTokens)), CompletionTokens: max(0, int64(e.Data.Usage.CompletionTokens)), Time: t.UTC()})
 	return err
 }

@@ -94,11 +94,12 @@ func (a *API) infer(c echo.Context, path string) error {
 	// A generation may take longer than the server's deadlines allow an
 	// ordinary request.
 	relay.KeepOpen(http.NewResponseController(c.Response()))
-	req := api.JobRequest{Operation: api.OpInfer, Model: a.resolve(in.Model), Path: path, Body: body}
+	model := a.resolve(in.Model)
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: model, Path: path, Body: body}}
 	if err := req.Validate(); err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	}
-	status, label := metrics.InferOK, req.Model
+	status, label := metrics.InferOK, model
 	// A model nobody has is counted as "unknown": request bodies must not
 	// mint metric series.
 	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
@@ -111,13 +112,13 @@ func (a *API) infer(c echo.Context, path string) error {
 			return fail(c, http.StatusForbidden, "invalid_request_error", api.CodeForbidden,
 				"the download field needs an API key with the operate scope; this key may only use models hives already hold")
 		}
-		dl := api.JobRequest{Operation: api.OpModelDownload, Source: in.Download, ModelID: req.Model}
+		dl := api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: in.Download, ModelID: model}}
 		if err := dl.Validate(); err != nil {
 			status, label = metrics.InferBadRequest, metrics.UnknownModel
 			return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", "download: "+err.Error())
 		}
 	}
-	if in.Download == "" && !a.known(req.Model) {
+	if in.Download == "" && !a.known(model) {
 		status, label = metrics.InferModelNotFound, metrics.UnknownModel
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found",
 			fmt.Sprintf("model %q is not served or held by any hive; add \"download\": \"hf:org/repo\" (or a URL) to fetch it", in.Model))
@@ -131,7 +132,7 @@ func (a *API) infer(c echo.Context, path string) error {
 		return err
 	}
 	defer func() { releaseKey() }()
-	release, err := a.r.admit(req.Model)
+	release, err := a.r.admit(model)
 	if err != nil {
 		status = metrics.InferBusy
 		c.Response().Header().Set("Retry-After", "1")
@@ -139,7 +140,7 @@ func (a *API) infer(c echo.Context, path string) error {
 	}
 	defer func() { release() }()
 	ctx := c.Request().Context()
-	hive, done, err := a.r.place(ctx, req.Model, in.Download, func(msg string) { a.log.Info(msg, "model", req.Model) })
+	hive, done, err := a.r.place(ctx, model, in.Download, func(msg string) { a.log.Info(msg, "model", model) })
 	if err != nil {
 		status = metrics.InferUnavailable
 		return a.routeError(c, err)
@@ -153,7 +154,7 @@ func (a *API) infer(c echo.Context, path string) error {
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
 	c.Response().Header().Set(JobHeader, j.JobID)
-	s := &sink{c: c, model: in.Model, target: req.Model, start: start,
+	s := &sink{c: c, model: in.Model, target: model, start: start,
 		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
 	if ctx.Err() != nil && strings.EqualFold(c.Request().Header.Get(DetachHeader), "true") {
@@ -203,9 +204,13 @@ func (a *API) infer(c echo.Context, path string) error {
 // queen. A client that leaves here stops nothing.
 func (a *API) Resume(c echo.Context, j api.Job, after uint64) error {
 	relay.KeepOpen(http.NewResponseController(c.Response()))
-	body := j.Request.Body
+	var in api.Infer
+	if p, ok := j.Request.Payload.(*api.Infer); ok {
+		in = *p
+	}
+	body := in.Body
 	stream := gjson.GetBytes(body, "stream").Type == gjson.True
-	s := &sink{c: c, model: gjson.GetBytes(body, "model").Str, target: j.Request.Model, start: time.Now(),
+	s := &sink{c: c, model: gjson.GetBytes(body, "model").Str, target: in.Model, start: time.Now(),
 		dropUsage: stream && gjson.GetBytes(body, "stream_options.include_usage").Type != gjson.True}
 	c.Response().Header().Set(JobHeader, j.JobID)
 	if stream {

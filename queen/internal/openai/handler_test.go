@@ -129,7 +129,7 @@ func TestChatRunsAnInferJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Operation != api.OpInfer || j.Hive != "h1" || j.Request.Model != "qwen" || j.Request.Path != api.InferChat || j.Owner != "k1" {
+	if j.Operation != api.OpInfer || j.Hive != "h1" || j.Request.Payload.(*api.Infer).Model != "qwen" || j.Request.Payload.(*api.Infer).Path != api.InferChat || j.Owner != "k1" {
 		t.Errorf("job %+v: want an infer job for qwen on h1, owned by k1", j)
 	}
 	if j.State != api.StateCancelling && j.State != api.StateCancelled {

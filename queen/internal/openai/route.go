@@ -152,7 +152,7 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 	hive := r.holder(model)
 	if hive == "" && source != "" {
 		// A download may take long; it gets the job's own timeout.
-		dl, err := r.runJob(context.Background(), api.JobRequest{Operation: api.OpModelDownload, Source: source, ModelID: model})
+		dl, err := r.runJob(context.Background(), api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: source, ModelID: model}})
 		if err != nil {
 			s.err = fmt.Errorf("%w: download %s as %s: %v", errNoCapacity, source, model, err)
 			return
@@ -167,8 +167,8 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 	defer cancel()
 	s.hive = hive
 	if _, err := r.runJob(ctx, api.JobRequest{
-		Operation: api.OpWorkerSpawn, Hive: hive, ModelID: model, Backend: r.cfg.Backend,
-		IdleTimeoutS: r.cfg.IdleTimeout.Seconds(), TimeoutS: r.cfg.SpawnTimeout.Seconds(),
+		Operation: api.OpWorkerSpawn, Hive: hive, TimeoutS: r.cfg.SpawnTimeout.Seconds(),
+		Payload: &api.WorkerSpawn{ModelID: model, Backend: r.cfg.Backend, IdleTimeoutS: r.cfg.IdleTimeout.Seconds()},
 	}); err != nil {
 		s.err = fmt.Errorf("%w: start a worker for %s on hive %s: %v", errNoCapacity, model, hive, err)
 		return
