@@ -230,10 +230,10 @@ func (s *Service) reap(ctx context.Context) {
 // first. Jobs that need the same kind of hive share one answer, so a long
 // queue that no live hive can serve costs nothing per tick.
 func (s *Service) placeWaiting(ctx context.Context) {
-	hives := s.liveHives()
+	s.forgetGone()
 	var placeable []api.Job
 	for _, req := range s.v.WaitingNeeds() {
-		if _, err := s.placeAmong(req, hives); err == nil {
+		if _, err := s.pick(req); err == nil {
 			placeable = append(placeable, s.v.WaitingFor(req)...)
 		}
 	}
@@ -242,7 +242,7 @@ func (s *Service) placeWaiting(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.placeQueued(ctx, j, hives)
+		s.placeQueued(ctx, j)
 	}
 }
 
@@ -310,11 +310,12 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 
 // placeQueued hands a waiting job to a hive once one can take it. Queens
 // race for it by compare-and-set; one wins and dispatches.
-func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) {
-	to, err := s.placeAmong(j.Request, hives)
+func (s *Service) placeQueued(ctx context.Context, j api.Job) {
+	h, err := s.pick(j.Request)
 	if err != nil {
 		return
 	}
+	to := h.ID
 	won := false
 	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
 		if r.State != api.StateQueued || r.Hive != "" {
@@ -326,7 +327,9 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job, hives []api.Hive) 
 	if err != nil || !won {
 		return
 	}
-	s.took(hives, to, j.Operation)
+	s.sentMu.Lock()
+	s.count(h, j.Operation)
+	s.sentMu.Unlock()
 	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {

@@ -276,19 +276,34 @@ func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 // place picks a hive: the pinned one if live, else, among the live hives
 // that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	h, err := s.pickLocked(req)
+	if err != nil {
+		return "", err
+	}
+	s.count(h, req.Operation)
+	return h.ID, nil
+}
+
+// pick is the hive place would choose, as its last heartbeat and this
+// queen's placements since describe it; nothing is counted.
+func (s *Service) pick(req api.JobRequest) (api.Hive, error) {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	return s.pickLocked(req)
+}
+
+// pickLocked is pick with sentMu held: the pinned hive if live, else one
+// pass over the hives in place, with no copy of the cluster per job.
+func (s *Service) pickLocked(req api.JobRequest) (api.Hive, error) {
 	if req.Hive != "" {
 		h, ok := s.v.Hive(req.Hive)
 		if !ok {
-			return "", fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
+			return api.Hive{}, fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
 		}
-		s.sentMu.Lock()
-		s.count(h, req.Operation)
-		s.sentMu.Unlock()
-		return req.Hive, nil
+		return h, nil
 	}
-	// One pass over the hives in place: no copy of the cluster per job.
-	s.sentMu.Lock()
-	defer s.sentMu.Unlock()
 	var best api.Hive
 	found, live := false, false
 	s.v.EachHive(func(h *api.Hive) {
@@ -301,34 +316,9 @@ func (s *Service) place(req api.JobRequest) (string, error) {
 		}
 	})
 	if !found {
-		return "", noHive(live)
+		return api.Hive{}, noHive(live)
 	}
-	s.count(best, req.Operation)
-	return best.ID, nil
-}
-
-// liveHives are the live hives as their heartbeats describe them, less
-// what this queen has placed on each since.
-func (s *Service) liveHives() []api.Hive {
-	hives := s.v.Hives()
-	s.sentMu.Lock()
-	defer s.sentMu.Unlock()
-	for i, h := range hives {
-		hives[i] = s.adjusted(h)
-	}
-	if len(s.sent) > len(hives) {
-		// Hives that left take their tallies with them.
-		live := make(map[string]bool, len(hives))
-		for _, h := range hives {
-			live[h.ID] = true
-		}
-		for id := range s.sent {
-			if !live[id] {
-				delete(s.sent, id)
-			}
-		}
-	}
-	return hives
+	return best, nil
 }
 
 // adjusted is h less what this queen placed on it since that heartbeat.
@@ -359,43 +349,15 @@ func (s *Service) count(h api.Hive, op string) {
 	s.sent[h.ID] = t
 }
 
-// took notes a job of operation op placed on hive to, in the tally and in
-// hives, the adjusted list a reaper pass places from.
-func (s *Service) took(hives []api.Hive, to, op string) {
+// forgetGone drops the tallies of hives that left.
+func (s *Service) forgetGone() {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
-	for i, h := range hives {
-		if h.ID != to {
-			continue
-		}
-		s.count(h, op)
-		if op == api.OpInfer && h.InferSlots > 0 {
-			hives[i].InferRunning++
-		} else {
-			hives[i].SlotsFree--
-		}
-		return
-	}
-}
-
-// placeAmong picks from hives, adjusted already, as place does.
-func (s *Service) placeAmong(req api.JobRequest, hives []api.Hive) (string, error) {
-	if req.Hive != "" {
-		if _, ok := s.v.Hive(req.Hive); !ok {
-			return "", fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
-		}
-		return req.Hive, nil
-	}
-	best := -1
-	for i := range hives {
-		if fits(&hives[i], req) && (best < 0 || s.better(hives[i], hives[best], req)) {
-			best = i
+	for id := range s.sent {
+		if _, ok := s.v.Hive(id); !ok {
+			delete(s.sent, id)
 		}
 	}
-	if best < 0 {
-		return "", noHive(len(hives) > 0)
-	}
-	return hives[best].ID, nil
 }
 
 // fits reports whether h can take req at all: the run operation where
