@@ -19,12 +19,6 @@ const maxGPUSamples = 1024
 // body is the hive's to write.
 const maxGPUs = 64
 
-// gpuKey names one GPU of one hive.
-type gpuKey struct {
-	hive  string
-	index int
-}
-
 // gpuRing is one GPU's samples, oldest first. It grows with the hive's
 // heartbeats up to maxGPUSamples and sheds what falls out of the window.
 type gpuRing struct {
@@ -66,12 +60,21 @@ func (r *gpuRing) newest() time.Time {
 // gpuHistory keeps the last GPUWindow of GPU samples per hive and GPU, fed
 // from heartbeats.
 type gpuHistory struct {
-	mu    sync.Mutex
-	rings map[gpuKey]*gpuRing
+	mu sync.Mutex
+	// rings holds each hive's GPUs by index.
+	rings map[string]map[int]*gpuRing
+	// swept is when rings were last cleared of hives gone quiet.
+	swept time.Time
 }
 
-// record adds a heartbeat's GPU readings and drops the rings whose newest
-// sample is older than the window, so hives that left are forgotten.
+// sweepEvery is how often record looks for hives whose samples have all
+// left the window: a heartbeat costs what its own GPUs cost, not what the
+// cluster's do.
+const sweepEvery = time.Minute
+
+// record adds a heartbeat's GPU readings. GPUs the hive no longer reports
+// go at once; hives that stopped reporting go once their newest sample
+// leaves the window.
 func (g *gpuHistory) record(h api.Hive) {
 	now := time.Now()
 	// The hive's clock is its claim: a time ahead of the queen's would
@@ -84,30 +87,51 @@ func (g *gpuHistory) record(h api.Hive) {
 	if len(gpus) > maxGPUs {
 		gpus = gpus[:maxGPUs]
 	}
-	present := make(map[int]bool, len(gpus))
 	cutoff := now.Add(-GPUWindow)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.rings == nil {
-		g.rings = map[gpuKey]*gpuRing{}
+		g.rings = map[string]map[int]*gpuRing{}
 	}
+	mine := g.rings[h.ID]
+	if mine == nil {
+		mine = map[int]*gpuRing{}
+		g.rings[h.ID] = mine
+	}
+	present := make(map[int]bool, len(gpus))
 	for _, gpu := range gpus {
 		present[gpu.Index] = true
-		k := gpuKey{h.ID, gpu.Index}
-		r := g.rings[k]
+		r := mine[gpu.Index]
 		if r == nil {
 			r = &gpuRing{}
-			g.rings[k] = r
+			mine[gpu.Index] = r
 		}
 		r.name = gpu.Name
 		r.add(api.GPUSample{Time: at, UtilPercent: gpu.UtilPercent, MemUsedBytes: gpu.MemUsedBytes,
 			MemTotalBytes: gpu.MemTotalBytes, TemperatureC: gpu.TemperatureC, PowerWatts: gpu.PowerWatts}, cutoff)
 	}
-	for k, r := range g.rings {
-		// A GPU the hive no longer reports goes, so a hive holds at most
-		// maxGPUs rings.
-		if r.newest().Before(cutoff) || (k.hive == h.ID && !present[k.index]) {
-			delete(g.rings, k)
+	// A GPU the hive no longer reports goes, so a hive holds at most
+	// maxGPUs rings.
+	for i := range mine {
+		if !present[i] {
+			delete(mine, i)
+		}
+	}
+	if len(mine) == 0 {
+		delete(g.rings, h.ID)
+	}
+	if now.Sub(g.swept) < sweepEvery {
+		return
+	}
+	g.swept = now
+	for id, gpus := range g.rings {
+		for i, r := range gpus {
+			if r.newest().Before(cutoff) {
+				delete(gpus, i)
+			}
+		}
+		if len(gpus) == 0 {
+			delete(g.rings, id)
 		}
 	}
 }
@@ -118,10 +142,8 @@ func (g *gpuHistory) list(hive string, now time.Time) []api.GPUHistory {
 	cutoff := now.Add(-GPUWindow)
 	g.mu.Lock()
 	out := []api.GPUHistory{}
-	for k, r := range g.rings {
-		if k.hive == hive {
-			out = append(out, api.GPUHistory{Index: k.index, Name: r.name, Samples: r.since(cutoff)})
-		}
+	for i, r := range g.rings[hive] {
+		out = append(out, api.GPUHistory{Index: i, Name: r.name, Samples: r.since(cutoff)})
 	}
 	g.mu.Unlock()
 	sort.Slice(out, func(i, k int) bool { return out[i].Index < out[k].Index })

@@ -48,13 +48,18 @@ func TestGPUHistory(t *testing.T) {
 		t.Fatalf("bounded ring: %d samples, last %+v", len(s), s[len(s)-1])
 	}
 
-	// A hive whose last heartbeat left the window is dropped on the next
-	// record of any hive.
+	// A hive whose last heartbeat left the window is dropped by the next
+	// sweep, at most sweepEvery later, when any hive records.
 	var q gpuHistory
 	q.record(beat("old", now.Add(-time.Second), 1))
-	q.rings[gpuKey{"old", 0}].samples[0].Time = now.Add(-GPUWindow - time.Minute)
+	q.rings["old"][0].samples[0].Time = now.Add(-GPUWindow - time.Minute)
 	q.record(beat("new", now, 1))
-	if _, ok := q.rings[gpuKey{"old", 0}]; ok {
+	if _, ok := q.rings["old"]; !ok {
+		t.Fatal("swept before sweepEvery passed")
+	}
+	q.swept = q.swept.Add(-sweepEvery)
+	q.record(beat("new", now, 1))
+	if _, ok := q.rings["old"]; ok {
 		t.Fatal("a hive gone quiet is kept")
 	}
 }
