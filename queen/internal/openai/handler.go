@@ -169,8 +169,10 @@ func (a *API) infer(c echo.Context, path string) error {
 			defer heldWorker()
 			fctx, cancel := context.WithDeadline(context.Background(), j.DeadlineAt.Add(time.Minute))
 			defer cancel()
+			// From where the client's stream stood: what it read is
+			// not read again.
 			t := &tally{}
-			_ = a.hub.Stream(fctx, t, j.JobID, 0, 15*time.Second)
+			_ = a.hub.Stream(fctx, t, j.JobID, s.last, 15*time.Second)
 			a.addTokens(p, t.res.Usage)
 		}()
 		return nil
@@ -309,6 +311,8 @@ type sink struct {
 	res     api.InferResult
 	state   string
 	failure string
+	// last is the stream sequence of the last frame taken.
+	last uint64
 }
 
 // narration is the part of an event the sink reads.
@@ -321,6 +325,7 @@ type narration struct {
 }
 
 func (s *sink) Frame(f relay.Frame) error {
+	s.last = f.Seq
 	if f.Kind == bus.KindEvent {
 		return s.chunk(f.Seq, f.Data)
 	}
