@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,24 +23,11 @@ func TestDetachedStreamReattaches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
-	}))
-	t.Cleanup(files.Close)
 	ns := mustNATS(t)
 	a, _ := mustQueen(t, ns.ClientURL())
 	b, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 2 })
-	dl := submit(t, a, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
-	if frames, done, _ := sse(t, context.Background(), a, dl, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
-		t.Fatal("download failed")
-	}
-	// The hive's next heartbeat tells the queens it holds the model.
-	waitFor(t, 10*time.Second, func() bool {
-		var ml struct{ Data []struct{ ID string } }
-		do(t, "GET", a+"/v1/models", nil, &ml)
-		return len(ml.Data) > 0
-	})
+	downloadDemo(t, a, "h1")
 
 	ctx, drop := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", a+"/v1/chat/completions",
@@ -75,8 +61,10 @@ func TestDetachedStreamReattaches(t *testing.T) {
 	}
 
 	// Only inference jobs have an OpenAI form.
+	var dl api.JobList
+	do(t, "GET", b+"/v1/jobs?operation=model_download", nil, &dl)
 	var e api.ErrorBody
-	if code := do(t, "GET", b+"/v1/jobs/"+dl+"/stream?format=openai", nil, &e); code != http.StatusBadRequest || e.Error.Code == "" {
+	if code := do(t, "GET", b+"/v1/jobs/"+dl.Jobs[0].JobID+"/stream?format=openai", nil, &e); code != http.StatusBadRequest || e.Error.Code == "" {
 		t.Fatalf("format=openai on a download: %d %+v", code, e)
 	}
 }

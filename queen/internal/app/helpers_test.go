@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -394,4 +396,31 @@ func doQuiet(url string, body any, out any) int {
 		_ = json.NewDecoder(resp.Body).Decode(out)
 	}
 	return resp.StatusCode
+}
+
+// demoSource serves a small file for tests to download as model "demo"
+// and returns its URL.
+func demoSource(t testing.TB) string {
+	t.Helper()
+	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
+	}))
+	t.Cleanup(files.Close)
+	return files.URL + "/demo.gguf"
+}
+
+// downloadDemo has hive download model "demo" through the open queen at
+// base, and waits until the queen lists the model.
+func downloadDemo(t testing.TB, base, hive string) {
+	t.Helper()
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: hive, Payload: &api.ModelDownload{Source: demoSource(t)}})
+	if frames, done, _ := sse(t, context.Background(), base, job, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
+		t.Fatalf("download of demo on %s failed", hive)
+	}
+	// The hive's next heartbeat tells the queens it holds the model.
+	waitFor(t, 10*time.Second, func() bool {
+		var ml api.ModelEntryList
+		do(t, "GET", base+"/v1/models", nil, &ml)
+		return slices.ContainsFunc(ml.Data, func(m api.ModelEntry) bool { return m.ID == "demo" })
+	})
 }

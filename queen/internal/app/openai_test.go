@@ -24,19 +24,11 @@ import (
 // inferCluster is a queen with two hives that both hold model "demo".
 func inferCluster(t *testing.T) (base string, client openai.Client) {
 	t.Helper()
-	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
-	}))
-	t.Cleanup(files.Close)
 	ns := mustNATS(t)
 	base, _ = mustQueen(t, ns.ClientURL())
 	for _, h := range []string{"h1", "h2"} {
 		mustHive(t, base, ns.ClientURL(), h, func(c *agent.Config) { c.Slots = 3 })
-		job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: h, Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
-		frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
-		if end := checkComplete(t, frames, done); end.State != api.StateDone {
-			t.Fatalf("download on %s: %+v", h, end)
-		}
+		downloadDemo(t, base, h)
 	}
 	return base, openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
 }

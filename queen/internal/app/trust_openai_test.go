@@ -3,8 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -24,16 +22,10 @@ func TestOpenAIAnswerIsTheHivesOwn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
-	}))
-	t.Cleanup(files.Close)
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}})
-	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
-	checkComplete(t, frames, done)
+	downloadDemo(t, base, "h1")
 	client := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"time"
 
@@ -86,17 +85,13 @@ func TestUsageLedger(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
-	}))
-	t.Cleanup(files.Close)
 	ns := mustNATS(t)
 	a, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
 	b, bcmd := queenProcess(t, ns.ClientURL(), "--admin-key", testAdminKey)
 	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
 	var created api.CreateJobResponse
-	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: files.URL + "/demo.gguf"}}, admin, &created); code != 201 {
+	if code := doHeaders(t, "POST", a+"/v1/jobs", api.JobRequest{Operation: api.OpModelDownload, Hive: "h1", Payload: &api.ModelDownload{Source: demoSource(t)}}, admin, &created); code != 201 {
 		t.Fatalf("download: %d", code)
 	}
 	waitFor(t, 30*time.Second, func() bool {
