@@ -39,6 +39,9 @@ type Job struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	DeadlineAt time.Time  `json:"deadline_at"`
 	Attempt    int        `json:"attempt"`
+	// PastHives names the hive of each earlier attempt, oldest first:
+	// what those hives wrote before the job moved stays part of its story.
+	PastHives []string `json:"past_hives,omitempty"`
 	Error      string     `json:"error,omitempty"`
 	ExitCode   *int       `json:"exit_code,omitempty"`
 	// CancelRequestedAt is when a cancel was asked for; the end confirms it.

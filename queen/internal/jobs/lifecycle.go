@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -386,6 +387,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
 			return false
 		}
+		r.PastHives = append(slices.Clip(r.PastHives), r.Hive)
 		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
 		won = true
 		return true

@@ -79,6 +79,11 @@ func TestFence(t *testing.T) {
 		{"a replaced attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 1, "late"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"another hive", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h2", 2, 1, "forged"), end("h2", 2, 1, "done"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
 		{"the record names the hive", records{"j1": {JobID: "j1", Hive: "h1", Attempt: 1}}, []Frame{ev("h2", 5, 1, "forged"), ev("h1", 5, 1, "b")}, []uint64{5}},
+		// A client resuming in attempt 1 after the job moved on (its fence
+		// learned no placing event) still gets what the first hive wrote
+		// before the move, and nothing from a hive that never had it.
+		{"resumed after the job moved", records{"j1": {JobID: "j1", Hive: "h2", Attempt: 2, PastHives: []string{"h1"}}},
+			[]Frame{ev("h3", 5, 1, "forged"), ev("h1", 5, 1, "before"), placed(6, 2, "replaced", "h2"), ev("h1", 7, 1, "late"), ev("h2", 7, 2, "new")}, []uint64{5, 6, 7}},
 		{"the lost hive claims the new attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 2, "forged"), end("h1", 3, 2, "done"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"an end that does not end", nil, []Frame{placed(1, 1, "job_created", "h1"), end("h1", 2, 1, "running"), end("h1", 2, 1, "done")}, []uint64{1, 2}},
 		{"absurd sequences", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 0, 1, "zero"), ev("h1", 1<<62, 1, "huge"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},

@@ -187,11 +187,19 @@ func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
 }
 
 // Writes reports whether writer may write attempt of j's story: the queen
-// always, a hive only for the attempt j was dispatched to it for. A hive
-// may publish narration subjects of any job under its own name; readers
-// keep it from speaking for jobs it was not given.
+// always, a hive only for an attempt j was dispatched to it for, the
+// current one or an earlier one (api.Job.PastHives). A hive may publish
+// narration subjects of any job under its own name; readers keep it from
+// speaking for jobs it was not given.
 func Writes(j api.Job, writer string, attempt int) bool {
-	return writer == bus.QueenWriter || (writer == j.Hive && j.Hive != "" && max(attempt, 1) == j.Attempt)
+	if writer == bus.QueenWriter {
+		return true
+	}
+	attempt = max(attempt, 1)
+	if attempt == j.Attempt {
+		return writer == j.Hive && j.Hive != ""
+	}
+	return attempt < j.Attempt && attempt <= len(j.PastHives) && writer == j.PastHives[attempt-1] && writer != ""
 }
 
 // MayEnd reports whether end may end j: it is terminal, and its writer
