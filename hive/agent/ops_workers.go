@@ -78,6 +78,7 @@ func (j *job) workerSpawn(req *api.WorkerSpawn) error {
 		Message: fmt.Sprintf("starting a %s worker for model %s%s", req.Backend, req.ModelID, on)})
 	w, err := j.a.workers.Spawn(j.ctx, workers.SpawnRequest{
 		ModelID: req.ModelID, ModelPath: path, Backend: req.Backend, GPUs: req.GPUs, CtxSize: req.CtxSize,
+		MaxConcurrent: req.MaxConcurrent,
 	}, func(line string) {
 		_ = j.p.Emit(api.Event{Actor: "worker", Action: "log", Message: line})
 	})

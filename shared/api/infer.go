@@ -72,7 +72,20 @@ const (
 	// ActionResult is the data event with an InferResult that closes a
 	// successful answer.
 	ActionResult = "result"
+	// ActionQueued is the queen's event, on an inference waiting for a
+	// worker with room, that tells its place in the model's queue; its
+	// Data is a QueuePlace. One comes each time the place changes.
+	ActionQueued = "queued"
 )
+
+// QueuePlace is where a waiting request stands: Position 1 is served
+// next, Waiting counts the model's whole queue, ETAMs estimates the wait
+// in milliseconds (0: no estimate yet).
+type QueuePlace struct {
+	Position int   `json:"position"`
+	Waiting  int   `json:"waiting"`
+	ETAMs    int64 `json:"eta_ms"`
+}
 
 // InferResponse is one part of a worker's non-streamed answer: its status,
 // content type and body. A body too large for one event comes in parts in

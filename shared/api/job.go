@@ -42,8 +42,8 @@ type Job struct {
 	// PastHives names the hive of each earlier attempt, oldest first:
 	// what those hives wrote before the job moved stays part of its story.
 	PastHives []string `json:"past_hives,omitempty"`
-	Error      string     `json:"error,omitempty"`
-	ExitCode   *int       `json:"exit_code,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	ExitCode  *int     `json:"exit_code,omitempty"`
 	// CancelRequestedAt is when a cancel was asked for; the end confirms it.
 	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty"`
 	// DispatchSeq is the job's message in the DISPATCH stream, so a cancel
@@ -55,8 +55,11 @@ type Job struct {
 	Owner string `json:"owner,omitempty"`
 	// OwnerName is that key's name when the job was created, kept so that
 	// usage stays readable after the key is revoked.
-	OwnerName string     `json:"owner_name,omitempty"`
-	Request   JobRequest `json:"request"`
+	OwnerName string `json:"owner_name,omitempty"`
+	// Priority is the owner key's priority when the job was created: a
+	// waiting job goes before every waiting job of a lower priority.
+	Priority int        `json:"priority,omitempty"`
+	Request  JobRequest `json:"request"`
 }
 
 // Dispatch is the message a queen puts on a hive's work queue.

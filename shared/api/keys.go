@@ -45,10 +45,17 @@ type KeyLimits struct {
 	TPM int `json:"tpm,omitempty"`
 	// MaxConcurrent is requests running at once.
 	MaxConcurrent int `json:"max_concurrent,omitempty"`
+	// Priority orders the key's waiting inference requests in the
+	// cluster's queue: higher goes first, equal priorities first come,
+	// first served. 0 is the default.
+	Priority int `json:"priority,omitempty"`
 }
 
 // Any reports whether l sets any limit.
 func (l KeyLimits) Any() bool { return l.RPM > 0 || l.TPM > 0 || l.MaxConcurrent > 0 }
+
+// MaxPriority is the highest key priority.
+const MaxPriority = 100
 
 // Key is an API key as listed. Secret is set only in the answer that
 // creates it, the one time it is shown.
@@ -96,6 +103,9 @@ func (r *KeyRequest) Validate() error {
 		if l.n < 0 {
 			p = append(p, fmt.Sprintf("%s must not be negative (0 is no limit), not %d", l.name, l.n))
 		}
+	}
+	if r.Priority < 0 || r.Priority > MaxPriority {
+		p = append(p, fmt.Sprintf("priority must be between 0 and %d, not %d", MaxPriority, r.Priority))
 	}
 	if len(p) > 0 {
 		return &ValidationError{Problems: p}

@@ -160,6 +160,10 @@ type WorkerSpawn struct {
 	CtxSize int    `json:"ctx_size,omitempty"`
 	// IdleTimeoutS stops the worker after this long without a request.
 	IdleTimeoutS float64 `json:"idle_timeout_s,omitempty"`
+	// MaxConcurrent is how many requests the worker takes at once; the
+	// rest wait in the cluster's queue. 0 takes the backend's (e.g.
+	// llama-server's --parallel, 4 for the reference worker).
+	MaxConcurrent int `json:"max_concurrent,omitempty"`
 }
 
 // Validate checks the model, the backend and the worker's settings.
@@ -182,7 +186,13 @@ func (w *WorkerSpawn) Validate(p *Problems) {
 	if w.IdleTimeoutS < 0 || w.IdleTimeoutS > MaxTimeout.Seconds() {
 		p.Add("idle_timeout_s must be between 0 and %.0f", MaxTimeout.Seconds())
 	}
+	if w.MaxConcurrent < 0 || w.MaxConcurrent > MaxWorkerConcurrency {
+		p.Add("max_concurrent must be between 0 (the backend's) and %d", MaxWorkerConcurrency)
+	}
 }
+
+// MaxWorkerConcurrency bounds a worker's max_concurrent.
+const MaxWorkerConcurrency = 4096
 
 func (w *WorkerSpawn) model() string { return w.ModelID }
 

@@ -219,9 +219,9 @@ var parallelFlags = map[string][]string{
 
 // Parallel is how many requests one worker of b serves at once, 0 for no
 // limit: the catalog's setting, else the command's flag, else the kind's
-// default. llama-server picks 4 slots by itself (-np -1, automatic) and
-// vLLM batches up to 256 sequences; the reference worker and other
-// commands are not limited by the hive.
+// default. llama-server picks 4 slots by itself (-np -1, automatic), vLLM
+// batches up to 256 sequences and the reference worker takes 4, as
+// llama-server does; other commands are not limited by the hive.
 func Parallel(b api.Backend) int {
 	if b.Parallel != 0 {
 		return max(b.Parallel, 0)
@@ -242,6 +242,8 @@ func Parallel(b api.Backend) int {
 		return 4
 	case KindVLLM:
 		return 256
+	case KindReference:
+		return 4
 	}
 	return 0
 }

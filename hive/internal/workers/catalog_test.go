@@ -123,7 +123,8 @@ func TestParallel(t *testing.T) {
 		b    api.Backend
 		want int
 	}{
-		{"reference has no limit", api.Backend{Kind: workers.KindReference, Command: []string{"rbee-worker", "--port", "{port}"}}, 0},
+		{"reference takes 4, as llama-server", api.Backend{Kind: workers.KindReference, Command: []string{"rbee-worker", "--port", "{port}"}}, 4},
+		{"a command has no limit", api.Backend{Kind: workers.KindCommand, Command: []string{"serve", "--port", "{port}"}}, 0},
 		{"catalog setting wins", api.Backend{Kind: workers.KindLlamaServer, Parallel: 2, Command: []string{"llama-server", "--parallel", "8"}}, 2},
 		{"catalog -1 is no limit", api.Backend{Kind: workers.KindLlamaServer, Parallel: -1}, 0},
 		{"llama-server --parallel", api.Backend{Kind: workers.KindLlamaServer, Command: []string{"llama-server", "--parallel", "8", "--port", "{port}"}}, 8},

@@ -12,6 +12,7 @@
 package workers
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -128,6 +129,9 @@ type SpawnRequest struct {
 	GPUs []int
 	// CtxSize is the context size; 0 takes Config.DefaultCtxSize.
 	CtxSize int
+	// MaxConcurrent overrides the backend's parallelism (Parallel) for
+	// this worker; 0 keeps it.
+	MaxConcurrent int
 }
 
 // Supervisor runs one hive's workers. Its methods are safe for concurrent
@@ -250,7 +254,7 @@ func (s *Supervisor) Spawn(ctx context.Context, req SpawnRequest, log func(line 
 	w.rec = api.Worker{
 		WorkerID: id, ModelID: req.ModelID, Backend: b.Name, Host: s.cfg.Host, Port: port,
 		URL: "http://" + net.JoinHostPort(s.cfg.Host, strconv.Itoa(port)), State: api.WorkerStarting,
-		GPUs: slices.Clone(req.GPUs), CtxSize: req.CtxSize, Parallel: Parallel(b), StartedAt: time.Now().UTC(), Hive: s.cfg.Hive,
+		GPUs: slices.Clone(req.GPUs), CtxSize: req.CtxSize, Parallel: cmp.Or(req.MaxConcurrent, Parallel(b)), StartedAt: time.Now().UTC(), Hive: s.cfg.Hive,
 	}
 	s.workers[id] = w
 	startedAt := w.rec.StartedAt

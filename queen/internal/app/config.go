@@ -129,7 +129,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Placement, "placement", c.Placement, "placement policy: spread (most free slots) or binpack (fill the busiest hive first)")
 	fs.StringVar(&c.Infer.Backend, "infer-backend", c.Infer.Backend, "worker catalog entry used to start a worker for an inference request")
 	fs.DurationVar(&c.Infer.IdleTimeout, "infer-idle-timeout", c.Infer.IdleTimeout, "workers started for inference stop after this long unused (0: never)")
-	fs.IntVar(&c.Infer.QueueDepth, "infer-queue-depth", c.Infer.QueueDepth, "requests per model waiting or running on this queen before 503")
+	fs.IntVar(&c.Infer.QueueDepth, "infer-queue-depth", c.Infer.QueueDepth, "requests per model waiting in the cluster's queue (over every queen) before 429")
 	fs.DurationVar(&c.Infer.SpawnTimeout, "infer-spawn-timeout", c.Infer.SpawnTimeout, "how long a request waits for a worker to start")
 	fs.Var((*aliasList)(&c.Infer.Aliases), "alias", "NAME=MODEL: clients asking for model NAME get MODEL (repeatable; QUEEN_ALIAS takes a comma-separated list)")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "JetStream replicas for streams and buckets (3 on a NATS cluster)")

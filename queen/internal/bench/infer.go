@@ -65,6 +65,8 @@ func inferCatalog(c Config) string {
 	path := filepath.Join(os.TempDir(), fmt.Sprintf("rbee-bench-infer-%d.json", os.Getpid()))
 	cfg := map[string]any{"backends": []map[string]any{{
 		"name": "reference", "kind": "reference",
+		// Every client's stream at once, as the direct baseline has them.
+		"parallel": -1,
 		"command": []string{filepath.Join(c.Bin, "rbee-worker"), "--host", "{host}", "--port", "{port}", "--model", "{model}",
 			"--model-id", "{model_id}", "--ctx-size", "{ctx}", "--token-rate", strconv.FormatFloat(c.InferTokenRate, 'g', -1, 64)},
 	}}}

@@ -21,7 +21,7 @@ func (a *app) keysCommand() *cobra.Command {
 	var name, scopes string
 	var limits api.KeyLimits
 	create := &cobra.Command{
-		Use:   "create --name NAME --scopes read,infer [--rpm N] [--tpm N] [--max-concurrent N]",
+		Use:   "create --name NAME --scopes read,infer [--rpm N] [--tpm N] [--max-concurrent N] [--priority N]",
 		Short: "Create a key; its secret is printed once",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,6 +49,7 @@ func (a *app) keysCommand() *cobra.Command {
 	create.Flags().IntVar(&limits.RPM, "rpm", 0, "OpenAI API requests per minute, over all queens (0: no limit)")
 	create.Flags().IntVar(&limits.TPM, "tpm", 0, "OpenAI API tokens (prompt and completion) per minute, over all queens (0: no limit)")
 	create.Flags().IntVar(&limits.MaxConcurrent, "max-concurrent", 0, "OpenAI API requests running at once, over all queens (0: no limit)")
+	create.Flags().IntVar(&limits.Priority, "priority", 0, fmt.Sprintf("place of the key's waiting requests in a model's queue: higher goes first (0-%d)", api.MaxPriority))
 	list := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -93,7 +94,7 @@ func limitsText(l api.KeyLimits) string {
 	for _, f := range []struct {
 		name string
 		n    int
-	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"max-concurrent", l.MaxConcurrent}} {
+	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"max-concurrent", l.MaxConcurrent}, {"priority", l.Priority}} {
 		if f.n > 0 {
 			out = append(out, fmt.Sprintf("%s=%d", f.name, f.n))
 		}

@@ -73,10 +73,11 @@ func (a *app) workerSpawnCommand(hive *string) *cobra.Command {
 		model, backend string
 		gpus           []int
 		ctxSize        int
+		maxConcurrent  int
 		timeout        durationFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "spawn --hive H --model MODEL --backend NAME [--gpus 0,1] [--ctx-size N]",
+		Use:   "spawn --hive H --model MODEL --backend NAME [--gpus 0,1] [--ctx-size N] [--max-concurrent N]",
 		Short: "Start a worker serving a model, and wait until it is ready",
 		Long: `Start a worker: a server process for a model of the hive's catalog, made
 from a backend of its worker catalog (see "rbee worker catalog"). The
@@ -91,7 +92,7 @@ the job, and the hive stops the half-started worker.`,
 			}
 			req, err := hiveRequest(cmd, *hive, api.JobRequest{
 				Operation: api.OpWorkerSpawn, TimeoutS: timeout.seconds(),
-				Payload: &api.WorkerSpawn{ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize},
+				Payload: &api.WorkerSpawn{ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize, MaxConcurrent: maxConcurrent},
 			})
 			if err != nil {
 				return err
@@ -116,6 +117,7 @@ the job, and the hive stops the half-started worker.`,
 	f.StringVar(&backend, "backend", "", "backend name from the hive's worker catalog, such as reference or llama-server (required)")
 	f.IntSliceVar(&gpus, "gpus", nil, "GPU indexes the worker may use, such as 0,1 (default: the backend's choice)")
 	f.IntVar(&ctxSize, "ctx-size", 0, "context size in tokens (default: the hive's, 4096)")
+	f.IntVar(&maxConcurrent, "max-concurrent", 0, "requests the worker takes at once; the rest wait in the cluster's queue (default: the backend's, 4 for reference and llama-server)")
 	f.Var(&timeout, "timeout", "how long the worker may take to become ready, in seconds or as a duration (default 10m)")
 	return cmd
 }

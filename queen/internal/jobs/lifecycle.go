@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -189,6 +188,10 @@ func (s *Service) RunReaper(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.reap(ctx)
+		case <-s.v.Freed():
+			s.placeWaiting(ctx)
+		case <-s.woken:
+			s.placeWaiting(ctx)
 		}
 	}
 }
@@ -232,18 +235,15 @@ func (s *Service) reap(ctx context.Context) {
 // queue that no live hive can serve costs nothing per tick.
 func (s *Service) placeWaiting(ctx context.Context) {
 	s.forgetGone()
-	var placeable []api.Job
 	for _, req := range s.v.WaitingNeeds() {
-		if _, err := s.pick(req); err == nil {
-			placeable = append(placeable, s.v.WaitingFor(req)...)
+		if _, err := s.pick(req); err != nil {
+			continue
 		}
-	}
-	sort.Slice(placeable, func(i, k int) bool { return placeable[i].JobID < placeable[k].JobID })
-	for _, j := range placeable {
-		if ctx.Err() != nil {
-			return
+		for _, j := range s.v.WaitingFor(req) {
+			if ctx.Err() != nil || !s.placeQueued(ctx, j) {
+				break
+			}
 		}
-		s.placeQueued(ctx, j)
 	}
 }
 
@@ -311,11 +311,14 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 
 // placeQueued hands a waiting job to a hive once one can take it. Queens
 // race for it by compare-and-set; one wins and dispatches.
-func (s *Service) placeQueued(ctx context.Context, j api.Job) {
-	h, err := s.pick(j.Request)
+// It reports false when the job's queue should wait: no hive can take it,
+// or another queen placed it first, so this queen's view is behind.
+func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
+	h, release, err := s.reserve(j.Request)
 	if err != nil {
-		return
+		return false
 	}
+	defer release()
 	to := h.ID
 	won := false
 	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
@@ -326,11 +329,8 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 		return true
 	})
 	if err != nil || !won {
-		return
+		return false
 	}
-	s.sentMu.Lock()
-	s.count(h, j.Operation)
-	s.sentMu.Unlock()
 	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {
@@ -339,6 +339,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) {
 	if err != nil {
 		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
 	}
+	return true
 }
 
 // A record placed on a hive but still queued without a dispatch sequence

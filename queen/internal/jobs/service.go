@@ -51,6 +51,11 @@ type Service struct {
 	// to the hive whose last heartbeat looked emptiest.
 	sentMu sync.Mutex
 	sent   map[string]sentSince
+	// placing counts, by hive and model, the inferences this queen has
+	// chosen a hive for whose records are not in the view's load yet.
+	placing map[string]int
+	// woken asks the reaper to place waiting jobs now.
+	woken chan struct{}
 }
 
 // sentSince is what a queen placed on a hive since one of its heartbeats.
@@ -61,7 +66,7 @@ type sentSince struct {
 
 // New makes a service.
 func New(st *store.Store, v *view.View, m *metrics.Queen, log *slog.Logger) *Service {
-	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second, Policy: Spread}
+	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second, Policy: Spread, woken: make(chan struct{}, 1)}
 }
 
 // NewID makes a job id that sorts by creation time: 12 hex digits of
@@ -99,11 +104,21 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	}
 	spec := api.Operations[req.Operation]
 	hive, waiting := "", ""
-	if !spec.OnQueen {
-		h, err := s.place(req)
+	release := func() {}
+	defer func() { release() }()
+	ahead := -1 // waiting jobs ahead in the job's own queue, -1: not counted
+	if req.Operation == api.OpInfer && (req.Queue == nil || *req.Queue) {
+		ahead = s.v.Queued(req)
+	}
+	if ahead > 0 {
+		// First come, first served: a free place goes to those waiting.
+		waiting = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
+		defer s.wake()
+	} else if !spec.OnQueen {
+		h, rel, err := s.reserve(req)
 		switch {
 		case err == nil:
-			hive = h
+			hive, release = h.ID, rel
 		case errors.Is(err, ErrNoCapableHive) && (req.Queue == nil || *req.Queue):
 			// It may fit later: a hive may join or come back.
 			waiting = strings.TrimPrefix(err.Error(), ErrNoCapableHive.Error()+": ")
@@ -117,7 +132,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req, Owner: principal,
 	}
 	if p := auth.FromContext(ctx); p.KeyID == principal {
-		j.OwnerName = p.Name
+		j.OwnerName, j.Priority = p.Name, p.Limits.Priority
 	}
 	if idem != "" {
 		claim.JobID = j.JobID
@@ -151,7 +166,11 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	case hive != "":
 		msg = fmt.Sprintf("job created: %s placed on hive %s", j.Operation, hive)
 	case waiting != "":
-		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, s.queuePosition(j.JobID), waiting)
+		pos := ahead + 1
+		if ahead < 0 {
+			pos = s.queuePosition(j.JobID)
+		}
+		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, pos, waiting)
 	}
 	err = retry(ctx, func(ctx context.Context, retried bool) error {
 		if retried {
@@ -168,6 +187,8 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	// Into the view once its story has begun: from there the reaper may
 	// place a waiting job and narrate after the first event.
 	s.v.Wrote(j, rev)
+	release()
+	release = func() {}
 	if spec.OnQueen {
 		go s.runOnQueen(j)
 		return j, true, nil
@@ -276,13 +297,11 @@ func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 // place picks a hive: the pinned one if live, else, among the live hives
 // that can run the operation, the one the placement policy prefers.
 func (s *Service) place(req api.JobRequest) (string, error) {
-	s.sentMu.Lock()
-	defer s.sentMu.Unlock()
-	h, err := s.pickLocked(req)
+	h, release, err := s.reserve(req)
 	if err != nil {
 		return "", err
 	}
-	s.count(h, req.Operation)
+	release()
 	return h.ID, nil
 }
 
@@ -297,28 +316,49 @@ func (s *Service) pick(req api.JobRequest) (api.Hive, error) {
 // pickLocked is pick with sentMu held: the pinned hive if live, else one
 // pass over the hives in place, with no copy of the cluster per job.
 func (s *Service) pickLocked(req api.JobRequest) (api.Hive, error) {
+	model := req.Model()
+	var load map[string]int
+	if req.Operation != api.OpInfer {
+		model = ""
+	} else {
+		load = s.v.InferLoad(model)
+	}
 	if req.Hive != "" {
 		h, ok := s.v.Hive(req.Hive)
 		if !ok {
 			return api.Hive{}, fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
 		}
+		// A pinned hive without a worker for the model says so itself.
+		if serves, free := s.room(&h, model, load); model != "" && serves && !free {
+			return api.Hive{}, noRoom(model, true)
+		}
 		return h, nil
 	}
 	var best api.Hive
-	found, live := false, false
+	found, live, serving := false, false, false
 	s.v.EachHive(func(h *api.Hive) {
 		live = true
 		if !fits(h, req) {
 			return
 		}
+		if model != "" {
+			serves, free := s.room(h, model, load)
+			serving = serving || serves
+			if !free {
+				return
+			}
+		}
 		if c := s.adjusted(*h); !found || s.better(c, best, req) {
 			best, found = c, true
 		}
 	})
-	if !found {
-		return api.Hive{}, noHive(live)
+	switch {
+	case found:
+		return best, nil
+	case model != "" && live:
+		return api.Hive{}, noRoom(model, serving)
 	}
-	return best, nil
+	return api.Hive{}, noHive(live)
 }
 
 // adjusted is h less what this queen placed on it since that heartbeat.

@@ -26,6 +26,8 @@ func newService(t *testing.T, hives ...api.Hive) (*jobs.Service, *store.Store) {
 func TestPlacement(t *testing.T) {
 	no := false
 	model := []api.Model{{ModelID: "qwen"}}
+	worker := []api.Worker{{WorkerID: "w", ModelID: "qwen", State: api.WorkerReady}}
+	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
 	tests := []struct {
 		name    string
 		policy  string
@@ -56,8 +58,14 @@ func TestPlacement(t *testing.T) {
 			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4}, {ID: "b", Slots: 4, SlotsFree: 1, Models: model}},
 			api.JobRequest{Operation: api.OpWorkerSpawn, Payload: &api.WorkerSpawn{ModelID: "qwen", Backend: "reference"}}, "b", nil},
 		{"inference: the fewest generations in hand", jobs.Spread,
-			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, InferSlots: 4, InferRunning: 3, Models: model}, {ID: "b", Slots: 4, SlotsFree: 0, InferSlots: 4, InferRunning: 1, Models: model}},
-			api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}, "b", nil},
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, InferSlots: 4, InferRunning: 3, Models: model, Workers: worker}, {ID: "b", Slots: 4, SlotsFree: 0, InferSlots: 4, InferRunning: 1, Models: model, Workers: worker}},
+			infer, "b", nil},
+		{"inference: only where a worker serves the model", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, Models: model}, {ID: "b", Slots: 4, SlotsFree: 0, Models: model, Workers: worker}},
+			infer, "b", nil},
+		{"inference: no ready worker, queued", jobs.Spread,
+			[]api.Hive{{ID: "a", Slots: 4, SlotsFree: 4, Models: model, Workers: []api.Worker{{WorkerID: "w", ModelID: "qwen", State: api.WorkerStarting}}}},
+			infer, "", nil},
 		{"no hive: queued", jobs.Spread, nil,
 			api.JobRequest{Operation: api.OpHiveCheck}, "", nil},
 		{"no matching hive: queued", jobs.Spread,

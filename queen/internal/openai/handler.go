@@ -41,7 +41,7 @@ type API struct {
 
 // New makes the API.
 func New(v *view.View, j *jobs.Service, st *store.Store, hub *relay.Hub, m *metrics.Queen, cfg Config, log *slog.Logger) *API {
-	return &API{r: newRouter(v, j, cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.LimitsBucket(), log)}
+	return &API{r: newRouter(v, j, st.LimitsBucket(), cfg), hub: hub, jobs: j, m: m, log: log.With("component", "openai"), limits: limits.New(st.LimitsBucket(), log)}
 }
 
 // Models answers GET /v1/models.
@@ -132,41 +132,43 @@ func (a *API) infer(c echo.Context, path string) error {
 		return err
 	}
 	defer func() { releaseKey() }()
-	release, err := a.r.admit(model)
-	if err != nil {
+	if err := a.r.admit(model); err != nil {
 		status = metrics.InferBusy
 		c.Response().Header().Set("Retry-After", "1")
-		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
+		return fail(c, http.StatusTooManyRequests, "rate_limit_error", "queue_full", err.Error())
 	}
-	defer func() { release() }()
 	ctx := c.Request().Context()
-	hive, done, err := a.r.place(ctx, model, in.Download, func(msg string) { a.log.Info(msg, "model", model) })
-	if err != nil {
+	if err := a.r.ready(ctx, model, in.Download, func(msg string) { a.log.Info(msg, "model", model) }); err != nil {
 		status = metrics.InferUnavailable
 		return a.routeError(c, err)
 	}
-	defer func() { done() }()
-	req.Hive = hive
 	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
 	if err != nil {
 		status = metrics.InferUnavailable
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusServiceUnavailable, "server_error", "no_capacity", err.Error())
 	}
+	if j.Hive == "" {
+		// It waits in the model's queue: its place is told on its
+		// narration, which any queen relays, until it is placed.
+		pctx, cancel := context.WithDeadline(context.Background(), j.DeadlineAt)
+		go func() {
+			defer cancel()
+			a.jobs.TellPosition(pctx, j.JobID, func(pos, _ int) time.Duration { return a.r.eta(model, pos) })
+		}()
+		go a.r.keepServed(pctx, j.JobID, model)
+	}
 	c.Response().Header().Set(JobHeader, j.JobID)
-	s := &sink{c: c, model: in.Model, target: model, start: start,
+	s := &sink{c: c, model: in.Model, target: model, start: start, stream: in.Stream,
 		dropUsage: in.Stream && (in.StreamOptions == nil || !in.StreamOptions.IncludeUsage)}
 	err = a.hub.Stream(ctx, s, j.JobID, 0, 15*time.Second)
 	if ctx.Err() != nil && strings.EqualFold(c.Request().Header.Get(DetachHeader), "true") {
 		// The client left, and asked for the generation to go on: it keeps
-		// its key's place and the router's, and its tokens count, until
-		// it ends.
-		heldKey, heldModel, heldWorker, p := releaseKey, release, done, auth.FromContext(ctx)
-		releaseKey, release, done = func() {}, func() {}, func() {}
+		// its key's place, and its tokens count, until it ends.
+		heldKey, p := releaseKey, auth.FromContext(ctx)
+		releaseKey = func() {}
 		go func() {
 			defer heldKey()
-			defer heldModel()
-			defer heldWorker()
 			fctx, cancel := context.WithDeadline(context.Background(), j.DeadlineAt.Add(time.Minute))
 			defer cancel()
 			// From where the client's stream stood: what it read is
@@ -200,6 +202,12 @@ func (a *API) infer(c echo.Context, path string) error {
 	return s.finish()
 }
 
+// queuedComment is the SSE comment that tells a streaming client its
+// place in the queue; OpenAI's clients skip comments.
+func queuedComment(p api.QueuePlace) string {
+	return fmt.Sprintf("queued position=%d eta_ms=%d", p.Position, p.ETAMs)
+}
+
 // Resume answers GET /v1/jobs/<id>/stream?format=openai for an inference
 // job j that its caller may see: the worker's answer as the job's request
 // would have had it, after stream sequence after (Last-Event-ID), on any
@@ -212,7 +220,7 @@ func (a *API) Resume(c echo.Context, j api.Job, after uint64) error {
 	}
 	body := in.Body
 	stream := gjson.GetBytes(body, "stream").Type == gjson.True
-	s := &sink{c: c, model: gjson.GetBytes(body, "model").Str, target: in.Model, start: time.Now(),
+	s := &sink{c: c, model: gjson.GetBytes(body, "model").Str, target: in.Model, start: time.Now(), stream: stream,
 		dropUsage: stream && gjson.GetBytes(body, "stream_options.include_usage").Type != gjson.True}
 	c.Response().Header().Set(JobHeader, j.JobID)
 	if stream {
@@ -301,6 +309,7 @@ func keyName(p auth.Principal) string {
 type sink struct {
 	c             echo.Context
 	model, target string // as the client asked, and as routed
+	stream        bool   // the client asked for a stream
 	dropUsage     bool   // the hive asked for usage the client did not
 	start, first  time.Time
 
@@ -365,6 +374,9 @@ func (s *sink) chunk(id uint64, event []byte) error {
 		}
 		return true
 	})
+	if action.Str == api.ActionQueued {
+		return s.queued(data)
+	}
 	if action.Str != api.ActionChunk {
 		return nil
 	}
@@ -397,6 +409,22 @@ func (s *sink) chunk(id uint64, event []byte) error {
 	s.w.Write(payload)
 	_, err := s.w.WriteString("\n\n")
 	return err
+}
+
+// queued tells a streaming client where its request waits, as a comment:
+// the stream opens at once, so the client knows it is heard.
+func (s *sink) queued(data gjson.Result) error {
+	if !s.stream {
+		return nil
+	}
+	var p api.QueuePlace
+	if err := json.Unmarshal([]byte(data.Raw), &p); err != nil {
+		return fmt.Errorf("queued event: %w", err)
+	}
+	if s.w == nil {
+		s.open()
+	}
+	return s.Comment(queuedComment(p))
 }
 
 func (s *sink) rename(payload []byte) []byte {

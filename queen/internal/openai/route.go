@@ -9,28 +9,36 @@ import (
 	"time"
 
 	"rbee.dev/queen/internal/jobs"
+	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
 )
 
-// Errors of routing, answered as 404 and 503.
+// Errors of routing, answered as 404, 503 and 429.
 var (
 	errUnknownModel = errors.New("model not found")
 	errNoCapacity   = errors.New("no capacity")
+	errQueueFull    = errors.New("queue full")
 )
 
-// router places inference: on the hive with a ready worker for the model
-// and the fewest requests in flight from this queen; failing that, it
-// starts a worker on a hive that holds the model.
+// router sees to it that a model has a worker: when no hive has a ready
+// one, it starts one where the model is on disk. Which worker serves a
+// request is the cluster's queue's to decide (jobs.Service): every queen
+// places on the same records, so they balance as one.
 type router struct {
 	v    *view.View
 	jobs *jobs.Service
 	cfg  Config
+	// leases holds each model's claim to start its worker, so that one
+	// queen of the cluster starts it (store.LimitsBucket: its entries
+	// expire, so a queen that dies holding one does not hold it for good).
+	leases *store.Bucket
 
 	mu       sync.Mutex
-	inflight map[string]int // per hive
-	queued   map[string]int // per model
 	spawning map[string]*spawn
+	// took is how long a request of each model took, lately: what a
+	// waiting request's estimate is made of.
+	took map[string]time.Duration
 }
 
 // spawn is one worker start that every request for the model waits on.
@@ -46,8 +54,8 @@ type Config struct {
 	Backend string
 	// IdleTimeout stops workers started on demand after this long unused.
 	IdleTimeout time.Duration
-	// QueueDepth bounds the requests of one model waiting or running on
-	// this queen; past it callers get 503 with Retry-After.
+	// QueueDepth bounds the requests of one model waiting in the
+	// cluster's queue; past it callers get 429 with Retry-After.
 	QueueDepth int
 	// SpawnTimeout bounds how long a request waits for a worker to start.
 	SpawnTimeout time.Duration
@@ -56,65 +64,93 @@ type Config struct {
 	Aliases map[string]string
 }
 
-func newRouter(v *view.View, j *jobs.Service, cfg Config) *router {
-	return &router{v: v, jobs: j, cfg: cfg, inflight: map[string]int{}, queued: map[string]int{}, spawning: map[string]*spawn{}}
+func newRouter(v *view.View, j *jobs.Service, leases *store.Bucket, cfg Config) *router {
+	return &router{v: v, jobs: j, cfg: cfg, leases: leases, spawning: map[string]*spawn{}, took: map[string]time.Duration{}}
 }
 
-// admit counts a request against its model's queue bound.
-func (r *router) admit(model string) (func(), error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.queued[model] >= r.cfg.QueueDepth {
-		return nil, fmt.Errorf("%w: %d requests for %s are already waiting or running", errNoCapacity, r.queued[model], model)
+// inferNeeds is what an inference of model needs of a hive, as the queue
+// knows it.
+func inferNeeds(model string) api.JobRequest {
+	return api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: model}}
+}
+
+// admit refuses a request while its model's queue, over the whole
+// cluster, is full.
+func (r *router) admit(model string) error {
+	if n := r.v.Queued(inferNeeds(model)); n >= r.cfg.QueueDepth {
+		return fmt.Errorf("%w: %d requests for %s already wait in the cluster's queue", errQueueFull, n, model)
 	}
-	r.queued[model]++
-	return func() {
-		r.mu.Lock()
-		r.queued[model]--
-		r.mu.Unlock()
-	}, nil
+	return nil
 }
 
-// place returns the hive to run on, counting the request as in flight
-// there until release is called. source, when set, is downloaded as the
-// model first if no hive holds it.
-func (r *router) place(ctx context.Context, model, source string, narrate func(string)) (hive string, release func(), err error) {
-	for {
-		if h := r.readyHive(model); h != "" {
-			r.mu.Lock()
-			r.inflight[h]++
-			r.mu.Unlock()
-			return h, func() {
-				r.mu.Lock()
-				r.inflight[h]--
-				r.mu.Unlock()
-			}, nil
+// ready makes sure some hive has a ready worker for model, starting one
+// if none has. source, when set, is downloaded as the model first if no
+// hive holds it.
+func (r *router) ready(ctx context.Context, model, source string, narrate func(string)) error {
+	if r.readyHive(model) != "" {
+		return nil
+	}
+	return r.startWorker(ctx, model, source, narrate)
+}
+
+// keepServed starts a worker for model again whenever none is ready while
+// job waits for one: the workers that served the queue may stop or die
+// under it.
+func (r *router) keepServed(ctx context.Context, job, model string) {
+	for r.v.Waits(job) && ctx.Err() == nil {
+		if err := r.ready(ctx, model, "", func(string) {}); err != nil && ctx.Err() == nil {
+			return // the job waits until its deadline, which ends it
 		}
-		if err := r.startWorker(ctx, model, source, narrate); err != nil {
-			return "", nil, err
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }
 
-// readyHive is the hive with a ready worker for model and the fewest
-// requests in flight.
+// readyHive is a hive with a ready worker for model, "" if none.
 func (r *router) readyHive(model string) string {
-	var cands []string
-	for _, h := range r.v.Hives() {
+	found := ""
+	r.v.EachHive(func(h *api.Hive) {
 		for _, w := range h.Workers {
-			if w.ModelID == model && w.State == api.WorkerReady {
-				cands = append(cands, h.ID)
-				break
+			if found == "" && w.ModelID == model && w.State == api.WorkerReady {
+				found = h.ID
 			}
 		}
-	}
-	if len(cands) == 0 {
-		return ""
-	}
+	})
+	return found
+}
+
+// observe notes how long a request of model took.
+func (r *router) observe(model string, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	sort.SliceStable(cands, func(i, k int) bool { return r.inflight[cands[i]] < r.inflight[cands[k]] })
-	return cands[0]
+	if old, ok := r.took[model]; ok {
+		d = (3*old + d) / 4
+	}
+	r.took[model] = d
+}
+
+// eta estimates the wait of a request at position pos in model's queue:
+// the requests ahead, and itself, served by the ready workers' places at
+// the pace requests lately took. 0 when there is no pace yet.
+func (r *router) eta(model string, pos int) time.Duration {
+	r.mu.Lock()
+	took := r.took[model]
+	r.mu.Unlock()
+	places := 0
+	r.v.EachHive(func(h *api.Hive) {
+		for _, w := range h.Workers {
+			if w.ModelID == model && w.State == api.WorkerReady {
+				places += max(w.Parallel, 1)
+			}
+		}
+	})
+	if took == 0 || places == 0 {
+		return 0
+	}
+	rounds := (pos + places - 1) / places
+	return time.Duration(rounds) * took
 }
 
 // startWorker starts a worker for model where it is on disk, once per model
@@ -149,6 +185,17 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 		r.mu.Unlock()
 		close(s.done)
 	}()
+	// One start per model for the cluster: a queen that sees another's
+	// start under way, or loses the claim to one, waits for its worker.
+	_, starting := r.startingOn(model)
+	release, claimed := r.claimStart(model)
+	if starting || !claimed {
+		if r.await(r.cfg.SpawnTimeout, func() string { return r.readyHive(model) }) == "" {
+			s.err = fmt.Errorf("%w: the worker another queen started for %s did not become ready", errNoCapacity, model)
+		}
+		return
+	}
+	defer release()
 	hive := r.holder(model)
 	if hive == "" && source != "" {
 		// A download may take long; it gets the job's own timeout.
@@ -177,6 +224,34 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 	if r.await(time.Until(deadlineOf(ctx)), func() string { return r.readyHive(model) }) == "" {
 		s.err = fmt.Errorf("%w: worker for %s started but its hive has not reported it", errNoCapacity, model)
 	}
+}
+
+// claimStart takes model's claim to start a worker, reporting false when
+// another queen holds it; release gives it back. Without NATS to answer,
+// the queen goes ahead alone rather than fail the request.
+func (r *router) claimStart(model string) (release func(), ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	key := "spawn." + model
+	if _, err := r.leases.Create(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano))); errors.Is(err, store.ErrExists) {
+		return nil, false
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = r.leases.Purge(ctx, key)
+	}, true
+}
+
+// startingOn is the hive where a worker for model is being started, by
+// any queen's worker_spawn job.
+func (r *router) startingOn(model string) (string, bool) {
+	for _, j := range r.v.Underway() {
+		if j.Operation == api.OpWorkerSpawn && j.Request.Model() == model {
+			return j.Hive, true
+		}
+	}
+	return "", false
 }
 
 // runJob creates a job and waits until it ends; an end other than done is

@@ -119,6 +119,40 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hiv
 	}
 }
 
+// NarrateWaiting stores e, an event about a job that waits for a hive, as
+// the job's next event, but only while its newest event is the queen's
+// own and hands the job to no hive. Once a queen places the job, the hive
+// numbers the events that follow its placing event (api.Dispatch.NextSeq):
+// an event slipped in after it would take a number the hive uses. The
+// write expects the newest event it looked at, so a placing event stored
+// meanwhile makes it look again. It reports false, storing nothing, once
+// the job no longer waits.
+func (s *Store) NarrateWaiting(ctx context.Context, e api.Event) (bool, error) {
+	fill(&e)
+	for try := 0; ; try++ {
+		m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJob(e.JobID))
+		if err != nil {
+			return false, fmt.Errorf("last event of job %s: %w", e.JobID, err)
+		}
+		_, writer, kind, _ := bus.ParseNarr(m.Subject)
+		if writer != bus.QueenWriter || kind != bus.KindEvent || m.Header.Get(bus.HeaderHive) != "" {
+			return false, nil
+		}
+		e.Seq = eventSeq(m) + 1
+		data, err := json.Marshal(e)
+		if err != nil {
+			return false, fmt.Errorf("encode event: %w", err)
+		}
+		_, err = s.js.PublishMsg(ctx, meta(bus.KindEvent, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(m.Sequence, bus.NarrJob(e.JobID)))
+		if err == nil {
+			return true, nil
+		}
+		if !bus.LostRace(err) || try == nextTries {
+			return false, fmt.Errorf("narrate job %s: %w", e.JobID, err)
+		}
+	}
+}
+
 func fill(e *api.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()

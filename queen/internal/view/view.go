@@ -33,9 +33,15 @@ type View struct {
 	// queen); waiting those queued for want of one, by what they need of
 	// a hive (Needs). The reaper and queue positions then cost what is
 	// open and can change, not everything retained.
-	underway  map[string]struct{}
-	waiting   map[string]map[string]struct{}
-	nWaiting  int
+	underway map[string]struct{}
+	waiting  map[string]map[string]uint64 // job id → revision it began to wait at
+	nWaiting int
+	// inferLoad counts the open inference jobs placed on each hive, by
+	// hive and model (loadKey): the requests its workers hold, as every
+	// queen sees them.
+	inferLoad map[string]int
+	// freed receives when an inference job leaves a hive's load.
+	freed     chan struct{}
 	hivesSync bool
 	jobsSync  bool
 	synced    chan struct{}
@@ -47,7 +53,8 @@ type View struct {
 func New(log *slog.Logger) *View {
 	return &View{
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
-		underway: map[string]struct{}{}, waiting: map[string]map[string]struct{}{},
+		underway: map[string]struct{}{}, waiting: map[string]map[string]uint64{},
+		inferLoad: map[string]int{}, freed: make(chan struct{}, 1),
 		synced: make(chan struct{}), joined: make(chan struct{}, 1),
 	}
 }
@@ -164,8 +171,16 @@ func (v *View) Wrote(j api.Job, rev uint64) {
 // indexes in step. The caller holds mu.
 func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	delete(v.underway, id)
+	// since is the revision the job began to wait at: its place in the
+	// queue, kept while it waits.
+	since := rev
+	if old, ok := v.jobs[id]; ok {
+		v.unload(old)
+		v.signalFreed(old, j)
+	}
 	if old, ok := v.jobs[id]; ok && waits(old) {
 		k := Needs(old.Request)
+		since = v.waiting[k][id]
 		delete(v.waiting[k], id)
 		if len(v.waiting[k]) == 0 {
 			delete(v.waiting, k)
@@ -182,26 +197,30 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	case waits(*j):
 		k := Needs(j.Request)
 		if v.waiting[k] == nil {
-			v.waiting[k] = map[string]struct{}{}
+			v.waiting[k] = map[string]uint64{}
 		}
-		v.waiting[k][id] = struct{}{}
+		v.waiting[k][id] = since
 		v.nWaiting++
 	case !api.Terminal(j.State):
 		v.underway[id] = struct{}{}
 	}
+	v.load(*j)
 }
 
 // waits reports whether a job is queued for want of a hive.
 func waits(j api.Job) bool { return j.State == api.StateQueued && j.Hive == "" }
 
 // Needs is what decides whether a hive can take a request at all: a pinned
-// hive, the run operation, the labels. Requests with the same needs fit
-// the same hives.
+// hive, the run operation, an inference's model, the labels. Requests with
+// the same needs fit the same hives, and wait in one queue.
 func Needs(req api.JobRequest) string {
 	var b strings.Builder
 	b.WriteString(req.Hive)
-	if req.Operation == api.OpRun {
+	switch req.Operation {
+	case api.OpRun:
 		b.WriteString("\x00run")
+	case api.OpInfer:
+		b.WriteString("\x00infer=" + req.Model())
 	}
 	keys := make([]string, 0, len(req.Labels))
 	for k := range req.Labels {
@@ -239,17 +258,22 @@ func (v *View) WaitingNeeds() []api.JobRequest {
 	return out
 }
 
-// WaitingFor returns the jobs waiting with req's needs, oldest first.
+// WaitingFor returns the jobs waiting with req's needs in the order they
+// are served (before).
 func (v *View) WaitingFor(req api.JobRequest) []api.Job {
 	v.mu.RLock()
 	ids := v.waiting[Needs(req)]
-	out := make([]api.Job, 0, len(ids))
-	for id := range ids {
-		out = append(out, v.jobs[id])
+	out := make([]queued, 0, len(ids))
+	for id, since := range ids {
+		out = append(out, queued{v.jobs[id], since})
 	}
 	v.mu.RUnlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].JobID < out[k].JobID })
-	return out
+	sort.Slice(out, func(i, k int) bool { return out[i].before(out[k]) })
+	jobs := make([]api.Job, len(out))
+	for i, q := range out {
+		jobs[i] = q.Job
+	}
+	return jobs
 }
 
 // WaitedPast returns the waiting jobs whose deadline is before now.

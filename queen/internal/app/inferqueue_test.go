@@ -1,0 +1,199 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"rbee.dev/hive/agent"
+	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/api"
+)
+
+// queuedStream is what one streaming client saw: the places the queue
+// told it, when its first token came, and how it ended.
+type queuedStream struct {
+	job       string
+	status    int
+	places    []int
+	first     time.Time
+	done      bool
+	errorBody string
+}
+
+// streamChat sends a streaming chat request of max tokens to base and
+// reads the answer to its end.
+func streamChat(ctx context.Context, base string, max int) queuedStream {
+	var s queuedStream
+	body := fmt.Sprintf(`{"model":"demo","stream":true,"max_tokens":%d,"messages":[{"role":"user","content":"tell me about bees"}]}`, max)
+	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.errorBody = err.Error()
+		return s
+	}
+	defer resp.Body.Close()
+	s.status, s.job = resp.StatusCode, resp.Header.Get("X-Rbee-Job")
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		var pos, eta int
+		switch {
+		case strings.HasPrefix(line, ": queued "):
+			if _, err := fmt.Sscanf(line, ": queued position=%d eta_ms=%d", &pos, &eta); err == nil {
+				s.places = append(s.places, pos)
+			}
+		case line == "data: [DONE]":
+			s.done = true
+		case strings.HasPrefix(line, "data: "):
+			if strings.Contains(line, `"error"`) {
+				s.errorBody = line
+			}
+			if s.first.IsZero() {
+				s.first = time.Now()
+			}
+		}
+	}
+	return s
+}
+
+// Two queens share one hive whose one worker takes one request at a time.
+// Twenty streaming requests sent to both in turn all complete, served in
+// the order they arrived; each waiting stream is told its place as it
+// changes, never higher, down to 1; and a third queen with a queue depth
+// of 3 refuses a request while three wait, though it took none of them.
+func TestClusterInferenceQueue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	catalog := filepath.Join(t.TempDir(), "hive.json")
+	if err := os.WriteFile(catalog, []byte(`{"backends": [{"name": "slow", "kind": "reference",
+		"command": ["rbee-worker", "--host", "{host}", "--port", "{port}", "--model", "{model}", "--model-id", "{model_id}", "--token-rate", "100"]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := mustNATS(t)
+	q1, _ := mustQueen(t, ns.ClientURL())
+	q2, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, q1, ns.ClientURL(), "h1", func(c *agent.Config) { c.ConfigFile = catalog })
+	downloadDemo(t, q1, "h1")
+	spawn := submit(t, q1, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "slow", MaxConcurrent: 1}})
+	if frames, done, _ := sse(t, context.Background(), q1, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
+		t.Fatal("worker spawn failed")
+	}
+	for _, q := range []string{q1, q2} {
+		waitFor(t, 10*time.Second, func() bool {
+			var h api.Hive
+			do(t, "GET", q+"/v1/hives/h1", nil, &h)
+			return len(h.Workers) == 1 && h.Workers[0].State == api.WorkerReady && h.Workers[0].Parallel == 1
+		})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 20
+	streams := make([]queuedStream, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			streams[i] = streamChat(ctx, []string{q1, q2}[i%2], 8)
+		}()
+		// Far enough apart that the order of arrival is the order sent.
+		time.Sleep(40 * time.Millisecond)
+	}
+	wg.Wait()
+	waited := 0
+	for i, s := range streams {
+		if s.status != 200 || !s.done || s.errorBody != "" || s.first.IsZero() {
+			t.Fatalf("request %d: status %d, done %v, error %q", i, s.status, s.done, s.errorBody)
+		}
+		if i > 0 && !s.first.After(streams[i-1].first) {
+			t.Errorf("request %d's first token came before request %d's: not served in arrival order", i, i-1)
+		}
+		if len(s.places) == 0 {
+			continue
+		}
+		waited++
+		if !slices.IsSortedFunc(s.places, func(a, b int) int { return b - a }) || s.places[len(s.places)-1] != 1 {
+			t.Errorf("request %d was told places %v: want them never rising, down to 1", i, s.places)
+		}
+	}
+	if waited < n/2 {
+		t.Fatalf("only %d of %d requests waited in the queue; the test did not fill it", waited, n)
+	}
+	t.Logf("%d of %d requests waited; places told to the last: %v", waited, n, streams[n-1].places)
+
+	// The queue's depth is the cluster's: q3 took none of the waiting
+	// requests, yet refuses once three wait.
+	q3, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Infer.QueueDepth = 3 })
+	busy, stop := context.WithCancel(ctx)
+	defer stop()
+	go streamChat(busy, q1, 400)
+	waitFor(t, 20*time.Second, func() bool {
+		var list api.JobList
+		do(t, "GET", q3+"/v1/jobs?state=running", nil, &list)
+		return len(list.Jobs) == 1
+	})
+	for i := range 3 {
+		go streamChat(busy, []string{q1, q2}[i%2], 8)
+	}
+	waitFor(t, 20*time.Second, func() bool {
+		var list api.JobList
+		do(t, "GET", q3+"/v1/jobs?state=queued", nil, &list)
+		return len(list.Jobs) == 3
+	})
+	refused := streamChat(ctx, q3, 8)
+	if refused.status != http.StatusTooManyRequests {
+		t.Fatalf("q3 answered %d with three requests waiting, want 429", refused.status)
+	}
+}
+
+// Requests for a model with no worker reach two queens at once: one
+// worker is started for the cluster, and every request is served by it.
+func TestOneWorkerStartForTheCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	ns := mustNATS(t)
+	q1, _ := mustQueen(t, ns.ClientURL())
+	q2, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, q1, ns.ClientURL(), "h1")
+	downloadDemo(t, q1, "h1")
+	waitFor(t, 10*time.Second, func() bool {
+		var ml api.ModelEntryList
+		do(t, "GET", q2+"/v1/models", nil, &ml)
+		return len(ml.Data) > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 6
+	streams := make([]queuedStream, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); streams[i] = streamChat(ctx, []string{q1, q2}[i%2], 4) }()
+	}
+	wg.Wait()
+	for i, s := range streams {
+		if s.status != 200 || !s.done || s.errorBody != "" {
+			t.Fatalf("request %d: status %d, done %v, error %q", i, s.status, s.done, s.errorBody)
+		}
+	}
+	var spawns api.JobList
+	do(t, "GET", q1+"/v1/jobs?operation=worker_spawn", nil, &spawns)
+	var h api.Hive
+	do(t, "GET", q1+"/v1/hives/h1", nil, &h)
+	if len(spawns.Jobs) != 1 || len(h.Workers) != 1 {
+		t.Fatalf("%d worker_spawn jobs and %d workers for two queens' requests, want one of each", len(spawns.Jobs), len(h.Workers))
+	}
+}

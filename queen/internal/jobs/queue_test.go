@@ -1,0 +1,88 @@
+package jobs_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"rbee.dev/queen/internal/auth"
+	"rbee.dev/queen/internal/queentest"
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/testkit"
+)
+
+// A worker takes at most its max_concurrent requests; the rest wait in
+// the model's queue, the highest priority first, then in arrival order,
+// and the next one is placed as soon as a place frees.
+func TestInferenceQueue(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4,
+		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady, Parallel: 1}}})
+	svc, v := p.Jobs, p.View
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = svc.RunReaper(ctx) }()
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	create := func(priority int) api.Job {
+		t.Helper()
+		c := auth.NewContext(ctx, auth.Principal{KeyID: "k", Name: "k", Limits: api.KeyLimits{Priority: priority}})
+		j, _, err := svc.Create(c, req, "k", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	a := create(0)
+	if a.Hive != "h1" {
+		t.Fatalf("first request placed on %q, want h1", a.Hive)
+	}
+	b, c := create(0), create(0)
+	urgent := create(5)
+	for _, j := range []api.Job{b, c, urgent} {
+		if j.Hive != "" || j.State != api.StateQueued {
+			t.Fatalf("request %s: hive %q, state %s; want it waiting", j.JobID, j.Hive, j.State)
+		}
+	}
+	if urgent.Priority != 5 {
+		t.Fatalf("priority %d, want the key's 5", urgent.Priority)
+	}
+	positions := func() []int {
+		var out []int
+		for _, j := range []api.Job{urgent, b, c} {
+			pos, _, ok := v.Position(j.JobID)
+			if !ok {
+				return nil
+			}
+			out = append(out, pos)
+		}
+		return out
+	}
+	testkit.WaitFor(t, 5*time.Second, "positions urgent 1, b 2, c 3", func() bool {
+		got := positions()
+		return len(got) == 3 && got[0] == 1 && got[1] == 2 && got[2] == 3
+	})
+
+	// The first request ends: its place goes to the urgent one at once.
+	if _, err := svc.Cancel(ctx, a.JobID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Get(ctx, a.JobID); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the urgent request placed", func() bool {
+		j, _ := v.Job(urgent.JobID)
+		return j.Hive == "h1"
+	})
+	for _, j := range []api.Job{b, c} {
+		if got, _ := v.Job(j.JobID); got.Hive != "" {
+			t.Fatalf("request %s placed on %s while the worker is full", j.JobID, got.Hive)
+		}
+	}
+	if pos, of, ok := v.Position(b.JobID); !ok || pos != 1 || of != 2 {
+		t.Fatalf("b at %d of %d (%v), want 1 of 2", pos, of, ok)
+	}
+	// A new request joins the queue behind those waiting, room or not.
+	if d := create(0); d.Hive != "" {
+		t.Fatalf("a late request went on %s ahead of those waiting", d.Hive)
+	}
+}

@@ -1,0 +1,121 @@
+package view
+
+import (
+	"strings"
+
+	"rbee.dev/shared/api"
+)
+
+// queued is a waiting job and the jobs bucket's revision it began to wait
+// at. The bucket orders every queen's writes, so that revision is the
+// job's arrival in the cluster's queue, the same on every queen.
+type queued struct {
+	api.Job
+	since uint64
+}
+
+// before reports whether waiting job q is served before o: a higher
+// priority first, then first come, first served.
+func (q queued) before(o queued) bool {
+	if q.Priority != o.Priority {
+		return q.Priority > o.Priority
+	}
+	if q.since != o.since {
+		return q.since < o.since
+	}
+	return q.JobID < o.JobID
+}
+
+// Position is a waiting job's place in its queue, 1 for the next served,
+// and how many wait there. ok is false when the job does not wait, or
+// when the watch has not yet brought every job that arrived before it
+// (one another queen took): a place told then could go up.
+func (v *View) Position(id string) (pos, of int, ok bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	j, found := v.jobs[id]
+	if !found || !waits(j) {
+		return 0, 0, false
+	}
+	ids := v.waiting[Needs(j.Request)]
+	me := queued{j, ids[id]}
+	if v.watched < me.since {
+		return 0, 0, false
+	}
+	pos = 1
+	for other, since := range ids {
+		if other != id && (queued{v.jobs[other], since}).before(me) {
+			pos++
+		}
+	}
+	return pos, len(ids), true
+}
+
+// Waits reports whether job id waits in a queue for want of a hive.
+func (v *View) Waits(id string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	j, ok := v.jobs[id]
+	return ok && waits(j)
+}
+
+// Queued counts the jobs waiting with req's needs.
+func (v *View) Queued(req api.JobRequest) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.waiting[Needs(req)])
+}
+
+// InferLoad counts, by hive, the open inference jobs for model placed on
+// each.
+func (v *View) InferLoad(model string) map[string]int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := map[string]int{}
+	for k, n := range v.inferLoad {
+		if hive, m, _ := strings.Cut(k, "\x00"); m == model {
+			out[hive] = n
+		}
+	}
+	return out
+}
+
+// Freed receives after an inference job left a hive's load: a worker may
+// have room for the next waiting request.
+func (v *View) Freed() <-chan struct{} { return v.freed }
+
+func loadKey(hive, model string) string { return hive + "\x00" + model }
+
+// loads reports whether j holds a place on its hive's workers.
+func loads(j api.Job) bool {
+	return j.Operation == api.OpInfer && j.Hive != "" && !api.Terminal(j.State)
+}
+
+// load and unload keep inferLoad in step with a record coming and going.
+// The caller holds mu.
+func (v *View) load(j api.Job) {
+	if loads(j) {
+		v.inferLoad[loadKey(j.Hive, j.Request.Model())]++
+	}
+}
+
+func (v *View) unload(j api.Job) {
+	if !loads(j) {
+		return
+	}
+	k := loadKey(j.Hive, j.Request.Model())
+	if v.inferLoad[k]--; v.inferLoad[k] <= 0 {
+		delete(v.inferLoad, k)
+	}
+}
+
+// signalFreed tells the waiting requests' placer that old, now changed
+// into new (nil: gone), left its hive's load. The caller holds mu.
+func (v *View) signalFreed(old api.Job, new *api.Job) {
+	if loads(old) && (new == nil || !loads(*new)) {
+		select {
+		case v.freed <- struct{}{}:
+		default:
+		}
+	}
+}
