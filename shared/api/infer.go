@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 )
 
 // The endpoints an infer job's body may go to: the worker's paths of the
@@ -110,4 +111,32 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+}
+
+// QueueList is the answer to GET /v1/queue: each model's inference
+// queue over the whole cluster.
+type QueueList struct {
+	Queues []InferQueue `json:"queues"`
+}
+
+// InferQueue is one model's queue: the requests on its workers and those
+// waiting, in the order they will be served.
+type InferQueue struct {
+	Model string `json:"model"`
+	// Capacity is the places of the model's ready workers (their
+	// max_concurrent); 0 when a worker sets no limit or none is ready.
+	Capacity int         `json:"capacity"`
+	Running  int         `json:"running"`
+	Waiting  []QueuedJob `json:"waiting"`
+}
+
+// QueuedJob is one waiting request. A key without the admin scope sees
+// the job id and owner of its own requests only.
+type QueuedJob struct {
+	Position  int       `json:"position"`
+	JobID     string    `json:"job_id,omitempty"`
+	Owner     string    `json:"owner,omitempty"`
+	OwnerName string    `json:"owner_name,omitempty"`
+	Priority  int       `json:"priority,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }

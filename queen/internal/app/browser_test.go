@@ -335,8 +335,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		shot(t, "jobs")
 	})
 
-	// A long answer in flight shows in the inference queue under its model,
-	// with its position.
+	// A long answer in flight shows in the inference queue under its model
+	// (GET /v1/queue), as running on its worker.
 	t.Run("queue", func(t *testing.T) {
 		qctx, stop := context.WithCancel(context.Background())
 		defer stop()
@@ -352,7 +352,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}()
 		open(t, "jobs")
 		poll(t, "queued answer", `(() => { const c = document.querySelector("#queue [aria-label='queue of tiny']");
-			return c && c.querySelectorAll("ol li").length === 1 && c.innerText.includes("running") })()`, 15*time.Second)
+			return c && c.querySelector("h4").innerText.includes("1 running") })()`, 15*time.Second)
 		shot(t, "queue")
 		stop()
 		poll(t, "queue empties", `document.querySelector("#queue").innerText.includes("No inference request")`, 15*time.Second)

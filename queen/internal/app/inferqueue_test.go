@@ -152,6 +152,19 @@ func TestClusterInferenceQueue(t *testing.T) {
 		do(t, "GET", q3+"/v1/jobs?state=queued", nil, &list)
 		return len(list.Jobs) == 3
 	})
+	// Every queen lists the same queue.
+	for _, q := range []string{q1, q3} {
+		var ql api.QueueList
+		do(t, "GET", q+"/v1/queue", nil, &ql)
+		if len(ql.Queues) != 1 || ql.Queues[0].Model != "demo" || ql.Queues[0].Capacity != 1 || ql.Queues[0].Running != 1 || len(ql.Queues[0].Waiting) != 3 {
+			t.Fatalf("queue on %s: %+v", q, ql)
+		}
+		for i, w := range ql.Queues[0].Waiting {
+			if w.Position != i+1 || w.JobID == "" {
+				t.Fatalf("queue on %s: waiting %d is %+v", q, i, w)
+			}
+		}
+	}
 	refused := streamChat(ctx, q3, 8)
 	if refused.status != http.StatusTooManyRequests {
 		t.Fatalf("q3 answered %d with three requests waiting, want 429", refused.status)

@@ -31,6 +31,7 @@ func routes(e *echo.Echo, h *handlers) {
 	e.POST("/v1/jobs", h.createJob, h.authenticate)
 	e.GET("/v1/jobs", h.listJobs, read...)
 	e.GET("/v1/jobs/:id", h.getJob, read...)
+	e.GET("/v1/queue", h.queue, read...)
 	e.DELETE("/v1/jobs/:id", h.cancelJob, operate...)
 	// A key with infer alone may follow its own inference jobs in their
 	// OpenAI form (format=openai), to reattach a detached stream.

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"slices"
 	"strings"
 
 	"rbee.dev/shared/api"
@@ -118,4 +119,55 @@ func (v *View) signalFreed(old api.Job, new *api.Job) {
 		default:
 		}
 	}
+}
+
+// InferQueues lists each model's inference queue: the models with a
+// request waiting or running, their workers' places, and the waiting
+// requests in the order they will be served.
+func (v *View) InferQueues() []api.InferQueue {
+	byModel := map[string]*api.InferQueue{}
+	queue := func(model string) *api.InferQueue {
+		q := byModel[model]
+		if q == nil {
+			q = &api.InferQueue{Model: model, Waiting: []api.QueuedJob{}}
+			byModel[model] = q
+		}
+		return q
+	}
+	v.mu.RLock()
+	for k, n := range v.inferLoad {
+		_, model, _ := strings.Cut(k, "\x00")
+		queue(model).Running += n
+	}
+	v.mu.RUnlock()
+	for _, req := range v.WaitingNeeds() {
+		if req.Operation != api.OpInfer {
+			continue
+		}
+		q := queue(req.Model())
+		for _, j := range v.WaitingFor(req) {
+			q.Waiting = append(q.Waiting, api.QueuedJob{JobID: j.JobID, Owner: j.Owner, OwnerName: j.OwnerName, Priority: j.Priority, CreatedAt: j.CreatedAt})
+		}
+	}
+	out := make([]api.InferQueue, 0, len(byModel))
+	for model, q := range byModel {
+		limited := true
+		v.EachHive(func(h *api.Hive) {
+			for _, w := range h.Workers {
+				if w.ModelID == model && w.State == api.WorkerReady {
+					q.Capacity += w.Parallel
+					limited = limited && w.Parallel > 0
+				}
+			}
+		})
+		if !limited {
+			q.Capacity = 0
+		}
+		for i := range q.Waiting {
+			q.Waiting[i].Position = i + 1
+		}
+		out = append(out, *q)
+	}
+	slices.SortFunc(out, func(a, b api.InferQueue) int { return strings.Compare(a.Model, b.Model) })
+	return out
 }

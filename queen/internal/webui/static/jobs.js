@@ -1,6 +1,6 @@
 // Queue and jobs: the live job list with filters, one job's narration
 // streamed with resume (progress as bars, data as tables) and cancel, and
-// the inference queue per model as far as the job list shows it.
+// the inference queue per model (GET /v1/queue): what runs, what waits and in what order.
 "use strict";
 
 const jobs = { follow: null };
@@ -29,19 +29,15 @@ function closeJob() {
   history.replaceState(null, "", "#/jobs");
 }
 
-function queueView(list) {
-  const waiting = list;
-  if (!waiting.length) return el("p", { class: "muted" }, "No inference request is waiting or running.");
-  const byModel = {};
-  for (const j of waiting) (byModel[(j.request && j.request.model) || "?"] ||= []).push(j);
-  return el("div", { class: "cards" }, Object.entries(byModel).sort().map(([model, js]) => {
-    js.sort((a, b) => new Date(a.created_at) - new Date(b.created_at));
-    const queued = js.filter((j) => j.state === "queued").length;
-    return el("article", { class: "card", "aria-label": "queue of " + model },
-      el("h4", {}, model, " ", el("span", { class: "muted" }, `${js.length - queued} running, ${queued} waiting`)),
-      el("ol", {}, js.map((j) => el("li", {}, el("a", { href: "#/jobs/" + j.job_id, class: "mono" }, j.job_id), " ",
-        el("span", { class: j.state }, j.state), ` ${j.owner_name || j.owner || ""} · since ${new Date(j.created_at).toLocaleTimeString()}`))));
-  }));
+function queueView(queues) {
+  if (!queues.length) return el("p", { class: "muted" }, "No inference request is waiting or running.");
+  return el("div", { class: "cards" }, queues.map((q) =>
+    el("article", { class: "card", "aria-label": "queue of " + q.model },
+      el("h4", {}, q.model, " ", el("span", { class: "muted" },
+        `${q.running} running${q.capacity ? " of " + q.capacity : ""}, ${q.waiting.length} waiting`)),
+      el("ol", {}, q.waiting.map((w) => el("li", {},
+        w.job_id ? el("a", { href: "#/jobs/" + w.job_id, class: "mono" }, w.job_id) : el("span", { class: "muted" }, "another key's request"),
+        ` ${w.owner_name || w.owner || ""}${w.priority ? " · priority " + w.priority : ""} · since ${new Date(w.created_at).toLocaleTimeString()}`))))));
 }
 
 rb.pages.jobs = {
@@ -53,11 +49,9 @@ rb.pages.jobs = {
     if ($("jf-state").value) q.set("state", $("jf-state").value);
     if ($("jf-op").value) q.set("operation", $("jf-op").value);
     if ($("jf-hive").value.trim()) q.set("hive", $("jf-hive").value.trim());
-    const states = ["queued", "dispatched", "running"];
-    const [list, ...infer] = await Promise.all([api("GET", "/v1/jobs?" + q),
-      ...states.map((s) => api("GET", `/v1/jobs?operation=infer&state=${s}&limit=10000`))]);
-    const waiting = infer.flatMap((l) => l.jobs || []);
-    fill($("queue"), waiting.map((j) => [j.job_id, j.state]), () => [queueView(waiting)]);
+    const [list, ql] = await Promise.all([api("GET", "/v1/jobs?" + q), api("GET", "/v1/queue")]);
+    const queues = ql.queues || [];
+    fill($("queue"), queues.map((q) => [q.model, q.running, q.capacity, ...q.waiting.map((w) => w.job_id + w.position)]), () => [queueView(queues)]);
     const js = list.jobs || [];
     fill($("jobs").tBodies[0], js.map((j) => [j.job_id, j.state, j.attempt, j.error]), () => js.map((j) => el("tr", { class: "job" },
       el("td", { class: "mono" }, el("a", { href: "#/jobs/" + j.job_id }, j.job_id)), el("td", {}, j.operation), el("td", {}, j.hive || ""),
