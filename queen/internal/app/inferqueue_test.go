@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/queen/internal/cli"
 	"rbee.dev/shared/api"
 )
 
@@ -164,6 +166,12 @@ func TestClusterInferenceQueue(t *testing.T) {
 				t.Fatalf("queue on %s: waiting %d is %+v", q, i, w)
 			}
 		}
+	}
+	// rbee queue prints it.
+	var out, errb bytes.Buffer
+	if code := cli.Run(ctx, []string{"queue"}, func(k string) string { return map[string]string{"RBEE_QUEEN": q2}[k] }, strings.NewReader(""), &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "demo") || strings.Count(out.String(), "\n") != 5 {
+		t.Fatalf("rbee queue: %d\n%s%s", code, out.String(), errb.String())
 	}
 	refused := streamChat(ctx, q3, 8)
 	if refused.status != http.StatusTooManyRequests {

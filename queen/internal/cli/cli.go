@@ -97,7 +97,7 @@ A token from --token or RBEE_TOKEN is sent as a bearer token.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: err}
 	})
-	root.AddCommand(a.jobsCommand(), a.hiveCommand(), a.checkCommand(), a.runCommand(), a.keysCommand(), a.modelCommand(), a.workerCommand(), a.inferCommand(), a.usageCommand())
+	root.AddCommand(a.jobsCommand(), a.hiveCommand(), a.checkCommand(), a.runCommand(), a.keysCommand(), a.modelCommand(), a.workerCommand(), a.inferCommand(), a.usageCommand(), a.queueCommand())
 	return root
 }
 

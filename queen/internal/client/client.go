@@ -295,3 +295,10 @@ func (c *Client) Usage(ctx context.Context, f UsageFilter) (api.UsageList, error
 	err := c.do(ctx, http.MethodGet, path, nil, nil, &out)
 	return out, err
 }
+
+// Queue reads each model's inference queue (GET /v1/queue).
+func (c *Client) Queue(ctx context.Context) (api.QueueList, error) {
+	var out api.QueueList
+	err := c.do(ctx, http.MethodGet, "/v1/queue", nil, nil, &out)
+	return out, err
+}
