@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
 )
 
@@ -16,24 +17,27 @@ import (
 // priority first, then in the order they arrived (view.WaitingFor).
 
 // room reports whether h can start one more inference of model now: it
-// has a ready worker for it, and its ready workers' max_concurrent is not
-// taken by the open inference jobs placed on it (load, view.InferLoad),
-// counting those this queen is placing. The caller holds sentMu; it may
-// hold the view's lock.
-func (s *Service) room(h *api.Hive, model string, load map[string]int) (serves, free bool) {
-	capacity := 0
+// has a ready worker for it, and neither its ready workers' max_concurrent
+// nor the hive's own bound (api.Hive.InferSlots) is taken by the open
+// inference jobs placed on it (load), counting those this queen is
+// placing. The caller holds sentMu; it may hold the view's lock.
+func (s *Service) room(h *api.Hive, model string, load view.Load) (serves, free bool) {
+	capacity, unlimited := 0, false
 	for _, w := range h.Workers {
 		if w.ModelID != model || w.State != api.WorkerReady {
 			continue
 		}
 		serves = true
-		if w.Parallel <= 0 {
-			return true, true // a worker without a limit of its own
-		}
+		unlimited = unlimited || w.Parallel <= 0 // no limit of its own
 		capacity += w.Parallel
 	}
-	k := h.ID + "\x00" + model
-	return serves, load[h.ID]+s.placing[k] < capacity
+	switch {
+	case !serves:
+		return false, false
+	case h.InferSlots > 0 && load.All[h.ID]+s.placingOn[h.ID] >= h.InferSlots:
+		return true, false
+	}
+	return true, unlimited || load.Model[h.ID]+s.placing[h.ID+"\x00"+model] < capacity
 }
 
 // reserve picks a hive for req as place does and, for an inference, holds
@@ -53,14 +57,18 @@ func (s *Service) reserve(req api.JobRequest) (api.Hive, func(), error) {
 	}
 	k := h.ID + "\x00" + model
 	if s.placing == nil {
-		s.placing = map[string]int{}
+		s.placing, s.placingOn = map[string]int{}, map[string]int{}
 	}
 	s.placing[k]++
+	s.placingOn[h.ID]++
 	return h, func() {
 		s.sentMu.Lock()
 		defer s.sentMu.Unlock()
 		if s.placing[k]--; s.placing[k] <= 0 {
 			delete(s.placing, k)
+		}
+		if s.placingOn[h.ID]--; s.placingOn[h.ID] <= 0 {
+			delete(s.placingOn, h.ID)
 		}
 	}, nil
 }

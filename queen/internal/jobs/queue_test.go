@@ -86,3 +86,20 @@ func TestInferenceQueue(t *testing.T) {
 		t.Fatalf("a late request went on %s ahead of those waiting", d.Hive)
 	}
 }
+
+// A hive's own bound on the inferences it holds counts too: past it,
+// requests wait in the cluster's queue even for a worker without a limit.
+func TestInferenceQueueHiveBound(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, InferSlots: 1,
+		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady}}})
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	for i, want := range []string{"h1", ""} {
+		j, _, err := p.Jobs.Create(context.Background(), req, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Hive != want {
+			t.Fatalf("request %d placed on %q, want %q", i, j.Hive, want)
+		}
+	}
+}

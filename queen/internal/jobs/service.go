@@ -52,8 +52,9 @@ type Service struct {
 	sentMu sync.Mutex
 	sent   map[string]sentSince
 	// placing counts, by hive and model, the inferences this queen has
-	// chosen a hive for whose records are not in the view's load yet.
-	placing map[string]int
+	// chosen a hive for whose records are not in the view's load yet;
+	// placingOn the same by hive.
+	placing, placingOn map[string]int
 	// woken asks the reaper to place waiting jobs now.
 	woken chan struct{}
 }
@@ -317,7 +318,7 @@ func (s *Service) pick(req api.JobRequest) (api.Hive, error) {
 // pass over the hives in place, with no copy of the cluster per job.
 func (s *Service) pickLocked(req api.JobRequest) (api.Hive, error) {
 	model := req.Model()
-	var load map[string]int
+	var load view.Load
 	if req.Operation != api.OpInfer {
 		model = ""
 	} else {

@@ -67,18 +67,23 @@ func (v *View) Queued(req api.JobRequest) int {
 	return len(v.waiting[Needs(req)])
 }
 
-// InferLoad counts, by hive, the open inference jobs for model placed on
-// each.
-func (v *View) InferLoad(model string) map[string]int {
+// Load counts, by hive, the open inference jobs placed on each: those
+// of one model, and those of any.
+type Load struct{ Model, All map[string]int }
+
+// InferLoad is the inference load of the hives, for model and in all.
+func (v *View) InferLoad(model string) Load {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	out := map[string]int{}
+	l := Load{Model: map[string]int{}, All: map[string]int{}}
 	for k, n := range v.inferLoad {
-		if hive, m, _ := strings.Cut(k, "\x00"); m == model {
-			out[hive] = n
+		hive, m, _ := strings.Cut(k, "\x00")
+		l.All[hive] += n
+		if m == model {
+			l.Model[hive] = n
 		}
 	}
-	return out
+	return l
 }
 
 // Freed receives after an inference job left a hive's load: a worker may
