@@ -26,6 +26,7 @@ type queuedStream struct {
 	job       string
 	status    int
 	places    []int
+	etas      []int
 	first     time.Time
 	done      bool
 	errorBody string
@@ -52,7 +53,7 @@ func streamChat(ctx context.Context, base string, max int) queuedStream {
 		switch {
 		case strings.HasPrefix(line, ": queued "):
 			if _, err := fmt.Sscanf(line, ": queued position=%d eta_ms=%d", &pos, &eta); err == nil {
-				s.places = append(s.places, pos)
+				s.places, s.etas = append(s.places, pos), append(s.etas, eta)
 			}
 		case line == "data: [DONE]":
 			s.done = true
@@ -129,6 +130,9 @@ func TestClusterInferenceQueue(t *testing.T) {
 		if !slices.IsSortedFunc(s.places, func(a, b int) int { return b - a }) || s.places[len(s.places)-1] != 1 {
 			t.Errorf("request %d was told places %v: want them never rising, down to 1", i, s.places)
 		}
+	}
+	if last := streams[n-1]; len(last.etas) == 0 || last.etas[0] <= 0 {
+		t.Errorf("the last request's first estimate %v: want a wait estimated from the pace of those before", last.etas)
 	}
 	if waited < n/2 {
 		t.Fatalf("only %d of %d requests waited in the queue; the test did not fill it", waited, n)

@@ -199,6 +199,9 @@ func (a *API) infer(c echo.Context, path string) error {
 		return s.fail(err)
 	}
 	a.observe(s)
+	if !s.began.IsZero() {
+		a.r.observe(model, time.Since(s.began))
+	}
 	return s.finish()
 }
 
@@ -312,6 +315,9 @@ type sink struct {
 	stream        bool   // the client asked for a stream
 	dropUsage     bool   // the hive asked for usage the client did not
 	start, first  time.Time
+	// began is when the hive's first event came: the request's service
+	// time, without its wait in the queue, runs from there.
+	began time.Time
 
 	w       *bufio.Writer
 	status  int
@@ -335,6 +341,9 @@ type narration struct {
 
 func (s *sink) Frame(f relay.Frame) error {
 	s.last = f.Seq
+	if s.began.IsZero() && f.Writer != bus.QueenWriter {
+		s.began = time.Now()
+	}
 	if f.Kind == bus.KindEvent {
 		return s.chunk(f.Seq, f.Data)
 	}
