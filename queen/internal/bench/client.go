@@ -45,6 +45,26 @@ func NewClient(base string, conns int) *Client {
 // Close drops the idle connections.
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
+// WithKey is c sending every request with API key key, on the same
+// connections.
+func (c *Client) WithKey(key string) *Client {
+	kc := *c
+	kc.hc = &http.Client{Transport: bearer{key, c.tr}}
+	return &kc
+}
+
+// bearer adds an API key to each request.
+type bearer struct {
+	key string
+	rt  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	return b.rt.RoundTrip(req)
+}
+
 // CheckBody is the request body of a hive_check job on the bench hive.
 func CheckBody(events, payload int) []byte {
 	b := []byte(`{"operation":"hive_check","hive":"` + HiveID + `","events":`)
@@ -120,6 +140,25 @@ func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// postJSON posts in as JSON to a queen path and reads a 2xx answer into out.
+func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	b, _ := json.Marshal(in)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }

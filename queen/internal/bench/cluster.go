@@ -28,6 +28,9 @@ type ClusterOptions struct {
 	AllowRun bool
 	// QueenFlags and HiveFlags are appended to the children's flags.
 	QueenFlags, HiveFlags []string
+	// AdminKey starts the queen with --admin-key, which turns API keys on;
+	// the bench then sends it where it needs a key (Client.WithKey).
+	AdminKey string
 }
 
 // Cluster is a queen with embedded NATS and one hive, each a child process
@@ -37,8 +40,10 @@ type Cluster struct {
 	URL string
 	// NATSURL is where the queen's embedded NATS listens.
 	NATSURL string
-	Queen   *Proc
-	Hive    *Proc
+	// AdminKey is the queen's --admin-key, if it has one.
+	AdminKey string
+	Queen    *Proc
+	Hive     *Proc
 	// Dir holds both data directories and the children's logs.
 	Dir string
 	// Idle is each process's memory after start-up and the settle time.
@@ -76,7 +81,7 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, keep: keep}
+	c := &Cluster{Dir: dir, AdminKey: o.AdminKey, keep: keep}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -91,13 +96,15 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	c.URL, c.NATSURL = "http://"+httpAddr, "nats://"+natsAddr
 
 	t0 := time.Now()
-	c.Queen, err = startProc("queen", filepath.Join(bin, "queen"), append([]string{
-		"--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "queen"), "--nats-listen", natsAddr, "--insecure",
-	}, o.QueenFlags...), filepath.Join(dir, "queen.log"))
+	qargs := []string{"--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "queen"), "--nats-listen", natsAddr, "--insecure"}
+	if o.AdminKey != "" {
+		qargs = append(qargs, "--admin-key", o.AdminKey)
+	}
+	c.Queen, err = startProc("queen", filepath.Join(bin, "queen"), append(qargs, o.QueenFlags...), filepath.Join(dir, "queen.log"))
 	if err != nil {
 		return nil, err
 	}
-	if err := waitOK(ctx, c.URL+"/readyz", c.Queen, 60*time.Second); err != nil {
+	if err := waitOK(ctx, c.URL+"/readyz", "", c.Queen, 60*time.Second); err != nil {
 		return nil, err
 	}
 	c.QueenReady = time.Since(t0)
@@ -113,7 +120,7 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	if err != nil {
 		return nil, err
 	}
-	if err := waitOK(ctx, c.URL+"/v1/hives/"+HiveID, c.Hive, 60*time.Second); err != nil {
+	if err := waitOK(ctx, c.URL+"/v1/hives/"+HiveID, o.AdminKey, c.Hive, 60*time.Second); err != nil {
 		return nil, err
 	}
 	c.HiveReady = time.Since(t1)
@@ -211,12 +218,16 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// waitOK polls url until it answers 200, the process exits or the time is up.
-func waitOK(ctx context.Context, url string, p *Proc, limit time.Duration) error {
+// waitOK polls url, with API key key when set, until it answers 200, the
+// process exits or the time is up.
+func waitOK(ctx context.Context, url, key string, p *Proc, limit time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(limit)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
 		resp, err := hc.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)

@@ -59,6 +59,11 @@ type Config struct {
 	InferFor       time.Duration
 	InferTokenRate float64
 
+	QueueClients   int
+	QueueTokens    int
+	QueueFor       time.Duration
+	QueueTokenRate float64
+
 	BacklogJobs int
 
 	Hives    int
@@ -74,7 +79,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "durability", "backlog", "hives"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "queue", "durability", "backlog", "hives"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {
@@ -114,6 +119,12 @@ func DefaultConfig() Config {
 		InferFor:       5 * time.Second,
 		InferTokenRate: 100,
 
+		// 16 tokens at 200/s: about 80 ms a request, one at a time.
+		QueueClients:   8,
+		QueueTokens:    16,
+		QueueFor:       20 * time.Second,
+		QueueTokenRate: 200,
+
 		BacklogJobs: 30_000,
 
 		Hives:    1000,
@@ -148,6 +159,7 @@ func (c *Config) quick(set map[string]bool) {
 	scale("chaos-jobs", &c.ChaosJobs, 5)
 	scaleD("idle-for", &c.IdleFor, 2*time.Second)
 	scaleD("infer-for", &c.InferFor, 2*time.Second)
+	scaleD("queue-for", &c.QueueFor, 4*time.Second)
 	scale("backlog-jobs", &c.BacklogJobs, 3000)
 	scale("hives", &c.Hives, 100)
 	scale("hive-jobs", &c.HiveJobs, 500)
@@ -208,6 +220,10 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.InferClients, "infer-clients", c.InferClients, "infer: concurrent streams of the many-clients part")
 	fs.IntVar(&c.InferTokens, "infer-tokens", c.InferTokens, "infer: max_tokens of each request")
 	fs.DurationVar(&c.InferFor, "infer-for", c.InferFor, "infer: duration of each load phase")
+	fs.IntVar(&c.QueueClients, "queue-clients", c.QueueClients, "queue: clients looping requests, split over two keys and two queens")
+	fs.IntVar(&c.QueueTokens, "queue-tokens", c.QueueTokens, "queue: max_tokens of each request")
+	fs.DurationVar(&c.QueueFor, "queue-for", c.QueueFor, "queue: duration of the load")
+	fs.Float64Var(&c.QueueTokenRate, "queue-token-rate", c.QueueTokenRate, "queue: the one-slot worker's tokens per second (0: as fast as it can)")
 	fs.IntVar(&c.Hives, "hives", c.Hives, "hives: simulated hives")
 	fs.DurationVar(&c.HiveWork, "hive-work", c.HiveWork, "hives: each job's work on a simulated hive")
 	fs.IntVar(&c.HiveJobs, "hive-jobs", c.HiveJobs, "hives: jobs sent across the simulated hives")
@@ -264,6 +280,7 @@ func (c Config) Validate() error {
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
 		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "hives": c.Hives, "hive-jobs": c.HiveJobs, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
+		"queue-tokens": c.QueueTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] < 1 {
@@ -279,13 +296,16 @@ func (c Config) Validate() error {
 	if c.ChaosResumeAtEnd < 0 || c.ChaosResumeAtEnd > 1 {
 		add("-chaos-resume-at-end must be between 0 and 1")
 	}
-	for name, d := range map[string]time.Duration{"rate-for": c.RateFor, "sustained-for": c.SustainedFor, "idle-for": c.IdleFor, "infer-for": c.InferFor} {
+	for name, d := range map[string]time.Duration{"rate-for": c.RateFor, "sustained-for": c.SustainedFor, "idle-for": c.IdleFor, "infer-for": c.InferFor, "queue-for": c.QueueFor} {
 		if d <= 0 {
 			add("-%s must be positive", name)
 		}
 	}
-	if c.InferTokenRate < 0 {
-		add("-infer-token-rate must not be negative")
+	if c.InferTokenRate < 0 || c.QueueTokenRate < 0 {
+		add("-infer-token-rate and -queue-token-rate must not be negative")
+	}
+	if c.QueueClients < 2 {
+		add("-queue-clients must be at least 2: one per key")
 	}
 	if c.QuietWait < 0 || c.QuietCores < 0 {
 		add("-quiet-wait and -quiet-cores must not be negative")

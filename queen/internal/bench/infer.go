@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -34,7 +35,7 @@ var inferScenario = scenario{
 			inferModel, c.InferTokenRate, c.InferTokenRate, 1, c.InferClients, c.InferTokens, c.InferFor)
 	},
 	cluster: func(c Config) ClusterOptions {
-		return ClusterOptions{Slots: c.InferClients + 8, HiveFlags: []string{"--config", inferCatalog(c)}}
+		return ClusterOptions{Slots: c.InferClients + 8, HiveFlags: []string{"--config", inferCatalog(c, c.InferTokenRate)}}
 	},
 	metrics: []Metric{
 		metric("c1_direct_tps", "1 stream: direct tokens/s", 0, nil),
@@ -59,16 +60,16 @@ var inferScenario = scenario{
 	run: runInfer,
 }
 
-// inferCatalog writes the hive config whose reference worker streams at
-// the configured rate, and returns its path.
-func inferCatalog(c Config) string {
-	path := filepath.Join(os.TempDir(), fmt.Sprintf("rbee-bench-infer-%d.json", os.Getpid()))
+// inferCatalog writes the hive config whose reference worker streams rate
+// tokens/s per request, and returns its path.
+func inferCatalog(c Config, rate float64) string {
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("rbee-bench-infer-%d-%g.json", os.Getpid(), rate))
 	cfg := map[string]any{"backends": []map[string]any{{
 		"name": "reference", "kind": "reference",
 		// Every client's stream at once, as the direct baseline has them.
 		"parallel": -1,
 		"command": []string{filepath.Join(c.Bin, "rbee-worker"), "--host", "{host}", "--port", "{port}", "--model", "{model}",
-			"--model-id", "{model_id}", "--ctx-size", "{ctx}", "--token-rate", strconv.FormatFloat(c.InferTokenRate, 'g', -1, 64)},
+			"--model-id", "{model_id}", "--ctx-size", "{ctx}", "--token-rate", strconv.FormatFloat(rate, 'g', -1, 64)},
 	}}}
 	data, _ := json.Marshal(cfg)
 	_ = os.WriteFile(path, data, 0o644)
@@ -79,7 +80,7 @@ func runInfer(ctx context.Context, e *Env) (*Run, error) {
 	r := newRun()
 	c := NewClient(e.Cluster.URL, 1024)
 	defer c.Close()
-	worker, err := startInferWorker(ctx, e, c)
+	worker, err := startInferWorker(ctx, e, c, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +123,9 @@ func runInfer(ctx context.Context, e *Env) (*Run, error) {
 }
 
 // startInferWorker downloads the bench model onto the hive and starts a
-// worker for it, and returns the worker as the hive reports it.
-func startInferWorker(ctx context.Context, e *Env, c *Client) (api.Worker, error) {
+// worker for it that takes maxConcurrent requests at once (0: the
+// backend's), and returns the worker as the hive reports it.
+func startInferWorker(ctx context.Context, e *Env, c *Client, maxConcurrent int) (api.Worker, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return api.Worker{}, err
@@ -136,7 +138,7 @@ func startInferWorker(ctx context.Context, e *Env, c *Client) (api.Worker, error
 
 	for _, req := range []api.JobRequest{
 		{Operation: api.OpModelDownload, Hive: HiveID, Payload: &api.ModelDownload{Source: "http://" + ln.Addr().String() + "/" + inferModel + ".gguf", ModelID: inferModel}},
-		{Operation: api.OpWorkerSpawn, Hive: HiveID, Payload: &api.WorkerSpawn{ModelID: inferModel, Backend: "reference"}},
+		{Operation: api.OpWorkerSpawn, Hive: HiveID, Payload: &api.WorkerSpawn{ModelID: inferModel, Backend: "reference", MaxConcurrent: maxConcurrent}},
 	} {
 		body, _ := json.Marshal(req)
 		job, err := c.Create(ctx, body)
@@ -183,10 +185,7 @@ func (r chatResult) tps() float64 {
 // chatLoad runs clients loops of streaming chat completions against base
 // for the configured time.
 func chatLoad(ctx context.Context, c *Client, base string, clients int, cfg Config) chatResult {
-	body, _ := json.Marshal(map[string]any{
-		"model": inferModel, "stream": true, "max_tokens": cfg.InferTokens, "stream_options": map[string]bool{"include_usage": true},
-		"messages": []map[string]string{{"role": "user", "content": "tell me about bees"}},
-	})
+	body := chatBody(cfg.InferTokens)
 	var mu sync.Mutex
 	var res chatResult
 	stop := time.Now().Add(cfg.InferFor)
@@ -217,35 +216,76 @@ func chatLoad(ctx context.Context, c *Client, base string, clients int, cfg Conf
 	return res
 }
 
+// chatBody is a streaming chat completion of the bench model of at most
+// tokens tokens, with a usage chunk.
+func chatBody(tokens int) []byte {
+	body, _ := json.Marshal(map[string]any{
+		"model": inferModel, "stream": true, "max_tokens": tokens, "stream_options": map[string]bool{"include_usage": true},
+		"messages": []map[string]string{{"role": "user", "content": "tell me about bees"}},
+	})
+	return body
+}
+
 // chat sends one streaming chat completion and returns the completion
 // tokens its usage chunk reports and the time to its first content chunk.
 func (c *Client) chat(ctx context.Context, url string, body []byte) (tokens int, ttft time.Duration, err error) {
-	t0 := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	t, err := c.chatTrace(ctx, url, body)
 	if err != nil {
 		return 0, 0, err
+	}
+	return t.Tokens, t.First.Sub(t.Sent), nil
+}
+
+// chatTrace is when each part of one streamed chat completion arrived,
+// all read from the bench's one monotonic clock, and what it said.
+type chatTrace struct {
+	Sent  time.Time // the request went out
+	First time.Time // the first content chunk arrived
+	Last  time.Time // the last data chunk before [DONE] (content or usage) arrived
+	Done  time.Time // [DONE] arrived
+	// Tokens is the completion tokens of the usage chunk.
+	Tokens int
+	// Positions are the queue positions of the `: queued position=N`
+	// comments, in the order they came.
+	Positions []int
+}
+
+// chatTrace sends one streaming chat completion and times its parts. A
+// stream without content, usage or [DONE] is an error.
+func (c *Client) chatTrace(ctx context.Context, url string, body []byte) (t chatTrace, err error) {
+	t.Sent = time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return t, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return t, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return t, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		if pos, ok := queuedPosition(sc.Bytes()); ok {
+			t.Positions = append(t.Positions, pos)
+			continue
+		}
 		line, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
 		if !ok {
 			continue
 		}
+		now := time.Now()
 		if string(line) == api.SSEDone {
-			if tokens == 0 || ttft == 0 {
-				return 0, 0, fmt.Errorf("no content or no usage before [DONE]")
+			t.Done = now
+			if t.Tokens == 0 || t.First.IsZero() {
+				return t, fmt.Errorf("no content or no usage before [DONE]")
 			}
-			return tokens, ttft, nil
+			return t, nil
 		}
 		var chunk struct {
 			Choices []struct {
@@ -260,15 +300,30 @@ func (c *Client) chat(ctx context.Context, url string, body []byte) (tokens int,
 		if json.Unmarshal(line, &chunk) != nil {
 			continue
 		}
-		if ttft == 0 && len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
-			ttft = time.Since(t0)
+		t.Last = now
+		if t.First.IsZero() && len(chunk.Choices) > 0 && chunk.Choices[0].Delta.Content != "" {
+			t.First = now
 		}
 		if chunk.Usage != nil {
-			tokens = chunk.Usage.CompletionTokens
+			t.Tokens = chunk.Usage.CompletionTokens
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return tokens, ttft, err
+		return t, err
 	}
-	return tokens, ttft, fmt.Errorf("stream ended without [DONE]")
+	return t, fmt.Errorf("stream ended without [DONE]")
+}
+
+// queuedPosition reads the position of a `: queued position=N eta_ms=M`
+// comment line.
+func queuedPosition(line []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(": queued position="))
+	if !ok {
+		return 0, false
+	}
+	if i := bytes.IndexByte(rest, ' '); i >= 0 {
+		rest = rest[:i]
+	}
+	n, err := strconv.Atoi(string(rest))
+	return n, err == nil
 }
