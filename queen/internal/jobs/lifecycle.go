@@ -322,11 +322,13 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
 	to := h.ID
 	won := false
 	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
-		if r.State != api.StateQueued || r.Hive != "" {
-			return false
+		// Judged afresh on each try: after a lost race the retry reads
+		// the winner's record and must not still count as won.
+		won = r.State == api.StateQueued && r.Hive == ""
+		if won {
+			r.Hive = to
 		}
-		r.Hive, won = to, true
-		return true
+		return won
 	})
 	if err != nil || !won {
 		return false
@@ -385,6 +387,7 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	}
 	won := false
 	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
+		won = false // a retry after a lost race judges the winner's record
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
 			return false
 		}
