@@ -239,6 +239,8 @@ func (c *Client) chat(ctx context.Context, url string, body []byte) (tokens int,
 // chatTrace is when each part of one streamed chat completion arrived,
 // all read from the bench's one monotonic clock, and what it said.
 type chatTrace struct {
+	// Job is the queen's job id of the request (X-Rbee-Job), if any.
+	Job   string
 	Sent  time.Time // the request went out
 	First time.Time // the first content chunk arrived
 	Last  time.Time // the last data chunk before [DONE] (content or usage) arrived
@@ -268,6 +270,7 @@ func (c *Client) chatTrace(ctx context.Context, url string, body []byte) (t chat
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return t, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	}
+	t.Job = resp.Header.Get("X-Rbee-Job")
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -196,6 +197,9 @@ func runQueue(ctx context.Context, e *Env) (*Run, error) {
 		return nil, fmt.Errorf("worker stats: %w", err)
 	}
 	r.Set("worker_peak_active", float64(stats.PeakActive))
+	if e.Cfg.Verbose {
+		logSlowest(ctx, e, admin, reqs)
+	}
 	e.Logf("%d served (%.1f/s), handoff p50 %.2f ms p99 %.2f ms, Jain over keys %.4f, %d failed",
 		served, r.Values["served_per_s"], r.Values["handoff_p50_ms"], r.Values["handoff_p99_ms"], r.Values["jain_keys"], failed)
 	return r, nil
@@ -332,4 +336,50 @@ func waitWorker(ctx context.Context, c *Client, id string) error {
 			return err
 		}
 	}
+}
+
+// logSlowest logs, for the slowest handoff, the narration of the request
+// that freed the slot and of the next one, each event's time from the
+// freeing request's last chunk reaching the bench: where the time went.
+func logSlowest(ctx context.Context, e *Env, c *Client, reqs []queuedReq) {
+	s := slices.Clone(reqs)
+	slices.SortFunc(s, func(a, b queuedReq) int { return a.First.Compare(b.First) })
+	worst, k := time.Duration(-1), 0
+	for i := 1; i < len(s); i++ {
+		if d := s[i].First.Sub(s[i-1].Last); !s[i].Sent.After(s[i-1].Last) && d > worst {
+			worst, k = d, i
+		}
+	}
+	if k == 0 {
+		return
+	}
+	t0 := s[k-1].Last
+	e.Logf("slowest handoff %.2f ms: job %s (queen %d) ended, job %s (queen %d) next", ms(worst),
+		s[k-1].Job, s[k-1].queen+1, s[k].Job, s[k].queen+1)
+	for _, q := range s[k-1 : k+1] {
+		st, err := c.Open(ctx, "/v1/jobs/"+q.Job+"/stream", 0, false, 1<<16)
+		if err != nil {
+			e.Logf("  %s: %v", q.Job, err)
+			continue
+		}
+		tokens := 0
+		for {
+			f, err := st.Next()
+			if err != nil || f.Done {
+				break
+			}
+			var ev api.Event
+			if json.Unmarshal(f.Data, &ev) != nil {
+				continue
+			}
+			if ev.Action == api.ActionChunk {
+				if tokens++; tokens > 1 {
+					continue
+				}
+			}
+			e.Logf("  %s %+8.2f ms  a%d %s %s %s %s", q.Job[len(q.Job)-6:], ms(ev.Time.Sub(t0)), ev.Attempt, ev.Actor, ev.Action, ev.State, ev.Message)
+		}
+		_ = st.Close()
+	}
+	e.Logf("  bench: first token %+.2f ms", ms(worst))
 }
