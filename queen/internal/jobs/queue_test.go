@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"rbee.dev/queen/internal/auth"
+	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/queentest"
+	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
 )
 
@@ -100,6 +103,64 @@ func TestInferenceQueueHiveBound(t *testing.T) {
 		}
 		if j.Hive != want {
 			t.Fatalf("request %d placed on %q, want %q", i, j.Hive, want)
+		}
+	}
+}
+
+// Two queens place the same waiting jobs at once when a worker appears:
+// each job is placed, narrated as placed and dispatched once, whichever
+// queen wins it.
+func TestTwoQueensPlaceEachWaitingJobOnce(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A second queen's view and job service on the same store.
+	v2 := view.New(p.Log)
+	go func() { _ = v2.Run(ctx, p.Store) }()
+	<-v2.Synced()
+	other := jobs.New(p.Store, v2, p.Metrics, p.Log)
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	const n = 40
+	var ids []string
+	for range n {
+		j, _, err := p.Jobs.Create(ctx, req, "", "")
+		if err != nil || j.Hive != "" {
+			t.Fatalf("Create: %+v, %v; want it waiting for a worker", j, err)
+		}
+		ids = append(ids, j.JobID)
+	}
+	go func() { _ = p.Jobs.RunReaper(ctx) }()
+	go func() { _ = other.RunReaper(ctx) }()
+	p.PutHive(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, HeartbeatAt: time.Now(),
+		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady}}})
+	testkit.WaitFor(t, 10*time.Second, "every job placed", func() bool {
+		for _, id := range ids {
+			if j, _ := v2.Job(id); j.Hive == "" || j.DispatchSeq == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(200 * time.Millisecond) // a second queen's late narration would land by now
+	narr := p.Store.NarrationReader()
+	for _, id := range ids {
+		placed := 0
+		cons, err := narr.Follow(ctx, bus.NarrJob(id), 1, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			var e api.Event
+			if json.Unmarshal(m.Data(), &e) == nil && e.Action == "placed" {
+				placed++
+			}
+		}
+		if placed != 1 {
+			t.Fatalf("job %s narrated as placed %d times", id, placed)
 		}
 	}
 }
