@@ -69,6 +69,26 @@ func streamChat(ctx context.Context, base string, max int) queuedStream {
 	return s
 }
 
+// streamMany sends n streaming chat requests of max tokens to queens in
+// turn, gap apart, and fails the test unless every one completes.
+func streamMany(t *testing.T, ctx context.Context, queens []string, n, max int, gap time.Duration) []queuedStream {
+	t.Helper()
+	streams := make([]queuedStream, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); streams[i] = streamChat(ctx, queens[i%len(queens)], max) }()
+		time.Sleep(gap)
+	}
+	wg.Wait()
+	for i, s := range streams {
+		if s.status != 200 || !s.done || s.errorBody != "" || s.first.IsZero() {
+			t.Fatalf("request %d: status %d, done %v, error %q", i, s.status, s.done, s.errorBody)
+		}
+	}
+	return streams
+}
+
 // Two queens share one hive whose one worker takes one request at a time.
 // Twenty streaming requests sent to both in turn all complete, served in
 // the order they arrived; each waiting stream is told its place as it
@@ -103,23 +123,10 @@ func TestClusterInferenceQueue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const n = 20
-	streams := make([]queuedStream, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			streams[i] = streamChat(ctx, []string{q1, q2}[i%2], 8)
-		}()
-		// Far enough apart that the order of arrival is the order sent.
-		time.Sleep(40 * time.Millisecond)
-	}
-	wg.Wait()
+	// Far enough apart that the order of arrival is the order sent.
+	streams := streamMany(t, ctx, []string{q1, q2}, n, 8, 40*time.Millisecond)
 	waited := 0
 	for i, s := range streams {
-		if s.status != 200 || !s.done || s.errorBody != "" || s.first.IsZero() {
-			t.Fatalf("request %d: status %d, done %v, error %q", i, s.status, s.done, s.errorBody)
-		}
 		if i > 0 && !s.first.After(streams[i-1].first) {
 			t.Errorf("request %d's first token came before request %d's: not served in arrival order", i, i-1)
 		}
@@ -201,19 +208,7 @@ func TestOneWorkerStartForTheCluster(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	const n = 6
-	streams := make([]queuedStream, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() { defer wg.Done(); streams[i] = streamChat(ctx, []string{q1, q2}[i%2], 4) }()
-	}
-	wg.Wait()
-	for i, s := range streams {
-		if s.status != 200 || !s.done || s.errorBody != "" {
-			t.Fatalf("request %d: status %d, done %v, error %q", i, s.status, s.done, s.errorBody)
-		}
-	}
+	streamMany(t, ctx, []string{q1, q2}, 6, 4, 0)
 	var spawns api.JobList
 	do(t, "GET", q1+"/v1/jobs?operation=worker_spawn", nil, &spawns)
 	var h api.Hive

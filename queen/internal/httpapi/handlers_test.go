@@ -25,7 +25,13 @@ const adminKey = "test-admin-key"
 // keyed makes every request need a key (the admin key works).
 func newServer(t *testing.T, keyed bool) *echo.Echo {
 	t.Helper()
-	p := queentest.New(t, api.Hive{ID: "h1", Slots: 2, SlotsFree: 2, MetricsAddr: "10.0.0.1:9100"})
+	e, _ := serve(t, queentest.New(t, api.Hive{ID: "h1", Slots: 2, SlotsFree: 2, MetricsAddr: "10.0.0.1:9100"}), keyed)
+	return e
+}
+
+// serve is the queen's HTTP API over p, and its keys.
+func serve(t *testing.T, p *queentest.Parts, keyed bool) (*echo.Echo, *auth.Keys) {
+	t.Helper()
 	admin := ""
 	if keyed {
 		admin = adminKey
@@ -38,7 +44,7 @@ func newServer(t *testing.T, keyed bool) *echo.Echo {
 	<-keys.Synced()
 	oai := openai.New(p.View, p.Jobs, p.Store, p.Hub, p.Metrics, openai.Config{QueueDepth: 4, SpawnTimeout: time.Second}, p.Log)
 	return httpapi.New(httpapi.Deps{Store: p.Store, Jobs: p.Jobs, View: p.View, Hub: p.Hub, Metrics: p.Metrics, Keys: keys, OpenAI: oai,
-		PublicHosts: []string{"queen.test"}, Log: p.Log})
+		PublicHosts: []string{"queen.test"}, Log: p.Log}), keys
 }
 
 // call is one request; its answer is checked for status and error code.

@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"rbee.dev/queen/internal/auth"
-	"rbee.dev/queen/internal/httpapi"
-	"rbee.dev/queen/internal/openai"
 	"rbee.dev/queen/internal/queentest"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/testkit"
@@ -19,15 +16,8 @@ import (
 func TestQueueShowsOwnRequestsOnly(t *testing.T) {
 	p := queentest.New(t, api.Hive{ID: "h1", Slots: 2, SlotsFree: 2,
 		Workers: []api.Worker{{WorkerID: "w1", ModelID: "demo", State: api.WorkerReady, Parallel: 1}}})
-	keys := auth.New(p.Store.KeysBucket(), adminKey, true, p.Log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = keys.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-keys.Synced()
-	oai := openai.New(p.View, p.Jobs, p.Store, p.Hub, p.Metrics, openai.Config{QueueDepth: 4, SpawnTimeout: time.Second}, p.Log)
-	e := httpapi.New(httpapi.Deps{Store: p.Store, Jobs: p.Jobs, View: p.View, Hub: p.Hub, Metrics: p.Metrics, Keys: keys, OpenAI: oai,
-		PublicHosts: []string{"queen.test"}, Log: p.Log})
+	e, keys := serve(t, p, true)
+	ctx := context.Background()
 
 	var secrets []string
 	var ids []string
