@@ -214,6 +214,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		// could start: a single loop would wait a round trip per job. While
 		// the hive is idle they keep one request out between them.
 		gate := newPullGate(a.cfg.Slots)
+		wg.Add(1)
+		go func() { defer wg.Done(); gate.follow(ctx, a.nc) }()
 		for range a.cfg.Slots {
 			wg.Add(1)
 			go func() { defer wg.Done(); a.pull(ctx, cons, gate, &jobs) }()

@@ -51,7 +51,7 @@ func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, gate *pullGat
 			<-a.jobSlots
 			return
 		}
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fctx, cancel := gate.pull(ctx)
 		msg, err := bus.NextDispatch(fctx, cons)
 		cancel()
 		if err != nil {
