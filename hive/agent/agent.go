@@ -211,10 +211,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The queen makes the work-queue consumer once it sees the heartbeat.
 	if cons, err := a.dispatchConsumer(ctx); err == nil {
 		// One pull loop per job slot, as many requests outstanding as jobs
-		// could start: a single loop would wait a round trip per job.
+		// could start: a single loop would wait a round trip per job. While
+		// the hive is idle they keep one request out between them.
+		gate := newPullGate(a.cfg.Slots)
+		wg.Add(1)
+		go func() { defer wg.Done(); gate.follow(ctx, a.nc) }()
 		for range a.cfg.Slots {
 			wg.Add(1)
-			go func() { defer wg.Done(); a.pull(ctx, cons, &jobs) }()
+			go func() { defer wg.Done(); a.pull(ctx, cons, gate, &jobs) }()
 		}
 		a.log.Info("hive ready", "slots", a.cfg.Slots, "infer_slots", a.cfg.InferSlots, "allow_run", a.cfg.AllowRun)
 	}

@@ -42,7 +42,7 @@ type job struct {
 // does not take. No job waits in a hive-side buffer with its
 // acknowledgement timer running, and generations never take the slots
 // that spawns, downloads and status checks need.
-func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.WaitGroup) {
+func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, gate *pullGate, jobs *sync.WaitGroup) {
 	for ctx.Err() == nil {
 		if !take(ctx, a.jobSlots) {
 			return
@@ -51,7 +51,7 @@ func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.Wa
 			<-a.jobSlots
 			return
 		}
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fctx, cancel := gate.pull(ctx)
 		msg, err := bus.NextDispatch(fctx, cons)
 		cancel()
 		if err != nil {
@@ -63,9 +63,15 @@ func (a *Agent) pull(ctx context.Context, cons jetstream.Consumer, jobs *sync.Wa
 				case <-ctx.Done():
 				case <-time.After(500 * time.Millisecond):
 				}
+			} else if wake := gate.rest(); wake != nil {
+				select {
+				case <-ctx.Done():
+				case <-wake:
+				}
 			}
 			continue
 		}
+		gate.got()
 		infer := isInfer(msg)
 		held := a.jobSlots
 		if infer {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,6 +46,17 @@ func DispatchOperation(msg jetstream.Msg) string {
 // NextDispatch pulls one dispatch from a hive's work-queue consumer,
 // waiting until ctx ends. Pulling one at a time, only when a slot is free,
 // keeps dispatches from waiting in a buffer with their ack timers running.
+// While the request waits, the server says every PullHeartbeat that it
+// still holds it, so a request the server lost (a restart, a new consumer
+// leader) fails after two missed ones rather than at ctx's end.
 func NextDispatch(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
-	return cons.Next(jetstream.FetchContext(ctx))
+	opts := []jetstream.FetchOpt{jetstream.FetchContext(ctx)}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) >= 2*PullHeartbeat {
+		opts = append(opts, jetstream.FetchHeartbeat(PullHeartbeat))
+	}
+	return cons.Next(opts...)
 }
+
+// PullHeartbeat is how often the server confirms a waiting pull request
+// of NextDispatch that waits at least twice as long.
+const PullHeartbeat = 10 * time.Second

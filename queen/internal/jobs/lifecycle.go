@@ -173,7 +173,8 @@ func (s *Service) reject(ctx context.Context, m jetstream.Msg, kind, reason stri
 // RunReaper ends, once a second, every job that can no longer end by
 // itself: its hive is gone, its deadline passed long ago, or a cancel was
 // never confirmed. Several queens may reap at once; the one-end rule makes
-// that harmless.
+// that harmless. A waiting job whose deadline falls between two passes is
+// ended when it passes, not up to a second later.
 func (s *Service) RunReaper(ctx context.Context) error {
 	select {
 	case <-s.v.Synced():
@@ -182,27 +183,50 @@ func (s *Service) RunReaper(ctx context.Context) error {
 	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var due <-chan time.Time
 	for {
+		var next time.Time
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			s.reap(ctx)
+			next = s.reap(ctx)
+		case <-due:
+			next = s.endWaitedPast(ctx, time.Now())
 		case <-s.v.Freed():
+			// A worker's place freed: the next waiting request goes now.
+			// The deadline timer stays as it was.
 			s.placeWaiting(ctx)
+			continue
 		case <-s.woken:
 			s.placeWaiting(ctx)
+			continue
+		}
+		due = nil
+		if wait := time.Until(next); !next.IsZero() && wait < time.Second {
+			// WaitedPast counts a deadline as passed once now is after it.
+			due = time.After(wait + time.Millisecond)
 		}
 	}
 }
 
-func (s *Service) reap(ctx context.Context) {
+// endWaitedPast fails the waiting jobs whose deadline passed before now
+// and returns the soonest deadline of those still waiting.
+func (s *Service) endWaitedPast(ctx context.Context, now time.Time) time.Time {
+	past, next := s.v.WaitedPast(now)
+	for _, j := range past {
+		s.endFor(ctx, j, api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"})
+	}
+	return next
+}
+
+// reap is one pass; it returns the soonest deadline of the jobs still
+// waiting for a hive (zero when none waits).
+func (s *Service) reap(ctx context.Context) time.Time {
 	now := time.Now()
 	s.expire(ctx, now)
 	s.relieve(ctx, now)
-	for _, j := range s.v.WaitedPast(now) {
-		s.endFor(ctx, j, api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"})
-	}
+	next := s.endWaitedPast(ctx, now)
 	for _, j := range s.v.Underway() {
 		var e api.Event
 		switch {
@@ -228,6 +252,7 @@ func (s *Service) reap(ctx context.Context) {
 	}
 	s.placeWaiting(ctx)
 	s.reconcile(ctx)
+	return next
 }
 
 // placeWaiting hands waiting jobs to hives that can now take them, oldest

@@ -39,7 +39,7 @@ func TestViewIndexesOpenJobs(t *testing.T) {
 	if w := v.WaitingFor(gpu); !slices.Equal(ids(w), []string{"j2", "j1"}) {
 		t.Fatalf("waiting for a100: %v, want j2, j1", ids(w))
 	}
-	if p := v.WaitedPast(time.Now()); !slices.Equal(ids(p), []string{"j1"}) {
+	if p, _ := v.WaitedPast(time.Now()); !slices.Equal(ids(p), []string{"j1"}) {
 		t.Fatalf("past deadline: %v, want j1", ids(p))
 	}
 	if u := v.Underway(); !slices.Equal(ids(u), []string{"j4"}) {

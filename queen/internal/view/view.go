@@ -276,19 +276,23 @@ func (v *View) WaitingFor(req api.JobRequest) []api.Job {
 	return jobs
 }
 
-// WaitedPast returns the waiting jobs whose deadline is before now.
-func (v *View) WaitedPast(now time.Time) []api.Job {
+// WaitedPast returns the waiting jobs whose deadline is before now, and
+// the soonest deadline of the others (zero when none waits), so that the
+// reaper can be there when it passes rather than on its next tick.
+func (v *View) WaitedPast(now time.Time) (past []api.Job, next time.Time) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var out []api.Job
 	for _, ids := range v.waiting {
 		for id := range ids {
-			if now.After(v.jobs[id].DeadlineAt) {
-				out = append(out, v.jobs[id])
+			switch d := v.jobs[id].DeadlineAt; {
+			case now.After(d):
+				past = append(past, v.jobs[id])
+			case next.IsZero() || d.Before(next):
+				next = d
 			}
 		}
 	}
-	return out
+	return past, next
 }
 
 // JobAt returns one job record as last seen and its bucket revision.
