@@ -39,10 +39,10 @@ func (s *Service) room(h *api.Hive, model string, load map[string]int) (serves, 
 // reserve picks a hive for req as place does and, for an inference, holds
 // a place on its workers until release: until the job's record, placed
 // there, is in the view's load.
-func (s *Service) reserve(req api.JobRequest) (api.Hive, func(), error) {
+func (s *Service) reserve(req api.JobRequest, except string) (api.Hive, func(), error) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
-	h, err := s.pickLocked(req)
+	h, err := s.pickLocked(req, except)
 	if err != nil {
 		return h, nil, err
 	}
