@@ -380,8 +380,8 @@ const maxAttempts = 3
 // hive handed it back) to another hive, when running it again is safe
 // (the operation is retryable, or the generation can continue from what
 // its client has; the user did not pin a hive) and another hive can take
-// it; a generation no hive has room for goes back into its model's
-// queue. The attempt number rises; the relay uses it to drop whatever the
+// it; a generation that the model's other workers have no room for yet
+// goes back into its model's queue. The attempt number rises; the relay uses it to drop whatever the
 // old hive still writes for the old attempt, and the new attempt's
 // dispatch carries what the client has (dispatch).
 func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
@@ -390,7 +390,7 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 	}
 	infer := j.Operation == api.OpInfer
 	to, err := s.place(j.Request, j.Hive)
-	if err != nil && !(infer && errors.Is(err, ErrNoCapableHive) && (j.Request.Queue == nil || *j.Request.Queue)) {
+	if err != nil && !(infer && errors.Is(err, errBusy) && (j.Request.Queue == nil || *j.Request.Queue)) {
 		return false
 	}
 	won := false

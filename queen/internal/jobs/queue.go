@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,11 +66,15 @@ func (s *Service) reserve(req api.JobRequest, except string) (api.Hive, func(), 
 	}, nil
 }
 
+// errBusy marks noRoom's answer when ready workers serve the model but
+// have no room: a place will free.
+var errBusy = errors.New("is busy")
+
 // noRoom says why no hive can start an inference of model: no ready
 // worker serves it, or every one is busy.
 func noRoom(model string, serving bool) error {
 	if serving {
-		return fmt.Errorf("%w: every ready worker for model %s is busy", ErrNoCapableHive, model)
+		return fmt.Errorf("%w: every ready worker for model %s %w", ErrNoCapableHive, model, errBusy)
 	}
 	return fmt.Errorf("%w: no ready worker serves model %s", ErrNoCapableHive, model)
 }
