@@ -139,6 +139,8 @@ type Agent struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+	// yieldedJobs are the generations this hive handed back to move.
+	yieldedJobs yielded
 	// inferRunning counts the inference jobs among running.
 	inferRunning int
 	// beat is the last heartbeat, served to metrics scrapes.
@@ -312,6 +314,7 @@ func (a *Agent) info(ctx context.Context) api.Hive {
 		MetricsAddr: a.cfg.MetricsAddr,
 		Inventory:   inventory.Collect(ctx, a.cfg.DataDir, a.smi),
 		Workers:     a.workers.List(),
+		Yielded:     a.yieldedList(),
 	}
 	if ms, err := a.models.List(); err == nil {
 		h.Models = ms

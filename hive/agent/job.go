@@ -212,6 +212,11 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	if api.Operations[op].ChangesHive {
 		a.beatSoon()
 	}
+	if errors.Is(err, errYielded) {
+		// No end: the job goes on on another hive, as a later attempt.
+		_ = msg.Ack()
+		return
+	}
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
 }

@@ -91,6 +91,9 @@ func (n *narrator) emit(kind string, e api.Event) error {
 	return n.p.Publish(kind, n.encode(e))
 }
 
+// Finish waits until every event is stored; nothing is published after.
+func (n *narrator) Finish() error { return n.p.Finish() }
+
 // End waits until every event is stored, then stores the job's one end
 // event: failed, if the events could not all be stored. If another writer
 // ended the job first it returns bus.ErrAlreadyEnded.

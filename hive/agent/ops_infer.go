@@ -49,10 +49,10 @@ var errNoWorker = errors.New("no ready worker serves the model")
 // model is full it waits, as the worker itself would queue the request,
 // calling waiting once; it gives up when ctx ends or no ready worker is
 // left.
-func (a *Agent) pickWorker(ctx context.Context, model string, waiting func(busy int)) (api.Worker, func(), error) {
+func (a *Agent) pickWorker(ctx context.Context, model string, skip map[string]bool, waiting func(busy int)) (api.Worker, func(), error) {
 	told := false
 	for {
-		w, done, ready, freed := a.tryWorker(model)
+		w, done, ready, freed := a.tryWorker(model, skip)
 		if done != nil {
 			return w, done, nil
 		}
@@ -74,16 +74,16 @@ func (a *Agent) pickWorker(ctx context.Context, model string, waiting func(busy 
 	}
 }
 
-// tryWorker is one look for a worker with room: done is nil when there is
-// none, ready counts the model's ready workers, and freed is closed when a
-// request ends.
-func (a *Agent) tryWorker(model string) (w api.Worker, done func(), ready int, freed <-chan struct{}) {
+// tryWorker is one look for a worker with room, other than those in skip:
+// done is nil when there is none, ready counts the model's ready workers
+// (those in skip left out), and freed is closed when a request ends.
+func (a *Agent) tryWorker(model string, skip map[string]bool) (w api.Worker, done func(), ready int, freed <-chan struct{}) {
 	u := a.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	found := false
 	for _, c := range a.workers.List() {
-		if c.ModelID != model || c.State != api.WorkerReady {
+		if c.ModelID != model || c.State != api.WorkerReady || skip[c.WorkerID] {
 			continue
 		}
 		ready++
@@ -162,9 +162,36 @@ const (
 // the answer as the worker gave it: each SSE data payload of a stream as a
 // chunk event, a whole body (or an error) as response data events, then
 // the usage as a result data event. Cancelling the job closes the request,
-// which stops the generation.
+// which stops the generation. A stream whose worker breaks mid-answer
+// continues on another worker (ops_continue.go) when the request allows.
 func (j *job) infer(req *api.Infer) error {
-	w, done, err := j.a.pickWorker(j.ctx, req.Model, func(busy int) {
+	d := newDelivery(j.d.Continue)
+	lost := map[string]bool{}
+	for {
+		err := j.inferOn(req, d, lost)
+		if !workerLost(err) || j.ctx.Err() != nil || api.ContinueRefusal(req) != nil {
+			return err
+		}
+		d = d.next()
+		// Another worker here, if one is ready now; else another hive's.
+		if _, done, _, _ := j.a.tryWorker(req.Model, lost); done != nil {
+			done()
+			_ = j.p.Emit(api.Event{Actor: "infer", Action: "moved", Level: api.LevelWarn,
+				Message: fmt.Sprintf("%v; the generation continues on another worker of hive %s after %d tokens", err, j.a.cfg.ID, d.now.Tokens)})
+			continue
+		}
+		if err := j.p.Emit(api.Event{Actor: "infer", Action: "moved", Level: api.LevelWarn,
+			Message: fmt.Sprintf("%v; no other worker of %s on hive %s: handed back to continue on another hive after %d tokens", err, req.Model, j.a.cfg.ID, d.now.Tokens)}); err != nil {
+			return err
+		}
+		return j.a.yield(j)
+	}
+}
+
+// inferOn runs the request on one worker not in lost, adding the worker
+// to lost when its stream breaks.
+func (j *job) inferOn(req *api.Infer, d *delivery, lost map[string]bool) error {
+	w, done, err := j.a.pickWorker(j.ctx, req.Model, lost, func(busy int) {
 		_ = j.p.Emit(api.Event{Actor: "infer", Action: "waiting",
 			Message: fmt.Sprintf("every worker of %s is busy (%d); waiting for one", req.Model, busy)})
 	})
@@ -179,8 +206,27 @@ func (j *job) infer(req *api.Infer) error {
 	if err != nil {
 		return err
 	}
-	if err := j.p.Emit(api.Event{Actor: "infer", Action: "worker",
-		Message: fmt.Sprintf("%s %s on worker %s", path, req.Model, w.WorkerID)}); err != nil {
+	res := api.InferResult{Model: req.Model, WorkerID: w.WorkerID}
+	if d.before != nil {
+		if !j.a.canContinue(w) {
+			return fmt.Errorf("the generation moved mid-stream and worker %s (backend %s) cannot continue it", w.WorkerID, w.Backend)
+		}
+		data, err = continueBody(path, data, d.before, j.a.backendKind(w))
+		if errors.Is(err, errNothingLeft) {
+			if err := j.finishOnly(path, d, &res); err != nil {
+				return err
+			}
+			return j.result(res, w.WorkerID)
+		}
+		if err != nil {
+			return fmt.Errorf("continue the generation: %w", err)
+		}
+	}
+	msg := fmt.Sprintf("%s %s on worker %s", path, req.Model, w.WorkerID)
+	if d.before != nil {
+		msg += fmt.Sprintf(", continuing after %d tokens", d.before.Tokens)
+	}
+	if err := j.p.Emit(api.Event{Actor: "infer", Action: "worker", Message: msg}); err != nil {
 		return err
 	}
 	hreq, err := http.NewRequestWithContext(j.ctx, http.MethodPost, w.URL+path, bytes.NewReader(data))
@@ -190,20 +236,28 @@ func (j *job) infer(req *api.Infer) error {
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := inferClient.Do(hreq)
 	if err != nil {
-		return fmt.Errorf("worker %s: %w", w.WorkerID, err)
+		lost[w.WorkerID] = true
+		return &brokeError{worker: w.WorkerID, err: err}
 	}
 	defer resp.Body.Close()
-	res := api.InferResult{Model: req.Model, WorkerID: w.WorkerID}
 	if resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		err = j.relayStream(resp.Body, w.WorkerID, &res)
+		err = j.relayStream(resp.Body, w.WorkerID, &res, d)
 	} else {
 		err = j.relayBody(resp, w.WorkerID, &res)
+	}
+	if workerLost(err) {
+		lost[w.WorkerID] = true
 	}
 	if err != nil {
 		return err
 	}
+	return j.result(res, w.WorkerID)
+}
+
+// result narrates the data event that closes a successful answer.
+func (j *job) result(res api.InferResult, worker string) error {
 	return j.p.Data(api.Event{Actor: "infer", Action: api.ActionResult, Data: res,
-		Message: fmt.Sprintf("%d tokens from worker %s (%s)", res.Usage.CompletionTokens, w.WorkerID, res.FinishReason)})
+		Message: fmt.Sprintf("%d tokens from worker %s (%s)", res.Usage.CompletionTokens, worker, res.FinishReason)})
 }
 
 // workerBody is the path and body to post to a worker whose model name is
@@ -275,8 +329,9 @@ func legacyBody(req *api.Infer, model string) (string, []byte, error) {
 }
 
 // relayStream narrates each SSE data payload of a worker's stream as a
-// chunk event, byte for byte, with the text it adds as the message.
-func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult) error {
+// chunk event, byte for byte (but for d's edits when it continues another
+// worker's answer), with the text it adds as the message.
+func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult, d *delivery) error {
 	br := bufio.NewReaderSize(body, 64<<10)
 	for {
 		line, err := readLine(br)
@@ -284,7 +339,7 @@ func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult) e
 			if j.ctx.Err() != nil {
 				return j.ctx.Err()
 			}
-			return fmt.Errorf("worker %s stream broke: %w", worker, err)
+			return &brokeError{worker: worker, err: err, stream: true}
 		}
 		payload, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
 		if !ok {
@@ -298,22 +353,23 @@ func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult) e
 		// goes uncounted.
 		var c chunk
 		_ = json.Unmarshal(payload, &c)
+		text := clientText(&c)
+		payload, ok = d.edit(payload, &c, text)
+		if !ok {
+			continue
+		}
 		if c.Usage != nil {
 			res.Usage = *c.Usage
 		}
-		var text strings.Builder
 		for _, ch := range c.Choices {
-			text.WriteString(ch.Text)
-			if ch.Delta != nil {
-				text.WriteString(ch.Delta.Content)
-			}
 			if ch.FinishReason != "" {
 				res.FinishReason = ch.FinishReason
 			}
 		}
-		if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Message: text.String(), Data: string(payload)}); err != nil {
+		if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Message: text, Data: string(payload)}); err != nil {
 			return err
 		}
+		d.sent(&c, text)
 	}
 }
 
@@ -387,6 +443,7 @@ func clipText(b []byte, n int) string {
 
 // chunk is the part of an OpenAI answer or streaming chunk the hive reads.
 type chunk struct {
+	ID      string `json:"id"`
 	Choices []struct {
 		Text         string                    `json:"text"`
 		Delta        *struct{ Content string } `json:"delta"`

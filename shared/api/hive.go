@@ -31,6 +31,17 @@ type Hive struct {
 	Inventory   Inventory `json:"inventory"`
 	Models      []Model   `json:"models"`
 	Workers     []Worker  `json:"workers"`
+	// Yielded lists the generations the hive handed back, without an
+	// end, because their worker broke mid-stream and no other worker of
+	// the model here could continue them: a queen moves each to another
+	// hive, which continues it (api.Continuation).
+	Yielded []Yielded `json:"yielded,omitempty"`
+}
+
+// Yielded is one attempt of a job that a hive handed back.
+type Yielded struct {
+	JobID   string `json:"job_id"`
+	Attempt int    `json:"attempt"`
 }
 
 // Inventory is what a hive has to offer.

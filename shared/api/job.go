@@ -73,6 +73,10 @@ type Dispatch struct {
 	// --job-max-narration-bytes; 0 is none. It travels with the job so
 	// that one setting on the queens governs every hive.
 	MaxNarrationBytes int64 `json:"max_narration_bytes,omitempty"`
+	// Continue is, for an inference moved to another worker mid-stream,
+	// what its client already has; nil for a first attempt, or when the
+	// client had nothing yet.
+	Continue *Continuation `json:"continue,omitempty"`
 }
 
 // JobList is the answer to GET /v1/jobs.

@@ -56,11 +56,19 @@ func (g *generator) token() string {
 	return " " + w
 }
 
+// skip moves g past the tokens of text, an answer's beginning that was
+// already given: what follows is the rest of the same answer.
+func (g *generator) skip(text string) {
+	for range countTokens(text) {
+		g.token()
+	}
+}
+
 // countTokens is the reference worker's tokenizer: one token per
 // whitespace-separated word.
 func countTokens(s string) int { return len(strings.Fields(s)) }
 
-// generate produces up to limit tokens of g's answer, handing each to emit
+// generate produces up to limit tokens of the rest of g's answer, handing each to emit
 // and pacing them at the worker's token rate. It stops early, with ctx's
 // error or emit's, when the client goes away. finish is "stop" when the
 // answer reached its natural end and "length" when limit cut it short.
@@ -75,7 +83,7 @@ func (s *Server) generate(ctx context.Context, g *generator, limit int, emit fun
 		defer t.Stop()
 		tick = t.C
 	}
-	total := min(limit, g.natural)
+	total := min(limit, g.natural-g.i)
 	for n < total {
 		if tick != nil {
 			select {
@@ -93,7 +101,7 @@ func (s *Server) generate(ctx context.Context, g *generator, limit int, emit fun
 			return n, "", err
 		}
 	}
-	if n == g.natural {
+	if g.i == g.natural {
 		return n, "stop", nil
 	}
 	return n, "length", nil

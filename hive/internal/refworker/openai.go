@@ -84,7 +84,21 @@ func promptText(raw json.RawMessage) (string, error) {
 	return strings.Join(list, "\n"), nil
 }
 
-// chatText is the text a chat request's answer is derived from.
+// chatPrompt is what a chat request's answer is derived from: the text of
+// its messages, and, when the last message is the assistant's, that
+// message's content as the beginning of the answer to continue (as
+// llama-server prefills it), which the text leaves out. The prompt counts
+// the prefix's tokens too, as llama-server's does.
+func chatPrompt(msgs []chatMessage) (text, prefix string, tokens int) {
+	if n := len(msgs); n > 1 && msgs[n-1].Role == "assistant" {
+		text, prefix = chatText(msgs[:n-1]), string(msgs[n-1].Content)
+		return text, prefix, countTokens(text) + countTokens(prefix)
+	}
+	text = chatText(msgs)
+	return text, "", countTokens(text)
+}
+
+// chatText is the text of a list of messages.
 func chatText(msgs []chatMessage) string {
 	var sb strings.Builder
 	for _, m := range msgs {

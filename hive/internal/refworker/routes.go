@@ -80,14 +80,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if maxTokens == nil {
 		maxTokens = req.MaxCompletionTokens
 	}
-	text := chatText(req.Messages)
-	prompt := countTokens(text)
+	text, prefix, prompt := chatPrompt(req.Messages)
 	limit, ok := s.limit(w, maxTokens, prompt)
 	if !ok {
 		return
 	}
 	s.requests.Add(1)
 	g, id := newGenerator(text), s.newID("chatcmpl")
+	g.skip(prefix)
 
 	if req.Stream {
 		st := newStream(w)

@@ -149,6 +149,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	hub.Records = v
 	hub.Rejected = func(reason string) { m.NarrationRejected.WithLabelValues(reason).Inc() }
 	svc := jobs.New(st, v, m, log)
+	svc.Delivered = hub.Delivered
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
 	// Whether keys are required is settled here, from configuration, and

@@ -231,10 +231,15 @@ func (s *Service) reap(ctx context.Context) time.Time {
 		var e api.Event
 		switch {
 		case j.Hive != "" && !s.hiveLive(j.Hive) && now.Sub(j.CreatedAt) > time.Second:
-			if s.replace(ctx, j) {
+			if s.replace(ctx, j, fmt.Sprintf("hive %s lost", j.Hive)) {
 				continue
 			}
 			e = api.Event{State: api.StateFailed, Error: fmt.Sprintf("hive %s lost", j.Hive), Message: fmt.Sprintf("hive %s stopped sending heartbeats", j.Hive)}
+		case j.Hive != "" && j.State == api.StateRunning && s.yielded(j):
+			if s.replace(ctx, j, fmt.Sprintf("the worker on hive %s broke", j.Hive)) {
+				continue
+			}
+			e = api.Event{State: api.StateFailed, Error: "worker lost", Message: fmt.Sprintf("the worker of the generation on hive %s broke and no other worker could continue it", j.Hive)}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
 		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(j.CreatedAt) > lostDispatchAfter:
@@ -339,7 +344,7 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 // It reports false when the job's queue should wait: no hive can take it,
 // or another queen placed it first, so this queen's view is behind.
 func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
-	h, release, err := s.reserve(j.Request)
+	h, release, err := s.reserve(j.Request, "")
 	if err != nil {
 		return false
 	}
@@ -398,16 +403,21 @@ func (s *Service) redispatch(ctx context.Context, j api.Job) {
 // maxAttempts bounds how often a job is re-placed after losing its hive.
 const maxAttempts = 3
 
-// replace moves a job whose hive was lost to another hive, when running it
-// again is safe (the operation is retryable, the user did not pin a hive)
-// and another hive can take it. The attempt number rises; the relay uses
-// it to drop whatever the lost hive still writes for the old attempt.
-func (s *Service) replace(ctx context.Context, j api.Job) bool {
-	if !api.Operations[j.Operation].Retryable || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
+// replace moves a job whose hive was lost (or, for a generation, whose
+// hive handed it back) to another hive, when running it again is safe
+// (the operation is retryable, or the generation can continue from what
+// its client has; the user did not pin a hive) and another hive can take
+// it; a generation that the model's other workers have no room for yet
+// goes back into its model's queue. The attempt number rises; the relay uses it to drop whatever the
+// old hive still writes for the old attempt, and the new attempt's
+// dispatch carries what the client has (dispatch).
+func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
+	if !movable(j) || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
 		return false
 	}
-	to, err := s.place(j.Request)
-	if err != nil {
+	infer := j.Operation == api.OpInfer
+	to, err := s.place(j.Request, j.Hive)
+	if err != nil && !(infer && errors.Is(err, errBusy) && (j.Request.Queue == nil || *j.Request.Queue)) {
 		return false
 	}
 	won := false
@@ -418,6 +428,9 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 		}
 		r.PastHives = append(slices.Clip(r.PastHives), r.Hive)
 		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
+		if to == "" {
+			r.State = api.StateQueued
+		}
 		won = true
 		return true
 	})
@@ -427,8 +440,19 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 	if j.DispatchSeq > 0 {
 		_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
 	}
-	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "replaced", Hive: to, Level: api.LevelWarn,
-		Message: fmt.Sprintf("hive %s lost; job re-placed on hive %s (attempt %d of %d)", j.Hive, to, rec.Attempt, maxAttempts)}, j.Hive)
+	action, msg := "replaced", fmt.Sprintf("%s; job re-placed on hive %s (attempt %d of %d)", why, to, rec.Attempt, maxAttempts)
+	if infer {
+		action = "moved"
+		msg = fmt.Sprintf("%s; the generation moves to hive %s and continues from what its client has (attempt %d of %d)", why, to, rec.Attempt, maxAttempts)
+		if to == "" {
+			msg = fmt.Sprintf("%s; the generation waits in the queue for another worker of %s, then continues from what its client has (attempt %d of %d)", why, j.Request.Model(), rec.Attempt, maxAttempts)
+		}
+	}
+	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: action, Hive: to, Level: api.LevelWarn, Message: msg}, j.Hive)
+	if to == "" {
+		s.wake()
+		return true
+	}
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -436,6 +460,32 @@ func (s *Service) replace(ctx context.Context, j api.Job) bool {
 		s.log.Warn("re-place job", "job_id", j.JobID, "err", err)
 	}
 	return true
+}
+
+// movable reports whether a job may run again elsewhere: its operation is
+// retryable, or it is a generation that can continue from what its client
+// has (api.ContinueRefusal).
+func movable(j api.Job) bool {
+	if api.Operations[j.Operation].Retryable {
+		return true
+	}
+	in, ok := j.Request.Payload.(*api.Infer)
+	return ok && j.Operation == api.OpInfer && api.ContinueRefusal(in) == nil
+}
+
+// yielded reports whether j's hive handed the job's attempt back: its
+// worker broke mid-stream and no other worker there could continue it.
+func (s *Service) yielded(j api.Job) bool {
+	h, ok := s.v.Hive(j.Hive)
+	if !ok {
+		return false
+	}
+	for _, y := range h.Yielded {
+		if y.JobID == j.JobID && y.Attempt == j.Attempt {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile stops work that a hive still runs for jobs that ended or moved

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,10 +44,10 @@ func (s *Service) room(h *api.Hive, model string, load view.Load) (serves, free 
 // reserve picks a hive for req as place does and, for an inference, holds
 // a place on its workers until release: until the job's record, placed
 // there, is in the view's load.
-func (s *Service) reserve(req api.JobRequest) (api.Hive, func(), error) {
+func (s *Service) reserve(req api.JobRequest, except string) (api.Hive, func(), error) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
-	h, err := s.pickLocked(req)
+	h, err := s.pickLocked(req, except)
 	if err != nil {
 		return h, nil, err
 	}
@@ -73,11 +74,15 @@ func (s *Service) reserve(req api.JobRequest) (api.Hive, func(), error) {
 	}, nil
 }
 
+// errBusy marks noRoom's answer when ready workers serve the model but
+// have no room: a place will free.
+var errBusy = errors.New("is busy")
+
 // noRoom says why no hive can start an inference of model: no ready
 // worker serves it, or every one is busy.
 func noRoom(model string, serving bool) error {
 	if serving {
-		return fmt.Errorf("%w: every ready worker for model %s is busy", ErrNoCapableHive, model)
+		return fmt.Errorf("%w: every ready worker for model %s %w", ErrNoCapableHive, model, errBusy)
 	}
 	return fmt.Errorf("%w: no ready worker serves model %s", ErrNoCapableHive, model)
 }

@@ -57,6 +57,10 @@ type Service struct {
 	placing, placingOn map[string]int
 	// woken asks the reaper to place waiting jobs now.
 	woken chan struct{}
+	// Delivered reads what the clients of a generation were sent before
+	// its attempt (relay.Hub.Delivered); a moved generation continues
+	// from it.
+	Delivered func(ctx context.Context, job string, attempt int) (*api.Continuation, error)
 }
 
 // sentSince is what a queen placed on a hive since one of its heartbeats.
@@ -116,7 +120,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		waiting = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
 		defer s.wake()
 	} else if !spec.OnQueen {
-		h, rel, err := s.reserve(req)
+		h, rel, err := s.reserve(req, "")
 		switch {
 		case err == nil:
 			hive, release = h.ID, rel
@@ -248,8 +252,17 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem, request string, wa
 // retried publish a no-op. rev is the revision of *j when the caller
 // knows it, 0 otherwise.
 func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64) error {
-	data, err := json.Marshal(api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request,
-		MaxNarrationBytes: s.MaxNarrationBytes})
+	d := api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request,
+		MaxNarrationBytes: s.MaxNarrationBytes}
+	if j.Operation == api.OpInfer && j.Attempt > 1 && s.Delivered != nil {
+		// A generation that moved continues from what its client has.
+		c, err := s.Delivered(ctx, j.JobID, j.Attempt)
+		if err != nil {
+			return fmt.Errorf("read what the client has: %w", err)
+		}
+		d.Continue = c
+	}
+	data, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
@@ -296,9 +309,10 @@ func (s *Service) abandon(id string, cause error) {
 func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
 
 // place picks a hive: the pinned one if live, else, among the live hives
-// that can run the operation, the one the placement policy prefers.
-func (s *Service) place(req api.JobRequest) (string, error) {
-	h, release, err := s.reserve(req)
+// but except that can run the operation, the one the placement policy
+// prefers.
+func (s *Service) place(req api.JobRequest, except string) (string, error) {
+	h, release, err := s.reserve(req, except)
 	if err != nil {
 		return "", err
 	}
@@ -311,12 +325,12 @@ func (s *Service) place(req api.JobRequest) (string, error) {
 func (s *Service) pick(req api.JobRequest) (api.Hive, error) {
 	s.sentMu.Lock()
 	defer s.sentMu.Unlock()
-	return s.pickLocked(req)
+	return s.pickLocked(req, "")
 }
 
 // pickLocked is pick with sentMu held: the pinned hive if live, else one
 // pass over the hives in place, with no copy of the cluster per job.
-func (s *Service) pickLocked(req api.JobRequest) (api.Hive, error) {
+func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error) {
 	model := req.Model()
 	var load view.Load
 	if req.Operation != api.OpInfer {
@@ -339,7 +353,7 @@ func (s *Service) pickLocked(req api.JobRequest) (api.Hive, error) {
 	found, live, serving := false, false, false
 	s.v.EachHive(func(h *api.Hive) {
 		live = true
-		if !fits(h, req) {
+		if h.ID == except || !fits(h, req) {
 			return
 		}
 		if model != "" {

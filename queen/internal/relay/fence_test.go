@@ -77,6 +77,8 @@ func TestFence(t *testing.T) {
 		{"in order", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 2, 1, "b"), ev("h1", 3, 1, "c")}, []uint64{1, 2, 3}},
 		{"a resent copy", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 2, 1, "b"), ev("h1", 2, 1, "b"), ev("h1", 3, 1, "c")}, []uint64{1, 2, 3}},
 		{"a replaced attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 1, "late"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
+		{"a generation moved back into its queue", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 2, 1, "chunk"), placed(3, 2, "moved", ""),
+			ev("h1", 4, 1, "late"), placed(5, 2, "placed", "h2"), ev("h2", 6, 2, "chunk")}, []uint64{1, 2, 3, 5, 6}},
 		{"another hive", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h2", 2, 1, "forged"), end("h2", 2, 1, "done"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},
 		{"the record names the hive", records{"j1": {JobID: "j1", Hive: "h1", Attempt: 1}}, []Frame{ev("h2", 5, 1, "forged"), ev("h1", 5, 1, "b")}, []uint64{5}},
 		// A client resuming in attempt 1 after the job moved on (its fence

@@ -291,7 +291,8 @@ func (h *Hub) send(w *fenced, subj string, seq uint64, hdr nats.Header, data []b
 // fenced drops what a job's earlier attempts write after the queen
 // re-placed it: a lost hive that comes back must not add to the story of
 // the attempt that replaced it. The queen's event that re-places the job
-// (one that hands a later attempt to a hive, bus.HeaderHive) marks the new
+// (one of a later attempt: it hands the attempt to a hive, bus.HeaderHive,
+// or moves a generation back into its model's queue) marks the new
 // attempt; every queen sees the same events in the same order, so every
 // client sees the same story. It also drops what the hub did not judge
 // already (history, and frames of a job the hub did not watch yet) when it
@@ -315,7 +316,10 @@ func (w *fenced) send(f Frame) (bool, error) {
 		// The live tail counted what it saw; a replay reads it again.
 		return false, nil
 	}
-	if f.places() && f.c.attempt > w.attempt {
+	// A queen's event of a later attempt starts it: one that places it
+	// on a hive, or one that moves a generation back into its model's
+	// queue until a hive has room.
+	if f.Writer == bus.QueenWriter && f.Kind == bus.KindEvent && f.c.attempt > w.attempt {
 		w.attempt = f.c.attempt
 	}
 	if w.attempt > 1 && f.Writer != bus.QueenWriter && f.c.attempt < w.attempt {

@@ -1,0 +1,72 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/tidwall/gjson"
+
+	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
+)
+
+// Delivered is what the clients of an inference were sent before its
+// attempt `attempt`: the chunks of earlier attempts that the fence let
+// through, read from the stored narration exactly as a client's stream
+// reads them, so every client of the job had these and no others. It is
+// nil when they had no chunk. The queen reads it when it hands the
+// generation to the later attempt's hive, after the event that marks that
+// attempt, past which the fence drops whatever earlier attempts still
+// write.
+func (h *Hub) Delivered(ctx context.Context, job string, attempt int) (*api.Continuation, error) {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c := &collect{attempt: attempt}
+	var last uint64
+	if _, err := h.replay(ctx, h.fenceAt(ctx, c, job, 0), job, &last); err != nil {
+		return nil, err
+	}
+	if !c.any {
+		return nil, nil
+	}
+	return &c.got, nil
+}
+
+// collect is the sink of Delivered.
+type collect struct {
+	attempt int
+	got     api.Continuation
+	any     bool
+}
+
+func (c *collect) Frame(f Frame) error {
+	if f.Kind != bus.KindEvent || f.Writer == bus.QueenWriter || f.c.attempt >= c.attempt {
+		return nil
+	}
+	var e struct {
+		Action  string `json:"action"`
+		Message string `json:"message"`
+		Data    any    `json:"data"`
+	}
+	if json.Unmarshal(f.Data, &e) != nil || e.Action != api.ActionChunk {
+		return nil
+	}
+	c.any = true
+	if c.got.ID == "" {
+		if s, ok := e.Data.(string); ok {
+			c.got.ID = gjson.Get(s, "id").String()
+		}
+	}
+	if e.Message != "" {
+		c.got.Text += e.Message
+		c.got.Tokens++
+	}
+	return nil
+}
+
+func (c *collect) Comment(string) error { return nil }
+func (c *collect) Done() error          { return nil }
+func (c *collect) Flush() error         { return nil }
