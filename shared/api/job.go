@@ -41,7 +41,7 @@ type Job struct {
 	Attempt    int        `json:"attempt"`
 	// PastHives names the hive of each earlier attempt, oldest first:
 	// what those hives wrote before the job moved stays part of its story.
-	PastHives []string `json:"past_hives,omitempty"`
+	PastHives []PastHive `json:"past_hives,omitempty"`
 	Error     string   `json:"error,omitempty"`
 	ExitCode  *int     `json:"exit_code,omitempty"`
 	// CancelRequestedAt is when a cancel was asked for; the end confirms it.
@@ -60,6 +60,14 @@ type Job struct {
 	// waiting job goes before every waiting job of a lower priority.
 	Priority int        `json:"priority,omitempty"`
 	Request  JobRequest `json:"request"`
+}
+
+// PastHive is the hive of an earlier attempt of a job, and Until, the
+// narration stream's sequence of the job's newest message when the job
+// moved on: what that hive stored after it is not the attempt's story.
+type PastHive struct {
+	Hive  string `json:"hive"`
+	Until uint64 `json:"until"`
 }
 
 // Dispatch is the message a queen puts on a hive's work queue.

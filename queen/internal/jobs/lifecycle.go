@@ -119,7 +119,7 @@ func (s *Service) apply(ctx context.Context, m jetstream.Msg) {
 		// Judged on the record as the update reads it: a declined change
 		// on a stale copy is asked again on a fresh one.
 		// Earlier attempts are declined below as stale.
-		foreign = e.Attempt >= j.Attempt && !store.Writes(*j, writer, e.Attempt)
+		foreign = e.Attempt >= j.Attempt && !store.Writes(*j, writer, e.Attempt, 0)
 		if foreign {
 			return false
 		}
@@ -420,13 +420,19 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 	if err != nil && !(infer && errors.Is(err, errBusy) && (j.Request.Queue == nil || *j.Request.Queue)) {
 		return false
 	}
+	// What the lost hive stored up to now stays the old attempt's story;
+	// whatever it stores later is not (store.Writes).
+	until, err := s.st.LastStreamSeq(ctx, j.JobID)
+	if err != nil {
+		return true // tried again on the next pass
+	}
 	won := false
 	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
 		won = false // a retry after a lost race judges the winner's record
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
 			return false
 		}
-		r.PastHives = append(slices.Clip(r.PastHives), r.Hive)
+		r.PastHives = append(slices.Clip(r.PastHives), api.PastHive{Hive: r.Hive, Until: until})
 		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
 		if to == "" {
 			r.State = api.StateQueued

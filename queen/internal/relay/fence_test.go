@@ -60,6 +60,13 @@ func with(f Frame, key, value string) Frame {
 	return f
 }
 
+// at is f as stored at stream sequence seq.
+func at(f Frame, seq uint64) Frame { f.Seq = seq; return f }
+
+// moved is the record of job j1 that h1 lost after the stream's 10th
+// message, now on h2.
+var moved = records{"j1": {JobID: "j1", Hive: "h2", Attempt: 2, PastHives: []api.PastHive{{Hive: "h1", Until: 10}}}}
+
 type records map[string]api.Job
 
 func (r records) Job(id string) (api.Job, bool) { j, ok := r[id]; return j, ok }
@@ -84,8 +91,13 @@ func TestFence(t *testing.T) {
 		// A client resuming in attempt 1 after the job moved on (its fence
 		// learned no placing event) still gets what the first hive wrote
 		// before the move, and nothing from a hive that never had it.
-		{"resumed after the job moved", records{"j1": {JobID: "j1", Hive: "h2", Attempt: 2, PastHives: []string{"h1"}}},
-			[]Frame{ev("h3", 5, 1, "forged"), ev("h1", 5, 1, "before"), placed(6, 2, "replaced", "h2"), ev("h1", 7, 1, "late"), ev("h2", 7, 2, "new")}, []uint64{5, 6, 7}},
+		{"resumed after the job moved", moved,
+			[]Frame{at(ev("h3", 5, 1, "forged"), 9), at(ev("h1", 5, 1, "before"), 10), at(placed(6, 2, "replaced", "h2"), 11), at(ev("h1", 7, 1, "late"), 12), at(ev("h2", 7, 2, "new"), 13)}, []uint64{5, 6, 7}},
+		// A reader that learned nothing of the move (its resume point could
+		// not be read) gets nothing the first hive stored after the move,
+		// however it numbers it.
+		{"the lost hive writes on after the move", moved,
+			[]Frame{at(ev("h1", 9, 1, "forged"), 12), at(ev("h1", 1<<20, 1, "huge"), 13), at(ev("h2", 8, 2, "real"), 14), at(ev("h2", 9, 2, "real"), 15)}, []uint64{8, 9}},
 		{"the lost hive claims the new attempt", nil, []Frame{placed(1, 1, "job_created", "h1"), placed(2, 2, "replaced", "h2"), ev("h1", 3, 2, "forged"), end("h1", 3, 2, "done"), ev("h2", 3, 2, "new")}, []uint64{1, 2, 3}},
 		{"an end that does not end", nil, []Frame{placed(1, 1, "job_created", "h1"), end("h1", 2, 1, "running"), end("h1", 2, 1, "done")}, []uint64{1, 2}},
 		{"absurd sequences", nil, []Frame{placed(1, 1, "job_created", "h1"), ev("h1", 0, 1, "zero"), ev("h1", 1<<62, 1, "huge"), ev("h1", 2, 1, "b")}, []uint64{1, 2}},

@@ -126,7 +126,7 @@ func (t *trust) judge(job string, f *Frame, recs Records) string {
 	if f.reject != "" {
 		return f.reject
 	}
-	if f.Writer != bus.QueenWriter && !t.writes(job, f.Writer, f.c.attempt, recs) {
+	if f.Writer != bus.QueenWriter && !t.writes(job, f.Writer, f.c.attempt, f.Seq, recs) {
 		return metrics.RejectWriter
 	}
 	if t.seq > 0 && f.c.seq > t.seq+maxJump {
@@ -155,9 +155,10 @@ func (f *Frame) places() bool {
 	return f.Writer == bus.QueenWriter && f.Kind == bus.KindEvent && f.c.hive != ""
 }
 
-// writes reports whether hive wrote attempt of job: as the queen's events
-// said, or, for an attempt they did not name, as the job's record says.
-func (t *trust) writes(job, hive string, attempt int, recs Records) bool {
+// writes reports whether hive wrote attempt of job in the frame stored at
+// seq: as the queen's events said, or, for an attempt they did not name,
+// as the job's record says.
+func (t *trust) writes(job, hive string, attempt int, seq uint64, recs Records) bool {
 	if h, ok := t.hives[attempt]; ok {
 		return h == hive
 	}
@@ -165,5 +166,5 @@ func (t *trust) writes(job, hive string, attempt int, recs Records) bool {
 		return false
 	}
 	rec, ok := recs.Job(job)
-	return ok && store.Writes(rec, hive, attempt)
+	return ok && store.Writes(rec, hive, attempt, seq)
 }

@@ -220,12 +220,13 @@ func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
 	return seq, err
 }
 
-// Writes reports whether writer may write attempt of j's story: the queen
-// always, a hive only for an attempt j was dispatched to it for, the
-// current one or an earlier one (api.Job.PastHives). A hive may publish
-// narration subjects of any job under its own name; readers keep it from
-// speaking for jobs it was not given.
-func Writes(j api.Job, writer string, attempt int) bool {
+// Writes reports whether writer may write attempt of j's story, in a
+// frame stored at stream sequence seq (0: not known): the queen always, a
+// hive only for an attempt j was dispatched to it for, the current one or,
+// up to the moment the job moved on, an earlier one (api.Job.PastHives).
+// A hive may publish narration subjects of any job under its own name;
+// readers keep it from speaking for jobs it was not given.
+func Writes(j api.Job, writer string, attempt int, seq uint64) bool {
 	if writer == bus.QueenWriter {
 		return true
 	}
@@ -233,13 +234,17 @@ func Writes(j api.Job, writer string, attempt int) bool {
 	if attempt == j.Attempt {
 		return writer == j.Hive && j.Hive != ""
 	}
-	return attempt < j.Attempt && attempt <= len(j.PastHives) && writer == j.PastHives[attempt-1] && writer != ""
+	if attempt > j.Attempt || attempt > len(j.PastHives) {
+		return false
+	}
+	p := j.PastHives[attempt-1]
+	return writer == p.Hive && writer != "" && seq > 0 && seq <= p.Until
 }
 
 // MayEnd reports whether end may end j: it is terminal, and its writer
 // writes its attempt (Writes).
 func MayEnd(j api.Job, end api.EndInfo) bool {
-	return api.Terminal(end.State) && Writes(j, end.Writer, end.Attempt)
+	return api.Terminal(end.State) && Writes(j, end.Writer, end.Attempt, 0)
 }
 
 // EndOf returns the job's end event and its stream sequence, or nil.
