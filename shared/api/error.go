@@ -16,6 +16,7 @@ const (
 	CodeMethodNotAllow  = "method_not_allowed"
 	CodeUnsupportedType = "unsupported_media_type"
 	CodeMisdirected     = "misdirected_request"
+	CodeQueueFull       = "queue_full"
 )
 
 // ErrorBody is the one error shape every HTTP answer uses.

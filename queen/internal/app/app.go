@@ -152,6 +152,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	svc.Delivered = hub.Delivered
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
+	svc.InferQueueDepth = cfg.Infer.QueueDepth
 	// Whether keys are required is settled here, from configuration, and
 	// never from how many keys the bucket holds: emptying it must not open
 	// a keyed queen.

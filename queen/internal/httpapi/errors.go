@@ -52,6 +52,8 @@ func serviceError(err error, id string) error {
 	case errors.Is(err, jobs.ErrIdempotencyPending):
 		return &apiError{status: http.StatusConflict, code: api.CodeConflict, retryAfter: "1",
 			msg: "a request with this Idempotency-Key is still creating its job; retry in a moment"}
+	case errors.Is(err, jobs.ErrQueueFull):
+		return &apiError{status: http.StatusTooManyRequests, code: api.CodeQueueFull, retryAfter: "1", msg: err.Error()}
 	case errors.Is(err, jobs.ErrNoCapableHive):
 		return newError(http.StatusServiceUnavailable, api.CodeNoCapableHive, "%s", err.Error())
 	case errors.Is(err, jobs.ErrUnavailable):

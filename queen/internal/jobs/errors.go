@@ -16,6 +16,9 @@ var (
 	// ErrIdempotencyPending: a request with the same Idempotency-Key is
 	// still creating its job.
 	ErrIdempotencyPending = errors.New("a request with this idempotency key is still in progress")
+	// ErrQueueFull: the model's inference queue over the cluster is at
+	// its bound (Service.InferQueueDepth).
+	ErrQueueFull = errors.New("queue full")
 	// ErrUnavailable: NATS did not answer for longer than a retry covers.
 	ErrUnavailable = errors.New("cluster storage unavailable")
 )

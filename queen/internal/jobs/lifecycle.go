@@ -266,16 +266,25 @@ func (s *Service) reap(ctx context.Context) time.Time {
 func (s *Service) placeWaiting(ctx context.Context) {
 	s.forgetGone()
 	for _, req := range s.v.WaitingNeeds() {
-		if _, err := s.pick(req); err != nil {
+		infer := req.Operation == api.OpInfer
+		if _, err := s.pick(req); err != nil && !infer {
 			continue
 		}
 		for _, j := range s.v.WaitingFor(req) {
-			if ctx.Err() != nil || !s.placeQueued(ctx, j) {
+			placed, lost := s.placeQueued(ctx, j)
+			// A model's queue holds requests pinned to a hive or asking
+			// for labels too: one that cannot go yet does not hold up
+			// those behind it that can. A free request that cannot go
+			// means none behind it can.
+			if lost || ctx.Err() != nil || (!placed && !(infer && constrained(j.Request))) {
 				break
 			}
 		}
 	}
 }
+
+// constrained reports whether req asks for particular hives.
+func constrained(req api.JobRequest) bool { return req.Hive != "" || len(req.Labels) > 0 }
 
 // expire deletes the records of jobs past retention, so that they leave
 // every queen's listing together with their first narration, which the
@@ -341,12 +350,12 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 
 // placeQueued hands a waiting job to a hive once one can take it. Queens
 // race for it by compare-and-set; one wins and dispatches.
-// It reports false when the job's queue should wait: no hive can take it,
-// or another queen placed it first, so this queen's view is behind.
-func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
+// It reports whether it placed the job, and lost when another queen
+// placed it first, so this queen's view is behind.
+func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool) {
 	h, release, err := s.reserve(j.Request, "")
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer release()
 	to := h.ID
@@ -361,7 +370,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
 		return won
 	})
 	if err != nil || !won {
-		return false
+		return false, err == nil
 	}
 	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
@@ -371,7 +380,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) bool {
 	if err != nil {
 		s.log.Warn("place queued job", "job_id", j.JobID, "err", err)
 	}
-	return true
+	return true, false
 }
 
 // A record placed on a hive but still queued without a dispatch sequence

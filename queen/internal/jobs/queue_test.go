@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -162,5 +163,77 @@ func TestTwoQueensPlaceEachWaitingJobOnce(t *testing.T) {
 		if placed != 1 {
 			t.Fatalf("job %s narrated as placed %d times", id, placed)
 		}
+	}
+}
+
+// A request cannot jump a model's queue by asking not to wait, by pinning
+// a hive or by asking for labels: with others waiting, it waits behind
+// them or is refused.
+func TestNoJumpingTheQueue(t *testing.T) {
+	for _, variant := range []string{"queue false", "pinned hive", "labels"} {
+		t.Run(variant, func(t *testing.T) {
+			p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, Labels: map[string]string{"gpu": "a100"},
+				Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady, Parallel: 1}}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+			vip := auth.NewContext(ctx, auth.Principal{KeyID: "vip", Name: "vip", Limits: api.KeyLimits{Priority: 100}})
+			a, _, _ := p.Jobs.Create(vip, req, "vip", "")
+			b, _, _ := p.Jobs.Create(vip, req, "vip", "")
+			if a.Hive != "h1" || b.Hive != "" {
+				t.Fatalf("a on %q, b on %q; want a running, b waiting", a.Hive, b.Hive)
+			}
+			// a ends; before any queen hands its place to b, a low
+			// priority request tries to take it.
+			if err := p.Store.End(ctx, api.Event{JobID: a.JobID, Attempt: 1, State: api.StateDone}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Jobs.Get(ctx, a.JobID); err != nil {
+				t.Fatal(err)
+			}
+			jump := req
+			switch variant {
+			case "queue false":
+				no := false
+				jump.Queue = &no
+			case "pinned hive":
+				jump.Hive = "h1"
+			case "labels":
+				jump.Labels = map[string]string{"gpu": "a100"}
+			}
+			j, _, err := p.Jobs.Create(auth.NewContext(ctx, auth.Principal{KeyID: "low", Name: "low"}), jump, "low", "")
+			switch {
+			case variant == "queue false" && !errors.Is(err, jobs.ErrNoCapableHive):
+				t.Fatalf("a request asking not to wait, with one waiting: %+v, %v; want it refused", j, err)
+			case variant != "queue false" && (err != nil || j.Hive != ""):
+				t.Fatalf("%s: %+v, %v; want it waiting behind b", variant, j, err)
+			}
+			// The reaper hands the place to b, and the waiting constrained
+			// request goes after it.
+			go func() { _ = p.Jobs.RunReaper(ctx) }()
+			testkit.WaitFor(t, 5*time.Second, "b placed", func() bool { got, _ := p.View.Job(b.JobID); return got.Hive == "h1" })
+			if variant != "queue false" {
+				if got, _ := p.View.Job(j.JobID); got.Hive != "" {
+					t.Fatalf("the %s request was placed beside b on a worker of one place", variant)
+				}
+			}
+		})
+	}
+}
+
+// The bound on a model's waiting requests holds however they come: an
+// infer job posted to /v1/jobs past it is refused as the OpenAI API's are.
+func TestInferQueueDepth(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4,
+		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady, Parallel: 1}}})
+	p.Jobs.InferQueueDepth = 2
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	for i := range 3 { // one runs, two wait
+		if _, _, err := p.Jobs.Create(context.Background(), req, "", ""); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if _, _, err := p.Jobs.Create(context.Background(), req, "", ""); !errors.Is(err, jobs.ErrQueueFull) {
+		t.Fatalf("a request past the bound: %v, want ErrQueueFull", err)
 	}
 }

@@ -45,6 +45,10 @@ type Service struct {
 	// MaxNarrationBytes is each job's narration budget, sent to the hive
 	// with the job; 0 is none.
 	MaxNarrationBytes int64
+	// InferQueueDepth bounds the inference requests of one model waiting
+	// in the cluster's queue, however they came; past it Create is
+	// ErrQueueFull. 0 is no bound.
+	InferQueueDepth int
 
 	// sent counts, per hive, the jobs this queen placed there since the
 	// heartbeat it placed them against: a burst of jobs must not all go
@@ -112,8 +116,15 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	release := func() {}
 	defer func() { release() }()
 	ahead := -1 // waiting jobs ahead in the job's own queue, -1: not counted
-	if req.Operation == api.OpInfer && (req.Queue == nil || *req.Queue) {
+	if req.Operation == api.OpInfer {
 		ahead = s.v.Queued(req)
+	}
+	if s.InferQueueDepth > 0 && ahead >= s.InferQueueDepth {
+		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s already wait in the cluster's queue", ErrQueueFull, ahead, req.Model())
+	}
+	if ahead > 0 && req.Queue != nil && !*req.Queue {
+		// Asking not to wait does not put a request ahead of those who do.
+		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s wait ahead", ErrNoCapableHive, ahead, req.Model())
 	}
 	if ahead > 0 {
 		// First come, first served: a free place goes to those waiting.

@@ -132,17 +132,17 @@ func (a *API) infer(c echo.Context, path string) error {
 		return err
 	}
 	defer func() { releaseKey() }()
-	if err := a.r.admit(model); err != nil {
-		status = metrics.InferBusy
-		c.Response().Header().Set("Retry-After", "1")
-		return fail(c, http.StatusTooManyRequests, "rate_limit_error", "queue_full", err.Error())
-	}
 	ctx := c.Request().Context()
 	if err := a.r.ready(ctx, model, in.Download, func(msg string) { a.log.Info(msg, "model", model) }); err != nil {
 		status = metrics.InferUnavailable
 		return a.routeError(c, err)
 	}
 	j, _, err := a.jobs.Create(ctx, req, auth.FromContext(ctx).KeyID, "")
+	if errors.Is(err, jobs.ErrQueueFull) {
+		status = metrics.InferBusy
+		c.Response().Header().Set("Retry-After", "1")
+		return fail(c, http.StatusTooManyRequests, "rate_limit_error", api.CodeQueueFull, err.Error())
+	}
 	if err != nil {
 		status = metrics.InferUnavailable
 		c.Response().Header().Set("Retry-After", "1")

@@ -14,11 +14,10 @@ import (
 	"rbee.dev/shared/api"
 )
 
-// Errors of routing, answered as 404, 503 and 429.
+// Errors of routing, answered as 404 and 503.
 var (
 	errUnknownModel = errors.New("model not found")
 	errNoCapacity   = errors.New("no capacity")
-	errQueueFull    = errors.New("queue full")
 )
 
 // router sees to it that a model has a worker: when no hive has a ready
@@ -55,7 +54,8 @@ type Config struct {
 	// IdleTimeout stops workers started on demand after this long unused.
 	IdleTimeout time.Duration
 	// QueueDepth bounds the requests of one model waiting in the
-	// cluster's queue; past it callers get 429 with Retry-After.
+	// cluster's queue (jobs.Service.InferQueueDepth keeps it); past it
+	// callers get 429 with Retry-After.
 	QueueDepth int
 	// SpawnTimeout bounds how long a request waits for a worker to start.
 	SpawnTimeout time.Duration
@@ -66,21 +66,6 @@ type Config struct {
 
 func newRouter(v *view.View, j *jobs.Service, leases *store.Bucket, cfg Config) *router {
 	return &router{v: v, jobs: j, cfg: cfg, leases: leases, spawning: map[string]*spawn{}, took: map[string]time.Duration{}}
-}
-
-// inferNeeds is what an inference of model needs of a hive, as the queue
-// knows it.
-func inferNeeds(model string) api.JobRequest {
-	return api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: model}}
-}
-
-// admit refuses a request while its model's queue, over the whole
-// cluster, is full.
-func (r *router) admit(model string) error {
-	if n := r.v.Queued(inferNeeds(model)); n >= r.cfg.QueueDepth {
-		return fmt.Errorf("%w: %d requests for %s already wait in the cluster's queue", errQueueFull, n, model)
-	}
-	return nil
 }
 
 // ready makes sure some hive has a ready worker for model, starting one

@@ -7,24 +7,31 @@ import (
 	"rbee.dev/shared/api"
 )
 
-// queued is a waiting job and the jobs bucket's revision it began to wait
-// at. The bucket orders every queen's writes, so that revision is the
-// job's arrival in the cluster's queue, the same on every queen.
+// place is where a waiting job stands: its priority, and the jobs
+// bucket's revision it began to wait at. The bucket orders every queen's
+// writes, so that revision is the job's arrival in the cluster's queue,
+// the same on every queen.
+type place struct {
+	since    uint64
+	priority int
+}
+
+// queued is a waiting job's id and place.
 type queued struct {
-	api.Job
-	since uint64
+	id string
+	place
 }
 
 // before reports whether waiting job q is served before o: a higher
 // priority first, then first come, first served.
 func (q queued) before(o queued) bool {
-	if q.Priority != o.Priority {
-		return q.Priority > o.Priority
+	if q.priority != o.priority {
+		return q.priority > o.priority
 	}
 	if q.since != o.since {
 		return q.since < o.since
 	}
-	return q.JobID < o.JobID
+	return q.id < o.id
 }
 
 // Position is a waiting job's place in its queue, 1 for the next served,
@@ -39,13 +46,13 @@ func (v *View) Position(id string) (pos, of int, ok bool) {
 		return 0, 0, false
 	}
 	ids := v.waiting[Needs(j.Request)]
-	me := queued{j, ids[id]}
+	me := queued{id, ids[id]}
 	if v.watched < me.since {
 		return 0, 0, false
 	}
 	pos = 1
-	for other, since := range ids {
-		if other != id && (queued{v.jobs[other], since}).before(me) {
+	for other, at := range ids {
+		if other != id && (queued{other, at}).before(me) {
 			pos++
 		}
 	}

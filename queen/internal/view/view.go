@@ -34,7 +34,7 @@ type View struct {
 	// a hive (Needs). The reaper and queue positions then cost what is
 	// open and can change, not everything retained.
 	underway map[string]struct{}
-	waiting  map[string]map[string]uint64 // job id → revision it began to wait at
+	waiting  map[string]map[string]place // by Needs, then job id
 	nWaiting int
 	// inferLoad counts the open inference jobs placed on each hive, by
 	// hive and model (loadKey): the requests its workers hold, as every
@@ -53,7 +53,7 @@ type View struct {
 func New(log *slog.Logger) *View {
 	return &View{
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
-		underway: map[string]struct{}{}, waiting: map[string]map[string]uint64{},
+		underway: map[string]struct{}{}, waiting: map[string]map[string]place{},
 		inferLoad: map[string]int{}, freed: make(chan struct{}, 1),
 		synced: make(chan struct{}), joined: make(chan struct{}, 1),
 	}
@@ -180,7 +180,7 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	}
 	if old, ok := v.jobs[id]; ok && waits(old) {
 		k := Needs(old.Request)
-		since = v.waiting[k][id]
+		since = v.waiting[k][id].since
 		delete(v.waiting[k], id)
 		if len(v.waiting[k]) == 0 {
 			delete(v.waiting, k)
@@ -197,9 +197,9 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	case waits(*j):
 		k := Needs(j.Request)
 		if v.waiting[k] == nil {
-			v.waiting[k] = map[string]uint64{}
+			v.waiting[k] = map[string]place{}
 		}
-		v.waiting[k][id] = since
+		v.waiting[k][id] = place{since, j.Priority}
 		v.nWaiting++
 	case !api.Terminal(j.State):
 		v.underway[id] = struct{}{}
@@ -211,16 +211,21 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 func waits(j api.Job) bool { return j.State == api.StateQueued && j.Hive == "" }
 
 // Needs is what decides whether a hive can take a request at all: a pinned
-// hive, the run operation, an inference's model, the labels. Requests with
-// the same needs fit the same hives, and wait in one queue.
+// hive, the run operation, the labels. Requests with the same needs fit
+// the same hives, and wait in one queue.
+//
+// Inference is the exception: a model's requests wait in one queue,
+// whatever hive or labels they ask for, so that none is served out of
+// turn by asking for an emptier queue; the placer skips those that cannot
+// go yet.
 func Needs(req api.JobRequest) string {
+	if req.Operation == api.OpInfer {
+		return "\x00infer=" + req.Model()
+	}
 	var b strings.Builder
 	b.WriteString(req.Hive)
-	switch req.Operation {
-	case api.OpRun:
+	if req.Operation == api.OpRun {
 		b.WriteString("\x00run")
-	case api.OpInfer:
-		b.WriteString("\x00infer=" + req.Model())
 	}
 	keys := make([]string, 0, len(req.Labels))
 	for k := range req.Labels {
@@ -264,14 +269,19 @@ func (v *View) WaitingFor(req api.JobRequest) []api.Job {
 	v.mu.RLock()
 	ids := v.waiting[Needs(req)]
 	out := make([]queued, 0, len(ids))
-	for id, since := range ids {
-		out = append(out, queued{v.jobs[id], since})
+	for id, at := range ids {
+		out = append(out, queued{id, at})
 	}
 	v.mu.RUnlock()
+	// Sorted without the lock, which a long queue would hold up.
 	sort.Slice(out, func(i, k int) bool { return out[i].before(out[k]) })
-	jobs := make([]api.Job, len(out))
-	for i, q := range out {
-		jobs[i] = q.Job
+	jobs := make([]api.Job, 0, len(out))
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, q := range out {
+		if j, ok := v.jobs[q.id]; ok {
+			jobs = append(jobs, j)
+		}
 	}
 	return jobs
 }
