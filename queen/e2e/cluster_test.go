@@ -39,6 +39,8 @@ type cluster struct {
 	env     []string
 	token   string
 	queens  []queen
+	// natsURL reaches n1 from the host.
+	natsURL string
 	// ids are the containers of the services, which keep their ids
 	// through kill, start and restart.
 	ids map[string]string
@@ -74,6 +76,7 @@ func startCluster(t *testing.T) *cluster {
 	ticker := buildTicker(t)
 	ports := testkit.FreePorts(t, 3)
 	q1, q2, natsPort := ports[0], ports[1], ports[2]
+	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	c.env = append(os.Environ(),
 		"RBEE_ADMIN_KEY="+c.token,
 		"RBEE_BIND=127.0.0.1",

@@ -33,6 +33,7 @@ func TestCluster(t *testing.T) {
 		{"stream resumed on the other queen", testResume},
 		{"hive killed mid-job", testHiveKilled},
 		{"NATS server killed mid-job", testNATSKilled},
+		{"NATS server killed under a client that stays", testNATSKilledUnderClient},
 		{"queen restarted during a stream", testQueenRestart},
 		{"hive cut off the network", testHivePartition},
 		{"audit", testAudit},

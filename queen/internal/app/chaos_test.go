@@ -3,10 +3,14 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,6 +128,94 @@ func TestNATSNodeKilledMidJob(t *testing.T) {
 	if err != nil || len(frames) != 23 {
 		t.Fatalf("job after the node loss: %d frames, %v", len(frames), err)
 	}
+}
+
+// Killing the NATS server a queen is connected to under a client reading a
+// job of 3,000 lines on one connection that it never reopens: the queen
+// moves to another server of the cluster and the client gets every event
+// stored, the end and [DONE]. The client reads slowly, so the queen is
+// reading the job's history for it from the stream when the server dies.
+func TestNATSServerKilledUnderClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a NATS cluster")
+	}
+	urls, nodes := natsCluster(t)
+	// The queen is given n1 alone and learns the others from it; the hive
+	// stays on n2. A long hive TTL: the job should outlive any election
+	// the kill sets off.
+	base, _ := mustQueen(t, urls[0], func(c *app.Config) { c.Replicas, c.HiveTTL = 3, time.Minute })
+	hiveProcess(t, base, urls[1], "h1", "--allow-run")
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c",
+		"b=0; while [ $b -lt 60 ]; do i=0; while [ $i -lt 50 ]; do echo line $b.$i; i=$((i+1)); done; b=$((b+1)); sleep 0.1; done"}}})
+	ctx, cancel := contextTimeout(90 * time.Second)
+	defer cancel()
+	type result struct {
+		frames []frame
+		done   bool
+		err    error
+	}
+	read := make(chan result, 1)
+	go func() {
+		frames, done, _, err := readSSEWith(ctx, slowClient(), base, job, 0, 0, 0)
+		read <- result{frames, done, err}
+	}()
+	time.Sleep(3 * time.Second)
+	killed := time.Now()
+	_ = nodes[0].Process.Kill()
+	r := <-read
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("the stream ended %s after n1 was killed, %d frames", time.Since(killed).Round(100*time.Millisecond), len(r.frames))
+	if end := checkComplete(t, r.frames, r.done); end.State != api.StateDone {
+		t.Fatalf("end %+v", end)
+	}
+	// Every event stored: a replay afterwards reads the same story.
+	again, done, _ := sse(t, ctx, base, job, 0, 0)
+	if !done || len(again) != len(r.frames) {
+		t.Fatalf("a replay reads %d frames (done %v), the client %d", len(again), done, len(r.frames))
+	}
+	for i := range again {
+		if again[i] != r.frames[i] {
+			t.Fatalf("frame %d: replay %d %s, client %d %s", i, again[i].ID, again[i].Data, r.frames[i].ID, r.frames[i].Data)
+		}
+	}
+	lines := 0
+	for _, f := range r.frames {
+		if f.event(t).Stream == "stdout" {
+			lines++
+		}
+	}
+	// The hive may lose output of its own to the kill; the stream
+	// carries whatever it wrote.
+	t.Logf("the command's %d lines of 3000 reached the stream", lines)
+}
+
+// slowClient reads answers at about 40 KB/s through a small socket buffer,
+// like a client on a poor link: a queen writing to it falls behind its
+// live feed and reads the rest from the stream.
+func slowClient() *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	return &http.Client{Transport: slowTransport{&http.Transport{DialContext: d.DialContext}}}
+}
+
+type slowTransport struct{ http.RoundTripper }
+
+func (t slowTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(req)
+	if err == nil {
+		resp.Body = slowBody{resp.Body}
+	}
+	return resp, err
+}
+
+type slowBody struct{ io.ReadCloser }
+
+func (b slowBody) Read(p []byte) (int, error) {
+	time.Sleep(25 * time.Millisecond)
+	return b.ReadCloser.Read(p[:min(len(p), 1024)])
 }
 
 func dropThrough(frames []frame, id uint64) []frame {

@@ -259,11 +259,16 @@ func sseSlow(ctx context.Context, base, job string) ([]frame, bool) {
 }
 
 func readSSE(ctx context.Context, base, job string, lastID uint64, max int, pause time.Duration) (frames []frame, done bool, comments int, err error) {
+	return readSSEWith(ctx, http.DefaultClient, base, job, lastID, max, pause)
+}
+
+// readSSEWith is readSSE through the HTTP client hc.
+func readSSEWith(ctx context.Context, hc *http.Client, base, job string, lastID uint64, max int, pause time.Duration) (frames []frame, done bool, comments int, err error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/jobs/"+job+"/stream", nil)
 	if lastID > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatUint(lastID, 10))
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, false, 0, err
 	}

@@ -139,7 +139,9 @@ func (h *Hub) Ready() <-chan struct{} { return h.ready }
 // recreates itself after a reconnect from the last sequence it delivered,
 // so the tail has no gaps. A watchdog restarts it from there too when the
 // stream holds newer messages and the tail has not moved for two checks:
-// after a NATS server dies, the consumer's own recovery can stall.
+// after a NATS server dies, the consumer's own recovery can stall. A check
+// the stream did not answer counts as one: the tail did not move through
+// it, and its clients wait on the restart.
 func (h *Hub) Run(ctx context.Context) error {
 	for {
 		last, err := h.narr.LastSeq(ctx)
@@ -179,6 +181,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-watch.C:
 			last, err := h.narr.LastSeq(ctx)
 			if err != nil {
+				stalls = max(stalls, 1)
 				continue
 			}
 			at := h.tail.Load()

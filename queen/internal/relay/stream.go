@@ -106,7 +106,11 @@ type Sink interface {
 // Stream sends job's narration after stream sequence after to w: history
 // first, then live, through the end event and the closing line. A client
 // that falls behind the live feed is switched back to reading history from
-// where it stands, so it loses nothing and slows no one.
+// where it stands, so it loses nothing and slows no one. Only the client
+// ends a stream early: by leaving (ctx) or by a failed write. When NATS
+// fails a history read (the queen's server died and it is moving to
+// another), the client is kept open and pinged, and the read is tried again
+// from where the client stands until NATS answers.
 func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, heartbeat time.Duration) error {
 	select {
 	case <-h.ready:
@@ -114,7 +118,19 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		return ctx.Err()
 	}
 	last := after
-	fw := h.fenceAt(ctx, w, job, after)
+	fw, err := h.fenceAt(ctx, w, job, after)
+	backoff := retryFirst
+	for err != nil {
+		// Where a resuming client's story stands is read from NATS too.
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := fw.wait(ctx, backoff, heartbeat); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, retryMax)
+		fw, err = h.fenceAt(ctx, w, job, after)
+	}
 	overflowed := false
 	for {
 		// Subscribe before reading history: whatever is stored after the
@@ -122,7 +138,8 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		s := h.subscribe(job, overflowed)
 		ended, err := h.replay(ctx, fw, job, &last)
 		if err == nil && !ended {
-			err = w.Flush()
+			backoff = retryFirst
+			err = fw.Flush()
 		}
 		if err == nil && !ended {
 			var overflow bool
@@ -134,17 +151,37 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		}
 		h.unsubscribe(s)
 		if err != nil {
-			return err
-		}
-		if ended {
-			if err := w.Done(); err != nil {
+			if errors.As(err, new(clientErr)) {
 				return err
 			}
-			return w.Flush()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			h.log.Debug("history read failed; the stream waits for NATS", "job_id", job, "after", last, "err", err)
+			if err := fw.wait(ctx, backoff, heartbeat); err != nil {
+				return err
+			}
+			backoff = min(2*backoff, retryMax)
+			continue
+		}
+		if ended {
+			if err := fw.Done(); err != nil {
+				return err
+			}
+			return fw.Flush()
 		}
 		return nil
 	}
 }
+
+// A stream whose history read failed tries again after retryFirst, then
+// twice as long each time up to retryMax: NATS moves a queen to another
+// server of its cluster in about a second, and a new stream leader is
+// elected in a few.
+const (
+	retryFirst = 250 * time.Millisecond
+	retryMax   = 2 * time.Second
+)
 
 // live relays the feed until the end event, an overflow or the client leaves.
 func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
@@ -309,6 +346,66 @@ type fenced struct {
 	trust trust
 }
 
+// clientErr is a failed write to the client: it ends the stream, where a
+// NATS error does not. It reads as the write's own error.
+type clientErr struct{ error }
+
+func (e clientErr) Unwrap() error { return e.error }
+
+// Every write to the client goes through these, which mark its errors.
+
+func (w *fenced) Frame(f Frame) error {
+	if err := w.Sink.Frame(f); err != nil {
+		return clientErr{err}
+	}
+	return nil
+}
+
+func (w *fenced) Comment(text string) error {
+	if err := w.Sink.Comment(text); err != nil {
+		return clientErr{err}
+	}
+	return nil
+}
+
+func (w *fenced) Done() error {
+	if err := w.Sink.Done(); err != nil {
+		return clientErr{err}
+	}
+	return nil
+}
+
+func (w *fenced) Flush() error {
+	if err := w.Sink.Flush(); err != nil {
+		return clientErr{err}
+	}
+	return nil
+}
+
+// wait keeps the client open for d, pinging it at once (the read that
+// failed may have taken a while) and then once a heartbeat.
+func (w *fenced) wait(ctx context.Context, d, heartbeat time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	for {
+		if err := w.Comment("ping"); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-timer.C:
+			return nil
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (w *fenced) send(f Frame) (bool, error) {
 	if f.judged {
 		w.trust.learn(&f)
@@ -334,22 +431,26 @@ func (w *fenced) send(f Frame) (bool, error) {
 
 // fenceAt is the fence of a client that resumes after stream sequence
 // after: the attempt and job sequence of the event it saw last. It saw no
-// stale event, so that is where its story stands.
-func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) *fenced {
+// stale event, so that is where its story stands. An error is NATS's, and
+// the fence it comes with is only good for pinging the client.
+func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) (*fenced, error) {
 	f := &fenced{Sink: w, job: job, recs: h.Records, attempt: 1}
 	if after == 0 {
-		return f
+		return f, nil
 	}
 	m, err := h.narr.Get(ctx, after, "")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return f, nil
+	}
 	if err != nil {
-		return f
+		return f, err
 	}
 	j, writer, kind, ok := bus.ParseNarr(m.Subject)
 	if !ok || j != job {
-		return f
+		return f, nil
 	}
 	fr := Frame{Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(m.Subject), Header: m.Header}
 	fr.decode(job)
 	f.attempt, f.seq, f.trust.seq = max(fr.c.attempt, 1), fr.c.seq, fr.c.seq
-	return f
+	return f, nil
 }
