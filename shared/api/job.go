@@ -42,8 +42,8 @@ type Job struct {
 	// PastHives names the hive of each earlier attempt, oldest first:
 	// what those hives wrote before the job moved stays part of its story.
 	PastHives []PastHive `json:"past_hives,omitempty"`
-	Error     string   `json:"error,omitempty"`
-	ExitCode  *int     `json:"exit_code,omitempty"`
+	Error     string     `json:"error,omitempty"`
+	ExitCode  *int       `json:"exit_code,omitempty"`
 	// CancelRequestedAt is when a cancel was asked for; the end confirms it.
 	CancelRequestedAt *time.Time `json:"cancel_requested_at,omitempty"`
 	// DispatchSeq is the job's message in the DISPATCH stream, so a cancel

@@ -26,7 +26,11 @@ func (h *Hub) Delivered(ctx context.Context, job string, attempt int) (*api.Cont
 	}
 	c := &collect{attempt: attempt}
 	var last uint64
-	if _, err := h.replay(ctx, h.fenceAt(ctx, c, job, 0), job, &last); err != nil {
+	fw, err := h.fenceAt(ctx, c, job, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.replay(ctx, fw, job, &last); err != nil {
 		return nil, err
 	}
 	if !c.any {
