@@ -140,7 +140,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	m := metrics.New(metrics.Gauges{
 		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
 		SSEClients: hub.Clients, Relayed: hub.Relayed, SSEOverflows: hub.Overflows,
-		NATSConnected: q.nc.IsConnected,
+		NATSConnected: q.nc.IsConnected, NATSTraffic: q.nc.Stats,
 	})
 	q.nc.SetReconnectHandler(func(c *nats.Conn) {
 		m.NATSReconnect.Inc()

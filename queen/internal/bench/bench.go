@@ -63,11 +63,13 @@ func scenarios() map[string]scenario {
 		"durability": durabilityScenario,
 		"backlog":    backlogScenario,
 		"hives":      hivesScenario,
+		"queens":     queensScenario,
 	}
 	noise := map[string]string{
 		"idle": "others_cpu_s", "roundtrip": "seq_others_cpu_s", "throughput": "job_others_cpu_s",
 		"fanout": "deliver_others_cpu_s", "sustained": "others_cpu_s", "chaos": "others_cpu_s",
 		"infer": "cn_others_cpu_s", "queue": "others_cpu_s", "durability": "others_cpu_s", "backlog": "others_cpu_s", "hives": "others_cpu_s",
+		"queens": "others_cpu_s",
 	}
 	for name, sc := range all {
 		sc.metrics = append(slices.Clip(sc.metrics), noiseMetrics(noise[name])...)

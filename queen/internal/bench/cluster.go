@@ -140,6 +140,34 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	return c, nil
 }
 
+// startExtraQueen starts queen number n (2, 3, ...) on the cluster's NATS,
+// with the cluster's admin key if it has one, and returns it and its base
+// URL once it is ready. Its data directory and log are queen<n> in the
+// cluster's directory.
+func startExtraQueen(ctx context.Context, e *Env, n int) (*Proc, string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	cl := e.Cluster
+	name := "queen" + strconv.Itoa(n)
+	args := []string{"--http-addr", addr, "--data-dir", filepath.Join(cl.Dir, name), "--nats-url", cl.NATSURL, "--insecure"}
+	if cl.AdminKey != "" {
+		args = append(args, "--admin-key", cl.AdminKey)
+	}
+	p, err := startProc(name, filepath.Join(e.Cfg.Bin, "queen"), append(args, e.Cfg.QueenFlags...), filepath.Join(cl.Dir, name+".log"))
+	if err != nil {
+		return nil, "", err
+	}
+	url := "http://" + addr
+	if err := waitOK(ctx, url+"/readyz", "", p, 60*time.Second); err != nil {
+		p.Stop(5 * time.Second)
+		return nil, "", err
+	}
+	return p, url, nil
+}
+
 // Pids names the cluster's processes for a Meter; 0 is the bench itself.
 func (c *Cluster) Pids() map[string]int {
 	return map[string]int{"queen": c.Queen.Pid, "hive": c.Hive.Pid, "bench": 0}

@@ -70,6 +70,9 @@ type Config struct {
 	HiveWork time.Duration
 	HiveJobs int
 
+	QueensJobs   int
+	QueensEvents int
+
 	IdleFor time.Duration
 
 	// QuietWait is how long a run waits for other processes to calm down
@@ -79,7 +82,7 @@ type Config struct {
 }
 
 // ScenarioNames lists the scenarios in the order they run.
-var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "queue", "durability", "backlog", "hives"}
+var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "queue", "durability", "backlog", "hives", "queens"}
 
 // DefaultConfig is the full benchmark as BENCHMARKS.md records it.
 func DefaultConfig() Config {
@@ -131,6 +134,11 @@ func DefaultConfig() Config {
 		HiveWork: 10 * time.Millisecond,
 		HiveJobs: 5000,
 
+		// 200,000 events a phase, as in the fanout scenario's 1,000 jobs × 100
+		// but in fewer, longer streams, so narration dominates the traffic.
+		QueensJobs:   40,
+		QueensEvents: 5000,
+
 		IdleFor: 5 * time.Second,
 
 		QuietWait:  60 * time.Second,
@@ -163,6 +171,8 @@ func (c *Config) quick(set map[string]bool) {
 	scale("backlog-jobs", &c.BacklogJobs, 3000)
 	scale("hives", &c.Hives, 100)
 	scale("hive-jobs", &c.HiveJobs, 500)
+	scale("queens-jobs", &c.QueensJobs, 8)
+	scale("queens-events", &c.QueensEvents, 2000)
 	scale("runs", &c.Runs, 1)
 	scaleD("quiet-wait", &c.QuietWait, 5*time.Second)
 }
@@ -227,6 +237,8 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.Hives, "hives", c.Hives, "hives: simulated hives")
 	fs.DurationVar(&c.HiveWork, "hive-work", c.HiveWork, "hives: each job's work on a simulated hive")
 	fs.IntVar(&c.HiveJobs, "hive-jobs", c.HiveJobs, "hives: jobs sent across the simulated hives")
+	fs.IntVar(&c.QueensJobs, "queens-jobs", c.QueensJobs, "queens: hive_check jobs of each phase (1, 2, 3 queens)")
+	fs.IntVar(&c.QueensEvents, "queens-events", c.QueensEvents, "queens: events of each job")
 	fs.IntVar(&c.BacklogJobs, "backlog-jobs", c.BacklogJobs, "backlog: jobs queued for a label no hive carries")
 	fs.Float64Var(&c.InferTokenRate, "infer-token-rate", c.InferTokenRate, "infer: the reference worker's tokens per second per stream (0: as fast as it can)")
 
@@ -279,7 +291,7 @@ func (c Config) Validate() error {
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
-		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "hives": c.Hives, "hive-jobs": c.HiveJobs, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
+		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "hives": c.Hives, "hive-jobs": c.HiveJobs, "queens-jobs": c.QueensJobs, "queens-events": c.QueensEvents, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
 		"queue-tokens": c.QueueTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -95,7 +93,7 @@ func runQueue(ctx context.Context, e *Env) (*Run, error) {
 	direct := fmt.Sprintf("http://127.0.0.1:%d", worker.Port)
 	e.Logf("worker %s on port %d, max_concurrent 1", worker.WorkerID, worker.Port)
 
-	q2, url2, err := startSecondQueen(ctx, e)
+	q2, url2, err := startExtraQueen(ctx, e, 2)
 	if err != nil {
 		return nil, err
 	}
@@ -292,29 +290,6 @@ func inversions(reqs []queuedReq, margin time.Duration) int {
 		}
 	}
 	return n
-}
-
-// startSecondQueen starts another queen on the cluster's NATS, with the
-// same admin key, and returns it and its base URL once it is ready.
-func startSecondQueen(ctx context.Context, e *Env) (*Proc, string, error) {
-	ports, err := freePorts(1)
-	if err != nil {
-		return nil, "", err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	cl := e.Cluster
-	args := append([]string{"--http-addr", addr, "--data-dir", filepath.Join(cl.Dir, "queen2"), "--nats-url", cl.NATSURL,
-		"--insecure", "--admin-key", cl.AdminKey}, e.Cfg.QueenFlags...)
-	p, err := startProc("second queen", filepath.Join(e.Cfg.Bin, "queen"), args, filepath.Join(cl.Dir, "queen2.log"))
-	if err != nil {
-		return nil, "", err
-	}
-	url := "http://" + addr
-	if err := waitOK(ctx, url+"/readyz", "", p, 60*time.Second); err != nil {
-		p.Stop(5 * time.Second)
-		return nil, "", err
-	}
-	return p, url, nil
 }
 
 // waitWorker waits until the queen c speaks to lists worker ready.

@@ -17,13 +17,15 @@ import (
 
 // Goal is a target a metric's median should meet.
 type Goal struct {
-	Op    string // "<=", ">=" or "=="
+	Op    string // "<", "<=", ">=" or "=="
 	Value float64
 }
 
 // Met reports whether v meets the goal.
 func (g Goal) Met(v float64) bool {
 	switch g.Op {
+	case "<":
+		return v < g.Value
 	case "<=":
 		return v <= g.Value
 	case ">=":
@@ -33,7 +35,7 @@ func (g Goal) Met(v float64) bool {
 }
 
 func (g Goal) String() string {
-	op := map[string]string{"<=": "≤", ">=": "≥", "==": "="}[g.Op]
+	op := map[string]string{"<": "<", "<=": "≤", ">=": "≥", "==": "="}[g.Op]
 	return op + " " + formatNumber(g.Value, -1)
 }
 
@@ -45,6 +47,7 @@ type Metric struct {
 	Goal   *Goal
 }
 
+func lt(v float64) *Goal { return &Goal{"<", v} }
 func le(v float64) *Goal { return &Goal{"<=", v} }
 func ge(v float64) *Goal { return &Goal{">=", v} }
 func zero() *Goal        { return &Goal{"==", 0} }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -137,6 +138,11 @@ type Gauges struct {
 	Relayed       func() uint64
 	SSEOverflows  func() uint64
 	NATSConnected func() bool
+	// NATSTraffic is the queen's NATS connection's message and byte
+	// counts (nats.Conn.Stats): what the server sent it and what it sent
+	// the server, so the cost of one more queen can be read off the
+	// servers' egress without NATS monitoring.
+	NATSTraffic func() nats.Statistics
 }
 
 // jobBuckets span a hive_check of a millisecond to a download of hours.
@@ -217,6 +223,10 @@ func New(g Gauges) *Queen {
 		relayed:   prometheus.NewDesc("rbee_narration_events_relayed_total", "Narration events this queen's live tail delivered to SSE clients.", nil, nil),
 		overflows: prometheus.NewDesc("rbee_sse_client_overflows_total", "Times a slow SSE client was switched from the live feed to catching up from the stream.", nil, nil),
 		connected: prometheus.NewDesc("rbee_nats_connected", "1 when the queen's NATS connection is up.", nil, nil),
+		inMsgs:    prometheus.NewDesc("rbee_nats_received_messages_total", "Messages the queen's NATS connection received from the server.", nil, nil),
+		inBytes:   prometheus.NewDesc("rbee_nats_received_bytes_total", "Message bytes (headers and payload, not protocol lines) the queen's NATS connection received from the server.", nil, nil),
+		outMsgs:   prometheus.NewDesc("rbee_nats_sent_messages_total", "Messages the queen's NATS connection sent to the server.", nil, nil),
+		outBytes:  prometheus.NewDesc("rbee_nats_sent_bytes_total", "Message bytes (headers and payload, not protocol lines) the queen's NATS connection sent to the server.", nil, nil),
 	})
 	return m
 }
@@ -235,10 +245,11 @@ func (m *Queen) ObserveStart(operation string, created, started time.Time) {
 type gauges struct {
 	g                                                   Gauges
 	jobs, hives, clients, relayed, overflows, connected *prometheus.Desc
+	inMsgs, inBytes, outMsgs, outBytes                  *prometheus.Desc
 }
 
 func (c *gauges) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.jobs, c.hives, c.clients, c.relayed, c.overflows, c.connected} {
+	for _, d := range []*prometheus.Desc{c.jobs, c.hives, c.clients, c.relayed, c.overflows, c.connected, c.inMsgs, c.inBytes, c.outMsgs, c.outBytes} {
 		ch <- d
 	}
 }
@@ -256,4 +267,9 @@ func (c *gauges) Collect(ch chan<- prometheus.Metric) {
 		connected = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, connected)
+	st := c.g.NATSTraffic()
+	ch <- prometheus.MustNewConstMetric(c.inMsgs, prometheus.CounterValue, float64(st.InMsgs))
+	ch <- prometheus.MustNewConstMetric(c.inBytes, prometheus.CounterValue, float64(st.InBytes))
+	ch <- prometheus.MustNewConstMetric(c.outMsgs, prometheus.CounterValue, float64(st.OutMsgs))
+	ch <- prometheus.MustNewConstMetric(c.outBytes, prometheus.CounterValue, float64(st.OutBytes))
 }

@@ -3,6 +3,8 @@ package metrics_test
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/shared/api"
 )
@@ -12,6 +14,7 @@ func newQueen() *metrics.Queen {
 		JobsByState: func() map[string]int { return nil }, HivesOnline: func() int { return 0 },
 		SSEClients: func() int { return 0 }, Relayed: func() uint64 { return 0 }, SSEOverflows: func() uint64 { return 0 },
 		NATSConnected: func() bool { return true },
+		NATSTraffic:   func() nats.Statistics { return nats.Statistics{InMsgs: 3, InBytes: 300, OutMsgs: 2, OutBytes: 200} },
 	})
 }
 
@@ -48,6 +51,10 @@ func TestSeriesExistAtZero(t *testing.T) {
 		"rbee_nats_connected":                 1,
 		"rbee_sse_client_overflows_total":     1,
 		"rbee_narration_events_relayed_total": 1,
+		"rbee_nats_received_messages_total":   1,
+		"rbee_nats_received_bytes_total":      1,
+		"rbee_nats_sent_messages_total":       1,
+		"rbee_nats_sent_bytes_total":          1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s: %d series, want %d", name, got[name], want)
@@ -70,6 +77,29 @@ func TestKnowModel(t *testing.T) {
 	} {
 		if after[name]-before[name] != added {
 			t.Errorf("%s: %d series added, want %d", name, after[name]-before[name], added)
+		}
+	}
+}
+
+// TestNATSTraffic checks that the connection's counts are exported as
+// they are read, each under its own name.
+func TestNATSTraffic(t *testing.T) {
+	fams, err := newQueen().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			got[f.GetName()] = m.GetCounter().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{
+		"rbee_nats_received_messages_total": 3, "rbee_nats_received_bytes_total": 300,
+		"rbee_nats_sent_messages_total": 2, "rbee_nats_sent_bytes_total": 200,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %g, want %g", name, got[name], want)
 		}
 	}
 }

@@ -53,7 +53,7 @@ func New(tb testing.TB, hives ...api.Hive) *Parts {
 	p.Metrics = metrics.New(metrics.Gauges{
 		JobsByState: p.View.CountByState, HivesOnline: func() int { return len(p.View.Hives()) },
 		SSEClients: p.Hub.Clients, Relayed: p.Hub.Relayed, SSEOverflows: p.Hub.Overflows,
-		NATSConnected: nc.IsConnected,
+		NATSConnected: nc.IsConnected, NATSTraffic: nc.Stats,
 	})
 	p.Hub.Records = p.View
 	p.Jobs = jobs.New(st, p.View, p.Metrics, log)
