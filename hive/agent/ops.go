@@ -81,32 +81,26 @@ func (j *job) runCommand(req *api.Run) error {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	stdout, stderr := j.lines("stdout", api.LevelInfo), j.lines("stderr", api.LevelWarn)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	// A grandchild that keeps the output pipes open must not hold the job.
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start command: %w", err)
-	}
-	pgid := cmd.Process.Pid
-	_ = j.p.Emit(api.Event{Actor: "run", Action: "spawned", Message: fmt.Sprintf("started %s (pid %d)", req.Command[0], pgid), Level: api.LevelDebug})
-
 	exited := make(chan struct{})
-	go func() {
-		select {
-		case <-exited:
-		case <-j.ctx.Done():
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	err := execute(cmd, stdout, stderr, func(pgid int) {
+		_ = j.p.Emit(api.Event{Actor: "run", Action: "spawned", Message: fmt.Sprintf("started %s (pid %d)", req.Command[0], pgid), Level: api.LevelDebug})
+		go func() {
 			select {
 			case <-exited:
-			case <-time.After(time.Second):
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			case <-j.ctx.Done():
+				_ = syscall.Kill(-pgid, syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(time.Second):
+					_ = syscall.Kill(-pgid, syscall.SIGKILL)
+				}
 			}
-		}
-	}()
-	err := cmd.Wait()
-	close(exited)
-	// Whatever the command left behind in its group goes with it.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}()
+	}, exited)
+	var start *startError
+	if errors.As(err, &start) {
+		return fmt.Errorf("start command: %w", start.err)
+	}
 	stdout.flush()
 	stderr.flush()
 
@@ -120,7 +114,7 @@ func (j *job) runCommand(req *api.Run) error {
 			code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
 		}
 		return &exitError{code: code}
-	case err != nil && !errors.Is(err, exec.ErrWaitDelay):
+	case err != nil:
 		return err
 	}
 	return nil
