@@ -38,7 +38,7 @@ test-short: ## the fast tests only
 
 BENCH_FLAGS ?=
 
-bench: build ## every benchmark, 3 runs each (~6 min on 2 cores); report in build/bench-report.md, see BENCHMARKS.md
+bench: build ## every benchmark, 3 runs each (-scenarios picks some); report in build/bench-report.md, see BENCHMARKS.md
 	@mkdir -p build
 	go run rbee.dev/queen/cmd/rbee-bench -bin $(BIN) -out build/bench-report.md $(BENCH_FLAGS)
 
