@@ -26,6 +26,8 @@ var ErrChanged = errors.New("key changed since it was read")
 type Bucket struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
+	// remake, when set, makes the bucket again once a watch finds it gone.
+	remake func(context.Context)
 }
 
 // KeysBucket holds API keys: id to name, scopes, limits and the hash of
@@ -87,6 +89,10 @@ func (b *Bucket) Watch(ctx context.Context, apply func(Entry), synced func()) {
 		w, err := b.kv.WatchAll(ctx)
 		if err != nil {
 			b.log.Warn("watch bucket", "bucket", b.kv.Bucket(), "err", err)
+			if b.remake != nil {
+				// It may be gone (remake looks before it makes).
+				b.remake(ctx)
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
@@ -108,7 +114,7 @@ func (b *Bucket) Watch(ctx context.Context, apply func(Entry), synced func()) {
 // whose heartbeat expired or was deleted. A heartbeat that does not decode
 // is logged and skipped.
 func (s *Store) WatchHives(ctx context.Context, apply func(id string, h *api.Hive), synced func()) {
-	watchDecoded(ctx, &Bucket{kv: s.hives, log: s.log}, "bad heartbeat", "hive_id", func(id string, h *api.Hive, _ uint64) { apply(id, h) }, synced)
+	watchDecoded(ctx, &Bucket{kv: s.hives, log: s.log, remake: s.remakeVolatile}, "bad heartbeat", "hive_id", func(id string, h *api.Hive, _ uint64) { apply(id, h) }, synced)
 }
 
 // WatchJobs is Watch over the job records, decoded, with their revisions;

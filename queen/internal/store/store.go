@@ -59,6 +59,8 @@ type Store struct {
 	keys     jetstream.KeyValue
 	// limits holds API keys' rate-limit counters (package limits).
 	limits jetstream.KeyValue
+	// volatile are the buckets kept in memory (remakeVolatile).
+	volatile []jetstream.KeyValueConfig
 	// usage is the usage ledger; see RecordUsage.
 	usage jetstream.Stream
 }
@@ -126,8 +128,29 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		if *b.kv, err = js.CreateOrUpdateKeyValue(ctx, b.cfg); err != nil {
 			return nil, fmt.Errorf("create bucket %s: %w", b.cfg.Bucket, err)
 		}
+		if b.cfg.Storage == jetstream.MemoryStorage {
+			s.volatile = append(s.volatile, b.cfg)
+		}
 	}
 	return s, nil
+}
+
+// remakeVolatile makes the buckets kept in memory again where they are
+// gone: a lone NATS server that restarts loses them (a cluster keeps them
+// on its other nodes), and heartbeats and rate-limit counters have nowhere
+// to go until a queen makes them. Buckets on disk are never remade: a
+// server still recovering them must not be handed an empty one.
+func (s *Store) remakeVolatile(ctx context.Context) {
+	for _, cfg := range s.volatile {
+		if _, err := s.js.KeyValue(ctx, cfg.Bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+			continue
+		}
+		if _, err := s.js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			s.log.Warn("remake bucket", "bucket", cfg.Bucket, "err", err)
+			continue
+		}
+		s.log.Warn("bucket was gone from NATS (a restart of a server that kept it in memory); made it again", "bucket", cfg.Bucket)
+	}
 }
 
 // LimitsTTL drops a rate-limit counter untouched this long: longer than
