@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -67,6 +68,31 @@ func testLogger(t testing.TB) *slog.Logger {
 func mustNATS(t testing.TB) *server.Server {
 	t.Helper()
 	return testkit.NATS(t)
+}
+
+// restartableNATS starts a NATS server with opts and returns it and a
+// start that starts it again, after the test shut it down, on the same
+// port and store, where its clients reconnect. The last one started is
+// shut down when the test ends.
+func restartableNATS(t testing.TB, opts *server.Options) (*server.Server, func() *server.Server) {
+	t.Helper()
+	var last *server.Server
+	start := func() *server.Server {
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats not ready")
+		}
+		last = s
+		return s
+	}
+	ns := start()
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { last.Shutdown(); last.WaitForShutdown() })
+	return ns, start
 }
 
 // mustQueen boots a queen on a random port against natsURL ("" for

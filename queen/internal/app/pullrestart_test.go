@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -18,21 +17,7 @@ func TestPullAfterNATSRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts NATS")
 	}
-	opts := &server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true}
-	start := func() *server.Server {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats not ready")
-		}
-		return s
-	}
-	ns := start()
-	opts.Port = ns.Addr().(*net.TCPAddr).Port
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, start := restartableNATS(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true})
 	base, _ := mustQueen(t, ns.ClientURL())
 	mustHive(t, base, ns.ClientURL(), "h1")
 	// Let the hive's pull loops settle into one long request.

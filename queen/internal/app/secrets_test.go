@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,21 +149,7 @@ func TestNATSPasswordNotLogged(t *testing.T) {
 	const password = "s3cret-pass"
 	opts := &server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true,
 		Username: "rbee", Password: password}
-	start := func() *server.Server {
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats not ready")
-		}
-		return s
-	}
-	ns := start()
-	// The restarted server takes the same port, where the clients reconnect.
-	opts.Port = ns.Addr().(*net.TCPAddr).Port
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns, start := restartableNATS(t, opts)
 	url := "nats://rbee:" + password + "@" + ns.Addr().String()
 
 	base, _, queenOut := queenProcessOut(t, "--nats-url", url)
