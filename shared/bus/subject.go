@@ -65,6 +65,18 @@ const (
 	NarrEndAll   = "narr.*.*." + KindEnd + ".*"
 )
 
+// LiveAll is where the narration stream republishes each message once it
+// is stored, with its stream sequence in the Nats-Sequence header: a
+// queen follows live only the jobs its clients follow, each on its own
+// subject, instead of reading every job's narration.
+const LiveAll = "live." + NarrAll
+
+// LiveJob matches the republished narration of one job.
+func LiveJob(job string) string { return "live." + NarrJob(job) }
+
+// FromLive is the narration subject a republished message was stored on.
+func FromLive(subj string) (string, bool) { return strings.CutPrefix(subj, "live.") }
+
 // UsageAll matches every usage record.
 const UsageAll = "usage.>"
 

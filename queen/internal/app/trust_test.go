@@ -214,9 +214,10 @@ func TestHiveSpeaksOnlyForItsJobs(t *testing.T) {
 	}
 }
 
-// A hive's NATS identity cannot list other jobs' subjects, nor make a
-// work-queue consumer of its own choosing, and its heartbeat speaks for its
-// own key only.
+// A hive's NATS identity cannot list other jobs' subjects, read other
+// jobs' narration live or write live frames itself, nor make a work-queue
+// consumer of its own choosing, and its heartbeat speaks for its own key
+// only.
 func TestHiveIdentityLimits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a queen and a hive")
@@ -248,6 +249,44 @@ func TestHiveIdentityLimits(t *testing.T) {
 		})
 		if err == nil {
 			t.Fatal("hive B created its own dispatch consumer")
+		}
+	})
+	t.Run("other jobs' live narration", func(t *testing.T) {
+		got := make(chan *nats.Msg, 64)
+		if _, err := ncB.ChanSubscribe(bus.LiveAll, got); err != nil {
+			t.Fatal(err)
+		}
+		_ = ncB.Flush()
+		other := submit(t, c.base, api.JobRequest{Operation: api.OpRun, Hive: "gpuA", Payload: &api.Run{Command: []string{"echo", "secret-live"}}})
+		frames, done, _ := sse(t, context.Background(), c.base, other, 0, 0)
+		checkComplete(t, frames, done)
+		select {
+		case m := <-got:
+			t.Fatalf("hive B read %s live: %s", m.Subject, m.Data)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+	t.Run("a live frame of its own making", func(t *testing.T) {
+		queen, err := nats.Connect(c.natsURL, nats.UserInfo(natsauth.QueenUser, c.creds.QueenPassword))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer queen.Close()
+		got := make(chan *nats.Msg, 64)
+		if _, err := queen.ChanSubscribe(bus.LiveAll, got); err != nil {
+			t.Fatal(err)
+		}
+		_ = queen.Flush()
+		forged := &nats.Msg{Subject: "live." + bus.Narr(job, "gpuB", bus.KindEvent), Header: nats.Header{"Nats-Sequence": []string{"999999"}},
+			Data: []byte(`{"job_id":"` + job + `","seq":99,"action":"forged"}`)}
+		if err := ncB.PublishMsg(forged); err != nil {
+			t.Fatal(err)
+		}
+		_ = ncB.Flush()
+		select {
+		case m := <-got:
+			t.Fatalf("hive B published %s past the stream: %s", m.Subject, m.Data)
+		case <-time.After(300 * time.Millisecond):
 		}
 	})
 	t.Run("heartbeat under another id", func(t *testing.T) {

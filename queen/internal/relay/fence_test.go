@@ -116,7 +116,7 @@ func TestFence(t *testing.T) {
 			f := &fenced{Sink: s, job: "j1", recs: recs, attempt: 1}
 			for _, fr := range tt.frames {
 				fr.Header = nil
-				if _, err := f.send(fr); err != nil {
+				if _, err := f.send(fr, false); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -134,7 +134,7 @@ func TestFence(t *testing.T) {
 			}
 			f := &fenced{Sink: s, job: "j1", recs: recs, attempt: 1}
 			for _, fr := range tt.frames {
-				if _, err := f.send(fr); err != nil {
+				if _, err := f.send(fr, false); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -1,14 +1,19 @@
-// Package relay carries narration from JetStream to SSE clients. One live
-// tail per queen reads every job's narration once and fans it out in memory
-// to the clients of each job; history for late or resuming clients is read
-// with direct gets, and a long one with a short-lived ordered consumer. A
-// client costs a few dozen kilobytes, not a server-side consumer.
+// Package relay carries narration from JetStream to SSE clients. A queen
+// follows live only the jobs its clients follow: the narration stream
+// republishes each message once stored (bus.LiveJob), the queen subscribes
+// to a job's subject while the job has a client, and fans each frame out in
+// memory to the job's clients. So a queen reads each followed job's
+// narration once, and nothing of the jobs it does not serve, however many
+// queens there are. History for late or resuming clients is read with
+// direct gets, and a long one with a short-lived ordered consumer. A client
+// costs a few dozen kilobytes, not a server-side consumer.
 package relay
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,25 +65,26 @@ type sub struct {
 	ch chan *Frame
 }
 
-// Hub is the queen's single live tail and its subscribers.
+// Hub is the queen's live feed of the jobs its clients follow, and their
+// subscribers.
 type Hub struct {
 	narr   *store.NarrationReader
 	log    *slog.Logger
 	buffer int
 
 	mu    sync.RWMutex
-	subs  map[string]map[*sub]struct{}
+	feeds map[string]*feed
 	ready chan struct{}
+	// msgs carries every followed job's republished messages to the one
+	// goroutine that fans them out, in the order the stream stored them.
+	msgs chan *nats.Msg
 
-	// seen is what the tail has read of each recent job. A replay reads
-	// history at least that far: on a NATS cluster a history read may be
-	// answered by a replica that lags behind the tail, and stopping where
-	// it stops would leave a gap before the live feed.
+	// seen is what the live feed has read of each recent job. A replay
+	// reads history at least that far: on a NATS cluster a history read may
+	// be answered by a replica that lags behind the feed, and stopping where
+	// it stops would leave a gap before the live frames.
 	seenMu sync.Mutex
 	seen   map[string]seenJob
-
-	// tail is the stream sequence of the newest message the tail read.
-	tail atomic.Uint64
 
 	// overflows counts feeds closed because their client fell behind.
 	overflows uint64
@@ -87,9 +93,26 @@ type Hub struct {
 	// Records finds job records for frames whose attempt's hive the hub
 	// did not read from the queen's events; set before Run.
 	Records Records
-	// Rejected counts a frame the live tail dropped, by reason; set before
+	// Rejected counts a frame the live feed refused, by reason; set before
 	// Run, or nil.
 	Rejected func(reason string)
+}
+
+// feed is one followed job: its NATS subscription and its clients.
+type feed struct {
+	subs map[*sub]struct{}
+	// ready is closed once ns (or err) is set.
+	ready chan struct{}
+	ns    *nats.Subscription
+	err   error
+	// last is the newest stream sequence the job's clients are known to
+	// have reached, live or by a replay; heard is when a frame last came.
+	// A job silent for a while is asked for its newest message: a frame
+	// the republish never sent (its stream leader died between storing
+	// and sending it) must not leave a client waiting.
+	last      uint64
+	heard     time.Time
+	checkWait time.Duration
 }
 
 // NewHub makes a hub that reads narr and whose clients buffer up to
@@ -99,20 +122,26 @@ func NewHub(narr *store.NarrationReader, log *slog.Logger, buffer int) *Hub {
 		buffer = 4096
 	}
 	return &Hub{narr: narr, log: log.With("component", "relay"), buffer: buffer,
-		subs: map[string]map[*sub]struct{}{}, ready: make(chan struct{}), seen: map[string]seenJob{}}
+		feeds: map[string]*feed{}, ready: make(chan struct{}), seen: map[string]seenJob{},
+		msgs: make(chan *nats.Msg, liveBuffer)}
 }
 
+// liveBuffer is how many republished messages may wait for the fan-out.
+// Past it NATS drops them, which the clients see as a gap and mend from
+// history.
+const liveBuffer = 1 << 16
+
 // seenJob is the stream sequence of a job's newest message and of the end
-// of its latest ended attempt (0: none yet) as the tail read them, and when.
+// of its latest ended attempt (0: none yet) as the live feed read them, and when.
 type seenJob struct {
 	last, end  uint64
 	endAttempt int
 	at         time.Time
-	// trust is what the tail learned of the job's writers.
+	// trust is what the live feed learned of the job's writers.
 	trust *trust
 }
 
-// seenFor is what the tail has read of job.
+// seenFor is what the live feed has read of job.
 func (h *Hub) seenFor(job string) seenJob {
 	h.seenMu.Lock()
 	defer h.seenMu.Unlock()
@@ -131,95 +160,90 @@ func (h *Hub) forget(now time.Time) {
 	}
 }
 
-// Ready is closed once the tail is consuming; no client may start before,
-// or a message stored between its replay and the tail could be missed.
+// Ready is closed once the hub runs; no client starts before.
 func (h *Hub) Ready() <-chan struct{} { return h.ready }
 
-// Run tails all narration from now on until ctx ends. The ordered consumer
-// recreates itself after a reconnect from the last sequence it delivered,
-// so the tail has no gaps. A watchdog restarts it from there too when the
-// stream holds newer messages and the tail has not moved for two checks:
-// after a NATS server dies, the consumer's own recovery can stall. A check
-// the stream did not answer counts as one: the tail did not move through
-// it, and its clients wait on the restart.
+// Run fans out the followed jobs' frames until ctx ends. A core
+// subscription misses what is published while its connection is away,
+// what NATS drops for a slow reader, and a frame its stream's leader
+// stored but died before sending on: after a reconnect every client is
+// sent back to history from where it stands; a client that sees a gap in
+// its job's sequence goes back by itself (fenced.send); and a job that has
+// been silent a while is asked for its newest frame, and its clients sent
+// back to history when the feed missed it.
 func (h *Hub) Run(ctx context.Context) error {
-	for {
-		last, err := h.narr.LastSeq(ctx)
-		if err == nil {
-			h.tail.Store(last)
-			break
-		}
-		h.log.Warn("open live tail", "err", err)
-		if !sleepCtx(ctx, time.Second) {
-			return nil
-		}
-	}
-	cc, err := h.consume(ctx)
-	for err != nil {
-		h.log.Warn("create live tail", "err", err)
-		if !sleepCtx(ctx, time.Second) {
-			return nil
-		}
-		cc, err = h.consume(ctx)
-	}
 	close(h.ready)
+	go func() {
+		for {
+			select {
+			case m := <-h.msgs:
+				h.deliver(m)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	prune := time.NewTicker(30 * time.Second)
 	defer prune.Stop()
-	watch := time.NewTicker(tailCheck)
-	defer watch.Stop()
-	var seenAt uint64
-	stalls := 0
+	check := time.NewTicker(checkFirst)
+	defer check.Stop()
+	reconnects := h.narr.Reconnects()
 	for {
 		select {
 		case <-ctx.Done():
-			if cc != nil {
-				cc.Stop()
-			}
 			return nil
 		case now := <-prune.C:
 			h.forget(now)
-		case <-watch.C:
-			last, err := h.narr.LastSeq(ctx)
-			if err != nil {
-				stalls = max(stalls, 1)
-				continue
+		case now := <-check.C:
+			if n := h.narr.Reconnects(); n != reconnects {
+				reconnects = n
+				h.log.Info("NATS reconnected; live clients catch up from history")
+				h.closeFeeds("")
 			}
-			at := h.tail.Load()
-			if last > at && at == seenAt {
-				stalls++
-			} else {
-				stalls = 0
-			}
-			seenAt = at
-			if stalls < 2 && cc != nil {
-				continue
-			}
-			h.log.Warn("live tail stalled; restarting it", "at", at, "stream_last", last)
-			if cc != nil {
-				cc.Stop()
-			}
-			if cc, err = h.consume(ctx); err != nil {
-				h.log.Warn("restart live tail", "err", err)
-			}
-			stalls = 0
+			h.checkSilent(ctx, now)
 		}
 	}
 }
 
-// tailCheck is how often the watchdog compares the tail with the stream.
-const tailCheck = 2 * time.Second
+// A silent job is first asked for its newest frame checkFirst after its
+// last one, then twice as long each time up to checkMax; at most
+// checksPerTick jobs are asked each checkFirst.
+const (
+	checkFirst    = 250 * time.Millisecond
+	checkMax      = 8 * time.Second
+	checksPerTick = 256
+)
 
-// consume starts an ordered consumer of all narration after the tail.
-func (h *Hub) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
-	cons, err := h.narr.Follow(ctx, bus.NarrAll, h.tail.Load()+1, 30*time.Second)
-	if err != nil {
-		return nil, err
+// checkSilent asks the stream for the newest frame of each job silent for
+// its check wait, and sends back to history the clients of a job whose
+// feed missed one.
+func (h *Hub) checkSilent(ctx context.Context, now time.Time) {
+	var due []string
+	h.mu.Lock()
+	for job, f := range h.feeds {
+		if f.ns == nil || now.Sub(f.heard) < f.checkWait {
+			continue
+		}
+		f.heard, f.checkWait = now, min(2*f.checkWait, checkMax)
+		if due = append(due, job); len(due) == checksPerTick {
+			break
+		}
 	}
-	cc, err := cons.Consume(h.deliver, jetstream.PullMaxMessages(2048), jetstream.PullExpiry(store.PullExpiry), jetstream.PullHeartbeat(store.PullHeartbeat))
-	if err != nil {
-		return nil, fmt.Errorf("consume live tail: %w", err)
+	h.mu.Unlock()
+	for _, job := range due {
+		m, err := h.narr.Last(ctx, bus.NarrJob(job))
+		if err != nil {
+			continue
+		}
+		h.mu.RLock()
+		f := h.feeds[job]
+		missed := f != nil && m.Sequence > f.last
+		h.mu.RUnlock()
+		if missed {
+			h.log.Debug("live feed missed a frame; its clients catch up from history", "job_id", job, "seq", m.Sequence)
+			h.closeFeeds(job)
+		}
 	}
-	return cc, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -231,69 +255,66 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (h *Hub) deliver(m jetstream.Msg) {
-	job, writer, kind, ok := bus.ParseNarr(m.Subject())
+// liveSeq is the stream sequence the server gave a republished message.
+// The server adds its headers after the writer's, so the last value is
+// the server's even if a writer set the header itself.
+func liveSeq(h nats.Header) uint64 {
+	v := h.Values(jetstream.SequenceHeader)
+	if len(v) == 0 {
+		return 0
+	}
+	seq, err := strconv.ParseUint(v[len(v)-1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return seq
+}
+
+func (h *Hub) deliver(m *nats.Msg) {
+	subj, ok := bus.FromLive(m.Subject)
 	if !ok {
 		return
 	}
-	md, err := m.Metadata()
-	if err != nil {
+	job, writer, kind, ok := bus.ParseNarr(subj)
+	if !ok {
 		return
 	}
-	seq := md.Sequence.Stream
-	// The tail moves forward only: after a restart, what the stopped
-	// consumer still hands over was delivered already.
-	for {
-		at := h.tail.Load()
-		if seq <= at {
-			return
-		}
-		if h.tail.CompareAndSwap(at, seq) {
-			break
-		}
+	seq := liveSeq(m.Header)
+	if seq == 0 {
+		return
 	}
-	h.mu.RLock()
-	watched := len(h.subs[job]) > 0
-	h.mu.RUnlock()
-	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data(), Attempt: bus.EndAttempt(m.Subject()), Header: m.Headers()}
-	// Frames of jobs no client follows are decoded only when they teach
-	// something (the queen's) or could close a resuming client (ends).
-	judge := watched || writer == bus.QueenWriter || kind == bus.KindEnd
-	reject := ""
+	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(subj), Header: m.Header}
 	// Recorded before the fan-out: a client subscribing meanwhile either
 	// gets this frame live or sees it in seen and replays it.
 	h.seenMu.Lock()
 	sj := h.seen[job]
-	sj.last, sj.at = seq, time.Now()
-	if judge {
-		if sj.trust == nil {
-			sj.trust = &trust{}
-		}
-		reject = sj.trust.judge(job, f, h.Records)
-		f.judged = reject == ""
+	sj.last, sj.at = max(sj.last, seq), time.Now()
+	if sj.trust == nil {
+		sj.trust = &trust{}
 	}
+	reject := sj.trust.judge(job, f, h.Records)
+	f.judged = reject == ""
 	if kind == bus.KindEnd && reject == "" && f.Attempt > sj.endAttempt {
 		sj.end, sj.endAttempt = seq, f.Attempt
 	}
 	h.seen[job] = sj
 	h.seenMu.Unlock()
-	if reject != "" {
-		if h.Rejected != nil {
-			h.Rejected(reject)
-		}
-		return
+	if reject != "" && h.Rejected != nil {
+		// The hub learned the job's writers only from when it began to
+		// follow it: each client's fence, which read the job's story
+		// from its start, judges the frame again.
+		h.Rejected(reject)
 	}
 
-	// Subscribed after the look above, a client gets the frame unjudged,
-	// and its fence judges it.
-	h.mu.RLock()
-	subs := h.subs[job]
-	if len(subs) == 0 {
-		h.mu.RUnlock()
+	h.mu.Lock()
+	fd := h.feeds[job]
+	if fd == nil {
+		h.mu.Unlock()
 		return
 	}
+	fd.last, fd.heard, fd.checkWait = max(fd.last, seq), time.Now(), checkFirst
 	var full []*sub
-	for s := range subs {
+	for s := range fd.subs {
 		select {
 		case s.ch <- f:
 			h.relayed.Add(1)
@@ -301,9 +322,9 @@ func (h *Hub) deliver(m jetstream.Msg) {
 			full = append(full, s)
 		}
 	}
-	h.mu.RUnlock()
+	h.mu.Unlock()
 	for _, s := range full {
-		h.drop(s)
+		h.drop(s, true)
 	}
 }
 
@@ -314,49 +335,118 @@ func (h *Hub) deliver(m jetstream.Msg) {
 const firstBuffer = 64
 
 // subscribe registers a live feed for job, buffering the hub's full
-// buffer of frames when full is set, firstBuffer otherwise.
-func (h *Hub) subscribe(job string, full bool) *sub {
+// buffer of frames when full is set, firstBuffer otherwise. The job's
+// first client subscribes the queen to its frames, and waits for the
+// server to hold the subscription; so does every client that comes
+// meanwhile.
+func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error) {
 	n := h.buffer
 	if !full {
 		n = min(n, firstBuffer)
 	}
 	s := &sub{job: job, ch: make(chan *Frame, n)}
 	h.mu.Lock()
-	m := h.subs[job]
-	if m == nil {
-		m = map[*sub]struct{}{}
-		h.subs[job] = m
+	f := h.feeds[job]
+	first := f == nil
+	if first {
+		f = &feed{subs: map[*sub]struct{}{}, ready: make(chan struct{}), heard: time.Now(), checkWait: checkFirst}
+		h.feeds[job] = f
 	}
-	m[s] = struct{}{}
+	f.subs[s] = struct{}{}
 	h.mu.Unlock()
-	return s
+	if first {
+		ns, err := h.narr.Live(job, h.msgs)
+		h.mu.Lock()
+		f.ns, f.err = ns, err
+		close(f.ready)
+		gone := h.feeds[job] != f
+		if err != nil && !gone {
+			delete(h.feeds, job)
+		}
+		h.mu.Unlock()
+		if gone && ns != nil {
+			_ = ns.Unsubscribe()
+		}
+	}
+	select {
+	case <-f.ready:
+	case <-ctx.Done():
+		h.unsubscribe(s)
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		h.unsubscribe(s)
+		return nil, fmt.Errorf("follow job %s live: %w", job, f.err)
+	}
+	return s, nil
+}
+
+// caughtUp records that a client of job has read its story up to last.
+func (h *Hub) caughtUp(job string, last uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f := h.feeds[job]; f != nil {
+		f.last = max(f.last, last)
+	}
 }
 
 // unsubscribe removes a feed; it is safe to call after drop.
 func (h *Hub) unsubscribe(s *sub) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if m := h.subs[s.job]; m != nil {
-		delete(m, s)
-		if len(m) == 0 {
-			delete(h.subs, s.job)
-		}
-	}
+	h.remove(s, false, false)
 }
 
 // drop closes a feed that fell behind; its client resumes from the stream.
-func (h *Hub) drop(s *sub) {
+func (h *Hub) drop(s *sub, overflow bool) {
+	h.remove(s, true, overflow)
+}
+
+// remove takes s off its job, closing its channel if asked, and the
+// queen's subscription to the job with its last client.
+func (h *Hub) remove(s *sub, closeCh, overflow bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if m := h.subs[s.job]; m != nil {
-		if _, ok := m[s]; ok {
-			delete(m, s)
-			if len(m) == 0 {
-				delete(h.subs, s.job)
-			}
+	f := h.feeds[s.job]
+	if f == nil {
+		h.mu.Unlock()
+		return
+	}
+	if _, ok := f.subs[s]; !ok {
+		h.mu.Unlock()
+		return
+	}
+	delete(f.subs, s)
+	if closeCh {
+		close(s.ch)
+		if overflow {
 			h.overflows++
-			close(s.ch)
 		}
+	}
+	var ns *nats.Subscription
+	if len(f.subs) == 0 {
+		delete(h.feeds, s.job)
+		ns = f.ns
+	}
+	h.mu.Unlock()
+	if ns != nil {
+		_ = ns.Unsubscribe()
+	}
+}
+
+// closeFeeds sends every client of job, or of every job when job is "",
+// back to history from where it stands.
+func (h *Hub) closeFeeds(job string) {
+	var subs []*sub
+	h.mu.RLock()
+	for j, f := range h.feeds {
+		if job != "" && j != job {
+			continue
+		}
+		for s := range f.subs {
+			subs = append(subs, s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range subs {
+		h.drop(s, false)
 	}
 }
 
@@ -367,7 +457,7 @@ func (h *Hub) Overflows() uint64 {
 	return h.overflows
 }
 
-// Relayed is how many frames the live tail handed to clients.
+// Relayed is how many frames the live feed handed to clients.
 func (h *Hub) Relayed() uint64 { return h.relayed.Load() }
 
 // Clients is the number of live feeds.
@@ -375,8 +465,8 @@ func (h *Hub) Clients() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n := 0
-	for _, m := range h.subs {
-		n += len(m)
+	for _, f := range h.feeds {
+		n += len(f.subs)
 	}
 	return n
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // scanEvent reads the fields the relay judges a frame by from an event's
-// JSON, skipping the rest without decoding it: the live tail does this for
+// JSON, skipping the rest without decoding it: the live feed does this for
 // every frame a client follows and a replay for every frame it reads, so it
 // must cost far less than encoding/json. It reports false for a body that is
 // not one well-formed JSON object. Strings are compared as written: the

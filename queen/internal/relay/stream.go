@@ -135,21 +135,26 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 	for {
 		// Subscribe before reading history: whatever is stored after the
 		// history read ends reaches the feed.
-		s := h.subscribe(job, overflowed)
-		ended, err := h.replay(ctx, fw, job, &last)
-		if err == nil && !ended {
-			backoff = retryFirst
-			err = fw.Flush()
-		}
-		if err == nil && !ended {
-			var overflow bool
-			ended, overflow, err = h.live(ctx, fw, s, &last, heartbeat)
-			if overflow {
-				overflowed = true
-				continue
+		s, err := h.subscribe(ctx, job, overflowed)
+		ended := false
+		if err == nil {
+			ended, err = h.replay(ctx, fw, job, &last)
+			if err == nil && !ended {
+				h.caughtUp(job, last)
+				backoff = retryFirst
+				err = fw.Flush()
 			}
+			if err == nil && !ended {
+				var overflow bool
+				ended, overflow, err = h.live(ctx, fw, s, &last, heartbeat)
+				if overflow {
+					h.unsubscribe(s)
+					overflowed = true
+					continue
+				}
+			}
+			h.unsubscribe(s)
 		}
-		h.unsubscribe(s)
 		if err != nil {
 			if errors.As(err, new(clientErr)) {
 				return err
@@ -183,7 +188,9 @@ const (
 	retryMax   = 2 * time.Second
 )
 
-// live relays the feed until the end event, an overflow or the client leaves.
+// live relays the feed until the end event, an overflow, a gap in the
+// job's sequence (a frame the feed missed; the caller reads it from
+// history, with the same result as an overflow) or the client leaves.
 func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbeat time.Duration) (ended, overflow bool, err error) {
 	tick := time.NewTicker(heartbeat)
 	defer tick.Stop()
@@ -196,8 +203,11 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 			if f.Seq <= *last {
 				continue
 			}
+			sent, err := w.send(*f, true)
+			if errors.Is(err, errGap) {
+				return false, true, nil
+			}
 			*last = f.Seq
-			sent, err := w.send(*f)
 			if err != nil {
 				return false, false, err
 			}
@@ -249,7 +259,7 @@ func (h *Hub) replay(ctx context.Context, w *fenced, job string, last *uint64) (
 	for i := 0; i < directReplay && *last < target; i++ {
 		m, err := h.narr.Get(ctx, *last+1, bus.NarrJob(job))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			// A replica behind the tail answered; the stream's leader
+			// A replica behind the live feed answered; the stream's leader
 			// serves the consumer below.
 			break
 		}
@@ -321,7 +331,7 @@ func (h *Hub) send(w *fenced, subj string, seq uint64, hdr nats.Header, data []b
 		return false, nil
 	}
 	*last = seq
-	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj), Header: hdr})
+	sent, err := w.send(Frame{Seq: seq, Writer: writer, Kind: kind, Data: data, Attempt: bus.EndAttempt(subj), Header: hdr}, false)
 	return sent && kind == bus.KindEnd, err
 }
 
@@ -344,7 +354,14 @@ type fenced struct {
 	// already hold; the copies are dropped here.
 	seq   uint64
 	trust trust
+	// gapAt is the job sequence after which a live frame last showed a
+	// gap; a second gap there is the story's own, not the feed's.
+	gapAt uint64
 }
+
+// errGap is a live frame that is not the next of its job's story: the feed
+// missed one before it, and the client must read it from history.
+var errGap = errors.New("live feed missed a frame")
 
 // clientErr is a failed write to the client: it ends the stream, where a
 // NATS error does not. It reads as the write's own error.
@@ -406,11 +423,14 @@ func (w *fenced) wait(ctx context.Context, d, heartbeat time.Duration) error {
 	}
 }
 
-func (w *fenced) send(f Frame) (bool, error) {
+// send writes f to the client if its job's story goes on with it. A live
+// frame that skips a job sequence is not written but reported as errGap:
+// a job's accepted events are numbered without a gap.
+func (w *fenced) send(f Frame, live bool) (bool, error) {
 	if f.judged {
 		w.trust.learn(&f)
 	} else if w.trust.judge(w.job, &f, w.recs) != "" {
-		// The live tail counted what it saw; a replay reads it again.
+		// The live feed counted what it refused; a replay reads it again.
 		return false, nil
 	}
 	// A queen's event of a later attempt starts it: one that places it
@@ -424,6 +444,10 @@ func (w *fenced) send(f Frame) (bool, error) {
 	}
 	if f.c.seq <= w.seq {
 		return false, nil
+	}
+	if live && w.seq > 0 && f.c.seq > w.seq+1 && w.gapAt != w.seq {
+		w.gapAt = w.seq
+		return false, errGap
 	}
 	w.seq = f.c.seq
 	return true, w.Frame(f)

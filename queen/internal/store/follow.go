@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/shared/bus"
@@ -33,14 +34,35 @@ func (s *Store) ApplierConsumer(ctx context.Context) (jetstream.Consumer, error)
 // newest sequence, single messages by direct get, and ordered consumers
 // from a sequence on. It writes nothing.
 type NarrationReader struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 }
 
 // NarrationReader returns the relay's reader of the narration stream.
 func (s *Store) NarrationReader() *NarrationReader {
-	return &NarrationReader{js: s.js, stream: s.narr}
+	return &NarrationReader{nc: s.nc, js: s.js, stream: s.narr}
 }
+
+// Live subscribes ch to what the stream stores for job from now on, as it
+// republishes it (bus.LiveJob); when Live returns, the server holds the
+// subscription, so nothing stored after that is missed but by a dropped
+// message or a lost connection, which the reader must watch for.
+func (r *NarrationReader) Live(job string, ch chan *nats.Msg) (*nats.Subscription, error) {
+	sub, err := r.nc.ChanSubscribe(bus.LiveJob(job), ch)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return sub, nil
+}
+
+// Reconnects counts the connection's reconnects: a core subscription
+// misses what was published while it was away.
+func (r *NarrationReader) Reconnects() uint64 { return r.nc.Stats().Reconnects }
 
 // LastSeq is the stream sequence of the newest message in the stream.
 func (r *NarrationReader) LastSeq(ctx context.Context) (uint64, error) {

@@ -198,6 +198,10 @@ func openNarr(ctx context.Context, js jetstream.JetStream, o Options) (jetstream
 		DiscardNewPerSubject: o.MaxEventsPerJob > 0,
 		Replicas:             o.Replicas,
 		AllowDirect:          true,
+		// Each stored message is sent on at once to whoever follows its
+		// job live (bus.LiveJob); nobody subscribes to most jobs, and the
+		// server then sends nothing.
+		RePublish: &jetstream.RePublish{Source: bus.NarrAll, Destination: bus.LiveAll},
 		// Every queen's tail and applier, and each long replay, is a
 		// consumer: nats-server's default of 1,000 a stream would refuse
 		// the thousand-and-first reader.
