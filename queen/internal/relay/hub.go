@@ -11,6 +11,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -212,16 +213,19 @@ const (
 	checkFirst    = 250 * time.Millisecond
 	checkMax      = 8 * time.Second
 	checksPerTick = 256
+	checkTimeout  = 2 * time.Second
 )
 
 // checkSilent asks the stream for the newest frame of each job silent for
 // its check wait, and sends back to history the clients of a job whose
-// feed missed one.
+// feed missed one. A job none of whose clients has caught up yet is not
+// asked: its clients are still reading history, which ends at least where
+// the feed begins.
 func (h *Hub) checkSilent(ctx context.Context, now time.Time) {
 	var due []string
 	h.mu.Lock()
 	for job, f := range h.feeds {
-		if f.ns == nil || now.Sub(f.heard) < f.checkWait {
+		if f.ns == nil || f.last == 0 || now.Sub(f.heard) < f.checkWait {
 			continue
 		}
 		f.heard, f.checkWait = now, min(2*f.checkWait, checkMax)
@@ -231,9 +235,16 @@ func (h *Hub) checkSilent(ctx context.Context, now time.Time) {
 	}
 	h.mu.Unlock()
 	for _, job := range due {
-		m, err := h.narr.Last(ctx, bus.NarrJob(job))
-		if err != nil {
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		m, err := h.narr.Last(cctx, bus.NarrJob(job))
+		cancel()
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
+		}
+		if err != nil {
+			// NATS is in trouble: the next tick asks again, and a
+			// reconnect sends every client back to history anyway.
+			return
 		}
 		h.mu.RLock()
 		f := h.feeds[job]
