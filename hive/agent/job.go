@@ -21,6 +21,9 @@ var (
 	errCancelled    = errors.New("cancelled by request")
 	errDeadline     = errors.New("deadline exceeded")
 	errHiveStopping = errors.New("hive stopping")
+	// errNotStarted stops work begun alongside its start (an inference)
+	// when the start was not stored.
+	errNotStarted = errors.New("job not started")
 )
 
 // budgetError ends a job whose narration passed its byte budget.
@@ -178,18 +181,35 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 		// printing forever is killed, not left running unheard.
 		p.SetBudget(d.MaxNarrationBytes, func() { cancel(&budgetError{limit: d.MaxNarrationBytes}) })
 	}
+	startEvent := api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	err := p.Start(sctx, api.Event{Actor: "hive", Action: "started", Message: fmt.Sprintf("%s started on hive %s", d.Request.Operation, a.cfg.ID)})
-	scancel()
-	if errors.Is(err, bus.ErrAlreadyEnded) {
-		// Cancelled or ended by a queen before it could start.
-		_ = msg.Ack()
-		return
-	}
-	if err != nil {
-		log.Warn("publish start; the job will be redelivered", "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	var started func() error
+	if infer {
+		// A generation's first token waits for the worker, not for the
+		// start's round trip: the request goes to the worker while the
+		// start is on its way. The publisher holds every event the work
+		// emits until the start is stored, and stores none when it was
+		// not; the work is then stopped, and no worker output is ever
+		// narrated for a job that did not start.
+		wait := p.Begin(sctx, startEvent)
+		done := make(chan struct{})
+		var startErr error
+		go func() {
+			defer close(done)
+			startErr = wait()
+			scancel()
+			if startErr != nil {
+				cancel(errNotStarted)
+			}
+		}()
+		started = func() error { <-done; return startErr }
+	} else {
+		err := p.Start(sctx, startEvent)
+		scancel()
+		started = func() error { return err }
+		if a.notStarted(msg, err, log) {
+			return
+		}
 	}
 
 	keepAlive := make(chan struct{})
@@ -207,8 +227,11 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	}()
 
 	j := &job{d: d, p: p, a: a, ctx: ctx}
-	err = a.run(j)
+	err := a.run(j)
 	close(keepAlive)
+	if a.notStarted(msg, started(), log) {
+		return
+	}
 	if api.Operations[op].ChangesHive {
 		a.beatSoon()
 	}
@@ -219,6 +242,23 @@ func (a *Agent) handle(msg jetstream.Msg, infer bool) {
 	}
 	a.end(p, op, outcome(ctx, err, a.cfg.ID), log)
 	_ = msg.Ack()
+}
+
+// notStarted settles the dispatch of a job whose start was not stored,
+// and reports whether it was not: a job ended before it could start
+// (cancelled, or ended by a queen) is acknowledged, one whose start
+// failed is redelivered.
+func (a *Agent) notStarted(msg jetstream.Msg, err error, log interface{ Warn(string, ...any) }) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, bus.ErrAlreadyEnded):
+		_ = msg.Ack()
+	default:
+		log.Warn("publish start; the job will be redelivered", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+	}
+	return true
 }
 
 // handlers runs each operation of the table (api.Operations) that runs on

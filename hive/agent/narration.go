@@ -66,6 +66,19 @@ func (n *narrator) Start(ctx context.Context, e api.Event) error {
 	return nil
 }
 
+// Begin sends the event that marks the job running and returns at once;
+// wait reports what Start would have. Events emitted meanwhile wait for
+// the start's answer and are stored after it, or, when it was refused or
+// failed, not at all (bus.Publisher.Begin). ctx must last until wait
+// returns.
+func (n *narrator) Begin(ctx context.Context, e api.Event) (wait func() error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	// Counted at once: an event emitted before the answer counts after it.
+	n.events++
+	return n.p.Begin(ctx, n.encode(e))
+}
+
 // Emit publishes one narration event. It blocks while too many publishes
 // are unacknowledged, which is the backpressure a fast producer needs.
 func (n *narrator) Emit(e api.Event) error { return n.emit(bus.KindEvent, e) }

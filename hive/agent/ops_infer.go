@@ -226,15 +226,32 @@ func (j *job) inferOn(req *api.Infer, d *delivery, lost map[string]bool) error {
 	if d.before != nil {
 		msg += fmt.Sprintf(", continuing after %d tokens", d.before.Tokens)
 	}
-	if err := j.p.Emit(api.Event{Actor: "infer", Action: "worker", Message: msg}); err != nil {
-		return err
-	}
-	hreq, err := http.NewRequestWithContext(j.ctx, http.MethodPost, w.URL+path, bytes.NewReader(data))
+	rctx, rcancel := context.WithCancel(j.ctx)
+	defer rcancel()
+	hreq, err := http.NewRequestWithContext(rctx, http.MethodPost, w.URL+path, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
+	// The worker event is narrated while the request is on its way: the
+	// publisher may hold it until the job's start is stored (handle), and
+	// the worker need not wait for that. It is stored before anything the
+	// worker answers; if it cannot be, the request is called off.
+	told := make(chan error, 1)
+	go func() {
+		err := j.p.Emit(api.Event{Actor: "infer", Action: "worker", Message: msg})
+		if err != nil {
+			rcancel()
+		}
+		told <- err
+	}()
 	resp, err := inferClient.Do(hreq)
+	if terr := <-told; terr != nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return terr
+	}
 	if err != nil {
 		lost[w.WorkerID] = true
 		return &brokeError{worker: w.WorkerID, err: err}

@@ -210,6 +210,58 @@ func TestOneEndPerAttempt(t *testing.T) {
 	}
 }
 
+// Begin sends the start and returns at once; events published from other
+// goroutines before its answer are stored after it, in order. After a
+// start refused by a stored end, nothing more is stored.
+func TestPublisherBegin(t *testing.T) {
+	s := natsServer(t, t.TempDir(), -1)
+	_, js, _ := narrStream(t, s.ClientURL())
+	ctx := context.Background()
+	p := bus.NewPublisher(js, "j1", "h1", 1, 1)
+	wait := p.Begin(ctx, encode("j1", 0))
+	published := make(chan error, 10)
+	for i := range 10 {
+		go func() { published <- p.Publish(bus.KindEvent, encode("j1", i+1)) }()
+	}
+	for range 10 {
+		if err := <-published; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	if err := p.End(ctx, encode("j1", 0)); err != nil {
+		t.Fatal(err)
+	}
+	got := stored(t, js, "j1")
+	if len(got) != 12 || got[0].Kind != bus.KindStart || got[11].Kind != bus.KindEnd {
+		t.Fatalf("stored %+v; want the start, 10 events, the end", got)
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("frame %d has sequence %d", i, m.Seq)
+		}
+	}
+
+	data, _ := json.Marshal(event{JobID: "j2", Seq: 1, State: "cancelled"})
+	if err := bus.PublishEnd(ctx, js, bus.Meta{Job: "j2", Writer: bus.QueenWriter, Seq: 1, Attempt: 1}, data); err != nil {
+		t.Fatal(err)
+	}
+	p = bus.NewPublisher(js, "j2", "h1", 1, 2)
+	wait = p.Begin(ctx, encode("j2", 0))
+	go func() { published <- p.Publish(bus.KindEvent, encode("j2", 1)) }()
+	if err := wait(); !errors.Is(err, bus.ErrAlreadyEnded) {
+		t.Fatalf("Begin after the end: %v", err)
+	}
+	if err := <-published; !errors.Is(err, bus.ErrAlreadyEnded) {
+		t.Fatalf("event after a refused start: %v", err)
+	}
+	if got := stored(t, js, "j2"); len(got) != 1 || got[0].Writer != bus.QueenWriter {
+		t.Fatalf("stored %+v; want the queen's end alone", got)
+	}
+}
+
 // An event past the budget is not stored and gives its sequence back, so
 // the end follows the last stored event without a gap.
 func TestPublisherBudget(t *testing.T) {

@@ -407,8 +407,44 @@ func (p *Publisher) settle() error {
 func (p *Publisher) Start(ctx context.Context, enc Encode) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	msg, err := p.startMsg(enc)
+	if err != nil {
+		return err
+	}
+	return p.sendStart(ctx, msg)
+}
+
+// Begin is Start without waiting for the stream's answer, for work that
+// may begin while the start is on its way: it numbers and sends the start
+// now, and wait reports what Start would have. Until the answer comes the
+// publisher takes nothing else, so every later event, from any goroutine,
+// follows the start; after a start that was refused or failed, none is
+// stored (Publish returns ErrAlreadyEnded or the failure), and the caller
+// stops the work it began. ctx must last until wait returns.
+func (p *Publisher) Begin(ctx context.Context, enc Encode) (wait func() error) {
+	p.mu.Lock()
+	msg, err := p.startMsg(enc)
+	if err != nil {
+		p.mu.Unlock()
+		return func() error { return err }
+	}
+	res := make(chan error, 1)
+	go func() {
+		err := p.sendStart(ctx, msg)
+		p.mu.Unlock()
+		res <- err
+	}()
+	var once sync.Once
+	return func() error {
+		once.Do(func() { err = <-res })
+		return err
+	}
+}
+
+// startMsg numbers and encodes the start; the caller holds p.mu.
+func (p *Publisher) startMsg(enc Encode) (*nats.Msg, error) {
 	if p.closed {
-		return ErrAlreadyEnded
+		return nil, ErrAlreadyEnded
 	}
 	// The sequence is taken even if the write fails: it may have been
 	// stored all the same, and the end must not repeat it.
@@ -416,20 +452,29 @@ func (p *Publisher) Start(ctx context.Context, enc Encode) error {
 	p.seq++
 	data, err := enc(seq)
 	if err != nil {
-		return fmt.Errorf("encode start: %w", err)
+		p.failed = fmt.Errorf("encode start: %w", err)
+		return nil, p.failed
 	}
 	msg := p.meta(KindStart, seq).Msg(data)
 	// The start is counted but always fits: a job is refused by its
 	// events, never before it begins.
 	p.bytes += int64(len(msg.Subject) + len(data))
-	_, err = p.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(0, NarrEnd(p.job, p.attempt)))
+	return msg, nil
+}
+
+// sendStart stores the start unless the job's end is stored; the caller
+// holds p.mu. A start that failed fails the publisher: no event may be
+// stored after a start that may not have been.
+func (p *Publisher) sendStart(ctx context.Context, msg *nats.Msg) error {
+	_, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(0, NarrEnd(p.job, p.attempt)))
 	if LostRace(err) {
 		p.ended, p.closed = true, true
 		close(p.futures)
 		return ErrAlreadyEnded
 	}
 	if err != nil {
-		return fmt.Errorf("publish start: %w", err)
+		p.failed = fmt.Errorf("publish start: %w", err)
+		return p.failed
 	}
 	return nil
 }
@@ -451,6 +496,9 @@ func (p *Publisher) Publish(kind string, enc Encode) error {
 	}
 	if p.spent {
 		return ErrBudgetExceeded
+	}
+	if p.failed != nil {
+		return p.failed
 	}
 	data, err := enc(p.seq)
 	if err != nil {

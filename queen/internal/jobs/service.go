@@ -59,6 +59,11 @@ type Service struct {
 	// chosen a hive for whose records are not in the view's load yet;
 	// placingOn the same by hive.
 	placing, placingOn map[string]int
+	// pending holds, by job, the dispatch records Create still writes in
+	// the background (recordDispatchLater); each channel is closed once
+	// its write is done.
+	pendingMu sync.Mutex
+	pending   map[string]chan struct{}
 	// woken asks the reaper to place waiting jobs now.
 	woken chan struct{}
 	// Delivered reads what the clients of a generation were sent before
@@ -212,6 +217,23 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	if hive == "" {
 		return j, true, nil
 	}
+	if j.Operation == api.OpInfer {
+		// A generation's first token waits for nothing but its hand-over:
+		// the record's move to dispatched follows off the request's path.
+		var dseq uint64
+		if err := retry(ctx, func(ctx context.Context, _ bool) error {
+			var err error
+			dseq, err = s.publishDispatch(ctx, &j, 2)
+			return err
+		}); err != nil {
+			s.abandon(j.JobID, err)
+			return api.Job{}, false, err
+		}
+		rec := j
+		rec.State, rec.DispatchSeq = api.StateDispatched, dseq
+		s.recordDispatchLater(j, rev, dseq)
+		return rec, true, nil
+	}
 	if err := retry(ctx, func(ctx context.Context, retried bool) error {
 		if retried {
 			rev = 0
@@ -222,6 +244,61 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		return api.Job{}, false, err
 	}
 	return j, true, nil
+}
+
+// recordDispatchLater records, in the background, that the job created at
+// revision rev was handed to its hive as dispatch message dseq; a record
+// that cannot be written ends the job as a failed creation would. Until
+// it is written the record stays queued on its hive with no dispatch
+// sequence, which every reader takes as a dispatch under way: the applier
+// moves it to running all the same, the reaper re-dispatches only after
+// lostDispatchAfter, and Cancel waits for it (dispatchSettled) so that it
+// can take the message out of the work queue.
+func (s *Service) recordDispatchLater(j api.Job, rev, dseq uint64) {
+	done := make(chan struct{})
+	s.pendingMu.Lock()
+	if s.pending == nil {
+		s.pending = map[string]chan struct{}{}
+	}
+	s.pending[j.JobID] = done
+	s.pendingMu.Unlock()
+	go func() {
+		defer func() {
+			s.pendingMu.Lock()
+			delete(s.pending, j.JobID)
+			s.pendingMu.Unlock()
+			close(done)
+		}()
+		// Not the request's context: the client may be gone already, and
+		// the job is under way whatever it does.
+		ctx, cancel := context.WithTimeout(context.Background(), retryFor+5*time.Second)
+		defer cancel()
+		err := retry(ctx, func(ctx context.Context, retried bool) error {
+			if retried {
+				rev = 0
+			}
+			return s.dispatched(ctx, &j, rev, dseq)
+		})
+		if err != nil {
+			s.log.Warn("record dispatch; the job is abandoned", "job_id", j.JobID, "err", err)
+			s.abandon(j.JobID, err)
+		}
+	}()
+}
+
+// dispatchSettled waits until this queen's record of job id's dispatch,
+// if one is still being written (recordDispatchLater), is written.
+func (s *Service) dispatchSettled(ctx context.Context, id string) {
+	s.pendingMu.Lock()
+	done := s.pending[id]
+	s.pendingMu.Unlock()
+	if done == nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // idemWait is how long a retry that lost the race for its key waits for
@@ -259,28 +336,42 @@ func (s *Service) byIdempotencyKey(ctx context.Context, idem, request string, wa
 	}
 }
 
-// dispatch puts the job on its hive's work queue; the message id makes a
-// retried publish a no-op. rev is the revision of *j when the caller
-// knows it, 0 otherwise.
+// dispatch puts the job on its hive's work queue and records it; the
+// message id makes a retried publish a no-op. rev is the revision of *j
+// when the caller knows it, 0 otherwise.
 func (s *Service) dispatch(ctx context.Context, j *api.Job, rev, nextSeq uint64) error {
+	dseq, err := s.publishDispatch(ctx, j, nextSeq)
+	if err != nil {
+		return err
+	}
+	return s.dispatched(ctx, j, rev, dseq)
+}
+
+// publishDispatch puts the job on its hive's work queue and returns the
+// message's stream sequence; the message id makes a retried publish a
+// no-op.
+func (s *Service) publishDispatch(ctx context.Context, j *api.Job, nextSeq uint64) (uint64, error) {
 	d := api.Dispatch{JobID: j.JobID, Attempt: j.Attempt, NextSeq: nextSeq, DeadlineAt: j.DeadlineAt, Request: j.Request,
 		MaxNarrationBytes: s.MaxNarrationBytes}
 	if j.Operation == api.OpInfer && j.Attempt > 1 && s.Delivered != nil {
 		// A generation that moved continues from what its client has.
 		c, err := s.Delivered(ctx, j.JobID, j.Attempt)
 		if err != nil {
-			return fmt.Errorf("read what the client has: %w", err)
+			return 0, fmt.Errorf("read what the client has: %w", err)
 		}
 		d.Continue = c
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	dseq, err := s.st.PublishDispatch(ctx, bus.DispatchMsg{Hive: j.Hive, Job: j.JobID, Attempt: j.Attempt, Operation: j.Request.Operation}, data)
-	if err != nil {
-		return err
-	}
+	return s.st.PublishDispatch(ctx, bus.DispatchMsg{Hive: j.Hive, Job: j.JobID, Attempt: j.Attempt, Operation: j.Request.Operation}, data)
+}
+
+// dispatched records in the job's record, known at revision rev (0:
+// unknown), that its dispatch is message dseq of the work queue.
+func (s *Service) dispatched(ctx context.Context, j *api.Job, rev, dseq uint64) error {
+	var err error
 	*j, err = s.update(ctx, *j, rev, func(r *api.Job) bool {
 		r.DispatchSeq = dseq
 		if r.State == api.StateQueued {
@@ -512,6 +603,9 @@ func (s *Service) Get(ctx context.Context, id string) (api.Job, error) {
 // Cancel stops a job. A job its hive is running is stopped by the hive,
 // which kills the work and narrates the end; any other job is ended here.
 func (s *Service) Cancel(ctx context.Context, id string) (api.Job, error) {
+	// A job created a moment ago may still have its dispatch recorded;
+	// the cancel reads its dispatch sequence from the record.
+	s.dispatchSettled(ctx, id)
 	var prior string
 	j, err := s.update(ctx, api.Job{JobID: id}, 0, func(r *api.Job) bool {
 		prior = r.State

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -13,6 +14,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/bus"
+	"rbee.dev/shared/testkit"
 )
 
 // newService is a job service whose view holds hives. Nothing runs the
@@ -248,4 +250,56 @@ func TestOwnWritesReachTheViewAtOnce(t *testing.T) {
 		t.Fatalf("Get: %s, %v; want cancelled", got.State, err)
 	}
 	inView("Get", j.JobID, api.StateCancelled)
+}
+
+// A generation's Create returns once its dispatch is on the work queue;
+// the record follows it there in the background, and a cancel right after
+// Create still finds the dispatch and takes it out of the queue, so the
+// hive never picks the job up.
+func TestInferDispatchRecordedAfterCreate(t *testing.T) {
+	worker := []api.Worker{{WorkerID: "w", ModelID: "qwen", State: api.WorkerReady}}
+	h := api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, InferSlots: 4, Models: []api.Model{{ModelID: "qwen"}}, Workers: worker}
+	p := queentest.New(t, h)
+	ctx := context.Background()
+	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatch, err := js.Stream(ctx, bus.DispatchStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	j, _, err := p.Jobs.Create(ctx, infer, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Hive != "h1" || j.State != api.StateDispatched || j.DispatchSeq == 0 {
+		t.Fatalf("Create = %+v; want dispatched to h1 with its dispatch's sequence", j)
+	}
+	if _, err := dispatch.GetMsg(ctx, j.DispatchSeq); err != nil {
+		t.Fatalf("the dispatch is not on the work queue when Create returns: %v", err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the record follows the dispatch", func() bool {
+		rec, _, err := p.Store.GetJob(ctx, j.JobID)
+		return err == nil && rec.State == api.StateDispatched && rec.DispatchSeq == j.DispatchSeq
+	})
+
+	for range 20 {
+		j, _, err := p.Jobs.Create(ctx, infer, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Jobs.Cancel(ctx, j.JobID); err != nil {
+			t.Fatalf("Cancel: %v", err)
+		}
+		if _, err := dispatch.GetMsg(ctx, j.DispatchSeq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatalf("the dispatch of a job cancelled right after Create is still queued: %v", err)
+		}
+		got, err := p.Jobs.Get(ctx, j.JobID)
+		if err != nil || got.State != api.StateCancelled || got.DispatchSeq != j.DispatchSeq {
+			t.Fatalf("after Cancel: %+v, %v; want cancelled, its dispatch recorded", got, err)
+		}
+	}
 }
