@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/metrics"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/bus"
@@ -76,9 +77,6 @@ type Hub struct {
 	mu    sync.RWMutex
 	feeds map[string]*feed
 	ready chan struct{}
-	// msgs carries every followed job's republished messages to the one
-	// goroutine that fans them out, in the order the stream stored them.
-	msgs chan *nats.Msg
 
 	// seen is what the live feed has read of each recent job. A replay
 	// reads history at least that far: on a NATS cluster a history read may
@@ -114,7 +112,14 @@ type feed struct {
 	last      uint64
 	heard     time.Time
 	checkWait time.Duration
+	// linger, while the job has no client, ends the subscription unless a
+	// client comes back first: clients that go back to history and return
+	// keep the one subscription.
+	linger *time.Timer
 }
+
+// lingerFor is how long a job's subscription outlives its last client.
+const lingerFor = 5 * time.Second
 
 // NewHub makes a hub that reads narr and whose clients buffer up to
 // buffer frames.
@@ -123,14 +128,8 @@ func NewHub(narr *store.NarrationReader, log *slog.Logger, buffer int) *Hub {
 		buffer = 4096
 	}
 	return &Hub{narr: narr, log: log.With("component", "relay"), buffer: buffer,
-		feeds: map[string]*feed{}, ready: make(chan struct{}), seen: map[string]seenJob{},
-		msgs: make(chan *nats.Msg, liveBuffer)}
+		feeds: map[string]*feed{}, ready: make(chan struct{}), seen: map[string]seenJob{}}
 }
-
-// liveBuffer is how many republished messages may wait for the fan-out.
-// Past it NATS drops them, which the clients see as a gap and mend from
-// history.
-const liveBuffer = 1 << 16
 
 // seenJob is the stream sequence of a job's newest message and of the end
 // of its latest ended attempt (0: none yet) as the live feed read them, and when.
@@ -174,16 +173,6 @@ func (h *Hub) Ready() <-chan struct{} { return h.ready }
 // back to history when the feed missed it.
 func (h *Hub) Run(ctx context.Context) error {
 	close(h.ready)
-	go func() {
-		for {
-			select {
-			case m := <-h.msgs:
-				h.deliver(m)
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	prune := time.NewTicker(30 * time.Second)
 	defer prune.Stop()
 	check := time.NewTicker(checkFirst)
@@ -223,33 +212,41 @@ const (
 // the feed begins.
 func (h *Hub) checkSilent(ctx context.Context, now time.Time) {
 	var due []string
-	h.mu.Lock()
+	h.mu.RLock()
 	for job, f := range h.feeds {
-		if f.ns == nil || f.last == 0 || now.Sub(f.heard) < f.checkWait {
+		if f.ns == nil || len(f.subs) == 0 || f.last == 0 || now.Sub(f.heard) < f.checkWait {
 			continue
 		}
-		f.heard, f.checkWait = now, min(2*f.checkWait, checkMax)
+		if n, _, err := f.ns.Pending(); err == nil && n > 0 {
+			// Frames are on their way: the job is not silent.
+			continue
+		}
 		if due = append(due, job); len(due) == checksPerTick {
 			break
 		}
 	}
-	h.mu.Unlock()
+	h.mu.RUnlock()
+	deadline := time.Now().Add(checkFirst)
 	for _, job := range due {
+		if time.Now().After(deadline) {
+			// The rest wait for the next tick, which also watches for
+			// reconnects.
+			return
+		}
 		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 		m, err := h.narr.Last(cctx, bus.NarrJob(job))
 		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
-		if err != nil {
-			// NATS is in trouble: the next tick asks again, and a
-			// reconnect sends every client back to history anyway.
-			return
-		}
-		h.mu.RLock()
+		h.mu.Lock()
 		f := h.feeds[job]
-		missed := f != nil && m.Sequence > f.last
-		h.mu.RUnlock()
+		missed := false
+		if f != nil {
+			f.heard, f.checkWait = now, min(2*f.checkWait, checkMax)
+			missed = err == nil && m.Sequence > f.last
+		}
+		h.mu.Unlock()
 		if missed {
 			h.log.Debug("live feed missed a frame; its clients catch up from history", "job_id", job, "seq", m.Sequence)
 			h.closeFeeds(job)
@@ -266,55 +263,75 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// liveSeq is the stream sequence the server gave a republished message.
-// The server adds its headers after the writer's, so the last value is
-// the server's even if a writer set the header itself.
-func liveSeq(h nats.Header) uint64 {
+// liveSeq is the stream sequence the server gave a republished message:
+// the one Nats-Sequence header, which the server appends after the
+// writer's headers. A writer that sets one itself makes two (the frame is
+// refused), or, with a blank line that hides the server's, one of its own
+// making: so a hive's frame goes live only for the job it is writing now,
+// whose clients it may stall anyway, and never moves a reader's place in
+// any other job's story (Hub.deliver).
+func liveSeq(h nats.Header) (uint64, bool) {
 	v := h.Values(jetstream.SequenceHeader)
-	if len(v) == 0 {
-		return 0
+	if len(v) != 1 {
+		return 0, false
 	}
-	seq, err := strconv.ParseUint(v[len(v)-1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return seq
+	seq, err := strconv.ParseUint(v[0], 10, 64)
+	return seq, err == nil && seq > 0
 }
 
-func (h *Hub) deliver(m *nats.Msg) {
+// deliver fans a republished frame of job out to the job's clients. The
+// subject is the server's (the stream's transform of the stored one); the
+// sequence is a header (liveSeq). A hive's frame goes live only from the
+// hive of the job's current attempt, as the job's record says; any other
+// one, a frame of an earlier attempt still in flight, say, is left to
+// history, which reads sequences from the stream itself: the next frame's
+// gap or the silent job's check sends the clients there.
+func (h *Hub) deliver(job string, m *nats.Msg) {
 	subj, ok := bus.FromLive(m.Subject)
 	if !ok {
 		return
 	}
-	job, writer, kind, ok := bus.ParseNarr(subj)
-	if !ok {
+	j, writer, kind, ok := bus.ParseNarr(subj)
+	if !ok || j != job {
 		return
 	}
-	seq := liveSeq(m.Header)
-	if seq == 0 {
+	seq, ok := liveSeq(m.Header)
+	if !ok {
+		h.reject(metrics.RejectInvalid)
 		return
 	}
 	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(subj), Header: m.Header}
+	if writer != bus.QueenWriter {
+		f.decode(job)
+		var rec api.Job
+		known := false
+		if h.Records != nil {
+			rec, known = h.Records.Job(job)
+		}
+		if f.reject == "" && (!known || rec.Hive != writer || rec.Attempt != f.c.attempt) {
+			return
+		}
+	}
 	// Recorded before the fan-out: a client subscribing meanwhile either
 	// gets this frame live or sees it in seen and replays it.
 	h.seenMu.Lock()
 	sj := h.seen[job]
-	sj.last, sj.at = max(sj.last, seq), time.Now()
 	if sj.trust == nil {
 		sj.trust = &trust{}
 	}
 	reject := sj.trust.judge(job, f, h.Records)
-	f.judged = reject == ""
-	if kind == bus.KindEnd && reject == "" && f.Attempt > sj.endAttempt {
-		sj.end, sj.endAttempt = seq, f.Attempt
+	if reject == "" {
+		f.judged = true
+		sj.last, sj.at = max(sj.last, seq), time.Now()
+		if kind == bus.KindEnd && f.Attempt > sj.endAttempt {
+			sj.end, sj.endAttempt = seq, f.Attempt
+		}
+		h.seen[job] = sj
 	}
-	h.seen[job] = sj
 	h.seenMu.Unlock()
-	if reject != "" && h.Rejected != nil {
-		// The hub learned the job's writers only from when it began to
-		// follow it: each client's fence, which read the job's story
-		// from its start, judges the frame again.
-		h.Rejected(reject)
+	if reject != "" {
+		h.reject(reject)
+		return
 	}
 
 	h.mu.Lock()
@@ -336,6 +353,13 @@ func (h *Hub) deliver(m *nats.Msg) {
 	h.mu.Unlock()
 	for _, s := range full {
 		h.drop(s, true)
+	}
+}
+
+// reject counts a live frame refused for reason.
+func (h *Hub) reject(reason string) {
+	if h.Rejected != nil {
+		h.Rejected(reason)
 	}
 }
 
@@ -363,10 +387,14 @@ func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error
 		f = &feed{subs: map[*sub]struct{}{}, ready: make(chan struct{}), heard: time.Now(), checkWait: checkFirst}
 		h.feeds[job] = f
 	}
+	if f.linger != nil {
+		f.linger.Stop()
+		f.linger = nil
+	}
 	f.subs[s] = struct{}{}
 	h.mu.Unlock()
 	if first {
-		ns, err := h.narr.Live(job, h.msgs)
+		ns, err := h.narr.Live(job, func(m *nats.Msg) { h.deliver(job, m) })
 		h.mu.Lock()
 		f.ns, f.err = ns, err
 		close(f.ready)
@@ -411,8 +439,8 @@ func (h *Hub) drop(s *sub, overflow bool) {
 	h.remove(s, true, overflow)
 }
 
-// remove takes s off its job, closing its channel if asked, and the
-// queen's subscription to the job with its last client.
+// remove takes s off its job, closing its channel if asked; the queen's
+// subscription to the job ends lingerFor after its last client leaves.
 func (h *Hub) remove(s *sub, closeCh, overflow bool) {
 	h.mu.Lock()
 	f := h.feeds[s.job]
@@ -431,14 +459,23 @@ func (h *Hub) remove(s *sub, closeCh, overflow bool) {
 			h.overflows++
 		}
 	}
-	var ns *nats.Subscription
-	if len(f.subs) == 0 {
-		delete(h.feeds, s.job)
-		ns = f.ns
+	if len(f.subs) == 0 && f.linger == nil {
+		f.linger = time.AfterFunc(lingerFor, func() { h.end(s.job, f) })
 	}
 	h.mu.Unlock()
-	if ns != nil {
-		_ = ns.Unsubscribe()
+}
+
+// end drops f, job's feed, if no client came back to it.
+func (h *Hub) end(job string, f *feed) {
+	h.mu.Lock()
+	if h.feeds[job] != f || len(f.subs) > 0 {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.feeds, job)
+	h.mu.Unlock()
+	if f.ns != nil {
+		_ = f.ns.Unsubscribe()
 	}
 }
 

@@ -80,7 +80,7 @@ func (r *liveRig) cut(t *testing.T, job string, again bool) {
 	if !again {
 		return
 	}
-	ns, err := r.hub.narr.Live(job, r.hub.msgs)
+	ns, err := r.hub.narr.Live(job, func(m *nats.Msg) { r.hub.deliver(job, m) })
 	if err != nil {
 		t.Fatal(err)
 	}

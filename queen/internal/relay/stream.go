@@ -207,7 +207,11 @@ func (h *Hub) live(ctx context.Context, w *fenced, s *sub, last *uint64, heartbe
 			if errors.Is(err, errGap) {
 				return false, true, nil
 			}
-			*last = f.Seq
+			if sent {
+				// Only a frame the fence let through moves the client's
+				// place: a live frame's sequence is a header (liveSeq).
+				*last = f.Seq
+			}
 			if err != nil {
 				return false, false, err
 			}

@@ -44,12 +44,14 @@ func (s *Store) NarrationReader() *NarrationReader {
 	return &NarrationReader{nc: s.nc, js: s.js, stream: s.narr}
 }
 
-// Live subscribes ch to what the stream stores for job from now on, as it
-// republishes it (bus.LiveJob); when Live returns, the server holds the
-// subscription, so nothing stored after that is missed but by a dropped
-// message or a lost connection, which the reader must watch for.
-func (r *NarrationReader) Live(job string, ch chan *nats.Msg) (*nats.Subscription, error) {
-	sub, err := r.nc.ChanSubscribe(bus.LiveJob(job), ch)
+// Live hands each message the stream stores for job from now on to
+// handle, as the stream republishes it (bus.LiveJob), one at a time and in
+// order. When Live returns, the server holds the subscription, so nothing
+// stored after that is missed but by a message dropped for a slow handler
+// (each job has its own pending limit, so one job's flood drops only its
+// own) or a lost connection, which the reader must watch for.
+func (r *NarrationReader) Live(job string, handle func(*nats.Msg)) (*nats.Subscription, error) {
+	sub, err := r.nc.Subscribe(bus.LiveJob(job), handle)
 	if err != nil {
 		return nil, err
 	}
@@ -75,16 +77,13 @@ func (r *NarrationReader) LastSeq(ctx context.Context) (uint64, error) {
 
 // Last is the newest message on subject, or jetstream.ErrMsgNotFound.
 func (r *NarrationReader) Last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
-	return r.stream.GetLastMsgForSubject(ctx, subject)
+	return narrGet{r.nc}.last(ctx, subject)
 }
 
 // Get is the message at stream sequence seq or, with a subject, the first
 // message on subject from seq on; jetstream.ErrMsgNotFound if none.
 func (r *NarrationReader) Get(ctx context.Context, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
-	if subject == "" {
-		return r.stream.GetMsg(ctx, seq)
-	}
-	return r.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	return narrGet{r.nc}.at(ctx, seq, subject)
 }
 
 // Follow makes an ordered consumer of the messages on subject from stream

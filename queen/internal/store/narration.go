@@ -87,7 +87,7 @@ const nextTries = 50
 func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (uint64, error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
-			_, err := s.narr.GetLastMsgForSubject(ctx, endSlot)
+			_, err := s.get.last(ctx, endSlot)
 			if err == nil {
 				return 0, ErrAlreadyEnded
 			}
@@ -130,7 +130,7 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hiv
 func (s *Store) NarrateWaiting(ctx context.Context, e api.Event) (bool, error) {
 	fill(&e)
 	for try := 0; ; try++ {
-		m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJob(e.JobID))
+		m, err := s.get.last(ctx, bus.NarrJob(e.JobID))
 		if err != nil {
 			return false, fmt.Errorf("last event of job %s: %w", e.JobID, err)
 		}
@@ -171,7 +171,7 @@ func fill(e *api.Event) {
 // hive wrote it, their own newest events are read instead, so that a forged
 // number does not carry over into the queen's.
 func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint64, err error) {
-	m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJob(job))
+	m, err := s.get.last(ctx, bus.NarrJob(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
 	}
@@ -185,7 +185,7 @@ func (s *Store) last(ctx context.Context, job, hive string) (streamSeq, seq uint
 		if w == "" {
 			continue
 		}
-		own, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrJobWriter(job, w))
+		own, err := s.get.last(ctx, bus.NarrJobWriter(job, w))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -249,7 +249,7 @@ func MayEnd(j api.Job, end api.EndInfo) bool {
 
 // EndOf returns the job's end event and its stream sequence, or nil.
 func (s *Store) EndOf(ctx context.Context, job string) (*api.EndInfo, uint64, error) {
-	m, err := s.narr.GetLastMsgForSubject(ctx, bus.NarrEndAny(job))
+	m, err := s.get.last(ctx, bus.NarrEndAny(job))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -310,7 +310,7 @@ func (s *Store) NarrationFill(ctx context.Context) (bytes uint64, maxBytes int64
 // LastData is the body of the newest data event writer stored for job, nil
 // if there is none.
 func (s *Store) LastData(ctx context.Context, job, writer string) ([]byte, error) {
-	m, err := s.narr.GetLastMsgForSubject(ctx, bus.Narr(job, writer, bus.KindData))
+	m, err := s.get.last(ctx, bus.Narr(job, writer, bus.KindData))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}

@@ -52,6 +52,7 @@ type Store struct {
 	js       jetstream.JetStream
 	log      *slog.Logger
 	narr     jetstream.Stream
+	get      narrGet
 	dispatch jetstream.Stream
 	jobs     jetstream.KeyValue
 	hives    jetstream.KeyValue
@@ -85,7 +86,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Store{nc: nc, js: js, log: log.With("component", "store")}
+	s := &Store{nc: nc, js: js, get: narrGet{nc}, log: log.With("component", "store")}
 	if s.narr, err = openNarr(ctx, js, o); err != nil {
 		return nil, err
 	}
