@@ -35,6 +35,33 @@ func openStream(t testing.TB, base, job, proto string, hdr ...string) net.Conn {
 	return conn
 }
 
+// metricWith is the value of the queen's series name with every one of labels
+// (0 if none).
+func metricWith(t testing.TB, base, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+next:
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), name+"{")
+		if !ok {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		return v
+	}
+	return 0
+}
+
 // sseClients is the queen's rbee_sse_clients gauge.
 func sseClients(t testing.TB, base string) int {
 	t.Helper()
@@ -120,6 +147,16 @@ func TestTakenOverStreamEnds(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return sseClients(t, base) == 2 })
 	leaver.Close()
 	waitFor(t, 3*time.Second, func() bool { return sseClients(t, base) == 1 })
+	// The metrics count both streams' status, and time the one that ended
+	// until it ended.
+	const route = `route="/v1/jobs/:id/stream"`
+	waitFor(t, 3*time.Second, func() bool { return metricWith(t, base, "rbee_http_request_duration_seconds_count", route) == 1 })
+	if n := metricWith(t, base, "rbee_http_requests_total", route, `code="200"`); n != 2 {
+		t.Fatalf("%v streams counted with status 200, want 2", n)
+	}
+	if d := metricWith(t, base, "rbee_http_request_duration_seconds_sum", route); d < 0.01 {
+		t.Fatalf("a stream that lasted a while was timed %vs", d)
+	}
 
 	_ = stayer.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(stayer), nil)

@@ -84,6 +84,12 @@ func instrument(m *metrics.Queen) echo.MiddlewareFunc {
 			}
 			method := methodLabel(c.Request().Method)
 			m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
+			if s, ok := c.Get(takenKey).(*takenStream); ok {
+				// A stream served on its taken-over connection is timed
+				// until it ends (serveTaken), not until the handoff.
+				s.start.Store(start.UnixNano())
+				return nil
+			}
 			m.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -32,7 +33,18 @@ type takenOver struct {
 	hooked  sync.Map // *http.Server: its shutdown ends the streams
 }
 
-type takenStream struct{ cancel context.CancelFunc }
+type takenStream struct {
+	cancel context.CancelFunc
+	// start is when the request began (UnixNano), set by the metrics
+	// middleware once the handler has handed the stream off; until then
+	// the stream is timed from the handoff.
+	start         atomic.Int64
+	route, method string
+}
+
+// takenKey marks, in the echo context, a request whose stream was taken
+// over: the metrics middleware leaves its duration to serveTaken.
+const takenKey = "rbee.takenStream"
 
 func newTakenOver() *takenOver {
 	return &takenOver{streams: map[*takenStream]struct{}{}}
@@ -89,7 +101,8 @@ func (h *handlers) takeOverStream(c echo.Context, id string, after uint64) bool 
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &takenStream{cancel: cancel}
+	s := &takenStream{cancel: cancel, route: c.Path(), method: methodLabel(r.Method)}
+	s.start.Store(time.Now().UnixNano())
 	if !h.taken.add(s, srv) {
 		cancel()
 		return false
@@ -103,6 +116,7 @@ func (h *handlers) takeOverStream(c echo.Context, id string, after uint64) bool 
 	// The answer's status, for the metrics middleware; nothing more goes
 	// through the server.
 	c.Response().Status, c.Response().Committed = http.StatusOK, true
+	c.Set(takenKey, s)
 	minor := r.ProtoMinor
 	hdr := c.Response().Header().Clone()
 	go h.serveTaken(ctx, s, conn, hdr, minor, id, after)
@@ -112,6 +126,11 @@ func (h *handlers) takeOverStream(c echo.Context, id string, after uint64) bool 
 func (h *handlers) serveTaken(ctx context.Context, s *takenStream, conn net.Conn, hdr http.Header, minor int, id string, after uint64) {
 	defer h.taken.remove(s)
 	defer s.cancel()
+	if h.Metrics != nil {
+		defer func() {
+			h.Metrics.HTTPDuration.WithLabelValues(s.route, s.method).Observe(time.Since(time.Unix(0, s.start.Load())).Seconds())
+		}()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			h.Log.Error("stream panicked", "job_id", id, "panic", p)
