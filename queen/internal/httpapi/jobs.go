@@ -176,9 +176,11 @@ func (h *handlers) streamJob(c echo.Context) error {
 	hdr.Set(echo.HeaderCacheControl, "no-cache")
 	hdr.Set(echo.HeaderConnection, "keep-alive")
 	hdr.Set("X-Accel-Buffering", "no")
+	if h.takeOverStream(c, id, after) {
+		return nil
+	}
 	c.Response().WriteHeader(http.StatusOK)
-	// A dropped connection should come back soon, resuming where it was.
-	if _, err := io.WriteString(c.Response(), "retry: "+strconv.Itoa(int(resumeAfter/time.Millisecond))+"\n\n"); err != nil {
+	if _, err := io.WriteString(c.Response(), retryLine); err != nil {
 		return nil
 	}
 	w := relay.NewWriter(c.Response())

@@ -57,11 +57,16 @@ func New(d Deps) *echo.Echo {
 	if d.Heartbeat <= 0 {
 		d.Heartbeat = 15 * time.Second
 	}
-	routes(e, &handlers{d})
+	routes(e, &handlers{Deps: d, taken: newTakenOver()})
 	return e
 }
 
-type handlers struct{ Deps }
+type handlers struct {
+	Deps
+	// taken are the streams served on connections taken over from the
+	// HTTP server (takeover.go).
+	taken *takenOver
+}
 
 // instrument counts every request by its route template (never the raw
 // path, which holds job ids) and its final status.
@@ -79,6 +84,12 @@ func instrument(m *metrics.Queen) echo.MiddlewareFunc {
 			}
 			method := methodLabel(c.Request().Method)
 			m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(c.Response().Status)).Inc()
+			if s, ok := c.Get(takenKey).(*takenStream); ok {
+				// A stream served on its taken-over connection is timed
+				// until it ends (serveTaken), not until the handoff.
+				s.start.Store(start.UnixNano())
+				return nil
+			}
 			m.HTTPDuration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 			return nil
 		}
