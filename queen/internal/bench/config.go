@@ -65,6 +65,7 @@ type Config struct {
 	QueueTokenRate float64
 
 	BacklogJobs int
+	DrainHives  int
 
 	Hives    int
 	HiveWork time.Duration
@@ -128,7 +129,8 @@ func DefaultConfig() Config {
 		QueueFor:       20 * time.Second,
 		QueueTokenRate: 200,
 
-		BacklogJobs: 30_000,
+		BacklogJobs: 100_000,
+		DrainHives:  100,
 
 		Hives:    1000,
 		HiveWork: 10 * time.Millisecond,
@@ -169,6 +171,7 @@ func (c *Config) quick(set map[string]bool) {
 	scaleD("infer-for", &c.InferFor, 2*time.Second)
 	scaleD("queue-for", &c.QueueFor, 4*time.Second)
 	scale("backlog-jobs", &c.BacklogJobs, 3000)
+	scale("drain-hives", &c.DrainHives, 20)
 	scale("hives", &c.Hives, 100)
 	scale("hive-jobs", &c.HiveJobs, 500)
 	scale("queens-jobs", &c.QueensJobs, 8)
@@ -240,6 +243,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.QueensJobs, "queens-jobs", c.QueensJobs, "queens: hive_check jobs of each phase (1, 2, 3 queens)")
 	fs.IntVar(&c.QueensEvents, "queens-events", c.QueensEvents, "queens: events of each job")
 	fs.IntVar(&c.BacklogJobs, "backlog-jobs", c.BacklogJobs, "backlog: jobs queued for a label no hive carries")
+	fs.IntVar(&c.DrainHives, "drain-hives", c.DrainHives, "backlog: simulated hives that join to drain the backlog (work: -hive-work)")
 	fs.Float64Var(&c.InferTokenRate, "infer-token-rate", c.InferTokenRate, "infer: the reference worker's tokens per second per stream (0: as fast as it can)")
 
 	fs.DurationVar(&c.IdleFor, "idle-for", c.IdleFor, "idle: window over which idle CPU is measured")
@@ -291,7 +295,7 @@ func (c Config) Validate() error {
 		"baseline-msgs": c.BaselineMsgs, "fanout-jobs": c.FanoutJobs, "fanout-clients": c.FanoutClients,
 		"fanout-slots": c.FanoutSlots, "connect-parallel": c.ConnectParallel, "sustained-workers": c.SustainedWorkers,
 		"sustained-slots": c.SustainedSlots, "chaos-clients": c.ChaosClients, "chaos-jobs": c.ChaosJobs,
-		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "hives": c.Hives, "hive-jobs": c.HiveJobs, "queens-jobs": c.QueensJobs, "queens-events": c.QueensEvents, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
+		"chaos-slots": c.ChaosSlots, "backlog-jobs": c.BacklogJobs, "drain-hives": c.DrainHives, "hives": c.Hives, "hive-jobs": c.HiveJobs, "queens-jobs": c.QueensJobs, "queens-events": c.QueensEvents, "infer-clients": c.InferClients, "infer-tokens": c.InferTokens,
 		"queue-tokens": c.QueueTokens,
 	}
 	for _, name := range slices.Sorted(maps.Keys(positive)) {

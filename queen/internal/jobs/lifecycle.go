@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -270,18 +271,76 @@ func (s *Service) placeWaiting(ctx context.Context) {
 		if _, err := s.pick(req); err != nil && !infer {
 			continue
 		}
+		p := &placer{s: s, ctx: ctx, infer: infer}
 		for _, j := range s.v.WaitingFor(req) {
-			placed, lost := s.placeQueued(ctx, j)
-			// A model's queue holds requests pinned to a hive or asking
-			// for labels too: one that cannot go yet does not hold up
-			// those behind it that can. A free request that cannot go
-			// means none behind it can.
-			if lost || ctx.Err() != nil || (!placed && !(infer && constrained(j.Request))) {
+			if !p.place(j) {
 				break
 			}
 		}
+		p.wait()
 	}
 }
+
+// placeParallel is how many waiting jobs of one kind, inference aside, the
+// reaper places at once. A placement is several NATS round trips (the
+// record's update, the placing event, the dispatch, the record's update
+// again): one at a time, a long queue drains at the pace of those round
+// trips, not of the hives or the queen's CPU. Placing several at once may
+// start a job a few places behind another before it, never one a hive
+// cannot take.
+const placeParallel = 16
+
+// placer places the waiting jobs of one kind, in the order given, and
+// stops at the first that cannot go.
+type placer struct {
+	s     *Service
+	ctx   context.Context
+	infer bool
+	sem   chan struct{}
+	wg    sync.WaitGroup
+	stop  atomic.Bool
+}
+
+// place places j, an inference at once, any other job in the background
+// beside up to placeParallel-1 others. It reports false when no job behind
+// j should be tried this pass.
+func (p *placer) place(j api.Job) bool {
+	if p.ctx.Err() != nil || p.stop.Load() {
+		return false
+	}
+	if p.infer {
+		placed, lost := p.s.placeQueued(p.ctx, j)
+		// A model's queue holds requests pinned to a hive or asking
+		// for labels too: one that cannot go yet does not hold up
+		// those behind it that can.
+		return !lost && p.ctx.Err() == nil && (placed || constrained(j.Request))
+	}
+	if p.sem == nil {
+		p.sem = make(chan struct{}, placeParallel)
+	}
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return false
+	}
+	if p.stop.Load() {
+		<-p.sem
+		return false
+	}
+	p.wg.Add(1)
+	go func() {
+		defer func() { <-p.sem; p.wg.Done() }()
+		// A free request that cannot go means none behind it can; one
+		// another queen placed first means this queen's view is behind.
+		if placed, lost := p.s.placeQueued(p.ctx, j); lost || !placed {
+			p.stop.Store(true)
+		}
+	}()
+	return true
+}
+
+// wait returns once every placement begun has ended.
+func (p *placer) wait() { p.wg.Wait() }
 
 // constrained reports whether req asks for particular hives.
 func constrained(req api.JobRequest) bool { return req.Hive != "" || len(req.Labels) > 0 }
@@ -360,7 +419,13 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 	defer release()
 	to := h.ID
 	won := false
-	rec, err := s.update(ctx, api.Job{JobID: j.JobID}, 0, func(r *api.Job) bool {
+	// Start from the view's copy, as the applier does: a stale one costs
+	// a retry, a current one saves reading the record.
+	known, rev, ok := s.v.JobAt(j.JobID)
+	if !ok {
+		known, rev = api.Job{JobID: j.JobID}, 0
+	}
+	rec, err := s.update(ctx, known, rev, func(r *api.Job) bool {
 		// Judged afresh on each try: after a lost race the retry reads
 		// the winner's record and must not still count as won.
 		won = r.State == api.StateQueued && r.Hive == ""

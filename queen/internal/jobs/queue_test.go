@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"rbee.dev/queen/internal/auth"
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/queentest"
@@ -235,5 +237,60 @@ func TestInferQueueDepth(t *testing.T) {
 	}
 	if _, _, err := p.Jobs.Create(context.Background(), req, "", ""); !errors.Is(err, jobs.ErrQueueFull) {
 		t.Fatalf("a request past the bound: %v, want ErrQueueFull", err)
+	}
+}
+
+// Jobs that wait for a label no hive carries are all placed, each once, on
+// its first attempt, when a hive carrying it joins: the reaper places
+// several at a time (placeParallel) and stops at none of them.
+func TestWaitingJobsPlacedWhenAHiveJoins(t *testing.T) {
+	p := queentest.New(t)
+	svc, v := p.Jobs, p.View
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := api.JobRequest{Operation: api.OpHiveCheck, Labels: map[string]string{"pool": "later"}}
+	const n = 300
+	ids := make([]string, 0, n)
+	for range n {
+		j, _, err := svc.Create(ctx, req, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != api.StateQueued || j.Hive != "" {
+			t.Fatalf("job %s: state %s on %q; want it waiting", j.JobID, j.State, j.Hive)
+		}
+		ids = append(ids, j.JobID)
+	}
+	go func() { _ = svc.RunReaper(ctx) }()
+	p.PutHive(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, Labels: map[string]string{"pool": "later"}, HeartbeatAt: time.Now()})
+	testkit.WaitFor(t, 30*time.Second, "every waiting job placed", func() bool {
+		for _, id := range ids {
+			if j, ok := v.Job(id); !ok || j.State != api.StateDispatched {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range ids {
+		j, _ := v.Job(id)
+		if j.Hive != "h1" || j.Attempt != 1 || j.DispatchSeq == 0 {
+			t.Errorf("job %s: hive %q, attempt %d, dispatch %d", id, j.Hive, j.Attempt, j.DispatchSeq)
+		}
+	}
+	// One dispatch a job: nothing pulls them, so all are still queued.
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, bus.DispatchStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Errorf("the work queue holds %d dispatches for %d jobs", info.State.Msgs, n)
 	}
 }
