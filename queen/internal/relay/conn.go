@@ -151,14 +151,7 @@ func (w *ConnWriter) send(b []byte) error {
 
 // Frame writes one event.
 func (w *ConnWriter) Frame(f Frame) error {
-	b := append(w.take(), "id: "...)
-	b = strconv.AppendUint(b, f.Seq, 10)
-	b = append(b, "\nevent: "...)
-	b = append(b, f.Event()...)
-	b = append(b, "\ndata: "...)
-	b = append(b, f.Data...)
-	b = append(b, "\n\n"...)
-	return w.add(b)
+	return w.add(appendFrame(w.take(), f))
 }
 
 // Comment writes an SSE comment, used as a heartbeat.

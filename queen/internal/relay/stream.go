@@ -65,16 +65,20 @@ func FlushWithin(rc *http.ResponseController) error {
 
 // Frame writes one event.
 func (w *Writer) Frame(f Frame) error {
-	b := append(w.buf[:0], "id: "...)
+	w.buf = appendFrame(w.buf[:0], f)
+	_, err := w.w.Write(w.buf)
+	return err
+}
+
+// appendFrame appends f as an SSE event: its stream sequence as the id.
+func appendFrame(b []byte, f Frame) []byte {
+	b = append(b, "id: "...)
 	b = strconv.AppendUint(b, f.Seq, 10)
 	b = append(b, "\nevent: "...)
 	b = append(b, f.Event()...)
 	b = append(b, "\ndata: "...)
 	b = append(b, f.Data...)
-	b = append(b, "\n\n"...)
-	w.buf = b
-	_, err := w.w.Write(b)
-	return err
+	return append(b, "\n\n"...)
 }
 
 // Comment writes an SSE comment, used as a heartbeat.
