@@ -4,9 +4,9 @@
 // to a job's subject while the job has a client, and fans each frame out in
 // memory to the job's clients. So a queen reads each followed job's
 // narration once, and nothing of the jobs it does not serve, however many
-// queens there are. History for late or resuming clients is read with
-// direct gets, and a long one with a short-lived ordered consumer. A client
-// costs a few dozen kilobytes, not a server-side consumer.
+// queens there are. History for late or resuming clients is read one
+// message at a time, and a long one with a short-lived ordered consumer.
+// A client costs a few kilobytes, not a server-side consumer.
 package relay
 
 import (

@@ -16,7 +16,7 @@ import (
 	"rbee.dev/shared/bus"
 )
 
-// directReplay is how many history messages are read with direct gets
+// directReplay is how many history messages are read one by one
 // before a replay switches to a short-lived ordered consumer: small jobs
 // never cost the server a consumer.
 const directReplay = 32
