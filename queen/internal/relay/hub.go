@@ -40,11 +40,11 @@ type Frame struct {
 	// fences by them.
 	Header nats.Header
 
-	// decoded is set once c and reject hold what the frame claims; judged
-	// once the hub accepted the frame for every client of its job.
-	decoded, judged bool
-	reject          string
-	c               claims
+	// decoded is set once c and reject hold what the frame claims, which
+	// the hub reads once for every client of the job.
+	decoded bool
+	reject  string
+	c       claims
 }
 
 // Event is the SSE event name of the frame.
@@ -319,9 +319,12 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	if sj.trust == nil {
 		sj.trust = &trust{}
 	}
+	// The hub refuses what it knows to be wrong, but it learned the job
+	// only from when it began to follow it (and from its first client's
+	// history, caughtUp): each client's fence, which read the job's story
+	// from where the client stands, judges what the hub lets through.
 	reject := sj.trust.judge(job, f, h.Records)
 	if reject == "" {
-		f.judged = true
 		sj.last, sj.at = max(sj.last, seq), time.Now()
 		if kind == bus.KindEnd && f.Attempt > sj.endAttempt {
 			sj.end, sj.endAttempt = seq, f.Attempt
@@ -420,13 +423,23 @@ func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error
 	return s, nil
 }
 
-// caughtUp records that a client of job has read its story up to last.
-func (h *Hub) caughtUp(job string, last uint64) {
+// caughtUp records that a client of job has read its story up to last,
+// and what it learned of the job's writers on the way, which the hub,
+// following the job only from when its first client came, did not see.
+func (h *Hub) caughtUp(job string, last uint64, t *trust) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if f := h.feeds[job]; f != nil {
 		f.last = max(f.last, last)
 	}
+	h.mu.Unlock()
+	h.seenMu.Lock()
+	defer h.seenMu.Unlock()
+	sj := h.seen[job]
+	if sj.trust == nil {
+		sj.trust = &trust{}
+	}
+	sj.trust.merge(t)
+	h.seen[job] = sj
 }
 
 // unsubscribe removes a feed; it is safe to call after drop.

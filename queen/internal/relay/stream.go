@@ -144,7 +144,7 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		if err == nil {
 			ended, err = h.replay(ctx, fw, job, &last)
 			if err == nil && !ended {
-				h.caughtUp(job, last)
+				h.caughtUp(job, last, &fw.trust)
 				backoff = retryFirst
 				err = fw.Flush()
 			}
@@ -435,9 +435,7 @@ func (w *fenced) wait(ctx context.Context, d, heartbeat time.Duration) error {
 // frame that skips a job sequence is not written but reported as errGap:
 // a job's accepted events are numbered without a gap.
 func (w *fenced) send(f Frame, live bool) (bool, error) {
-	if f.judged {
-		w.trust.learn(&f)
-	} else if w.trust.judge(w.job, &f, w.recs) != "" {
+	if w.trust.judge(w.job, &f, w.recs) != "" {
 		// The live feed counted what it refused; a replay reads it again.
 		return false, nil
 	}

@@ -148,6 +148,19 @@ func (t *trust) learn(f *Frame) {
 	t.seq = max(t.seq, f.c.seq)
 }
 
+// merge takes in what another reader of the same job learned.
+func (t *trust) merge(o *trust) {
+	for attempt, hive := range o.hives {
+		if _, ok := t.hives[attempt]; !ok {
+			if t.hives == nil {
+				t.hives = map[int]string{}
+			}
+			t.hives[attempt] = hive
+		}
+	}
+	t.seq = max(t.seq, o.seq)
+}
+
 // places reports whether f is a queen's event that hands its attempt to a
 // hive: the job's creation, its placing, or its re-placing after its hive
 // was lost.
