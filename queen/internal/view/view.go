@@ -222,6 +222,9 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	}
 	e := old
 	if e == nil {
+		// An id the watch brings is cut from the message's subject, which
+		// the view's keys would keep whole for as long as the job.
+		id = strings.Clone(id)
 		e = &entry{}
 		v.jobs[id] = e
 	}
