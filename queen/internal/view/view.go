@@ -394,6 +394,9 @@ func (v *View) Hive(id string) (api.Hive, bool) {
 // view does not hold it whole; ok is false for a job the view does not
 // know, or whose record it could not read (logged).
 func (v *View) Job(id string) (api.Job, bool) {
+	if j, _, ok := v.JobAt(id); ok {
+		return j, true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	j, ok, err := v.whole(ctx, id)
