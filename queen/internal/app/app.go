@@ -136,7 +136,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	q.cancel = cancel
 	hub := relay.NewHub(st.NarrationReader(), log, cfg.SSEBuffer)
-	v := view.New(log)
+	v := view.New(log, view.DefaultRecent)
 	m := metrics.New(metrics.Gauges{
 		JobsByState: v.CountByState, HivesOnline: func() int { return len(v.Hives()) },
 		SSEClients: hub.Clients, Relayed: hub.Relayed, SSEOverflows: hub.Overflows,

@@ -92,7 +92,10 @@ func (h *handlers) listJobs(c echo.Context) error {
 	if !p.Has(api.ScopeAdmin) {
 		f.Owner = p.KeyID
 	}
-	list := h.View.Jobs(f)
+	list, err := h.View.Jobs(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
 	if !p.Has(api.ScopeAdmin) {
 		for i := range list {
 			list[i].Request = redact(list[i].Request)
@@ -205,7 +208,7 @@ func (h *handlers) pastEnd(ctx context.Context, id string, after uint64) bool {
 	if after == 0 {
 		return false
 	}
-	if j, ok := h.View.Job(id); !ok || !api.Terminal(j.State) {
+	if state, ok := h.View.State(id); !ok || !api.Terminal(state) {
 		return false
 	}
 	// The last end stored for the job is at or after the end that counts,

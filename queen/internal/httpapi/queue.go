@@ -12,7 +12,10 @@ import (
 // cluster. A key without admin sees where each request stands, but the
 // ids and owners of its own requests only.
 func (h *handlers) queue(c echo.Context) error {
-	qs := h.View.InferQueues()
+	qs, err := h.View.InferQueues(c.Request().Context())
+	if err != nil {
+		return err
+	}
 	if p := principal(c); !p.Has(api.ScopeAdmin) {
 		for _, q := range qs {
 			for i, w := range q.Waiting {

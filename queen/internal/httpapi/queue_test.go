@@ -36,8 +36,8 @@ func TestQueueShowsOwnRequestsOnly(t *testing.T) {
 		}
 	}
 	testkit.WaitFor(t, 5*time.Second, "two waiting", func() bool {
-		q := p.View.InferQueues()
-		return len(q) == 1 && len(q[0].Waiting) == 2
+		q, err := p.View.InferQueues(ctx)
+		return err == nil && len(q) == 1 && len(q[0].Waiting) == 2
 	})
 	read := func(key string) api.InferQueue {
 		t.Helper()

@@ -214,7 +214,7 @@ func (s *Service) RunReaper(ctx context.Context) error {
 // endWaitedPast fails the waiting jobs whose deadline passed before now
 // and returns the soonest deadline of those still waiting.
 func (s *Service) endWaitedPast(ctx context.Context, now time.Time) time.Time {
-	past, next := s.v.WaitedPast(now)
+	past, next := s.v.WaitedPast(ctx, now)
 	for _, j := range past {
 		s.endFor(ctx, j, api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "no hive could take the job before its deadline"})
 	}
@@ -272,7 +272,12 @@ func (s *Service) placeWaiting(ctx context.Context) {
 			continue
 		}
 		p := &placer{s: s, ctx: ctx, infer: infer}
-		for _, j := range s.v.WaitingFor(req) {
+		for j, err := range s.v.WaitingFor(ctx, req) {
+			if err != nil {
+				// Tried again on the next pass.
+				s.log.Warn("place waiting jobs", "err", err)
+				break
+			}
 			if !p.place(j) {
 				break
 			}

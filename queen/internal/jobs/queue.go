@@ -122,7 +122,7 @@ func (s *Service) TellPosition(ctx context.Context, id string, eta func(pos, wai
 			}
 			last = pos
 		} else if !ok && !s.v.Waits(id) {
-			if _, known := s.v.Job(id); known {
+			if _, known := s.v.State(id); known {
 				return
 			}
 		}

@@ -117,8 +117,9 @@ func TestTwoQueensPlaceEachWaitingJobOnce(t *testing.T) {
 	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// A second queen's view and job service on the same store.
-	v2 := view.New(p.Log)
+	// A second queen's view and job service on the same store; its view
+	// holds one record whole, so it reads the others from the bucket.
+	v2 := view.New(p.Log, 1)
 	go func() { _ = v2.Run(ctx, p.Store) }()
 	<-v2.Synced()
 	other := jobs.New(p.Store, v2, p.Metrics, p.Log)

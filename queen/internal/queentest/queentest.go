@@ -46,7 +46,7 @@ func New(tb testing.TB, hives ...api.Hive) *Parts {
 		tb.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p := &Parts{NC: nc, Store: st, View: view.New(log), Hub: relay.NewHub(st.NarrationReader(), log, 64), Log: log}
+	p := &Parts{NC: nc, Store: st, View: view.New(log, view.DefaultRecent), Hub: relay.NewHub(st.NarrationReader(), log, 64), Log: log}
 	for _, h := range hives {
 		p.putHive(tb, h)
 	}

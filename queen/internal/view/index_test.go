@@ -36,10 +36,10 @@ func TestViewIndexesOpenJobs(t *testing.T) {
 	}
 	// Served in the order they arrived in the bucket, which every queen
 	// sees alike, whatever their ids say.
-	if w := v.WaitingFor(gpu); !slices.Equal(ids(w), []string{"j2", "j1"}) {
-		t.Fatalf("waiting for a100: %v, want j2, j1", ids(w))
+	if w := waitingFor(t, v, gpu); !slices.Equal(w, []string{"j2", "j1"}) {
+		t.Fatalf("waiting for a100: %v, want j2, j1", w)
 	}
-	if p, _ := v.WaitedPast(time.Now()); !slices.Equal(ids(p), []string{"j1"}) {
+	if p, _ := v.WaitedPast(context.Background(), time.Now()); !slices.Equal(ids(p), []string{"j1"}) {
 		t.Fatalf("past deadline: %v, want j1", ids(p))
 	}
 	if u := v.Underway(); !slices.Equal(ids(u), []string{"j4"}) {
@@ -56,8 +56,8 @@ func TestViewIndexesOpenJobs(t *testing.T) {
 	if n := v.Waiting(""); n != 1 {
 		t.Fatalf("waiting %d, want 1", n)
 	}
-	if w := v.WaitingFor(gpu); !slices.Equal(ids(w), []string{"j1"}) {
-		t.Fatalf("waiting for a100: %v, want j1", ids(w))
+	if w := waitingFor(t, v, gpu); !slices.Equal(w, []string{"j1"}) {
+		t.Fatalf("waiting for a100: %v, want j1", w)
 	}
 	if u := v.Underway(); !slices.Equal(ids(u), []string{"j2"}) {
 		t.Fatalf("underway: %v, want j2", ids(u))

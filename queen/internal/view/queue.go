@@ -1,6 +1,7 @@
 package view
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -41,11 +42,11 @@ func (q queued) before(o queued) bool {
 func (v *View) Position(id string) (pos, of int, ok bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	j, found := v.jobs[id]
-	if !found || !waits(j) {
+	e, found := v.jobs[id]
+	if !found || !e.waits() {
 		return 0, 0, false
 	}
-	ids := v.waiting[Needs(j.Request)]
+	ids := v.waiting[e.kind.Value().needs].at
 	me := queued{id, ids[id]}
 	if v.watched < me.since {
 		return 0, 0, false
@@ -63,15 +64,18 @@ func (v *View) Position(id string) (pos, of int, ok bool) {
 func (v *View) Waits(id string) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	j, ok := v.jobs[id]
-	return ok && waits(j)
+	e, ok := v.jobs[id]
+	return ok && e.waits()
 }
 
 // Queued counts the jobs waiting with req's needs.
 func (v *View) Queued(req api.JobRequest) int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return len(v.waiting[Needs(req)])
+	if q := v.waiting[Needs(req)]; q != nil {
+		return len(q.at)
+	}
+	return 0
 }
 
 // Load counts, by hive, the open inference jobs placed on each: those
@@ -136,7 +140,7 @@ func (v *View) signalFreed(old api.Job, new *api.Job) {
 // InferQueues lists each model's inference queue: the models with a
 // request waiting or running, their workers' places, and the waiting
 // requests in the order they will be served.
-func (v *View) InferQueues() []api.InferQueue {
+func (v *View) InferQueues(ctx context.Context) ([]api.InferQueue, error) {
 	byModel := map[string]*api.InferQueue{}
 	queue := func(model string) *api.InferQueue {
 		q := byModel[model]
@@ -157,7 +161,10 @@ func (v *View) InferQueues() []api.InferQueue {
 			continue
 		}
 		q := queue(req.Model())
-		for _, j := range v.WaitingFor(req) {
+		for j, err := range v.WaitingFor(ctx, req) {
+			if err != nil {
+				return nil, err
+			}
 			q.Waiting = append(q.Waiting, api.QueuedJob{JobID: j.JobID, Owner: j.Owner, OwnerName: j.OwnerName, Priority: j.Priority, CreatedAt: j.CreatedAt})
 		}
 	}
@@ -181,5 +188,5 @@ func (v *View) InferQueues() []api.InferQueue {
 		out = append(out, *q)
 	}
 	slices.SortFunc(out, func(a, b api.InferQueue) int { return strings.Compare(a.Model, b.Model) })
-	return out
+	return out, nil
 }

@@ -1,16 +1,24 @@
 // Package view keeps a queen's in-memory picture of the cluster: the live
 // hives and an index of job records, both fed by watching their buckets.
-// Reads never touch NATS, so listing jobs and placing work stay cheap.
+// Its indexes and counts never touch NATS, so placing work, positions and
+// the reaper's passes stay cheap; only a record the view no longer holds
+// whole is read from the bucket (records.go).
 package view
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"iter"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"rbee.dev/shared/api"
 )
@@ -24,8 +32,17 @@ type View struct {
 	// hiveIDs are the live hives' ids in order, kept as hives come and go
 	// so that reading them sorted costs no sort.
 	hiveIDs []string
-	jobs    map[string]api.Job
-	revs    map[string]uint64 // each job record's bucket revision
+	// jobs holds an entry for every job record in the bucket; only some
+	// hold the record itself (records.go).
+	jobs map[string]*entry
+	// recent are the places of the records kept whole beside those of the
+	// jobs underway, oldest first from next on; see hold.
+	recent []slot
+	next   int
+	stamp  uint64
+	// get reads one record from the bucket: the records the view no longer
+	// holds whole.
+	get func(ctx context.Context, id string) (api.Job, uint64, error)
 	// watched is the newest revision of the jobs bucket the watch has
 	// delivered.
 	watched uint64
@@ -34,7 +51,7 @@ type View struct {
 	// a hive (Needs). The reaper and queue positions then cost what is
 	// open and can change, not everything retained.
 	underway map[string]struct{}
-	waiting  map[string]map[string]place // by Needs, then job id
+	waiting  map[string]*waitQueue // by Needs
 	nWaiting int
 	// inferLoad counts the open inference jobs placed on each hive, by
 	// hive and model (loadKey): the requests its workers hold, as every
@@ -49,11 +66,14 @@ type View struct {
 	gpus      gpuHistory
 }
 
-// New makes an empty view.
-func New(log *slog.Logger) *View {
+// New makes an empty view that keeps whole the records of the jobs
+// underway and of the last recent jobs written or read, and an entry of
+// every other (records.go).
+func New(log *slog.Logger, recent int) *View {
 	return &View{
-		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]api.Job{}, revs: map[string]uint64{},
-		underway: map[string]struct{}{}, waiting: map[string]map[string]place{},
+		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]*entry{},
+		recent:   make([]slot, 0, max(recent, 1)),
+		underway: map[string]struct{}{}, waiting: map[string]*waitQueue{},
 		inferLoad: map[string]int{}, freed: make(chan struct{}, 1),
 		synced: make(chan struct{}), joined: make(chan struct{}, 1),
 	}
@@ -65,13 +85,18 @@ func (v *View) Joined() <-chan struct{} { return v.joined }
 // Source is where the view learns the cluster's state: a watch of the
 // heartbeats and one of the job records (store.Store). Each calls apply
 // with every entry, then synced, then every change, until ctx ends.
+// GetJob reads one record, for those the view does not hold whole.
 type Source interface {
 	WatchHives(ctx context.Context, apply func(id string, h *api.Hive), synced func())
 	WatchJobs(ctx context.Context, apply func(id string, j *api.Job, rev uint64), synced func())
+	GetJob(ctx context.Context, id string) (api.Job, uint64, error)
 }
 
 // Run watches both buckets until ctx ends.
 func (v *View) Run(ctx context.Context, src Source) error {
+	v.mu.Lock()
+	v.get = src.GetJob
+	v.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); src.WatchHives(ctx, v.applyHive, func() { v.markSynced(true, false) }) }()
@@ -139,7 +164,7 @@ func (v *View) applyJob(id string, j *api.Job, rev uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.watched = max(v.watched, rev)
-	if have, ok := v.revs[id]; ok && rev <= have {
+	if e, ok := v.jobs[id]; ok && rev <= e.rev {
 		return
 	}
 	v.setJob(id, j, rev)
@@ -161,7 +186,7 @@ func (v *View) Wrote(j api.Job, rev uint64) {
 	if rev <= v.watched {
 		return
 	}
-	if have, ok := v.revs[j.JobID]; ok && rev <= have {
+	if e, ok := v.jobs[j.JobID]; ok && rev <= e.rev {
 		return
 	}
 	v.setJob(j.JobID, &j, rev)
@@ -170,40 +195,56 @@ func (v *View) Wrote(j api.Job, rev uint64) {
 // setJob stores a record, or removes it when j is nil, and keeps the
 // indexes in step. The caller holds mu.
 func (v *View) setJob(id string, j *api.Job, rev uint64) {
+	_, wasUnderway := v.underway[id]
 	delete(v.underway, id)
 	// since is the revision the job began to wait at: its place in the
 	// queue, kept while it waits.
 	since := rev
-	if old, ok := v.jobs[id]; ok {
-		v.unload(old)
-		v.signalFreed(old, j)
+	old := v.jobs[id]
+	if old != nil && wasUnderway {
+		// A job underway is held whole (hold), so its load is known.
+		v.unload(*old.job)
+		v.signalFreed(*old.job, j)
 	}
-	if old, ok := v.jobs[id]; ok && waits(old) {
-		k := Needs(old.Request)
-		since = v.waiting[k][id].since
-		delete(v.waiting[k], id)
-		if len(v.waiting[k]) == 0 {
+	if old != nil && old.waits() {
+		k := old.kind.Value().needs
+		q := v.waiting[k]
+		since = q.at[id].since
+		delete(q.at, id)
+		if len(q.at) == 0 {
 			delete(v.waiting, k)
 		}
 		v.nWaiting--
 	}
 	if j == nil {
 		delete(v.jobs, id)
-		delete(v.revs, id)
 		return
 	}
-	v.jobs[id], v.revs[id] = *j, rev
+	e := old
+	if e == nil {
+		// An id the watch brings is cut from the message's subject, which
+		// the view's keys would keep whole for as long as the job.
+		id = strings.Clone(id)
+		e = &entry{}
+		v.jobs[id] = e
+	}
+	e.set(j, rev)
 	switch {
 	case waits(*j):
-		k := Needs(j.Request)
-		if v.waiting[k] == nil {
-			v.waiting[k] = map[string]place{}
+		k := e.kind.Value().needs
+		q := v.waiting[k]
+		if q == nil {
+			// Any waiting request stands for its queue: they all need
+			// the same of a hive.
+			q = &waitQueue{req: j.Request, at: map[string]place{}}
+			v.waiting[k] = q
 		}
-		v.waiting[k][id] = place{since, j.Priority}
+		q.at[id] = place{since, j.Priority}
 		v.nWaiting++
 	case !api.Terminal(j.State):
 		v.underway[id] = struct{}{}
 	}
+	v.hold(id, e)
 	v.load(*j)
 }
 
@@ -242,7 +283,7 @@ func Needs(req api.JobRequest) string {
 func (v *View) Waiting(except string) int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if j, ok := v.jobs[except]; ok && waits(j) {
+	if e, ok := v.jobs[except]; ok && e.waits() {
 		return v.nWaiting - 1
 	}
 	return v.nWaiting
@@ -254,63 +295,91 @@ func (v *View) WaitingNeeds() []api.JobRequest {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]api.JobRequest, 0, len(v.waiting))
-	for _, ids := range v.waiting {
-		for id := range ids {
-			out = append(out, v.jobs[id].Request)
-			break
-		}
+	for _, q := range v.waiting {
+		out = append(out, q.req)
 	}
 	return out
 }
 
-// WaitingFor returns the jobs waiting with req's needs in the order they
-// are served (before).
-func (v *View) WaitingFor(req api.JobRequest) []api.Job {
-	v.mu.RLock()
-	ids := v.waiting[Needs(req)]
-	out := make([]queued, 0, len(ids))
-	for id, at := range ids {
-		out = append(out, queued{id, at})
-	}
-	v.mu.RUnlock()
-	// Sorted without the lock, which a long queue would hold up.
-	sort.Slice(out, func(i, k int) bool { return out[i].before(out[k]) })
-	jobs := make([]api.Job, 0, len(out))
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for _, q := range out {
-		if j, ok := v.jobs[q.id]; ok {
-			jobs = append(jobs, j)
+// WaitingFor yields the jobs waiting with req's needs in the order they
+// are served (before), reading each record from the bucket when the view
+// does not hold it whole; a caller that stops early reads no more. A read
+// that fails ends it with the error.
+func (v *View) WaitingFor(ctx context.Context, req api.JobRequest) iter.Seq2[api.Job, error] {
+	return func(yield func(api.Job, error) bool) {
+		v.mu.RLock()
+		var ids map[string]place
+		if q := v.waiting[Needs(req)]; q != nil {
+			ids = q.at
+		}
+		out := make([]queued, 0, len(ids))
+		for id, at := range ids {
+			out = append(out, queued{id, at})
+		}
+		v.mu.RUnlock()
+		// Sorted without the lock, which a long queue would hold up.
+		sort.Slice(out, func(i, k int) bool { return out[i].before(out[k]) })
+		for _, q := range out {
+			j, ok, err := v.whole(ctx, q.id)
+			if err != nil {
+				yield(api.Job{}, fmt.Errorf("read waiting job %s: %w", q.id, err))
+				return
+			}
+			// Read from the bucket, it may have been placed meanwhile.
+			if ok && waits(j) && !yield(j, nil) {
+				return
+			}
 		}
 	}
-	return jobs
 }
 
 // WaitedPast returns the waiting jobs whose deadline is before now, and
 // the soonest deadline of the others (zero when none waits), so that the
-// reaper can be there when it passes rather than on its next tick.
-func (v *View) WaitedPast(now time.Time) (past []api.Job, next time.Time) {
+// reaper can be there when it passes rather than on its next tick. A
+// record it could not read is left for the next call.
+func (v *View) WaitedPast(ctx context.Context, now time.Time) (past []api.Job, next time.Time) {
+	var ids []string
+	cut := stamp(now)
 	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for _, ids := range v.waiting {
-		for id := range ids {
-			switch d := v.jobs[id].DeadlineAt; {
-			case now.After(d):
-				past = append(past, v.jobs[id])
-			case next.IsZero() || d.Before(next):
-				next = d
+	soonest := int64(math.MaxInt64)
+	for _, q := range v.waiting {
+		for id := range q.at {
+			switch d := v.jobs[id].due; {
+			case cut > d:
+				ids = append(ids, id)
+			case d < soonest:
+				soonest = d
 			}
+		}
+	}
+	v.mu.RUnlock()
+	if soonest != math.MaxInt64 {
+		next = time.Unix(0, soonest)
+	}
+	for _, id := range ids {
+		j, ok, err := v.whole(ctx, id)
+		if err != nil {
+			v.log.Warn("read waiting job", "job_id", id, "err", err)
+			continue
+		}
+		if ok {
+			past = append(past, j)
 		}
 	}
 	return past, next
 }
 
-// JobAt returns one job record as last seen and its bucket revision.
+// JobAt returns one job record as last seen and its bucket revision, if
+// the view holds it whole; ok is false otherwise, and the caller reads
+// the bucket.
 func (v *View) JobAt(id string) (api.Job, uint64, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	j, ok := v.jobs[id]
-	return j, v.revs[id], ok
+	e, ok := v.jobs[id]
+	if !ok || e.job == nil {
+		return api.Job{}, 0, false
+	}
+	return *e.job, e.rev, true
 }
 
 // Hive returns one live hive.
@@ -321,12 +390,31 @@ func (v *View) Hive(id string) (api.Hive, bool) {
 	return h, ok
 }
 
-// Job returns one job record as last seen.
+// Job returns one job record as last seen, read from the bucket when the
+// view does not hold it whole; ok is false for a job the view does not
+// know, or whose record it could not read (logged).
 func (v *View) Job(id string) (api.Job, bool) {
+	if j, _, ok := v.JobAt(id); ok {
+		return j, true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	j, ok, err := v.whole(ctx, id)
+	if err != nil {
+		v.log.Warn("read job", "job_id", id, "err", err)
+	}
+	return j, ok && err == nil
+}
+
+// State returns a job's state as last seen, without reading the bucket.
+func (v *View) State(id string) (string, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	j, ok := v.jobs[id]
-	return j, ok
+	e, ok := v.jobs[id]
+	if !ok {
+		return "", false
+	}
+	return e.kind.Value().state, true
 }
 
 // Hives returns the live hives sorted by id.
@@ -361,31 +449,61 @@ type Filter struct {
 	Limit int
 }
 
-// Jobs lists records newest first. Job ids sort by creation time.
-func (v *View) Jobs(f Filter) []api.Job {
+// matches reports whether a job with these fields is in f's listing.
+func (f Filter) matches(state, operation, hive, owner string) bool {
+	return (f.State == "" || state == f.State) && (f.Operation == "" || operation == f.Operation) &&
+		(f.Hive == "" || hive == f.Hive) && (f.Owner == "" || owner == f.Owner)
+}
+
+// Jobs lists records newest first. Job ids sort by creation time. The
+// records the view does not hold whole are read from the bucket, a few at
+// a time; one changed meanwhile so that it no longer matches, or deleted,
+// is left out.
+func (v *View) Jobs(ctx context.Context, f Filter) ([]api.Job, error) {
 	v.mu.RLock()
-	out := make([]api.Job, 0, min(len(v.jobs), f.Limit))
-	for _, j := range v.jobs {
-		if (f.State == "" || j.State == f.State) && (f.Operation == "" || j.Operation == f.Operation) && (f.Hive == "" || j.Hive == f.Hive) && (f.Owner == "" || j.Owner == f.Owner) {
-			out = append(out, j)
+	ids := make([]string, 0, min(len(v.jobs), max(f.Limit, 0)))
+	for id, e := range v.jobs {
+		if k := e.kind.Value(); f.matches(k.state, k.operation, k.hive, k.owner) {
+			ids = append(ids, id)
 		}
 	}
 	v.mu.RUnlock()
-	sort.Slice(out, func(i, k int) bool { return out[i].JobID > out[k].JobID })
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
+	slices.SortFunc(ids, func(a, b string) int { return strings.Compare(b, a) })
+	if f.Limit > 0 && len(ids) > f.Limit {
+		ids = ids[:f.Limit]
 	}
-	return out
+	recs := make([]api.Job, len(ids))
+	found := make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readsAtOnce)
+	for i, id := range ids {
+		g.Go(func() error {
+			j, ok, err := v.whole(gctx, id)
+			recs[i], found[i] = j, ok && f.matches(j.State, j.Operation, j.Hive, j.Owner)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := recs[:0]
+	for i, j := range recs {
+		if found[i] {
+			out = append(out, j)
+		}
+	}
+	return out, nil
 }
 
 // Underway returns every open job that has a hive or runs on the queen:
-// the open jobs but those WaitingFor returns.
+// the open jobs but those WaitingFor yields. The view holds them all
+// whole.
 func (v *View) Underway() []api.Job {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]api.Job, 0, len(v.underway))
 	for id := range v.underway {
-		out = append(out, v.jobs[id])
+		out = append(out, *v.jobs[id].job)
 	}
 	return out
 }
@@ -393,11 +511,12 @@ func (v *View) Underway() []api.Job {
 // Expired returns the jobs past retention: ended and created before
 // cutoff, or so long past their deadline that nothing will end them.
 func (v *View) Expired(cutoff time.Time) []string {
+	cut := stamp(cutoff)
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []string
-	for id, j := range v.jobs {
-		if j.CreatedAt.Before(cutoff) && (api.Terminal(j.State) || j.DeadlineAt.Before(cutoff)) {
+	for id, e := range v.jobs {
+		if e.created < cut && (api.Terminal(e.kind.Value().state) || e.due < cut) {
 			out = append(out, id)
 		}
 	}
@@ -406,24 +525,22 @@ func (v *View) Expired(cutoff time.Time) []string {
 
 // OldestFinished returns up to n ended jobs, the earliest finished first.
 func (v *View) OldestFinished(n int) []string {
+	type ended struct {
+		id string
+		at int64
+	}
 	v.mu.RLock()
-	ended := make([]api.Job, 0, len(v.jobs)/2)
-	for _, j := range v.jobs {
-		if api.Terminal(j.State) {
-			ended = append(ended, j)
+	all := make([]ended, 0, len(v.jobs)/2)
+	for id, e := range v.jobs {
+		if api.Terminal(e.kind.Value().state) {
+			all = append(all, ended{id, e.due})
 		}
 	}
 	v.mu.RUnlock()
-	at := func(j api.Job) time.Time {
-		if j.FinishedAt != nil {
-			return *j.FinishedAt
-		}
-		return j.CreatedAt
-	}
-	sort.Slice(ended, func(i, k int) bool { return at(ended[i]).Before(at(ended[k])) })
-	out := make([]string, 0, min(n, len(ended)))
-	for _, j := range ended[:min(n, len(ended))] {
-		out = append(out, j.JobID)
+	slices.SortStableFunc(all, func(a, b ended) int { return cmp.Compare(a.at, b.at) })
+	out := make([]string, 0, min(n, len(all)))
+	for _, e := range all[:min(n, len(all))] {
+		out = append(out, e.id)
 	}
 	return out
 }
@@ -433,8 +550,8 @@ func (v *View) CountByState() map[string]int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := map[string]int{}
-	for _, j := range v.jobs {
-		out[j.State]++
+	for _, e := range v.jobs {
+		out[e.kind.Value().state]++
 	}
 	return out
 }

@@ -32,12 +32,19 @@ type fixture struct {
 // the view starts, so they arrive as the view's initial load.
 func newFixture(t *testing.T, hives []api.Hive, jobs []api.Job) *fixture {
 	t.Helper()
+	return newFixtureHolding(t, view.DefaultRecent, hives, jobs)
+}
+
+// newFixtureHolding is newFixture with a view that holds recent records
+// whole beside those of the jobs underway.
+func newFixtureHolding(t *testing.T, recent int, hives []api.Hive, jobs []api.Job) *fixture {
+	t.Helper()
 	nc := testkit.Connect(t, testkit.NATS(t))
 	st, err := store.Open(context.Background(), nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{v: view.New(slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	f := &fixture{v: view.New(slog.New(slog.NewTextHandler(io.Discard, nil)), recent)}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +99,29 @@ func ids(jobs []api.Job) []string {
 	return out
 }
 
+// waitingFor is the ids of the jobs waiting with req's needs, in order.
+func waitingFor(t *testing.T, v *view.View, req api.JobRequest) []string {
+	t.Helper()
+	out := []string{}
+	for j, err := range v.WaitingFor(context.Background(), req) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, j.JobID)
+	}
+	return out
+}
+
+// list is v.Jobs's ids.
+func list(t *testing.T, v *view.View, f view.Filter) []string {
+	t.Helper()
+	jobs, err := v.Jobs(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids(jobs)
+}
+
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 func at(min int) *time.Time {
@@ -109,7 +139,14 @@ var records = []api.Job{
 }
 
 func TestJobsFilter(t *testing.T) {
-	f := newFixture(t, nil, records)
+	// Holding one record whole, the view reads the others' from the
+	// bucket; the listing is the same.
+	for _, recent := range []int{view.DefaultRecent, 1} {
+		t.Run(fmt.Sprintf("holding %d", recent), func(t *testing.T) { testJobsFilter(t, newFixtureHolding(t, recent, nil, records)) })
+	}
+}
+
+func testJobsFilter(t *testing.T, f *fixture) {
 	tests := []struct {
 		name   string
 		filter view.Filter
@@ -126,7 +163,7 @@ func TestJobsFilter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ids(f.v.Jobs(tt.filter)); !slices.Equal(got, tt.want) {
+			if got := list(t, f.v, tt.filter); !slices.Equal(got, tt.want) {
 				t.Errorf("Jobs(%+v) = %v, want %v", tt.filter, got, tt.want)
 			}
 		})
@@ -134,7 +171,12 @@ func TestJobsFilter(t *testing.T) {
 }
 
 func TestJobQueries(t *testing.T) {
-	f := newFixture(t, nil, records)
+	for _, recent := range []int{view.DefaultRecent, 1} {
+		t.Run(fmt.Sprintf("holding %d", recent), func(t *testing.T) { testJobQueries(t, newFixtureHolding(t, recent, nil, records)) })
+	}
+}
+
+func testJobQueries(t *testing.T, f *fixture) {
 	sorted := func(s []string) []string { slices.Sort(s); return s }
 	tests := []struct {
 		name string
@@ -142,7 +184,7 @@ func TestJobQueries(t *testing.T) {
 		want []string
 	}{
 		{"underway: open, with a hive", ids(f.v.Underway()), []string{"j3"}},
-		{"waiting: queued without one", ids(f.v.WaitingFor(api.JobRequest{})), []string{"j4"}},
+		{"waiting: queued without one", waitingFor(t, f.v, api.JobRequest{}), []string{"j4"}},
 		{"expired: ended before the cutoff", sorted(f.v.Expired(t0.Add(90 * time.Second))), []string{"j1", "j2"}},
 		// j3's deadline passed long before this cutoff: nothing will end it.
 		{"expired: open but long past its deadline", sorted(f.v.Expired(t0.Add(200 * time.Second))), []string{"j1", "j2", "j3"}},
