@@ -149,7 +149,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	hub.Records = v
 	hub.Rejected = func(reason string) { m.NarrationRejected.WithLabelValues(reason).Inc() }
 	svc := jobs.New(st, v, m, log)
-	svc.Delivered = hub.Delivered
+	svc.Delivered, svc.Expect = hub.Delivered, hub.Expect
 	svc.Policy, svc.Retention = cfg.Placement, cfg.Retention
 	svc.MaxNarrationBytes = cfg.JobMaxNarrationBytes
 	svc.InferQueueDepth = cfg.Infer.QueueDepth

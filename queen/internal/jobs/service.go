@@ -70,6 +70,9 @@ type Service struct {
 	// its attempt (relay.Hub.Delivered); a moved generation continues
 	// from it.
 	Delivered func(ctx context.Context, job string, attempt int) (*api.Continuation, error)
+	// Expect, when set, is told of each job before its first event is
+	// stored (relay.Hub.Expect): whoever created it most likely follows it.
+	Expect func(job string)
 }
 
 // sentSince is what a queen placed on a hive since one of its heartbeats.
@@ -182,6 +185,9 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		return api.Job{}, false, err
 	}
 	s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
+	if s.Expect != nil {
+		s.Expect(j.JobID)
+	}
 	msg := fmt.Sprintf("job created: %s on queen", j.Operation)
 	switch {
 	case hive != "":

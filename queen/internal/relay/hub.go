@@ -116,7 +116,21 @@ type feed struct {
 	// client comes back first: clients that go back to history and return
 	// keep the one subscription.
 	linger *time.Timer
+	// opening is every frame of the job from its first on, while the queen
+	// has followed it from before its first was stored (Expect) and none
+	// was left to history or missed; a client that comes meanwhile reads
+	// them from here instead of asking the stream for each. nil otherwise.
+	opening []*Frame
 }
+
+// openingMax is the most frames a feed keeps of a job's opening; a client
+// that comes later reads history.
+const openingMax = firstBuffer
+
+// expectFor is how long the queen follows a job it created for a client
+// that does not come (Expect): the one that created it follows it within
+// moments, if at all.
+const expectFor = 2 * time.Second
 
 // lingerFor is how long a job's subscription outlives its last client.
 const lingerFor = 5 * time.Second
@@ -298,6 +312,7 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	seq, ok := liveSeq(m.Header)
 	if !ok {
 		h.reject(metrics.RejectInvalid)
+		h.breakOpening(job)
 		return
 	}
 	f := &Frame{Seq: seq, Writer: writer, Kind: kind, Data: m.Data, Attempt: bus.EndAttempt(subj), Header: m.Header}
@@ -309,6 +324,7 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 			rec, known = h.Records.Job(job)
 		}
 		if f.reject == "" && (!known || rec.Hive != writer || rec.Attempt != f.c.attempt) {
+			h.breakOpening(job)
 			return
 		}
 	}
@@ -344,6 +360,13 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 		return
 	}
 	fd.last, fd.heard, fd.checkWait = max(fd.last, seq), time.Now(), checkFirst
+	if fd.opening != nil {
+		if len(fd.opening) < openingMax {
+			fd.opening = append(fd.opening, f)
+		} else {
+			fd.opening = nil
+		}
+	}
 	var full []*sub
 	for s := range fd.subs {
 		select {
@@ -356,6 +379,45 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	h.mu.Unlock()
 	for _, s := range full {
 		h.drop(s, true)
+	}
+}
+
+// breakOpening marks job's opening as not whole: a frame of it will not be
+// there.
+func (h *Hub) breakOpening(job string) {
+	h.mu.Lock()
+	if f := h.feeds[job]; f != nil {
+		f.opening = nil
+	}
+	h.mu.Unlock()
+}
+
+// Expect follows job from before its first frame is stored, so that a
+// client that comes soon, the one that created it most likely, reads the
+// job's opening from memory, where it would ask the stream for the job's
+// newest message and then for each one before it. Unless a client comes,
+// the queen stops following the job expectFor later.
+func (h *Hub) Expect(job string) {
+	h.mu.Lock()
+	if h.feeds[job] != nil {
+		h.mu.Unlock()
+		return
+	}
+	f := &feed{subs: map[*sub]struct{}{}, ready: make(chan struct{}), heard: time.Now(), checkWait: checkFirst, opening: []*Frame{}}
+	h.feeds[job] = f
+	h.mu.Unlock()
+	ns, err := h.narr.LiveAhead(job, func(m *nats.Msg) { h.deliver(job, m) })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f.ns, f.err = ns, err
+	close(f.ready)
+	switch {
+	case err != nil:
+		if h.feeds[job] == f {
+			delete(h.feeds, job)
+		}
+	case len(f.subs) == 0:
+		f.linger = time.AfterFunc(expectFor, func() { h.end(job, f) })
 	}
 }
 
@@ -376,8 +438,10 @@ const firstBuffer = 64
 // buffer of frames when full is set, firstBuffer otherwise. The job's
 // first client subscribes the queen to its frames, and waits for the
 // server to hold the subscription; so does every client that comes
-// meanwhile.
-func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error) {
+// meanwhile. With opening asked for and whole (Expect), the feed starts
+// with every frame of the job so far, and subscribe reports true: the
+// client has no history to read.
+func (h *Hub) subscribe(ctx context.Context, job string, full, opening bool) (*sub, bool, error) {
 	n := h.buffer
 	if !full {
 		n = min(n, firstBuffer)
@@ -395,6 +459,13 @@ func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error
 		f.linger = nil
 	}
 	f.subs[s] = struct{}{}
+	opened := opening && f.ns != nil && f.opening != nil && len(f.opening) <= cap(s.ch)
+	if opened {
+		for _, fr := range f.opening {
+			s.ch <- fr
+		}
+		h.relayed.Add(uint64(len(f.opening)))
+	}
 	h.mu.Unlock()
 	if first {
 		ns, err := h.narr.Live(job, func(m *nats.Msg) { h.deliver(job, m) })
@@ -414,13 +485,13 @@ func (h *Hub) subscribe(ctx context.Context, job string, full bool) (*sub, error
 	case <-f.ready:
 	case <-ctx.Done():
 		h.unsubscribe(s)
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 	if f.err != nil {
 		h.unsubscribe(s)
-		return nil, fmt.Errorf("follow job %s live: %w", job, f.err)
+		return nil, false, fmt.Errorf("follow job %s live: %w", job, f.err)
 	}
-	return s, nil
+	return s, opened, nil
 }
 
 // caughtUp records that a client of job has read its story up to last,
@@ -496,16 +567,17 @@ func (h *Hub) end(job string, f *feed) {
 // back to history from where it stands.
 func (h *Hub) closeFeeds(job string) {
 	var subs []*sub
-	h.mu.RLock()
+	h.mu.Lock()
 	for j, f := range h.feeds {
 		if job != "" && j != job {
 			continue
 		}
+		f.opening = nil
 		for s := range f.subs {
 			subs = append(subs, s)
 		}
 	}
-	h.mu.RUnlock()
+	h.mu.Unlock()
 	for _, s := range subs {
 		h.drop(s, false)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +172,155 @@ func TestQueenReadsOnlyFollowedJobs(t *testing.T) {
 	}
 	if d := b.nc.Stats().InMsgs - inB; d > 50 {
 		t.Fatalf("a queen with no client received %d messages while %d events were stored", d, followed+1+other)
+	}
+}
+
+// own publishes as the hub's queen does: on the hub's own connection, so
+// the server reads a subscription Expect made before the frame.
+func (r *liveRig) own(t *testing.T, job string, f Frame) {
+	t.Helper()
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	(&liveRig{js: js}).publish(t, job, f)
+}
+
+// historyReads counts the queen's requests for single narration messages
+// (the JSON API's message gets), as a client on the server sees them.
+func historyReads(t *testing.T, r *liveRig) func() int {
+	t.Helper()
+	nc, err := nats.Connect(r.nc.ConnectedUrl(), bus.QueenOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var n atomic.Int64
+	if _, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+bus.NarrStream, func(*nats.Msg) { n.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() int {
+		_ = nc.Flush()
+		return int(n.Load())
+	}
+}
+
+// gotAll asserts that g got events 1 to last, in order and once, then the
+// close.
+func (g *gated) gotAll(t *testing.T, last uint64) {
+	t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if uint64(len(g.seqs)) != last {
+		t.Fatalf("the client got %v, want 1 to %d", g.seqs, last)
+	}
+	for i, s := range g.seqs {
+		if s != uint64(i)+1 {
+			t.Fatalf("the client got %v, want 1 to %d", g.seqs, last)
+		}
+	}
+	if !g.done {
+		t.Fatal("the client got no close after the end")
+	}
+}
+
+// A client of a job its queen created (Hub.Expect) reads the job's opening
+// from the queen's memory: the queen asks the stream for no message. A
+// client of a job the queen did not create asks it for several.
+func TestExpectedJobReadsNoHistory(t *testing.T) {
+	for _, expected := range []bool{true, false} {
+		r, _ := newLiveRig(t)
+		reads := historyReads(t, r)
+		if expected {
+			r.hub.Expect("j1")
+		}
+		for seq := uint64(1); seq <= 3; seq++ {
+			r.own(t, "j1", ev(bus.QueenWriter, seq, 1, "tick"))
+		}
+		g := &gated{release: make(chan struct{})}
+		close(g.release)
+		before := reads()
+		streamed := make(chan error, 1)
+		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
+		r.own(t, "j1", ev(bus.QueenWriter, 4, 1, "tick"))
+		r.own(t, "j1", end(bus.QueenWriter, 5, 1, "done"))
+		if err := <-streamed; err != nil {
+			t.Fatal(err)
+		}
+		g.gotAll(t, 5)
+		n := reads() - before
+		if expected && n != 0 {
+			t.Fatalf("the client of an expected job cost %d history reads, want none", n)
+		}
+		if !expected && n < 3 {
+			t.Fatalf("the client of a job read from history cost %d reads, want one for its newest and one each for 1 to 3", n)
+		}
+	}
+}
+
+// An opening the live feed did not get whole is read from history: a
+// first frame the feed missed, and a hive's frame the feed leaves to
+// history, reach the client all the same, in order and once.
+func TestExpectedJobOpeningMended(t *testing.T) {
+	t.Run("first frame missed", func(t *testing.T) {
+		r, _ := newLiveRig(t)
+		r.hub.Expect("j1")
+		r.cut(t, "j1", false)
+		r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
+		r.cut(t, "j1", true)
+		r.own(t, "j1", ev(bus.QueenWriter, 2, 1, "tick"))
+		g := &gated{release: make(chan struct{})}
+		close(g.release)
+		streamed := make(chan error, 1)
+		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
+		r.own(t, "j1", end(bus.QueenWriter, 3, 1, "done"))
+		if err := <-streamed; err != nil {
+			t.Fatal(err)
+		}
+		g.gotAll(t, 3)
+	})
+	t.Run("a hive's frame no record vouches for", func(t *testing.T) {
+		r, _ := newLiveRig(t)
+		r.hub.Records = records{} // no record: no hive's frame goes live
+		r.hub.Expect("j1")
+		r.own(t, "j1", placed(1, 1, "job_created", "h1"))
+		r.publish(t, "j1", ev("h1", 2, 1, "started"))
+		r.own(t, "j1", ev(bus.QueenWriter, 3, 1, "tick"))
+		g := &gated{release: make(chan struct{})}
+		close(g.release)
+		streamed := make(chan error, 1)
+		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
+		r.own(t, "j1", end(bus.QueenWriter, 4, 1, "done"))
+		if err := <-streamed; err != nil {
+			t.Fatal(err)
+		}
+		g.gotAll(t, 4)
+	})
+}
+
+// A job its queen created and nobody follows is followed for expectFor
+// only.
+func TestExpectedJobNobodyFollows(t *testing.T) {
+	r, _ := newLiveRig(t)
+	r.hub.Expect("j1")
+	r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
+	subs := r.nc.NumSubscriptions()
+	follows := func() bool {
+		r.hub.mu.RLock()
+		defer r.hub.mu.RUnlock()
+		return r.hub.feeds["j1"] != nil
+	}
+	if !follows() {
+		t.Fatal("the queen does not follow the job it expects a client for")
+	}
+	testkit.WaitFor(t, expectFor+5*time.Second, "the queen to stop following", func() bool { return !follows() })
+	if n := r.nc.NumSubscriptions(); n != subs-1 {
+		t.Fatalf("the queen's connection has %d subscriptions, %d while it followed the job", n, subs)
 	}
 }

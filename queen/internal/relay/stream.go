@@ -136,13 +136,19 @@ func (h *Hub) Stream(ctx context.Context, w Sink, job string, after uint64, hear
 		fw, err = h.fenceAt(ctx, w, job, after)
 	}
 	overflowed := false
+	opening := after == 0
 	for {
 		// Subscribe before reading history: whatever is stored after the
-		// history read ends reaches the feed.
-		s, err := h.subscribe(ctx, job, overflowed)
+		// history read ends reaches the feed. A feed that holds the job's
+		// whole opening leaves no history to read; a frame missing from it
+		// is a gap from the job's first event on.
+		s, opened, err := h.subscribe(ctx, job, overflowed, opening)
+		opening, fw.fromStart = false, opened
 		ended := false
 		if err == nil {
-			ended, err = h.replay(ctx, fw, job, &last)
+			if !opened {
+				ended, err = h.replay(ctx, fw, job, &last)
+			}
 			if err == nil && !ended {
 				h.caughtUp(job, last, &fw.trust)
 				backoff = retryFirst
@@ -365,7 +371,13 @@ type fenced struct {
 	// gapAt is the job sequence after which a live frame last showed a
 	// gap; a second gap there is the story's own, not the feed's.
 	gapAt uint64
+	// fromStart is set while the live feed brings the job's story from its
+	// first event (Hub.Expect): a first frame past it is a gap too.
+	fromStart bool
 }
+
+// noGap is a fence's gapAt before any gap: no job sequence.
+const noGap = ^uint64(0)
 
 // errGap is a live frame that is not the next of its job's story: the feed
 // missed one before it, and the client must read it from history.
@@ -451,7 +463,7 @@ func (w *fenced) send(f Frame, live bool) (bool, error) {
 	if f.c.seq <= w.seq {
 		return false, nil
 	}
-	if live && w.seq > 0 && f.c.seq > w.seq+1 && w.gapAt != w.seq {
+	if live && (w.seq > 0 || w.fromStart) && f.c.seq > w.seq+1 && w.gapAt != w.seq {
 		w.gapAt = w.seq
 		return false, errGap
 	}
@@ -464,7 +476,7 @@ func (w *fenced) send(f Frame, live bool) (bool, error) {
 // stale event, so that is where its story stands. An error is NATS's, and
 // the fence it comes with is only good for pinging the client.
 func (h *Hub) fenceAt(ctx context.Context, w Sink, job string, after uint64) (*fenced, error) {
-	f := &fenced{Sink: w, job: job, recs: h.Records, attempt: 1}
+	f := &fenced{Sink: w, job: job, recs: h.Records, attempt: 1, gapAt: noGap}
 	if after == 0 {
 		return f, nil
 	}

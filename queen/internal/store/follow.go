@@ -62,6 +62,14 @@ func (r *NarrationReader) Live(job string, handle func(*nats.Msg)) (*nats.Subscr
 	return sub, nil
 }
 
+// LiveAhead is Live without waiting for the server: for a job none of
+// whose messages is stored yet. The server reads a connection's commands
+// in order, so every message stored after the queen's own next write
+// (the job's first event, on this connection) reaches handle.
+func (r *NarrationReader) LiveAhead(job string, handle func(*nats.Msg)) (*nats.Subscription, error) {
+	return r.nc.Subscribe(bus.LiveJob(job), handle)
+}
+
 // Reconnects counts the connection's reconnects: a core subscription
 // misses what was published while it was away.
 func (r *NarrationReader) Reconnects() uint64 { return r.nc.Stats().Reconnects }
