@@ -63,8 +63,9 @@ type Job struct {
 }
 
 // PastHive is the hive of an earlier attempt of a job, and Until, the
-// narration stream's sequence of the job's newest message when the job
-// moved on: what that hive stored after it is not the attempt's story.
+// narration stream's sequence just before the queen's event that moved the
+// job on: what that hive stored after it is not the attempt's story. Until
+// is 0 while that event is being written.
 type PastHive struct {
 	Hive  string `json:"hive"`
 	Until uint64 `json:"until"`

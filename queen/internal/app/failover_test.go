@@ -2,15 +2,23 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
+	"rbee.dev/shared/testkit"
 )
 
 // slowFile serves size bytes in 100 KB pieces, one every tick, so a
@@ -174,5 +182,115 @@ func TestQueuedUntilHiveJoins(t *testing.T) {
 	}
 	if e := frames[1].event(t); e.Action != "placed" {
 		t.Fatalf("second event %+v, want placed", e)
+	}
+}
+
+// A frame the lost hive stores while the queen moves its job, after the
+// queen read where the story stood and before its event that moves the job,
+// is the old attempt's story for every reader or for none: a client that
+// resumes anywhere reads the same story as one that reads it whole. The
+// test stores that frame itself, as the lost hive, the moment it sees the
+// queen ask for the job's newest message.
+func TestLateFrameOfLostHiveSameForEveryReader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stops processes")
+	}
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	hives := map[string]*exec.Cmd{"a": hiveProcess(t, base, ns.ClientURL(), "a"), "b": hiveProcess(t, base, ns.ClientURL(), "b")}
+	url := slowFile(t, 2_000_000, 100*time.Millisecond)
+	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: url}})
+	sse(t, context.Background(), base, job, 0, 4)
+	var rec api.Job
+	do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
+	lost := rec.Hive
+	_ = hives[lost].Process.Signal(syscall.SIGSTOP)
+	defer func() { _ = hives[lost].Process.Kill() }()
+
+	nc := testkit.Connect(t, ns)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	newest, err := js.Stream(ctx, bus.NarrStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := newest.GetLastMsgForSubject(ctx, bus.NarrJob(job))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last api.Event
+	if err := json.Unmarshal(m.Data, &last); err != nil {
+		t.Fatal(err)
+	}
+	e := api.Event{JobID: job, Seq: last.Seq + 1, Attempt: 1, Hive: lost, Actor: "hive", Action: "progress", Message: "stored while the job moved", Time: time.Now().UTC()}
+	body, _ := json.Marshal(e)
+	late := bus.Meta{Job: job, Writer: lost, Kind: bus.KindEvent, Seq: e.Seq, Attempt: 1}.Msg(body)
+	stored := make(chan uint64, 1)
+	var once sync.Once
+	sub, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+bus.NarrStream, func(req *nats.Msg) {
+		var get struct {
+			LastFor string `json:"last_by_subj"`
+		}
+		if json.Unmarshal(req.Data, &get) != nil || get.LastFor != bus.NarrJob(job) {
+			return
+		}
+		once.Do(func() {
+			go func() {
+				ack, err := js.PublishMsg(ctx, late)
+				if err != nil {
+					t.Errorf("store the late frame: %v", err)
+					close(stored)
+					return
+				}
+				stored <- ack.Sequence
+			}()
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var lateSeq uint64
+	select {
+	case seq, ok := <-stored:
+		if !ok {
+			return
+		}
+		lateSeq = seq
+	case <-ctx.Done():
+		t.Fatal("the queen never asked where the job's story stands")
+	}
+	all, done, _ := sse(t, ctx, base, job, 0, 0)
+	checkComplete(t, all, done)
+	moved := uint64(0)
+	for _, f := range all {
+		if f.event(t).Action == "replaced" {
+			moved = f.ID
+			break
+		}
+	}
+	if moved == 0 {
+		t.Fatal("the job was not re-placed")
+	}
+	if lateSeq > moved {
+		t.Logf("the late frame was stored after the job moved (%d > %d): it is no one's story, and this run shows nothing more", lateSeq, moved)
+	}
+	for i, f := range all {
+		if f.ID >= moved {
+			break
+		}
+		rest, done, _ := sse(t, ctx, base, job, f.ID, 0)
+		if !done || len(rest) != len(all)-i-1 {
+			t.Fatalf("a client resuming after frame %d (id %d) read %d frames; the whole story has %d after it", i, f.ID, len(rest), len(all)-i-1)
+		}
+		for k, r := range rest {
+			if r.ID != all[i+1+k].ID {
+				t.Fatalf("a client resuming after id %d read id %d where the whole story has %d", f.ID, r.ID, all[i+1+k].ID)
+			}
+		}
 	}
 }

@@ -442,7 +442,7 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 	if err != nil || !won {
 		return false, err == nil
 	}
-	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
+	seq, _, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
 		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
@@ -499,8 +499,11 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 	if err != nil && !(infer && errors.Is(err, errBusy) && (j.Request.Queue == nil || *j.Request.Queue)) {
 		return false
 	}
-	// What the lost hive stored up to now stays the old attempt's story;
-	// whatever it stores later is not (store.Writes).
+	// What the lost hive stores before the event that moves the job stays
+	// the old attempt's story, and the event is numbered after it; what it
+	// stores later is not (store.Writes). Until that event's place is
+	// known, the record leaves the bound open (0); should the event not be
+	// written, the bound is where the story stood now.
 	until, err := s.st.LastStreamSeq(ctx, j.JobID)
 	if err != nil {
 		return true // tried again on the next pass
@@ -511,7 +514,7 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 		if r.Attempt != j.Attempt || r.Hive != j.Hive || api.Terminal(r.State) || r.State == api.StateCancelling {
 			return false
 		}
-		r.PastHives = append(slices.Clip(r.PastHives), api.PastHive{Hive: r.Hive, Until: until})
+		r.PastHives = append(slices.Clip(r.PastHives), api.PastHive{Hive: r.Hive})
 		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
 		if to == "" {
 			r.State = api.StateQueued
@@ -533,7 +536,11 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 			msg = fmt.Sprintf("%s; the generation waits in the queue for another worker of %s, then continues from what its client has (attempt %d of %d)", why, j.Request.Model(), rec.Attempt, maxAttempts)
 		}
 	}
-	seq, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: action, Hive: to, Level: api.LevelWarn, Message: msg}, j.Hive)
+	seq, moved, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: action, Hive: to, Level: api.LevelWarn, Message: msg}, j.Hive)
+	if err == nil {
+		until = moved - 1
+	}
+	s.pastUntil(ctx, rec, until)
 	if to == "" {
 		s.wake()
 		return true
@@ -545,6 +552,23 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 		s.log.Warn("re-place job", "job_id", j.JobID, "err", err)
 	}
 	return true
+}
+
+// pastUntil records where the story of the attempt before rec's ends
+// (api.PastHive), unless another queen did.
+func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
+	_, err := s.update(ctx, api.Job{JobID: rec.JobID}, 0, func(r *api.Job) bool {
+		p := len(r.PastHives) - 1
+		if r.Attempt != rec.Attempt || p != rec.Attempt-2 || r.PastHives[p].Until != 0 {
+			return false
+		}
+		r.PastHives = slices.Clone(r.PastHives)
+		r.PastHives[p].Until = until
+		return true
+	})
+	if err != nil {
+		s.log.Warn("record where the job's earlier attempt ends", "job_id", rec.JobID, "err", err)
+	}
 }
 
 // movable reports whether a job may run again elsewhere: its operation is

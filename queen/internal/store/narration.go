@@ -40,13 +40,13 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 }
 
 // NarrateNext stores a queen-written event numbered after the job's newest
-// event and returns the number it got. A hive that is slow rather than gone
+// event and returns the number it got and its stream sequence. A hive that is slow rather than gone
 // may store an event between the read and the write; the write expects the
 // job's last stream sequence as read, so it is refused then and tried again
 // with the next number: two events never share one. The numbering follows
 // the queen's events and those of hive, the hive of the job's attempt so far
 // ("" for none): other hives' frames in the job are not its story.
-func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event, hive string) (uint64, error) {
+func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event, hive string) (seq, streamSeq uint64, err error) {
 	fill(&e)
 	return s.publishNext(ctx, e, kind, "", hive)
 }
@@ -66,7 +66,7 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 	}
 	fill(&e)
 	if e.Seq == 0 {
-		_, err := s.publishNext(ctx, e, bus.KindEnd, bus.NarrEnd(e.JobID, e.Attempt), e.Hive)
+		_, _, err := s.publishNext(ctx, e, bus.KindEnd, bus.NarrEnd(e.JobID, e.Attempt), e.Hive)
 		return err
 	}
 	data, err := json.Marshal(e)
@@ -84,36 +84,36 @@ const nextTries = 50
 // expecting nothing to have been stored for the job since it looked. With
 // an end slot, it first checks that the slot is empty; the expectation
 // then also covers an end stored meanwhile.
-func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (uint64, error) {
+func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (seq, streamSeq uint64, err error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
 			_, err := s.get.last(ctx, endSlot)
 			if err == nil {
-				return 0, ErrAlreadyEnded
+				return 0, 0, ErrAlreadyEnded
 			}
 			if !errors.Is(err, jetstream.ErrMsgNotFound) {
-				return 0, fmt.Errorf("end of job %s: %w", e.JobID, err)
+				return 0, 0, fmt.Errorf("end of job %s: %w", e.JobID, err)
 			}
 		}
-		streamSeq, seq, err := s.last(ctx, e.JobID, hive)
+		lastStream, last, err := s.last(ctx, e.JobID, hive)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		e.Seq = seq + 1
+		e.Seq = last + 1
 		data, err := json.Marshal(e)
 		if err != nil {
-			return 0, fmt.Errorf("encode event: %w", err)
+			return 0, 0, fmt.Errorf("encode event: %w", err)
 		}
-		_, err = s.js.PublishMsg(ctx, meta(kind, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(streamSeq, bus.NarrJob(e.JobID)))
+		ack, err := s.js.PublishMsg(ctx, meta(kind, e).Msg(data), jetstream.WithExpectLastSequenceForSubject(lastStream, bus.NarrJob(e.JobID)))
 		if err == nil {
-			return e.Seq, nil
+			return e.Seq, ack.Sequence, nil
 		}
 		if !bus.LostRace(err) || try == nextTries {
-			return 0, fmt.Errorf("narrate job %s: %w", e.JobID, err)
+			return 0, 0, fmt.Errorf("narrate job %s: %w", e.JobID, err)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		case <-time.After(time.Duration(try+1) * time.Millisecond):
 		}
 	}
@@ -224,6 +224,9 @@ func (s *Store) LastSeq(ctx context.Context, job, hive string) (uint64, error) {
 // frame stored at stream sequence seq (0: not known): the queen always, a
 // hive only for an attempt j was dispatched to it for, the current one or,
 // up to the moment the job moved on, an earlier one (api.Job.PastHives).
+// While that moment is not stored yet (Until 0), every frame of the
+// earlier attempt passes here: a reader, reading in stream order, drops
+// those after the queen's event that moved the job (the relay's fence).
 // A hive may publish narration subjects of any job under its own name;
 // readers keep it from speaking for jobs it was not given.
 func Writes(j api.Job, writer string, attempt int, seq uint64) bool {
@@ -238,7 +241,7 @@ func Writes(j api.Job, writer string, attempt int, seq uint64) bool {
 		return false
 	}
 	p := j.PastHives[attempt-1]
-	return writer == p.Hive && writer != "" && seq > 0 && seq <= p.Until
+	return writer == p.Hive && writer != "" && seq > 0 && (p.Until == 0 || seq <= p.Until)
 }
 
 // MayEnd reports whether end may end j: it is terminal, and its writer
