@@ -3,12 +3,15 @@ package app_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,8 +86,9 @@ func sseClients(t testing.TB, base string) int {
 
 // A taken-over stream answers as the HTTP server would: 200 with the SSE
 // headers, a chunked body from the retry line through [DONE], ended by the
-// closing chunk; then the connection closes. An HTTP/1.0 client gets the
-// same body, ended by the close. A resume after an event starts after it.
+// closing chunk; then the connection stays open for the next request,
+// unless the client asked for the close. An HTTP/1.0 client gets the same
+// body, ended by the close. A resume after an event starts after it.
 func TestTakenOverStreamWire(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
@@ -93,28 +97,43 @@ func TestTakenOverStreamWire(t *testing.T) {
 	frames, done, _ := sse(t, t.Context(), base, job, 0, 0)
 	checkComplete(t, frames, done)
 
-	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
-		conn := openStream(t, base, job, proto)
+	for _, tc := range []struct {
+		proto, hdr string
+		keep       bool
+	}{
+		{"HTTP/1.1", "", true},
+		{"HTTP/1.1", "Connection: close\r\n", false},
+		{"HTTP/1.0", "", false},
+	} {
+		name := strings.TrimSpace(tc.proto + " " + strings.TrimSpace(tc.hdr))
+		conn := openStream(t, base, job, tc.proto, tc.hdr)
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			t.Fatalf("%s: %v", proto, err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		body, err := io.ReadAll(resp.Body)
-		conn.Close()
 		if err != nil {
-			t.Fatalf("%s: body cut short: %v", proto, err)
+			t.Fatalf("%s: body cut short: %v", name, err)
 		}
 		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" ||
 			resp.Header.Get("Cache-Control") != "no-cache" || resp.Header.Get("X-Accel-Buffering") != "no" ||
-			resp.Header.Get("Date") == "" || !resp.Close || chunked != (proto == "HTTP/1.1") {
-			t.Fatalf("%s: answer %d, chunked %v, close %v, headers %v", proto, resp.StatusCode, chunked, resp.Close, resp.Header)
+			resp.Header.Get("Date") == "" || resp.Close == tc.keep || chunked != (tc.proto == "HTTP/1.1") {
+			t.Fatalf("%s: answer %d, chunked %v, close %v, headers %v", name, resp.StatusCode, chunked, resp.Close, resp.Header)
 		}
 		if !bytes.HasPrefix(body, []byte("retry: 1000\n\n: rbee narration for job "+job+"\n\nid: ")) ||
 			!bytes.HasSuffix(body, []byte("\ndata: [DONE]\n\n")) || bytes.Count(body, []byte("\nevent: ")) != len(frames) {
-			t.Fatalf("%s: body\n%s", proto, body)
+			t.Fatalf("%s: body\n%s", name, body)
 		}
+		if tc.keep {
+			// The server reads the next request from the same connection.
+			nextRequest(t, conn, br, job)
+		} else if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("%s: after the answer the connection read %d bytes, %v; want the close", name, n, err)
+		}
+		conn.Close()
 	}
 
 	// Resume after the third event.
@@ -186,6 +205,280 @@ func TestTakenOverStreamEnds(t *testing.T) {
 	if d := time.Since(start); d > 6*time.Second {
 		t.Fatalf("the stream ended %s after shutdown began", d)
 	}
+}
+
+// nextRequest asks for job's record on conn, whose answers br reads, and
+// checks the answer.
+func nextRequest(t testing.TB, conn net.Conn, br *bufio.Reader, job string) {
+	t.Helper()
+	if _, err := io.WriteString(conn, "GET /v1/jobs/"+job+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	checkJobAnswer(t, br, job)
+}
+
+// checkJobAnswer reads, from br, the answer to a request for job's record.
+func checkJobAnswer(t testing.TB, br *bufio.Reader, job string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the next request on the connection: %v", err)
+	}
+	var rec api.Job
+	err = json.NewDecoder(resp.Body).Decode(&rec)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || rec.JobID != job {
+		t.Fatalf("the next request on the connection: %d, %v, job %q", resp.StatusCode, err, rec.JobID)
+	}
+}
+
+// readStream reads, from br, a stream's whole answer, which leaves the
+// connection open.
+func readStream(t testing.TB, br *bufio.Reader) []byte {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.Close || !bytes.HasSuffix(body, []byte("\ndata: [DONE]\n\n")) {
+		t.Fatalf("stream: close %v, %v, body\n%s", resp.Close, err, body)
+	}
+	return body
+}
+
+// readWhole reads job's stream through hc to the end of its body, so that
+// the client may use the connection again, and parses its frames.
+func readWhole(t testing.TB, hc *http.Client, base, job string) (frames []frame, done bool) {
+	t.Helper()
+	resp, err := hc.Get(base + "/v1/jobs/" + job + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("stream: %d, %v", resp.StatusCode, err)
+	}
+	for ev := range strings.SplitSeq(string(body), "\n\n") {
+		var f frame
+		for line := range strings.SplitSeq(ev, "\n") {
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				f.ID, _ = strconv.ParseUint(line[4:], 10, 64)
+			case strings.HasPrefix(line, "event: "):
+				f.Event = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				f.Data = line[6:]
+			}
+		}
+		switch {
+		case f.Data == api.SSEDone:
+			done = true
+		case f.Data != "":
+			frames = append(frames, f)
+		}
+	}
+	return frames, done
+}
+
+// A client that keeps its connections alive sends its next request on the
+// connection a stream was served on, as after any other answer: jobs
+// submitted and followed to their end, one after the other, take one
+// connection.
+func TestTakenOverStreamKeepAlive(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	mustHive(t, base, ns.ClientURL(), "h1")
+	var dials atomic.Int32
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	for range 3 {
+		data, _ := json.Marshal(api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
+		resp, err := hc.Post(base+"/v1/jobs", "application/json", bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out api.CreateJobResponse
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("submit: %d, %v", resp.StatusCode, err)
+		}
+		frames, done := readWhole(t, hc, base, out.JobID)
+		checkComplete(t, frames, done)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections dialed for three jobs and their streams, want 1", n)
+	}
+}
+
+// Requests pipelined behind a stream are answered after it on the same
+// connection, whether sent with it (read by the server before the stream
+// began), while it is live (read in part by the watch for the client
+// leaving), or right after its closing chunk.
+func TestTakenOverStreamPipelined(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.SSEHeartbeat = 30 * time.Second })
+	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
+	ended := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
+	frames, done, _ := sse(t, t.Context(), base, ended, 0, 0)
+	checkComplete(t, frames, done)
+
+	t.Run("with the stream", func(t *testing.T) {
+		conn := openStream(t, base, ended, "HTTP/1.1", "\r\nGET /v1/jobs/"+ended+" HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		readStream(t, br)
+		checkJobAnswer(t, br, ended)
+		nextRequest(t, conn, br, ended)
+	})
+	t.Run("while live", func(t *testing.T) {
+		job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "1"}}})
+		conn := openStream(t, base, job, "HTTP/1.1")
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Read up to the first event, then send the next request while the
+		// job runs.
+		var body []byte
+		sr := bufio.NewReader(resp.Body)
+		for !bytes.Contains(body, []byte("\nevent: ")) {
+			line, err := sr.ReadBytes('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = append(body, line...)
+		}
+		if _, err := io.WriteString(conn, "GET /v1/jobs/"+job+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		rest, err := io.ReadAll(sr)
+		body = append(body, rest...)
+		if err != nil || !bytes.Contains(body, []byte("\nevent: end\n")) || !bytes.HasSuffix(body, []byte("\ndata: [DONE]\n\n")) {
+			t.Fatalf("stream: %v, body\n%s", err, body)
+		}
+		checkJobAnswer(t, br, job)
+	})
+	t.Run("after the closing chunk", func(t *testing.T) {
+		conn := openStream(t, base, ended, "HTTP/1.1")
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		for range 3 {
+			readStream(t, br)
+			if _, err := io.WriteString(conn, "GET /v1/jobs/"+ended+"/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		readStream(t, br)
+		nextRequest(t, conn, br, ended)
+	})
+}
+
+// A client that leaves mid-stream, by closing its connection or only its
+// side of it, has it closed, not given back: nothing of the stream is
+// left behind.
+func TestTakenOverStreamLeaverClosed(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.SSEHeartbeat = 30 * time.Second })
+	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
+	// One stream given back first, so that what the queen starts once for
+	// them is there before the count.
+	ended := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
+	frames, done, _ := sse(t, t.Context(), base, ended, 0, 0)
+	checkComplete(t, frames, done)
+	conn := openStream(t, base, ended, "HTTP/1.1")
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	readStream(t, br)
+	nextRequest(t, conn, br, ended)
+	conn.Close()
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "60"}}})
+	waitFor(t, 10*time.Second, func() bool { return sseClients(t, base) == 0 })
+	before := httpGoroutines()
+
+	leaver := openStream(t, base, job, "HTTP/1.1")
+	halfLeaver := openStream(t, base, job, "HTTP/1.1")
+	waitFor(t, 10*time.Second, func() bool { return sseClients(t, base) == 2 })
+	leaver.Close()
+	_ = halfLeaver.(*net.TCPConn).CloseWrite()
+	_ = halfLeaver.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br = bufio.NewReader(halfLeaver)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("the stream of a client that left ended without its closing chunk: %v", err)
+	}
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after the stream of a client that left, the connection read %d bytes, %v; want the close", n, err)
+	}
+	halfLeaver.Close()
+	waitFor(t, 10*time.Second, func() bool { return sseClients(t, base) == 0 && httpGoroutines() <= before })
+}
+
+// httpGoroutines counts the goroutines of the queen's HTTP serving, its
+// streams' among them, once the default client's idle connections are
+// closed.
+func httpGoroutines() int {
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(50 * time.Millisecond)
+	buf := make([]byte, 1<<22)
+	n := 0
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "rbee.dev/queen/internal/httpapi.") || strings.Contains(g, "net/http.(*conn).serve") {
+			n++
+		}
+	}
+	return n
+}
+
+// A queen that shuts down closes at once a connection given back after
+// its stream and waiting for the next request, where the HTTP server
+// would wait up to 5 seconds for a new connection's first request; the
+// listener that gave it back is done with too.
+func TestTakenOverStreamShutdownKept(t *testing.T) {
+	ns := mustNATS(t)
+	base, q := mustQueen(t, ns.ClientURL())
+	mustHive(t, base, ns.ClientURL(), "h1")
+	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
+	frames, done, _ := sse(t, t.Context(), base, job, 0, 0)
+	checkComplete(t, frames, done)
+	conn := openStream(t, base, job, "HTTP/1.1")
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	readStream(t, br)
+	// The connection is given back once the closing chunk is sent.
+	time.Sleep(200 * time.Millisecond)
+	http.DefaultClient.CloseIdleConnections()
+	start := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("shutdown took %s with a connection given back and idle", d)
+	}
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the connection given back read %d bytes, %v, after the shutdown; want the close", n, err)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		buf := make([]byte, 1<<20)
+		return !bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("takenOver).add"))
+	})
 }
 
 // An idle client on a taken-over connection holds no HTTP server buffers

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,11 +21,17 @@ import (
 //
 // The body is chunked for an HTTP/1.1 client, each flush one chunk, and
 // ends with the closing chunk, as the HTTP server would have sent it; an
-// HTTP/1.0 client reads it to the connection's close. Either way the
-// connection closes after the answer: it is not handed back to the server.
+// HTTP/1.0 client reads it to the connection's close. A keep-alive answer
+// (HTTP/1.1, the client did not ask for the close) can end without closing
+// the connection (End), for the HTTP server to read the client's next
+// request from it; any other ends with the close (Close), announced in
+// its headers.
 type ConnWriter struct {
 	conn    net.Conn
 	chunked bool
+	keep    bool
+	// ended: the closing chunk is sent (or failed); nothing more is.
+	ended bool
 	// buf is what is written and not yet sent, after chunkHead bytes kept
 	// for the chunk's size line; nil between flushes.
 	buf *[]byte
@@ -32,9 +39,11 @@ type ConnWriter struct {
 
 // NewConnWriter writes the status line and hdr (plus Date, and the
 // framing headers, which it sets in hdr) to conn, and returns the writer
-// of the body. minor is the request's minor HTTP/1 version.
-func NewConnWriter(conn net.Conn, hdr http.Header, minor int) (*ConnWriter, error) {
-	w := &ConnWriter{conn: conn, chunked: minor >= 1}
+// of the body. minor is the request's minor HTTP/1 version; keepAlive
+// asks for an answer that leaves the connection open (HTTP/1.1 only): its
+// Connection header is then hdr's own, and otherwise close.
+func NewConnWriter(conn net.Conn, hdr http.Header, minor int, keepAlive bool) (*ConnWriter, error) {
+	w := &ConnWriter{conn: conn, chunked: minor >= 1, keep: minor >= 1 && keepAlive}
 	b := w.take()
 	b = b[:0]
 	if w.chunked {
@@ -43,7 +52,9 @@ func NewConnWriter(conn net.Conn, hdr http.Header, minor int) (*ConnWriter, erro
 		b = append(b, "HTTP/1.0 200 OK\r\n"...)
 	}
 	h := hdr
-	h.Set("Connection", "close")
+	if !w.keep {
+		h.Set("Connection", "close")
+	}
 	h.Del("Content-Length")
 	if w.chunked {
 		h.Set("Transfer-Encoding", "chunked")
@@ -175,14 +186,45 @@ func (w *ConnWriter) Flush() error {
 	return err
 }
 
-// Close sends what is pending and the closing chunk (a chunked body that
-// ends without it is one cut short), then closes the connection.
-func (w *ConnWriter) Close() error {
+// KeepAlive reports whether the answer leaves its connection open (End).
+func (w *ConnWriter) KeepAlive() bool { return w.keep }
+
+// closingChunk ends a chunked body: one that ends without it is one cut
+// short.
+var closingChunk = []byte("0\r\n\r\n")
+
+// end sends what is pending and the closing chunk, once.
+func (w *ConnWriter) end() error {
+	if w.ended {
+		return nil
+	}
+	w.ended = true
 	err := w.sendPending()
 	if err == nil && w.chunked {
-		err = w.send([]byte("0\r\n\r\n"))
+		err = w.send(closingChunk)
 	}
 	w.release()
+	return err
+}
+
+// End sends what is pending and the closing chunk, and leaves the
+// connection open, with no write deadline, for the HTTP server to read the
+// client's next request from; the writer is done with it. Only a
+// keep-alive answer ends so.
+func (w *ConnWriter) End() error {
+	if !w.keep {
+		return errors.New("relay: this answer announced the connection's close")
+	}
+	if err := w.end(); err != nil {
+		return err
+	}
+	return w.conn.SetWriteDeadline(time.Time{})
+}
+
+// Close sends what is pending and the closing chunk, unless End did, then
+// closes the connection.
+func (w *ConnWriter) Close() error {
+	err := w.end()
 	if tc, ok := w.conn.(interface{ CloseWrite() error }); ok && err == nil {
 		_ = tc.CloseWrite()
 	}

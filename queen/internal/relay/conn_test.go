@@ -16,30 +16,49 @@ import (
 // A ConnWriter's answer reads, through Go's own HTTP client code, as the
 // SSE body the server would have sent: chunked for HTTP/1.1 (one chunk a
 // flush, and pieces of a long run sent before its flush), to the close for
-// HTTP/1.0; and between flushes it holds no buffer.
+// HTTP/1.0; and between flushes it holds no buffer. A keep-alive answer
+// does not announce the close and, ended, leaves the connection open: what
+// is written after it is read after the body, and nothing else.
 func TestConnWriter(t *testing.T) {
-	for _, minor := range []int{1, 0} {
-		t.Run("HTTP/1."+strconv.Itoa(minor), func(t *testing.T) {
+	for _, tc := range []struct {
+		minor int
+		keep  bool
+	}{{1, false}, {1, true}, {0, true}} {
+		minor := tc.minor
+		keep := tc.keep && minor == 1
+		t.Run("HTTP/1."+strconv.Itoa(minor)+" keep-alive "+strconv.FormatBool(tc.keep), func(t *testing.T) {
 			server, client := net.Pipe()
+			defer client.Close()
 			type answer struct {
 				resp *http.Response
 				body []byte
 				err  error
+				next string
 			}
 			got := make(chan answer, 1)
 			go func() {
-				resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+				br := bufio.NewReader(client)
+				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
 					got <- answer{err: err}
 					return
 				}
 				body, err := io.ReadAll(resp.Body)
-				got <- answer{resp, body, err}
+				a := answer{resp: resp, body: body, err: err}
+				if err == nil && keep {
+					var next []byte
+					next, a.err = io.ReadAll(br)
+					a.next = string(next)
+				}
+				got <- a
 			}()
 			hdr := http.Header{"Content-Type": {"text/event-stream"}, "Connection": {"keep-alive"}}
-			w, err := NewConnWriter(server, hdr, minor)
+			w, err := NewConnWriter(server, hdr, minor, tc.keep)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if w.KeepAlive() != keep {
+				t.Fatalf("keep-alive %v, want %v", w.KeepAlive(), keep)
 			}
 			var want strings.Builder
 			_, _ = io.WriteString(w, "retry: 1000\n\n")
@@ -59,13 +78,27 @@ func TestConnWriter(t *testing.T) {
 			must(t, w.Done())
 			want.WriteString("data: [DONE]\n\n")
 			must(t, w.Flush())
-			must(t, w.Close())
+			if keep {
+				must(t, w.End())
+				_, err := server.Write([]byte("next\n"))
+				must(t, err)
+				// Closing after End sends nothing more.
+				must(t, w.Close())
+			} else {
+				if w.End() == nil {
+					t.Fatal("an answer that announced the close ended without it")
+				}
+				must(t, w.Close())
+			}
 			a := <-got
 			if a.err != nil {
 				t.Fatal(a.err)
 			}
+			if keep && a.next != "next\n" {
+				t.Fatalf("after the answer the connection read %q", a.next)
+			}
 			chunked := len(a.resp.TransferEncoding) == 1
-			if a.resp.StatusCode != 200 || !a.resp.Close || chunked != (minor == 1) || a.resp.Header.Get("Date") == "" ||
+			if a.resp.StatusCode != 200 || a.resp.Close == keep || chunked != (minor == 1) || a.resp.Header.Get("Date") == "" ||
 				a.resp.Header.Get("Content-Type") != "text/event-stream" {
 				t.Fatalf("answer %d, close %v, chunked %v, headers %v", a.resp.StatusCode, a.resp.Close, chunked, a.resp.Header)
 			}
