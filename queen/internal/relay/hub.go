@@ -120,12 +120,18 @@ type feed struct {
 	// has followed it from before its first was stored (Expect) and none
 	// was left to history or missed; a client that comes meanwhile reads
 	// them from here instead of asking the stream for each. nil otherwise.
-	opening []*Frame
+	// openingBytes is the size of their bodies.
+	opening      []*Frame
+	openingBytes int
 }
 
-// openingMax is the most frames a feed keeps of a job's opening; a client
-// that comes later reads history.
-const openingMax = firstBuffer
+// openingMax and openingMaxBytes bound what a feed keeps of a job's
+// opening: jobs nobody follows are kept expectFor each, and a client that
+// comes later reads history.
+const (
+	openingMax      = firstBuffer
+	openingMaxBytes = 32 << 10
+)
 
 // expectFor is how long the queen follows a job it created for a client
 // that does not come (Expect): the one that created it follows it within
@@ -361,7 +367,7 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	}
 	fd.last, fd.heard, fd.checkWait = max(fd.last, seq), time.Now(), checkFirst
 	if fd.opening != nil {
-		if len(fd.opening) < openingMax {
+		if fd.openingBytes += len(f.Data); len(fd.opening) < openingMax && fd.openingBytes <= openingMaxBytes {
 			fd.opening = append(fd.opening, f)
 		} else {
 			fd.opening = nil

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -322,5 +324,32 @@ func TestExpectedJobNobodyFollows(t *testing.T) {
 	testkit.WaitFor(t, expectFor+5*time.Second, "the queen to stop following", func() bool { return !follows() })
 	if n := r.nc.NumSubscriptions(); n != subs-1 {
 		t.Fatalf("the queen's connection has %d subscriptions, %d while it followed the job", n, subs)
+	}
+}
+
+// A job's opening larger than a feed keeps is read from history, whole.
+func TestExpectedJobLargeOpeningFromHistory(t *testing.T) {
+	r, _ := newLiveRig(t)
+	reads := historyReads(t, r)
+	r.hub.Expect("j1")
+	big := strings.Repeat("x", openingMaxBytes/2)
+	for seq := uint64(1); seq <= 3; seq++ {
+		f := ev(bus.QueenWriter, seq, 1, "tick")
+		f.Data = []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":1,"action":"tick","message":%q}`, seq, big))
+		r.own(t, "j1", f)
+	}
+	g := &gated{release: make(chan struct{})}
+	close(g.release)
+	before := reads()
+	streamed := make(chan error, 1)
+	go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+	testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
+	r.own(t, "j1", end(bus.QueenWriter, 4, 1, "done"))
+	if err := <-streamed; err != nil {
+		t.Fatal(err)
+	}
+	g.gotAll(t, 4)
+	if n := reads() - before; n < 3 {
+		t.Fatalf("a client of an opening too large to keep cost %d history reads; it was kept", n)
 	}
 }
