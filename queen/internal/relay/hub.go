@@ -77,6 +77,8 @@ type Hub struct {
 	mu    sync.RWMutex
 	feeds map[string]*feed
 	ready chan struct{}
+	// expecting counts the feeds Expect made that no client came to yet.
+	expecting int
 
 	// seen is what the live feed has read of each recent job. A replay
 	// reads history at least that far: on a NATS cluster a history read may
@@ -123,6 +125,8 @@ type feed struct {
 	// openingBytes is the size of their bodies.
 	opening      []*Frame
 	openingBytes int
+	// expected: Expect made the feed, and no client came to it yet.
+	expected bool
 }
 
 // openingMax and openingMaxBytes bound what a feed keeps of a job's
@@ -135,8 +139,13 @@ const (
 
 // expectFor is how long the queen follows a job it created for a client
 // that does not come (Expect): the one that created it follows it within
-// moments, if at all.
-const expectFor = 2 * time.Second
+// moments, if at all. At most expectMax jobs wait so for their first
+// client (a subscription and its goroutine each); jobs created past that,
+// in a burst nobody follows, are not followed ahead.
+const (
+	expectFor = 2 * time.Second
+	expectMax = 256
+)
 
 // lingerFor is how long a job's subscription outlives its last client.
 const lingerFor = 5 * time.Second
@@ -405,12 +414,13 @@ func (h *Hub) breakOpening(job string) {
 // the queen stops following the job expectFor later.
 func (h *Hub) Expect(job string) {
 	h.mu.Lock()
-	if h.feeds[job] != nil {
+	if h.feeds[job] != nil || h.expecting >= expectMax {
 		h.mu.Unlock()
 		return
 	}
-	f := &feed{subs: map[*sub]struct{}{}, ready: make(chan struct{}), heard: time.Now(), checkWait: checkFirst, opening: []*Frame{}}
+	f := &feed{subs: map[*sub]struct{}{}, ready: make(chan struct{}), heard: time.Now(), checkWait: checkFirst, opening: []*Frame{}, expected: true}
 	h.feeds[job] = f
+	h.expecting++
 	h.mu.Unlock()
 	ns, err := h.narr.LiveAhead(job, func(m *nats.Msg) { h.deliver(job, m) })
 	h.mu.Lock()
@@ -422,6 +432,7 @@ func (h *Hub) Expect(job string) {
 		if h.feeds[job] == f {
 			delete(h.feeds, job)
 		}
+		h.unexpect(f)
 	case len(f.subs) == 0:
 		f.linger = time.AfterFunc(expectFor, func() { h.end(job, f) })
 	}
@@ -465,6 +476,7 @@ func (h *Hub) subscribe(ctx context.Context, job string, full, opening bool) (*s
 		f.linger = nil
 	}
 	f.subs[s] = struct{}{}
+	h.unexpect(f)
 	opened := opening && f.ns != nil && f.opening != nil && len(f.opening) <= cap(s.ch)
 	if opened {
 		for _, fr := range f.opening {
@@ -563,9 +575,18 @@ func (h *Hub) end(job string, f *feed) {
 		return
 	}
 	delete(h.feeds, job)
+	h.unexpect(f)
 	h.mu.Unlock()
 	if f.ns != nil {
 		_ = f.ns.Unsubscribe()
+	}
+}
+
+// unexpect marks f as no longer waiting for its first client; h.mu held.
+func (h *Hub) unexpect(f *feed) {
+	if f.expected {
+		f.expected = false
+		h.expecting--
 	}
 }
 

@@ -353,3 +353,31 @@ func TestExpectedJobLargeOpeningFromHistory(t *testing.T) {
 		t.Fatalf("a client of an opening too large to keep cost %d history reads; it was kept", n)
 	}
 }
+
+// A burst of jobs nobody follows is followed ahead only up to expectMax:
+// each costs a subscription and its goroutine for expectFor.
+func TestExpectedJobsBounded(t *testing.T) {
+	r, _ := newLiveRig(t)
+	followed := func() int {
+		r.hub.mu.RLock()
+		defer r.hub.mu.RUnlock()
+		return len(r.hub.feeds)
+	}
+	for i := 0; i < expectMax+10; i++ {
+		r.hub.Expect(fmt.Sprintf("burst%d", i))
+	}
+	if n := followed(); n != expectMax {
+		t.Fatalf("the queen follows %d jobs nobody follows yet, want at most %d", n, expectMax)
+	}
+	// A client coming to one frees its place.
+	s, _, err := r.hub.subscribe(context.Background(), "burst0", false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.hub.unsubscribe(s)
+	r.hub.Expect("j1")
+	if n := followed(); n != expectMax+1 {
+		t.Fatalf("the queen follows %d jobs, want %d once a client came to one", n, expectMax+1)
+	}
+	testkit.WaitFor(t, expectFor+5*time.Second, "the queen to stop following the jobs nobody followed", func() bool { return followed() == 1 })
+}
