@@ -321,6 +321,9 @@ func readSSEWith(ctx context.Context, hc *http.Client, base, job string, lastID 
 		switch {
 		case line == "":
 			if cur.Data == "[DONE]" {
+				// Read to the end of the body, so that hc may use the
+				// connection again.
+				_, _ = io.Copy(io.Discard, br)
 				return frames, true, comments, nil
 			}
 			if cur.Data != "" {

@@ -90,12 +90,8 @@ func sseClients(t testing.TB, base string) int {
 // unless the client asked for the close. An HTTP/1.0 client gets the same
 // body, ended by the close. A resume after an event starts after it.
 func TestTakenOverStreamWire(t *testing.T) {
-	ns := mustNATS(t)
-	base, _ := mustQueen(t, ns.ClientURL())
-	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
-	frames, done, _ := sse(t, t.Context(), base, job, 0, 0)
-	checkComplete(t, frames, done)
+	base, _, job := endedJob(t)
+	frames, _, _ := sse(t, t.Context(), base, job, 0, 0)
 
 	for _, tc := range []struct {
 		proto, hdr string
@@ -248,41 +244,6 @@ func readStream(t testing.TB, br *bufio.Reader) []byte {
 	return body
 }
 
-// readWhole reads job's stream through hc to the end of its body, so that
-// the client may use the connection again, and parses its frames.
-func readWhole(t testing.TB, hc *http.Client, base, job string) (frames []frame, done bool) {
-	t.Helper()
-	resp, err := hc.Get(base + "/v1/jobs/" + job + "/stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("stream: %d, %v", resp.StatusCode, err)
-	}
-	for ev := range strings.SplitSeq(string(body), "\n\n") {
-		var f frame
-		for line := range strings.SplitSeq(ev, "\n") {
-			switch {
-			case strings.HasPrefix(line, "id: "):
-				f.ID, _ = strconv.ParseUint(line[4:], 10, 64)
-			case strings.HasPrefix(line, "event: "):
-				f.Event = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				f.Data = line[6:]
-			}
-		}
-		switch {
-		case f.Data == api.SSEDone:
-			done = true
-		case f.Data != "":
-			frames = append(frames, f)
-		}
-	}
-	return frames, done
-}
-
 // A client that keeps its connections alive sends its next request on the
 // connection a stream was served on, as after any other answer: jobs
 // submitted and followed to their end, one after the other, take one
@@ -311,7 +272,10 @@ func TestTakenOverStreamKeepAlive(t *testing.T) {
 		if err != nil || resp.StatusCode != 201 {
 			t.Fatalf("submit: %d, %v", resp.StatusCode, err)
 		}
-		frames, done := readWhole(t, hc, base, out.JobID)
+		frames, done, _, err := readSSEWith(t.Context(), hc, base, out.JobID, 0, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
 		checkComplete(t, frames, done)
 	}
 	if n := dials.Load(); n != 1 {
@@ -319,17 +283,29 @@ func TestTakenOverStreamKeepAlive(t *testing.T) {
 	}
 }
 
+// endedJob starts a queen (configured by edit) and a hive that runs
+// commands, and runs a job there, read to its end once; it returns the
+// queen, its address and the job.
+func endedJob(t *testing.T, edit ...func(*app.Config)) (base string, q *app.Queen, job string) {
+	t.Helper()
+	ns := mustNATS(t)
+	base, q = mustQueen(t, ns.ClientURL(), edit...)
+	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
+	job = submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
+	frames, done, _ := sse(t, t.Context(), base, job, 0, 0)
+	checkComplete(t, frames, done)
+	return base, q, job
+}
+
+// quietStreams spaces a queen's stream heartbeats far apart.
+func quietStreams(c *app.Config) { c.SSEHeartbeat = 30 * time.Second }
+
 // Requests pipelined behind a stream are answered after it on the same
 // connection, whether sent with it (read by the server before the stream
 // began), while it is live (read in part by the watch for the client
 // leaving), or right after its closing chunk.
 func TestTakenOverStreamPipelined(t *testing.T) {
-	ns := mustNATS(t)
-	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.SSEHeartbeat = 30 * time.Second })
-	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
-	ended := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
-	frames, done, _ := sse(t, t.Context(), base, ended, 0, 0)
-	checkComplete(t, frames, done)
+	base, _, ended := endedJob(t, quietStreams)
 
 	t.Run("with the stream", func(t *testing.T) {
 		conn := openStream(t, base, ended, "HTTP/1.1", "\r\nGET /v1/jobs/"+ended+" HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -391,14 +367,9 @@ func TestTakenOverStreamPipelined(t *testing.T) {
 // side of it, has it closed, not given back: nothing of the stream is
 // left behind.
 func TestTakenOverStreamLeaverClosed(t *testing.T) {
-	ns := mustNATS(t)
-	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.SSEHeartbeat = 30 * time.Second })
-	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
 	// One stream given back first, so that what the queen starts once for
 	// them is there before the count.
-	ended := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
-	frames, done, _ := sse(t, t.Context(), base, ended, 0, 0)
-	checkComplete(t, frames, done)
+	base, _, ended := endedJob(t, quietStreams)
 	conn := openStream(t, base, ended, "HTTP/1.1")
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
@@ -451,12 +422,7 @@ func httpGoroutines() int {
 // would wait up to 5 seconds for a new connection's first request; the
 // listener that gave it back is done with too.
 func TestTakenOverStreamShutdownKept(t *testing.T) {
-	ns := mustNATS(t)
-	base, q := mustQueen(t, ns.ClientURL())
-	mustHive(t, base, ns.ClientURL(), "h1")
-	job := submit(t, base, api.JobRequest{Operation: api.OpHiveCheck, Hive: "h1", Payload: &api.HiveCheck{Events: intp(5)}})
-	frames, done, _ := sse(t, t.Context(), base, job, 0, 0)
-	checkComplete(t, frames, done)
+	base, q, job := endedJob(t)
 	conn := openStream(t, base, job, "HTTP/1.1")
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))

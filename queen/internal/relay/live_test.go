@@ -210,6 +210,23 @@ func historyReads(t *testing.T, r *liveRig) func() int {
 	}
 }
 
+// followToEnd follows j1 from its start as a new client, ends it with the
+// queen's end event last once the client follows, and asserts that the client
+// got events 1 to last, in order and once, then the close.
+func (r *liveRig) followToEnd(t *testing.T, last uint64) {
+	t.Helper()
+	g := &gated{release: make(chan struct{})}
+	close(g.release)
+	streamed := make(chan error, 1)
+	go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+	testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
+	r.own(t, "j1", end(bus.QueenWriter, last, 1, "done"))
+	if err := <-streamed; err != nil {
+		t.Fatal(err)
+	}
+	g.gotAll(t, last)
+}
+
 // gotAll asserts that g got events 1 to last, in order and once, then the
 // close.
 func (g *gated) gotAll(t *testing.T, last uint64) {
@@ -239,21 +256,11 @@ func TestExpectedJobReadsNoHistory(t *testing.T) {
 		if expected {
 			r.hub.Expect("j1")
 		}
-		for seq := uint64(1); seq <= 3; seq++ {
+		for seq := uint64(1); seq <= 4; seq++ {
 			r.own(t, "j1", ev(bus.QueenWriter, seq, 1, "tick"))
 		}
-		g := &gated{release: make(chan struct{})}
-		close(g.release)
 		before := reads()
-		streamed := make(chan error, 1)
-		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
-		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
-		r.own(t, "j1", ev(bus.QueenWriter, 4, 1, "tick"))
-		r.own(t, "j1", end(bus.QueenWriter, 5, 1, "done"))
-		if err := <-streamed; err != nil {
-			t.Fatal(err)
-		}
-		g.gotAll(t, 5)
+		r.followToEnd(t, 5)
 		n := reads() - before
 		if expected && n != 0 {
 			t.Fatalf("the client of an expected job cost %d history reads, want none", n)
@@ -275,16 +282,7 @@ func TestExpectedJobOpeningMended(t *testing.T) {
 		r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
 		r.cut(t, "j1", true)
 		r.own(t, "j1", ev(bus.QueenWriter, 2, 1, "tick"))
-		g := &gated{release: make(chan struct{})}
-		close(g.release)
-		streamed := make(chan error, 1)
-		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
-		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
-		r.own(t, "j1", end(bus.QueenWriter, 3, 1, "done"))
-		if err := <-streamed; err != nil {
-			t.Fatal(err)
-		}
-		g.gotAll(t, 3)
+		r.followToEnd(t, 3)
 	})
 	t.Run("a hive's frame no record vouches for", func(t *testing.T) {
 		r, _ := newLiveRig(t)
@@ -293,16 +291,7 @@ func TestExpectedJobOpeningMended(t *testing.T) {
 		r.own(t, "j1", placed(1, 1, "job_created", "h1"))
 		r.publish(t, "j1", ev("h1", 2, 1, "started"))
 		r.own(t, "j1", ev(bus.QueenWriter, 3, 1, "tick"))
-		g := &gated{release: make(chan struct{})}
-		close(g.release)
-		streamed := make(chan error, 1)
-		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
-		testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
-		r.own(t, "j1", end(bus.QueenWriter, 4, 1, "done"))
-		if err := <-streamed; err != nil {
-			t.Fatal(err)
-		}
-		g.gotAll(t, 4)
+		r.followToEnd(t, 4)
 	})
 }
 
@@ -338,17 +327,8 @@ func TestExpectedJobLargeOpeningFromHistory(t *testing.T) {
 		f.Data = []byte(fmt.Sprintf(`{"job_id":"j1","seq":%d,"attempt":1,"action":"tick","message":%q}`, seq, big))
 		r.own(t, "j1", f)
 	}
-	g := &gated{release: make(chan struct{})}
-	close(g.release)
 	before := reads()
-	streamed := make(chan error, 1)
-	go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
-	testkit.WaitFor(t, 5*time.Second, "the client to follow", func() bool { return r.hub.Clients() == 1 })
-	r.own(t, "j1", end(bus.QueenWriter, 4, 1, "done"))
-	if err := <-streamed; err != nil {
-		t.Fatal(err)
-	}
-	g.gotAll(t, 4)
+	r.followToEnd(t, 4)
 	if n := reads() - before; n < 3 {
 		t.Fatalf("a client of an opening too large to keep cost %d history reads; it was kept", n)
 	}
