@@ -555,11 +555,13 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 }
 
 // pastUntil records where the story of the attempt before rec's ends
-// (api.PastHive), unless another queen did.
+// (api.PastHive), unless another queen did; the job may have moved on
+// again since.
 func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
+	p := rec.Attempt - 2
+	hive := rec.PastHives[p].Hive
 	_, err := s.update(ctx, api.Job{JobID: rec.JobID}, 0, func(r *api.Job) bool {
-		p := len(r.PastHives) - 1
-		if r.Attempt != rec.Attempt || p != rec.Attempt-2 || r.PastHives[p].Until != 0 {
+		if p >= len(r.PastHives) || r.PastHives[p].Hive != hive || r.PastHives[p].Until != 0 {
 			return false
 		}
 		r.PastHives = slices.Clone(r.PastHives)

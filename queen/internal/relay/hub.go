@@ -122,11 +122,12 @@ type feed struct {
 	// has followed it from before its first was stored (Expect) and none
 	// was left to history or missed; a client that comes meanwhile reads
 	// them from here instead of asking the stream for each. nil otherwise.
-	// openingBytes is the size of their bodies.
+	// openingBytes is the size of their bodies and headers.
 	opening      []*Frame
 	openingBytes int
-	// expected: Expect made the feed, and no client came to it yet.
-	expected bool
+	// expected: Expect made the feed, and no client came to it yet;
+	// opened: a client took its opening, and reads no history.
+	expected, opened bool
 }
 
 // openingMax and openingMaxBytes bound what a feed keeps of a job's
@@ -238,12 +239,12 @@ const (
 // its check wait, and sends back to history the clients of a job whose
 // feed missed one. A job none of whose clients has caught up yet is not
 // asked: its clients are still reading history, which ends at least where
-// the feed begins.
+// the feed begins; one whose client took its opening reads none, and is.
 func (h *Hub) checkSilent(ctx context.Context, now time.Time) {
 	var due []string
 	h.mu.RLock()
 	for job, f := range h.feeds {
-		if f.ns == nil || len(f.subs) == 0 || f.last == 0 || now.Sub(f.heard) < f.checkWait {
+		if f.ns == nil || len(f.subs) == 0 || (f.last == 0 && !f.opened) || now.Sub(f.heard) < f.checkWait {
 			continue
 		}
 		if n, _, err := f.ns.Pending(); err == nil && n > 0 {
@@ -376,7 +377,7 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	}
 	fd.last, fd.heard, fd.checkWait = max(fd.last, seq), time.Now(), checkFirst
 	if fd.opening != nil {
-		if fd.openingBytes += len(f.Data); len(fd.opening) < openingMax && fd.openingBytes <= openingMaxBytes {
+		if fd.openingBytes += frameBytes(m); len(fd.opening) < openingMax && fd.openingBytes <= openingMaxBytes {
 			fd.opening = append(fd.opening, f)
 		} else {
 			fd.opening = nil
@@ -395,6 +396,18 @@ func (h *Hub) deliver(job string, m *nats.Msg) {
 	for _, s := range full {
 		h.drop(s, true)
 	}
+}
+
+// frameBytes is about what a frame kept in an opening holds: its body and
+// headers, which a hive writes too.
+func frameBytes(m *nats.Msg) int {
+	n := len(m.Data)
+	for k, vs := range m.Header {
+		for _, v := range vs {
+			n += len(k) + len(v)
+		}
+	}
+	return n
 }
 
 // breakOpening marks job's opening as not whole: a frame of it will not be
@@ -483,7 +496,14 @@ func (h *Hub) subscribe(ctx context.Context, job string, full, opening bool) (*s
 			s.ch <- fr
 		}
 		h.relayed.Add(uint64(len(f.opening)))
+		// The client reads no history, so the silent job's check covers
+		// it from now on, even before a first frame: one the feed missed
+		// must not leave a job that then falls silent waiting.
+		f.opened = true
 	}
+	// The opening is for the client that created the job, which has come;
+	// any other reads history.
+	f.opening = nil
 	h.mu.Unlock()
 	if first {
 		ns, err := h.narr.Live(job, func(m *nats.Msg) { h.deliver(job, m) })
@@ -575,10 +595,19 @@ func (h *Hub) end(job string, f *feed) {
 		return
 	}
 	delete(h.feeds, job)
+	unfollowed := f.expected
 	h.unexpect(f)
 	h.mu.Unlock()
 	if f.ns != nil {
 		_ = f.ns.Unsubscribe()
+	}
+	if unfollowed {
+		// What the queen read of a job nobody came for is kept no longer
+		// than its feed: a burst of such jobs must not fill seen for an
+		// hour.
+		h.seenMu.Lock()
+		delete(h.seen, job)
+		h.seenMu.Unlock()
 	}
 }
 

@@ -284,6 +284,23 @@ func TestExpectedJobOpeningMended(t *testing.T) {
 		r.own(t, "j1", ev(bus.QueenWriter, 2, 1, "tick"))
 		r.followToEnd(t, 3)
 	})
+	t.Run("first frame missed, then silence", func(t *testing.T) {
+		r, _ := newLiveRig(t)
+		r.hub.Expect("j1")
+		r.cut(t, "j1", false)
+		r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
+		r.cut(t, "j1", true)
+		g := &gated{release: make(chan struct{})}
+		close(g.release)
+		streamed := make(chan error, 1)
+		go func() { streamed <- r.hub.Stream(context.Background(), g, "j1", 0, time.Minute) }()
+		testkit.WaitFor(t, 5*time.Second, "the missed first event", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.seqs) == 1 })
+		r.own(t, "j1", end(bus.QueenWriter, 2, 1, "done"))
+		if err := <-streamed; err != nil {
+			t.Fatal(err)
+		}
+		g.gotAll(t, 2)
+	})
 	t.Run("a hive's frame no record vouches for", func(t *testing.T) {
 		r, _ := newLiveRig(t)
 		r.hub.Records = records{} // no record: no hive's frame goes live
