@@ -198,7 +198,9 @@ func TestLateFrameOfLostHiveSameForEveryReader(t *testing.T) {
 	ns := mustNATS(t)
 	base, _ := mustQueen(t, ns.ClientURL())
 	hives := map[string]*exec.Cmd{"a": hiveProcess(t, base, ns.ClientURL(), "a"), "b": hiveProcess(t, base, ns.ClientURL(), "b")}
-	url := slowFile(t, 2_000_000, 100*time.Millisecond)
+	// Long enough to be under way on the lost hive however loaded the
+	// machine is.
+	url := slowFile(t, 4_000_000, 100*time.Millisecond)
 	job := submit(t, base, api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: url}})
 	sse(t, context.Background(), base, job, 0, 4)
 	var rec api.Job
@@ -264,6 +266,13 @@ func TestLateFrameOfLostHiveSameForEveryReader(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the queen never asked where the job's story stands")
 	}
+	waitFor(t, 15*time.Second, func() bool {
+		do(t, "GET", base+"/v1/jobs/"+job, nil, &rec)
+		return rec.Attempt == 2 || api.Terminal(rec.State)
+	})
+	if rec.Attempt != 2 {
+		t.Fatalf("the job was not re-placed: %+v", rec)
+	}
 	all, done, _ := sse(t, ctx, base, job, 0, 0)
 	checkComplete(t, all, done)
 	moved := uint64(0)
@@ -274,7 +283,7 @@ func TestLateFrameOfLostHiveSameForEveryReader(t *testing.T) {
 		}
 	}
 	if moved == 0 {
-		t.Fatal("the job was not re-placed")
+		t.Fatalf("no replaced event in the story of the job re-placed: %+v", rec)
 	}
 	if lateSeq > moved {
 		t.Logf("the late frame was stored after the job moved (%d > %d): it is no one's story, and this run shows nothing more", lateSeq, moved)
