@@ -271,25 +271,29 @@ func TestExpectedJobReadsNoHistory(t *testing.T) {
 	}
 }
 
+// missedFirst is a queen that expects j1 and whose feed misses its first
+// event.
+func missedFirst(t *testing.T) *liveRig {
+	t.Helper()
+	r, _ := newLiveRig(t)
+	r.hub.Expect("j1")
+	r.cut(t, "j1", false)
+	r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
+	r.cut(t, "j1", true)
+	return r
+}
+
 // An opening the live feed did not get whole is read from history: a
 // first frame the feed missed, and a hive's frame the feed leaves to
 // history, reach the client all the same, in order and once.
 func TestExpectedJobOpeningMended(t *testing.T) {
 	t.Run("first frame missed", func(t *testing.T) {
-		r, _ := newLiveRig(t)
-		r.hub.Expect("j1")
-		r.cut(t, "j1", false)
-		r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
-		r.cut(t, "j1", true)
+		r := missedFirst(t)
 		r.own(t, "j1", ev(bus.QueenWriter, 2, 1, "tick"))
 		r.followToEnd(t, 3)
 	})
 	t.Run("first frame missed, then silence", func(t *testing.T) {
-		r, _ := newLiveRig(t)
-		r.hub.Expect("j1")
-		r.cut(t, "j1", false)
-		r.own(t, "j1", ev(bus.QueenWriter, 1, 1, "tick"))
-		r.cut(t, "j1", true)
+		r := missedFirst(t)
 		g := &gated{release: make(chan struct{})}
 		close(g.release)
 		streamed := make(chan error, 1)
