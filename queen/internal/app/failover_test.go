@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"rbee.dev/queen/internal/app"
 	"rbee.dev/shared/api"
 	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
@@ -301,5 +303,42 @@ func TestLateFrameOfLostHiveSameForEveryReader(t *testing.T) {
 				t.Fatalf("a client resuming after id %d read id %d where the whole story has %d", f.ID, r.ID, all[i+1+k].ID)
 			}
 		}
+	}
+}
+
+// A job its hive finished between two heartbeats is still in the last
+// one's list of running jobs; that is no orphan, and the queen must not
+// ask the hive to stop it.
+func TestFinishedJobIsNoOrphan(t *testing.T) {
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.HiveTTL = 6 * time.Second })
+	mustHive(t, base, ns.ClientURL(), "h1", allowRun)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	asks, err := nc.SubscribeSync(bus.Cancel("h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sleep", "3.5"}}})
+	running := func() []string {
+		var h api.Hive
+		if do(t, "GET", base+"/v1/hives/h1", nil, &h) != 200 {
+			t.Fatal("hive h1 is not listed")
+		}
+		return h.Running
+	}
+	waitFor(t, 10*time.Second, func() bool { return slices.Contains(running(), job) })
+	frames, done, _ := sse(t, context.Background(), base, job, 0, 0)
+	if end := checkComplete(t, frames, done); end.State != api.StateDone {
+		t.Fatalf("end %+v", end)
+	}
+	// The hive beats every 2 s while it has work, the reaper passes every
+	// second: wait for the beat that no longer lists the job.
+	waitFor(t, 10*time.Second, func() bool { return !slices.Contains(running(), job) })
+	if m, err := asks.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("the queen asked the hive to stop a job it had finished: %s", m.Data)
 	}
 }

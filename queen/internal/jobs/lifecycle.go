@@ -600,12 +600,17 @@ func (s *Service) yielded(j api.Job) bool {
 }
 
 // reconcile stops work that a hive still runs for jobs that ended or moved
-// while it was away: a hive back from a partition drops its orphans.
+// while it was away: a hive back from a partition drops its orphans. A job
+// of the hive that ended after its last heartbeat is no orphan: the beat
+// listed it still running, and the next one will not.
 func (s *Service) reconcile(ctx context.Context) {
 	for _, h := range s.v.Hives() {
 		for _, id := range h.Running {
 			j, ok := s.v.Job(id)
 			if !ok || (!api.Terminal(j.State) && j.Hive == h.ID) {
+				continue
+			}
+			if j.Hive == h.ID && j.FinishedAt != nil && j.FinishedAt.After(h.HeartbeatAt) {
 				continue
 			}
 			s.log.Info("stopping orphaned work", "hive_id", h.ID, "job_id", id)
