@@ -5,6 +5,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -172,21 +173,8 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 			return api.Job{}, false, err
 		}
 	}
-	var rev uint64
-	err := retry(ctx, func(ctx context.Context, retried bool) error {
-		var err error
-		rev, err = s.st.CreateJob(ctx, j)
-		if retried && errors.Is(err, store.ErrExists) {
-			return nil // the first try stored it; its revision is unknown
-		}
-		return err
-	})
-	if err != nil {
-		return api.Job{}, false, err
-	}
-	s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
 	if s.Expect != nil {
-		s.Expect(j.JobID)
+		s.Expect(j.JobID) // before its first event can be stored
 	}
 	msg := fmt.Sprintf("job created: %s on queen", j.Operation)
 	switch {
@@ -199,7 +187,22 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		}
 		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, pos, waiting)
 	}
-	err = retry(ctx, func(ctx context.Context, retried bool) error {
+	// The record and the story's first event go to different streams and
+	// neither waits for the other: two round trips at once. Nothing reads
+	// the job before Create returns, and the view takes it only after both.
+	var rev uint64
+	created := make(chan error, 1)
+	go func() {
+		created <- retry(ctx, func(ctx context.Context, retried bool) error {
+			var err error
+			rev, err = s.st.CreateJob(ctx, j)
+			if retried && errors.Is(err, store.ErrExists) {
+				return nil // the first try stored it; its revision is unknown
+			}
+			return err
+		})
+	}()
+	told := retry(ctx, func(ctx context.Context, retried bool) error {
 		if retried {
 			if last, err := s.st.LastStreamSeq(ctx, j.JobID); err != nil || last > 0 {
 				return err // stored by the first try, or still unavailable
@@ -207,9 +210,16 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		}
 		return s.st.Narrate(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1, Hive: hive})
 	})
-	if err != nil {
-		s.abandon(j.JobID, err)
-		return api.Job{}, false, err
+	err := <-created
+	if err == nil {
+		s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
+	}
+	if err != nil || told != nil {
+		if err == nil || told == nil {
+			// One of the two is stored: the job ends, failed, as it began.
+			s.abandon(j.JobID, cmp.Or(err, told))
+		}
+		return api.Job{}, false, cmp.Or(err, told)
 	}
 	// Into the view once its story has begun: from there the reaper may
 	// place a waiting job and narrate after the first event.
