@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,5 +302,71 @@ func TestInferDispatchRecordedAfterCreate(t *testing.T) {
 		if err != nil || got.State != api.StateCancelled || got.DispatchSeq != j.DispatchSeq {
 			t.Fatalf("after Cancel: %+v, %v; want cancelled, its dispatch recorded", got, err)
 		}
+	}
+}
+
+// A job whose record or first event cannot be stored fails with an error,
+// and what was stored of it ends: no record waits forever for a story, no
+// story for a record.
+func TestCreateHalfStoredEnds(t *testing.T) {
+	for _, c := range []struct{ refusing, name string }{
+		{"KV_" + bus.JobsBucket, "record refused"},
+		{bus.NarrStream, "first event refused"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1})
+			ctx := context.Background()
+			js, err := jetstream.New(p.NC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A sealed stream refuses every write, for good.
+			s, err := js.Stream(ctx, c.refusing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := s.CachedInfo().Config
+			cfg.Sealed = true
+			if _, err := js.UpdateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			events := 1
+			if _, _, err := p.Jobs.Create(ctx, api.JobRequest{Operation: api.OpHiveCheck, Payload: &api.HiveCheck{Events: &events}}, "key1", ""); err == nil {
+				t.Fatal("created a job with a sealed stream")
+			}
+			// What was stored ended before Create answered.
+			if c.refusing == bus.NarrStream {
+				kv, err := js.Stream(ctx, "KV_"+bus.JobsBucket)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := kv.GetLastMsgForSubject(ctx, "$KV."+bus.JobsBucket+".>")
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec, _, err := p.Store.GetJob(ctx, strings.TrimPrefix(m.Subject, "$KV."+bus.JobsBucket+"."))
+				if err != nil || rec.State != api.StateFailed {
+					t.Fatalf("record %+v, %v: want failed", rec, err)
+				}
+				return
+			}
+			narr, err := js.Stream(ctx, bus.NarrStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := narr.Info(ctx)
+			if err != nil || info.State.Msgs != 2 {
+				t.Fatalf("narration holds %d messages (%v), want job_created and an end", info.State.Msgs, err)
+			}
+			first, err := narr.GetMsg(ctx, info.State.FirstSeq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, _, _, _ := bus.ParseNarr(first.Subject)
+			end, _, err := p.Store.EndOf(ctx, job)
+			if err != nil || end == nil || end.State != api.StateFailed {
+				t.Fatalf("end of %s: %+v, %v", job, end, err)
+			}
+		})
 	}
 }
