@@ -38,7 +38,11 @@ type Job struct {
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	DeadlineAt time.Time  `json:"deadline_at"`
-	Attempt    int        `json:"attempt"`
+	// PlacedAt is when the job was placed on its hive for this attempt:
+	// at creation, when a waiting job got a hive, or when it moved. A
+	// dispatch lost after it is timed from here.
+	PlacedAt *time.Time `json:"placed_at,omitempty"`
+	Attempt  int        `json:"attempt"`
 	// PastHives names the hive of each earlier attempt, oldest first:
 	// what those hives wrote before the job moved stays part of its story.
 	PastHives []PastHive `json:"past_hives,omitempty"`

@@ -243,8 +243,8 @@ func (s *Service) reap(ctx context.Context) time.Time {
 			e = api.Event{State: api.StateFailed, Error: "worker lost", Message: fmt.Sprintf("the worker of the generation on hive %s broke and no other worker could continue it", j.Hive)}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
-		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(j.CreatedAt) > lostDispatchAfter:
-			if now.Sub(j.CreatedAt) < redispatchWithin {
+		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(placedAt(j)) > lostDispatchAfter:
+			if now.Sub(placedAt(j)) < redispatchWithin {
 				s.redispatch(ctx, j) // a failure is tried again next pass
 				continue
 			}
@@ -435,7 +435,8 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 		// the winner's record and must not still count as won.
 		won = r.State == api.StateQueued && r.Hive == ""
 		if won {
-			r.Hive = to
+			now := time.Now().UTC()
+			r.Hive, r.PlacedAt = to, &now
 		}
 		return won
 	})
@@ -454,9 +455,9 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 }
 
 // A record placed on a hive but still queued without a dispatch sequence
-// after lostDispatchAfter lost its dispatch: the queen that stored it
-// stopped before handing it over. Within redispatchWithin of its creation
-// it is dispatched again; the message id makes that a no-op if the first
+// lostDispatchAfter after its placement lost its dispatch: the queen that
+// stored it stopped before handing it over, or could not. Within
+// redispatchWithin of its placement it is dispatched again; the message id makes that a no-op if the first
 // dispatch did reach the work queue, and the window stays inside the
 // stream's two-minute duplicates window, past which a second message could
 // run the job twice. Older, it fails: the hive skips a dispatch whose job
@@ -466,9 +467,25 @@ const (
 	redispatchWithin  = time.Minute
 )
 
+// placedAt is when j was placed on its hive; a record written before
+// PlacedAt existed was placed when it was created.
+func placedAt(j api.Job) time.Time {
+	if j.PlacedAt != nil {
+		return *j.PlacedAt
+	}
+	return j.CreatedAt
+}
+
 // redispatch hands a job whose dispatch was lost to its hive again.
 func (s *Service) redispatch(ctx context.Context, j api.Job) {
 	last, err := s.st.LastSeq(ctx, j.JobID, j.Hive)
+	if n := len(j.PastHives); err == nil && n > 0 {
+		// A job that moved is numbered after what its last hive wrote,
+		// as the event that moved it was (replace).
+		var past uint64
+		past, err = s.st.LastSeq(ctx, j.JobID, j.PastHives[n-1].Hive)
+		last = max(last, past)
+	}
 	if err == nil {
 		err = s.dispatch(ctx, &j, 0, last+1)
 	}
@@ -515,10 +532,11 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 			return false
 		}
 		r.PastHives = append(slices.Clip(r.PastHives), api.PastHive{Hive: r.Hive})
-		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateDispatched, nil, 0
-		if to == "" {
-			r.State = api.StateQueued
-		}
+		// Queued on its new hive until the dispatch is recorded: should
+		// this queen stop before that, the reaper dispatches it again.
+		r.Attempt, r.Hive, r.State, r.StartedAt, r.DispatchSeq = j.Attempt+1, to, api.StateQueued, nil, 0
+		now := time.Now().UTC()
+		r.PlacedAt = &now
 		won = true
 		return true
 	})

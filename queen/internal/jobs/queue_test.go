@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -293,5 +294,77 @@ func TestWaitingJobsPlacedWhenAHiveJoins(t *testing.T) {
 	}
 	if info.State.Msgs != n {
 		t.Errorf("the work queue holds %d dispatches for %d jobs", info.State.Msgs, n)
+	}
+}
+
+// A queen that places a job on a hive and stops before handing it over
+// leaves a record queued on that hive with no dispatch; the reaper hands it
+// over again, timed from the placement: a job that waited long in the
+// queue, or that moved from a lost hive, is not failed for its age.
+func TestLostDispatchTimedFromPlacement(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 2, SlotsFree: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	now := time.Now().UTC()
+	created, placed := now.Add(-2*time.Minute), now.Add(-6*time.Second)
+	events := 1
+	req := api.JobRequest{Operation: api.OpHiveCheck, Payload: &api.HiveCheck{Events: &events}}
+	lost := []api.Job{
+		{JobID: jobs.NewID(), Attempt: 1},                                          // waited two minutes, then placed
+		{JobID: jobs.NewID(), Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, // moved from lost h0
+	}
+	for _, j := range lost {
+		j.Operation, j.Hive, j.State, j.Request = req.Operation, "h1", api.StateQueued, req
+		j.CreatedAt, j.PlacedAt, j.DeadlineAt = created, &placed, now.Add(10*time.Minute)
+		if _, err := p.Store.CreateJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the lost hive wrote of the moved job: job sequences 2 to 5.
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h0 := bus.NewPublisher(js, lost[1].JobID, "h0", 1, 2)
+	encode := func(seq uint64) ([]byte, error) {
+		return json.Marshal(api.Event{JobID: lost[1].JobID, Seq: seq, Attempt: 1, Message: "before the move"})
+	}
+	if err := h0.Start(ctx, encode); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := h0.Publish(bus.KindEvent, encode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h0.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.Jobs.RunReaper(ctx) }()
+	dispatch, err := js.Stream(ctx, bus.DispatchStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range lost {
+		var rec api.Job
+		testkit.WaitFor(t, 5*time.Second, "attempt "+strconv.Itoa(j.Attempt)+" dispatched again", func() bool {
+			rec, _, err = p.Store.GetJob(ctx, j.JobID)
+			if err == nil && api.Terminal(rec.State) {
+				t.Fatalf("attempt %d ended %s: %s", j.Attempt, rec.State, rec.Error)
+			}
+			return err == nil && rec.State == api.StateDispatched && rec.DispatchSeq > 0 && rec.Hive == "h1"
+		})
+		m, err := dispatch.GetMsg(ctx, rec.DispatchSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d api.Dispatch
+		if err := json.Unmarshal(m.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		// The new hive numbers its events after every one before them.
+		if want := []uint64{1, 6}[i]; d.Attempt != j.Attempt || d.NextSeq != want {
+			t.Errorf("attempt %d dispatched as attempt %d from sequence %d, want from %d", j.Attempt, d.Attempt, d.NextSeq, want)
+		}
 	}
 }

@@ -156,6 +156,9 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		JobID: NewID(), Operation: req.Operation, Hive: hive, State: api.StateQueued,
 		CreatedAt: now, DeadlineAt: now.Add(req.Timeout()), Attempt: 1, Request: req, Owner: principal,
 	}
+	if hive != "" {
+		j.PlacedAt = &now
+	}
 	if p := auth.FromContext(ctx); p.KeyID == principal {
 		j.OwnerName, j.Priority = p.Name, p.Limits.Priority
 	}
