@@ -341,10 +341,6 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = p.Jobs.RunReaper(ctx) }()
-	dispatch, err := js.Stream(ctx, bus.DispatchStream)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i, j := range lost {
 		var rec api.Job
 		testkit.WaitFor(t, 5*time.Second, "attempt "+strconv.Itoa(j.Attempt)+" dispatched again", func() bool {
@@ -354,14 +350,7 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 			}
 			return err == nil && rec.State == api.StateDispatched && rec.DispatchSeq > 0 && rec.Hive == "h1"
 		})
-		m, err := dispatch.GetMsg(ctx, rec.DispatchSeq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d api.Dispatch
-		if err := json.Unmarshal(m.Data, &d); err != nil {
-			t.Fatal(err)
-		}
+		_, d := dispatchAt(t, p.NC, rec.DispatchSeq)
 		// The new hive numbers its events after every one before them.
 		if want := []uint64{1, 6}[i]; d.Attempt != j.Attempt || d.NextSeq != want {
 			t.Errorf("attempt %d dispatched as attempt %d from sequence %d, want from %d", j.Attempt, d.Attempt, d.NextSeq, want)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/jobs"
@@ -130,25 +131,9 @@ func TestCreateWritesRecordEventAndDispatch(t *testing.T) {
 	if last, err := st.LastStreamSeq(ctx, j.JobID); err != nil || last == 0 {
 		t.Errorf("no narration stored for the job: %d, %v", last, err)
 	}
-	// The test reads the work queue as the hive would see it.
-	js, err := jetstream.New(p.NC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dispatch, err := js.Stream(ctx, bus.DispatchStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := dispatch.GetMsg(ctx, rec.DispatchSeq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d api.Dispatch
-	if err := json.Unmarshal(msg.Data, &d); err != nil {
-		t.Fatal(err)
-	}
-	if msg.Subject != "dispatch.hive.h1" || d.JobID != j.JobID || d.Attempt != 1 || d.Request.Payload.(*api.HiveCheck).Events == nil || *d.Request.Payload.(*api.HiveCheck).Events != 3 || !d.DeadlineAt.Equal(rec.DeadlineAt) {
-		t.Errorf("dispatch on %s: %+v", msg.Subject, d)
+	subject, d := dispatchAt(t, p.NC, rec.DispatchSeq)
+	if subject != "dispatch.hive.h1" || d.JobID != j.JobID || d.Attempt != 1 || d.Request.Payload.(*api.HiveCheck).Events == nil || *d.Request.Payload.(*api.HiveCheck).Events != 3 || !d.DeadlineAt.Equal(rec.DeadlineAt) {
+		t.Errorf("dispatch on %s: %+v", subject, d)
 	}
 }
 
@@ -303,6 +288,30 @@ func TestInferDispatchRecordedAfterCreate(t *testing.T) {
 			t.Fatalf("after Cancel: %+v, %v; want cancelled, its dispatch recorded", got, err)
 		}
 	}
+}
+
+// dispatchAt is message seq of the work queue, as a hive would read it,
+// and its subject.
+func dispatchAt(t *testing.T, nc *nats.Conn, seq uint64) (string, api.Dispatch) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := js.Stream(ctx, bus.DispatchStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d api.Dispatch
+	if err := json.Unmarshal(m.Data, &d); err != nil {
+		t.Fatal(err)
+	}
+	return m.Subject, d
 }
 
 // A job whose record or first event cannot be stored fails with an error,
