@@ -479,9 +479,11 @@ func placedAt(j api.Job) time.Time {
 // redispatch hands a job whose dispatch was lost to its hive again.
 func (s *Service) redispatch(ctx context.Context, j api.Job) {
 	last, err := s.st.LastSeq(ctx, j.JobID, j.Hive)
-	if n := len(j.PastHives); err == nil && n > 0 {
-		// A job that moved is numbered after what its last hive wrote,
-		// as the event that moved it was (replace).
+	if n := len(j.PastHives); err == nil && n > 0 && j.PastHives[n-1].Until == 0 {
+		// A job whose move was not narrated is numbered after what its
+		// last hive wrote, as that event would have been (replace). Once
+		// it was, the queen's event is the bound: what the lost hive
+		// wrote later is not the story, and may be forged.
 		var past uint64
 		past, err = s.st.LastSeq(ctx, j.JobID, j.PastHives[n-1].Hive)
 		last = max(last, past)
