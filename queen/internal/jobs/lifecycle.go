@@ -622,15 +622,18 @@ func (s *Service) yielded(j api.Job) bool {
 // reconcile stops work that a hive still runs for jobs that ended or moved
 // while it was away: a hive back from a partition drops its orphans. A job
 // of the hive that ended after its last heartbeat is no orphan: the beat
-// listed it still running, and the next one will not.
+// listed it still running, and the next one will not. The heartbeat's time
+// is the hive's clock, the end's may be the queen's: past staleBeat after
+// the end, on this queen's clock, the listing counts whatever the clocks say.
 func (s *Service) reconcile(ctx context.Context) {
+	now := time.Now()
 	for _, h := range s.v.Hives() {
 		for _, id := range h.Running {
 			j, ok := s.v.Job(id)
 			if !ok || (!api.Terminal(j.State) && j.Hive == h.ID) {
 				continue
 			}
-			if j.Hive == h.ID && j.FinishedAt != nil && j.FinishedAt.After(h.HeartbeatAt) {
+			if j.Hive == h.ID && j.FinishedAt != nil && j.FinishedAt.After(h.HeartbeatAt) && now.Sub(*j.FinishedAt) < staleBeat {
 				continue
 			}
 			s.log.Info("stopping orphaned work", "hive_id", h.ID, "job_id", id)
@@ -638,6 +641,10 @@ func (s *Service) reconcile(ctx context.Context) {
 		}
 	}
 }
+
+// staleBeat bounds how long a heartbeat may list a job that ended: a busy
+// hive beats every third of the hives bucket's TTL, 15 s by default.
+const staleBeat = 15 * time.Second
 
 // cancelStale reports whether a cancelling job's hive no longer runs it.
 func (s *Service) cancelStale(ctx context.Context, j api.Job) bool {
