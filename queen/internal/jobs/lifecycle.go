@@ -457,8 +457,9 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 // A record placed on a hive but still queued without a dispatch sequence
 // lostDispatchAfter after its placement lost its dispatch: the queen that
 // stored it stopped before handing it over, or could not. Within
-// redispatchWithin of its placement it is dispatched again; the message id makes that a no-op if the first
-// dispatch did reach the work queue, and the window stays inside the
+// redispatchWithin of its placement it is dispatched again; the message id
+// makes that a no-op if the first dispatch did reach the work queue, and
+// the window stays inside the
 // stream's two-minute duplicates window, past which a second message could
 // run the job twice. Older, it fails: the hive skips a dispatch whose job
 // already ended.

@@ -191,8 +191,8 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, pos, waiting)
 	}
 	// The record and the story's first event go to different streams and
-	// neither waits for the other: two round trips at once. Nothing reads
-	// the job before Create returns, and the view takes it only after both.
+	// neither waits for the other: two round trips at once. This queen's
+	// view takes the job only after both.
 	var rev uint64
 	created := make(chan error, 1)
 	go func() {
@@ -217,12 +217,11 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	if err == nil {
 		s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
 	}
-	if err != nil || told != nil {
-		if err == nil || told == nil {
-			// One of the two is stored: the job ends, failed, as it began.
-			s.abandon(j.JobID, cmp.Or(err, told))
-		}
-		return api.Job{}, false, cmp.Or(err, told)
+	if err := cmp.Or(err, told); err != nil {
+		// Either may be stored all the same (a timeout): what is ends,
+		// failed, and nothing runs a job its client was told failed.
+		s.abandon(j.JobID, err)
+		return api.Job{}, false, err
 	}
 	// Into the view once its story has begun: from there the reaper may
 	// place a waiting job and narrate after the first event.
