@@ -168,7 +168,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 	// (relay.KeepOpen).
 	q.srv = &http.Server{
 		Handler:           e,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, cfg.HTTPTimeout),
 		ReadTimeout:       cfg.HTTPTimeout,
 		WriteTimeout:      cfg.HTTPTimeout,
 		IdleTimeout:       2 * cfg.HTTPTimeout,

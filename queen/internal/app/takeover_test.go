@@ -447,6 +447,33 @@ func TestTakenOverStreamShutdownKept(t *testing.T) {
 	})
 }
 
+// A connection given back after a stream waits for the client's next
+// request as long as the server waits on its own idle connections
+// (IdleTimeout), not the few seconds it gives a new connection's first
+// request (ReadHeaderTimeout), and no longer.
+func TestTakenOverStreamIdleKeepAlive(t *testing.T) {
+	// ReadHeaderTimeout 1 s, IdleTimeout 2 s.
+	base, _, job := endedJob(t, quietStreams, func(c *app.Config) { c.HTTPTimeout = time.Second })
+	for _, tc := range []struct {
+		idle   time.Duration
+		served bool
+	}{{1500 * time.Millisecond, true}, {3 * time.Second, false}} {
+		conn := openStream(t, base, job, "HTTP/1.1")
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		readStream(t, br)
+		time.Sleep(tc.idle)
+		if tc.served {
+			nextRequest(t, conn, br, job)
+			continue
+		}
+		if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("idle %s, past the idle timeout: read %d bytes, %v; want the close", tc.idle, n, err)
+		}
+	}
+}
+
 // An idle client on a taken-over connection holds no HTTP server buffers
 // or goroutines: what the queen's process holds per idle stream (heap and
 // stacks, after a collection) stays well below the 20 KiB of heap and

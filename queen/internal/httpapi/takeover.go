@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -62,6 +63,9 @@ type takenStream struct {
 	// back takes the connection once the stream has ended cleanly; nil
 	// where it closes after the stream.
 	back *handback
+	// idle is how long the connection then waits for the next request,
+	// as the server's own idle ones do (0: no bound).
+	idle time.Duration
 	// read is what was read from the connection and not served: what the
 	// server had read past the request, then what the watcher read.
 	read []byte
@@ -188,7 +192,7 @@ func (h *handlers) takeOverStream(c echo.Context, id string, after uint64) bool 
 	// it alive and nothing of this request is left to read: a body (a GET
 	// has none, as a rule) would read as the next request.
 	if r.ProtoMinor >= 1 && !r.Close && r.ContentLength == 0 {
-		s.back = back
+		s.back, s.idle = back, idleTimeout(srv)
 		if n := brw.Reader.Buffered(); n > 0 {
 			b, _ := brw.Reader.Peek(n)
 			s.read = bytes.Clone(b)
@@ -288,10 +292,54 @@ func (h *handlers) handBack(s *takenStream, conn net.Conn, w *relay.ConnWriter) 
 	if !h.taken.keep(kc) {
 		return false
 	}
+	if len(kc.read) == 0 {
+		// Nothing of the next request has come yet. The server would
+		// give a new connection ReadHeaderTimeout for its first request;
+		// this one is an idle connection of a client that keeps it
+		// alive, and gets the server's idle timeout, as after any other
+		// answer.
+		go func() {
+			if !awaitRequest(kc, s.idle) || !s.back.give(kc) {
+				_ = kc.Close()
+			}
+		}()
+		return true
+	}
 	if !s.back.give(kc) {
 		h.taken.served(kc)
 		return false
 	}
+	return true
+}
+
+// idleTimeout is how long srv keeps an idle connection open for its next
+// request (net/http: IdleTimeout, or ReadTimeout where that is 0).
+func idleTimeout(srv *http.Server) time.Duration {
+	if srv == nil {
+		return 0
+	}
+	return cmp.Or(srv.IdleTimeout, srv.ReadTimeout)
+}
+
+// awaitRequest waits up to idle (0: for ever) for the first byte of the
+// next request on kc, and keeps it to be read first; false when none came
+// or the connection closed (a shutdown closes kept connections).
+func awaitRequest(kc *keptConn, idle time.Duration) bool {
+	var deadline time.Time
+	if idle > 0 {
+		deadline = time.Now().Add(idle)
+	}
+	if kc.Conn.SetReadDeadline(deadline) != nil {
+		return false
+	}
+	var b [1]byte
+	if n, err := kc.Conn.Read(b[:]); n == 0 || err != nil {
+		return false
+	}
+	if kc.Conn.SetReadDeadline(time.Time{}) != nil {
+		return false
+	}
+	kc.read = append(kc.read, b[0])
 	return true
 }
 
