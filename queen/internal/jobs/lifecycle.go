@@ -479,15 +479,12 @@ func placedAt(j api.Job) time.Time {
 
 // redispatch hands a job whose dispatch was lost to its hive again.
 func (s *Service) redispatch(ctx context.Context, j api.Job) {
-	last, err := s.st.LastSeq(ctx, j.JobID, j.Hive)
-	if n := len(j.PastHives); err == nil && n > 0 && j.PastHives[n-1].Until == 0 {
-		// A job whose move was not narrated is numbered after what its
-		// last hive wrote, as that event would have been (replace). Once
-		// it was, the queen's event is the bound: what the lost hive
-		// wrote later is not the story, and may be forged.
-		var past uint64
-		past, err = s.st.LastSeq(ctx, j.JobID, j.PastHives[n-1].Hive)
-		last = max(last, past)
+	var last uint64
+	var err error
+	if n := len(j.PastHives); n > 0 && j.PastHives[n-1].Until == 0 {
+		last, err = s.finishMove(ctx, j)
+	} else {
+		last, err = s.st.LastSeq(ctx, j.JobID, j.Hive)
 	}
 	if err == nil {
 		err = s.dispatch(ctx, &j, 0, last+1)
@@ -497,6 +494,31 @@ func (s *Service) redispatch(ctx context.Context, j api.Job) {
 		return
 	}
 	s.log.Warn("dispatch was lost; job dispatched again", "job_id", j.JobID, "hive_id", j.Hive)
+}
+
+// finishMove does what the queen that moved j (replace) stopped before
+// doing: narrate the move, unless it is stored, and record where the
+// earlier attempt's story ends, just before it. It returns the move
+// event's job sequence, which the new hive numbers after.
+func (s *Service) finishMove(ctx context.Context, j api.Job) (uint64, error) {
+	past := j.PastHives[len(j.PastHives)-1].Hive
+	seq, at, ok, err := s.st.QueenEventOf(ctx, j.JobID, j.Attempt)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		action := "replaced"
+		if j.Operation == api.OpInfer {
+			action = "moved"
+		}
+		seq, at, err = s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: j.Attempt, Action: action, Hive: j.Hive, Level: api.LevelWarn,
+			Message: fmt.Sprintf("job re-placed on hive %s after hive %s (attempt %d of %d)", j.Hive, past, j.Attempt, maxAttempts)}, past)
+		if err != nil {
+			return 0, err
+		}
+	}
+	s.pastUntil(ctx, j, at-1)
+	return seq, nil
 }
 
 // maxAttempts bounds how often a job is re-placed after losing its hive.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
@@ -300,60 +299,90 @@ func TestWaitingJobsPlacedWhenAHiveJoins(t *testing.T) {
 // A queen that places a job on a hive and stops before handing it over
 // leaves a record queued on that hive with no dispatch; the reaper hands it
 // over again, timed from the placement: a job that waited long in the
-// queue, or that moved from a lost hive, is not failed for its age.
+// queue, or that moved from a lost hive, is not failed for its age. A moved
+// job's hand-over finishes the move too: its event is narrated if the
+// moving queen did not get to it, and the earlier attempt's story ends just
+// before it.
 func TestLostDispatchTimedFromPlacement(t *testing.T) {
-	p := queentest.New(t, api.Hive{ID: "h1", Slots: 2, SlotsFree: 2})
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	now := time.Now().UTC()
 	created, placed := now.Add(-2*time.Minute), now.Add(-6*time.Second)
 	events := 1
 	req := api.JobRequest{Operation: api.OpHiveCheck, Payload: &api.HiveCheck{Events: &events}}
-	lost := []api.Job{
-		{JobID: jobs.NewID(), Attempt: 1},                                          // waited two minutes, then placed
-		{JobID: jobs.NewID(), Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, // moved from lost h0
+	lost := []struct {
+		name        string
+		job         api.Job
+		narrated    bool   // the move's event is stored
+		wantNextSeq uint64 // of the new dispatch
+	}{
+		{"waited two minutes, then placed", api.Job{Attempt: 1}, false, 1},
+		{"moved from lost h0, the move not narrated", api.Job{Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, false, 7},
+		{"moved from lost h0, the move narrated", api.Job{Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, true, 7},
 	}
-	for _, j := range lost {
-		j.Operation, j.Hive, j.State, j.Request = req.Operation, "h1", api.StateQueued, req
-		j.CreatedAt, j.PlacedAt, j.DeadlineAt = created, &placed, now.Add(10*time.Minute)
-		if _, err := p.Store.CreateJob(ctx, j); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// What the lost hive wrote of the moved job: job sequences 2 to 5.
 	js, err := jetstream.New(p.NC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h0 := bus.NewPublisher(js, lost[1].JobID, "h0", 1, 2)
-	encode := func(seq uint64) ([]byte, error) {
-		return json.Marshal(api.Event{JobID: lost[1].JobID, Seq: seq, Attempt: 1, Message: "before the move"})
-	}
-	if err := h0.Start(ctx, encode); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		if err := h0.Publish(bus.KindEvent, encode); err != nil {
+	for i := range lost {
+		j := &lost[i].job
+		j.JobID, j.Operation, j.Hive, j.State, j.Request = jobs.NewID(), req.Operation, "h1", api.StateQueued, req
+		j.CreatedAt, j.PlacedAt, j.DeadlineAt = created, &placed, now.Add(10*time.Minute)
+		if _, err := p.Store.CreateJob(ctx, *j); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := h0.Finish(); err != nil {
-		t.Fatal(err)
+		if j.Attempt == 1 {
+			continue
+		}
+		// What the lost hive wrote of the moved job: job sequences 2 to 5.
+		h0 := bus.NewPublisher(js, j.JobID, "h0", 1, 2)
+		encode := func(seq uint64) ([]byte, error) {
+			return json.Marshal(api.Event{JobID: j.JobID, Seq: seq, Attempt: 1, Message: "before the move"})
+		}
+		if err := h0.Start(ctx, encode); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := h0.Publish(bus.KindEvent, encode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h0.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		if lost[i].narrated {
+			if _, _, err := p.Store.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: 2, Action: "replaced", Hive: "h1"}, "h0"); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	go func() { _ = p.Jobs.RunReaper(ctx) }()
-	for i, j := range lost {
+	for _, l := range lost {
 		var rec api.Job
-		testkit.WaitFor(t, 5*time.Second, "attempt "+strconv.Itoa(j.Attempt)+" dispatched again", func() bool {
-			rec, _, err = p.Store.GetJob(ctx, j.JobID)
+		testkit.WaitFor(t, 5*time.Second, l.name+": dispatched again", func() bool {
+			rec, _, err = p.Store.GetJob(ctx, l.job.JobID)
 			if err == nil && api.Terminal(rec.State) {
-				t.Fatalf("attempt %d ended %s: %s", j.Attempt, rec.State, rec.Error)
+				t.Fatalf("%s: ended %s: %s", l.name, rec.State, rec.Error)
 			}
 			return err == nil && rec.State == api.StateDispatched && rec.DispatchSeq > 0 && rec.Hive == "h1"
 		})
 		_, d := dispatchAt(t, p.NC, rec.DispatchSeq)
 		// The new hive numbers its events after every one before them.
-		if want := []uint64{1, 6}[i]; d.Attempt != j.Attempt || d.NextSeq != want {
-			t.Errorf("attempt %d dispatched as attempt %d from sequence %d, want from %d", j.Attempt, d.Attempt, d.NextSeq, want)
+		if d.Attempt != l.job.Attempt || d.NextSeq != l.wantNextSeq {
+			t.Errorf("%s: dispatched as attempt %d from sequence %d, want attempt %d from %d", l.name, d.Attempt, d.NextSeq, l.job.Attempt, l.wantNextSeq)
+		}
+		if l.job.Attempt == 1 {
+			continue
+		}
+		// One move event, sequence 6, and the past attempt's story ends
+		// just before it.
+		seq, at, ok, err := p.Store.QueenEventOf(ctx, l.job.JobID, 2)
+		if err != nil || !ok || seq != 6 {
+			t.Errorf("%s: the queen's newest event of attempt 2 is %d (found %v, %v), want the move at 6", l.name, seq, ok, err)
+		}
+		if until := rec.PastHives[0].Until; until == 0 || until != at-1 {
+			t.Errorf("%s: h0's story ends at stream sequence %d, want %d, just before the move", l.name, until, at-1)
 		}
 	}
 }

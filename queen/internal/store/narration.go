@@ -207,6 +207,23 @@ func eventSeq(m *jetstream.RawStreamMsg) uint64 {
 	return seq
 }
 
+// QueenEventOf returns the job and stream sequences of the queen's newest
+// event of job when that event belongs to attempt; ok is false when the
+// queen wrote none of that attempt last.
+func (s *Store) QueenEventOf(ctx context.Context, job string, attempt int) (seq, streamSeq uint64, ok bool, err error) {
+	m, err := s.get.last(ctx, bus.NarrJobWriter(job, bus.QueenWriter))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("last queen event of job %s: %w", job, err)
+	}
+	if meta, bad := bus.ParseMeta(m.Subject, m.Header); bad != "" || meta.Attempt != attempt {
+		return 0, 0, false, nil
+	}
+	return eventSeq(m), m.Sequence, true, nil
+}
+
 // LastStreamSeq is the stream sequence of the job's newest event, 0 if none.
 func (s *Store) LastStreamSeq(ctx context.Context, job string) (uint64, error) {
 	streamSeq, _, err := s.last(ctx, job, "")
