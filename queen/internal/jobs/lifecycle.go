@@ -443,8 +443,16 @@ func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool
 	if err != nil || !won {
 		return false, err == nil
 	}
-	seq, _, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
-		Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
+	if n := len(rec.PastHives); n > 0 && rec.PastHives[n-1].Until == 0 {
+		// A generation moved into the queue by a queen that stopped
+		// before it narrated the move: the move comes first.
+		_, err = s.finishMove(ctx, rec)
+	}
+	var seq uint64
+	if err == nil {
+		seq, _, err = s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: "placed", Hive: to,
+			Message: fmt.Sprintf("placed on hive %s after waiting %s", to, time.Since(j.CreatedAt).Round(time.Millisecond))}, "")
+	}
 	if err == nil {
 		err = s.dispatch(ctx, &rec, 0, seq+1)
 	}
@@ -502,20 +510,14 @@ func (s *Service) redispatch(ctx context.Context, j api.Job) {
 // event's job sequence, which the new hive numbers after.
 func (s *Service) finishMove(ctx context.Context, j api.Job) (uint64, error) {
 	past := j.PastHives[len(j.PastHives)-1].Hive
-	seq, at, ok, err := s.st.QueenEventOf(ctx, j.JobID, j.Attempt)
+	action := "replaced"
+	if j.Operation == api.OpInfer {
+		action = "moved"
+	}
+	seq, at, err := s.st.NarrateMove(ctx, api.Event{JobID: j.JobID, Attempt: j.Attempt, Action: action, Hive: j.Hive, Level: api.LevelWarn,
+		Message: fmt.Sprintf("job re-placed on hive %s after hive %s (attempt %d of %d)", j.Hive, past, j.Attempt, maxAttempts)}, past)
 	if err != nil {
 		return 0, err
-	}
-	if !ok {
-		action := "replaced"
-		if j.Operation == api.OpInfer {
-			action = "moved"
-		}
-		seq, at, err = s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: j.Attempt, Action: action, Hive: j.Hive, Level: api.LevelWarn,
-			Message: fmt.Sprintf("job re-placed on hive %s after hive %s (attempt %d of %d)", j.Hive, past, j.Attempt, maxAttempts)}, past)
-		if err != nil {
-			return 0, err
-		}
 	}
 	s.pastUntil(ctx, j, at-1)
 	return seq, nil
@@ -579,7 +581,8 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 			msg = fmt.Sprintf("%s; the generation waits in the queue for another worker of %s, then continues from what its client has (attempt %d of %d)", why, j.Request.Model(), rec.Attempt, maxAttempts)
 		}
 	}
-	seq, moved, err := s.st.NarrateNext(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: action, Hive: to, Level: api.LevelWarn, Message: msg}, j.Hive)
+	// Another queen finishing this move (finishMove) stores its one event.
+	seq, moved, err := s.st.NarrateMove(ctx, api.Event{JobID: j.JobID, Attempt: rec.Attempt, Action: action, Hive: to, Level: api.LevelWarn, Message: msg}, j.Hive)
 	if err == nil {
 		until = moved - 1
 	}

@@ -320,6 +320,8 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 		{"waited two minutes, then placed", api.Job{Attempt: 1}, false, 1},
 		{"moved from lost h0, the move not narrated", api.Job{Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, false, 7},
 		{"moved from lost h0, the move narrated", api.Job{Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, true, 7},
+		// Placed by the reaper: the move (6), then the placing event (7).
+		{"moved from lost h0 into the queue, the move not narrated", api.Job{Attempt: 2, PastHives: []api.PastHive{{Hive: "h0"}}}, false, 8},
 	}
 	js, err := jetstream.New(p.NC)
 	if err != nil {
@@ -329,6 +331,9 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 		j := &lost[i].job
 		j.JobID, j.Operation, j.Hive, j.State, j.Request = jobs.NewID(), req.Operation, "h1", api.StateQueued, req
 		j.CreatedAt, j.PlacedAt, j.DeadlineAt = created, &placed, now.Add(10*time.Minute)
+		if lost[i].wantNextSeq == 8 {
+			j.Hive, j.PlacedAt = "", nil
+		}
 		if _, err := p.Store.CreateJob(ctx, *j); err != nil {
 			t.Fatal(err)
 		}
@@ -357,6 +362,10 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 			}
 		}
 	}
+	narr, err := js.Stream(ctx, bus.NarrStream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() { _ = p.Jobs.RunReaper(ctx) }()
 	for _, l := range lost {
 		var rec api.Job
@@ -377,12 +386,18 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 		}
 		// One move event, sequence 6, and the past attempt's story ends
 		// just before it.
-		seq, at, ok, err := p.Store.QueenEventOf(ctx, l.job.JobID, 2)
-		if err != nil || !ok || seq != 6 {
-			t.Errorf("%s: the queen's newest event of attempt 2 is %d (found %v, %v), want the move at 6", l.name, seq, ok, err)
+		until := rec.PastHives[0].Until
+		m, err := narr.GetMsg(ctx, until+1)
+		var e api.Event
+		if err == nil {
+			_ = json.Unmarshal(m.Data, &e)
+			_, e.Actor, _, _ = bus.ParseNarr(m.Subject) // the writer, from the subject
 		}
-		if until := rec.PastHives[0].Until; until == 0 || until != at-1 {
-			t.Errorf("%s: h0's story ends at stream sequence %d, want %d, just before the move", l.name, until, at-1)
+		if e.Actor != bus.QueenWriter || e.Action != "replaced" || e.Seq != 6 || e.Attempt != 2 {
+			t.Errorf("%s: h0's story ends at stream sequence %d, and after it: %+v (%v); want the move, sequence 6", l.name, until, e, err)
+		}
+		if seq, _, _, err := p.Store.QueenEventOf(ctx, l.job.JobID, 2); err != nil || seq != l.wantNextSeq-1 {
+			t.Errorf("%s: the queen's newest event is %d (%v), want %d: no second move", l.name, seq, err, l.wantNextSeq-1)
 		}
 	}
 }

@@ -202,3 +202,63 @@ func TestDispatchConsumersPastAThousand(t *testing.T) {
 		}
 	}
 }
+
+// Queens finishing one move at once store one move event between them, and
+// each is told its numbers, whatever the lost hive wrote.
+func TestNarrateMoveOnce(t *testing.T) {
+	nc := testkit.Connect(t, testkit.NATS(t))
+	ctx := context.Background()
+	st, err := store.Open(ctx, nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Narrate(ctx, bus.KindEvent, api.Event{JobID: "j1", Seq: 1, Attempt: 1, Action: "job_created"}); err != nil {
+		t.Fatal(err)
+	}
+	// The lost hive's frames for attempt 1: sequences 2 and 3.
+	pub := bus.NewPublisher(js, "j1", "h0", 1, 2)
+	encode := func(seq uint64) ([]byte, error) {
+		return fmt.Appendf(nil, `{"job_id":"j1","seq":%d,"attempt":1}`, seq), nil
+	}
+	if err := pub.Start(ctx, encode); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(bus.KindEvent, encode); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	const queens = 8
+	type told struct{ seq, at uint64 }
+	got := make([]told, queens)
+	var wg sync.WaitGroup
+	for i := range queens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			seq, at, err := st.NarrateMove(ctx, api.Event{JobID: "j1", Attempt: 2, Action: "replaced", Hive: "h1"}, "h0")
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = told{seq, at}
+		}()
+	}
+	wg.Wait()
+	for i, g := range got {
+		if g != got[0] || g.seq != 4 {
+			t.Errorf("queen %d was told sequence %d at %d; queen 0 %d at %d; want all 4, at one place", i, g.seq, g.at, got[0].seq, got[0].at)
+		}
+	}
+	if last, err := st.LastStreamSeq(ctx, "j1"); err != nil || last != got[0].at {
+		t.Errorf("the job's newest message is at %d (%v), want the one move at %d", last, err, got[0].at)
+	}
+	// A later move is a move of its own.
+	if seq, _, err := st.NarrateMove(ctx, api.Event{JobID: "j1", Attempt: 3, Action: "replaced", Hive: "h2"}, "h1"); err != nil || seq != 5 {
+		t.Errorf("the next attempt's move: sequence %d, %v; want 5", seq, err)
+	}
+}

@@ -48,7 +48,19 @@ func (s *Store) Narrate(ctx context.Context, kind string, e api.Event) error {
 // ("" for none): other hives' frames in the job are not its story.
 func (s *Store) NarrateNext(ctx context.Context, kind string, e api.Event, hive string) (seq, streamSeq uint64, err error) {
 	fill(&e)
-	return s.publishNext(ctx, e, kind, "", hive)
+	return s.publishNext(ctx, e, kind, "", hive, false)
+}
+
+// NarrateMove stores e, the queen's event that moves a job from hive lost
+// to attempt e.Attempt, numbered as NarrateNext numbers, unless the
+// queen's newest event of the job already belongs to that attempt: then it
+// returns that one. The look and the write are one step (the write
+// expects the job's newest event as read before the look), so queens
+// finishing one move at once (jobs.replace, jobs.finishMove) store one
+// event between them, and the new hive numbers after it.
+func (s *Store) NarrateMove(ctx context.Context, e api.Event, lost string) (seq, streamSeq uint64, err error) {
+	fill(&e)
+	return s.publishNext(ctx, e, bus.KindEvent, "", lost, true)
 }
 
 // End stores e as the job's end event unless one exists. The server checks
@@ -66,7 +78,7 @@ func (s *Store) End(ctx context.Context, e api.Event) error {
 	}
 	fill(&e)
 	if e.Seq == 0 {
-		_, _, err := s.publishNext(ctx, e, bus.KindEnd, bus.NarrEnd(e.JobID, e.Attempt), e.Hive)
+		_, _, err := s.publishNext(ctx, e, bus.KindEnd, bus.NarrEnd(e.JobID, e.Attempt), e.Hive, false)
 		return err
 	}
 	data, err := json.Marshal(e)
@@ -83,8 +95,10 @@ const nextTries = 50
 // publishNext stores e as an event of kind numbered after the job's newest event,
 // expecting nothing to have been stored for the job since it looked. With
 // an end slot, it first checks that the slot is empty; the expectation
-// then also covers an end stored meanwhile.
-func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string) (seq, streamSeq uint64, err error) {
+// then also covers an end stored meanwhile. With once, it stores nothing
+// when the queen's newest event belongs to e's attempt, and returns that
+// event.
+func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hive string, once bool) (seq, streamSeq uint64, err error) {
 	for try := 0; ; try++ {
 		if endSlot != "" {
 			_, err := s.get.last(ctx, endSlot)
@@ -98,6 +112,13 @@ func (s *Store) publishNext(ctx context.Context, e api.Event, kind, endSlot, hiv
 		lastStream, last, err := s.last(ctx, e.JobID, hive)
 		if err != nil {
 			return 0, 0, err
+		}
+		if once {
+			// Read after lastStream: an event stored after this look
+			// fails the write below, and the next try finds it.
+			if seq, at, ok, err := s.QueenEventOf(ctx, e.JobID, e.Attempt); err != nil || ok {
+				return seq, at, err
+			}
 		}
 		e.Seq = last + 1
 		data, err := json.Marshal(e)
