@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,10 @@ type delivery struct {
 	before  *api.Continuation
 	now     api.Continuation
 	started bool // a chunk of this worker reached the client
+	// finish is the finish reason the client was sent by this worker,
+	// and usage the usage: with a finish reason it has the whole answer.
+	finish string
+	usage  *api.Usage
 }
 
 func newDelivery(before *api.Continuation) *delivery {
@@ -153,6 +158,12 @@ func (d *delivery) edit(payload []byte, c *chunk, text string) ([]byte, bool) {
 // sent notes a chunk the client was sent.
 func (d *delivery) sent(c *chunk, text string) {
 	d.started = true
+	for _, ch := range c.Choices {
+		d.finish = cmp.Or(ch.FinishReason, d.finish)
+	}
+	if c.Usage != nil {
+		d.usage = c.Usage
+	}
 	if d.now.ID == "" {
 		d.now.ID = c.ID
 	}
@@ -163,23 +174,30 @@ func (d *delivery) sent(c *chunk, text string) {
 }
 
 // finishOnly ends, for a client that has every token it asked for, the
-// stream a worker broke before its last chunk: the finish reason is
-// "length", and the usage counts what the client has (the prompt's tokens
-// are unknown without a worker).
+// stream a worker broke before its last chunk: what the client lacks of a
+// stream's end is sent, the finish reason ("length" when it has every
+// token, not a finish) and the usage, counting what the client has (the
+// prompt's tokens are unknown without a worker).
 func (j *job) finishOnly(path string, d *delivery, res *api.InferResult) error {
 	c := d.now
 	object, choice := "chat.completion.chunk", `{"index":0,"delta":{},"finish_reason":"length"}`
 	if path == api.InferCompletions {
 		object, choice = "text_completion", `{"index":0,"text":"","finish_reason":"length"}`
 	}
-	res.FinishReason = "length"
-	res.Usage = api.Usage{CompletionTokens: c.Tokens, TotalTokens: c.Tokens}
-	usage, _ := json.Marshal(res.Usage)
 	id, _ := json.Marshal(c.ID)
-	for _, p := range []string{
-		fmt.Sprintf(`{"id":%s,"object":%q,"choices":[%s]}`, id, object, choice),
-		fmt.Sprintf(`{"id":%s,"object":%q,"choices":[],"usage":%s}`, id, object, usage),
-	} {
+	var chunks []string
+	if res.FinishReason = d.finish; d.finish == "" {
+		res.FinishReason = "length"
+		chunks = append(chunks, fmt.Sprintf(`{"id":%s,"object":%q,"choices":[%s]}`, id, object, choice))
+	}
+	if d.usage != nil {
+		res.Usage = *d.usage
+	} else {
+		res.Usage = api.Usage{CompletionTokens: c.Tokens, TotalTokens: c.Tokens}
+		usage, _ := json.Marshal(res.Usage)
+		chunks = append(chunks, fmt.Sprintf(`{"id":%s,"object":%q,"choices":[],"usage":%s}`, id, object, usage))
+	}
+	for _, p := range chunks {
 		if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Data: p}); err != nil {
 			return err
 		}

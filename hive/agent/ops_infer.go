@@ -264,6 +264,12 @@ func (j *job) inferOn(req *api.Infer, d *delivery, lost map[string]bool) error {
 	}
 	if workerLost(err) {
 		lost[w.WorkerID] = true
+		if d.finish != "" && j.ctx.Err() == nil {
+			// It broke after the client had its finish reason: the
+			// answer is whole, only the end of the stream is missing,
+			// and nothing is generated again, whatever the request.
+			err = j.finishOnly(path, d, &res)
+		}
 	}
 	if err != nil {
 		return err

@@ -20,11 +20,13 @@ type Recorded struct {
 // Canned is a canned answer (--canned) for one path: Chunks, each an SSE
 // data payload, when the request streams and there are chunks; else Body
 // with Status (default 200). Both are written byte for byte as the file
-// holds them.
+// holds them. With Break, a stream is cut after its chunks, with no
+// [DONE], as a worker that dies there cuts it.
 type Canned struct {
 	Status int               `json:"status"`
 	Body   json.RawMessage   `json:"body"`
 	Chunks []json.RawMessage `json:"chunks"`
+	Break  bool              `json:"break"`
 }
 
 // loadCanned reads a file of canned answers: a JSON object from path to
@@ -85,6 +87,9 @@ func (rc *recorder) wrap(next http.HandlerFunc) http.HandlerFunc {
 				if st.raw(string(ch)) != nil {
 					return
 				}
+			}
+			if c.Break {
+				panic(http.ErrAbortHandler) // the connection closes mid-answer
 			}
 			_ = st.raw("[DONE]")
 			return

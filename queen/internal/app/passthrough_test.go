@@ -54,14 +54,21 @@ const cannedError = `{"error":{"code":400,"message":"grammar does not parse","ty
 // completions from the canned answers above.
 func passthroughCluster(t *testing.T) (base, record, source string) {
 	t.Helper()
+	return cannedCluster(t, `{"/v1/chat/completions": {"body": `+cannedChat+`, "chunks": [`+strings.Join(cannedChunks, ",")+`]},`+
+		`"/v1/completions": {"status": 400, "body": `+cannedError+`}}`)
+}
+
+// cannedCluster is a queen with alias gpt-4o-mini=demo and a hive whose
+// reference worker records what it receives and gives the canned answers
+// (refworker.Canned, by path).
+func cannedCluster(t *testing.T, canned string) (base, record, source string) {
+	t.Helper()
 	files := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(strings.Repeat("demo model bytes ", 1000)))
 	}))
 	t.Cleanup(files.Close)
 	dir := t.TempDir()
 	record = filepath.Join(dir, "record.jsonl")
-	canned := `{"/v1/chat/completions": {"body": ` + cannedChat + `, "chunks": [` + strings.Join(cannedChunks, ",") + `]},` +
-		`"/v1/completions": {"status": 400, "body": ` + cannedError + `}}`
 	cannedFile := filepath.Join(dir, "canned.json")
 	catalog := fmt.Sprintf(`{"backends": [{"name": "reference", "kind": "reference", "command": ["rbee-worker", "--host", "{host}", "--port", "{port}",
 		"--model", "{model}", "--model-id", "{model_id}", "--ctx-size", "{ctx}", "--token-rate", "0", "--record", %q, "--canned", %q]}]}`, record, cannedFile)

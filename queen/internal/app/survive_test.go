@@ -326,3 +326,40 @@ func TestGenerationSurvivesOnItsHive(t *testing.T) {
 		t.Fatalf("%d generations left the hive that had another worker", byQueen)
 	}
 }
+
+// A worker that cuts its stream after the client had the last token and
+// the finish reason, before the usage and [DONE]: the answer is whole, so
+// the hive ends the stream itself, the usage counted from what the client
+// has, and nothing is generated again, even for a request that may not
+// continue elsewhere (JSON output).
+func TestStreamCutAfterFinish(t *testing.T) {
+	head := `{"id":"chatcmpl-cut","object":"chat.completion.chunk","created":1,"model":"demo",`
+	chunks := []string{
+		head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{"content":"{\"bees\":"},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{"content":"3}"},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+	}
+	base, record, _ := cannedCluster(t, `{"/v1/chat/completions": {"break": true, "chunks": [`+strings.Join(chunks, ",")+`]}}`)
+	for i, strict := range []bool{true, false} {
+		s := readChat(t.Context(), base, "count the bees", strict, func() {})
+		if s.status != 200 || !s.done || s.finish != "stop" || len(s.problems) > 0 || s.text != `{"bees":3}` {
+			t.Fatalf("JSON output %v: status %d, done %v, finish %q, text %q, problems %v", strict, s.status, s.done, s.finish, s.text, s.problems)
+		}
+		if s.usage == nil || s.usage.CompletionTokens != 2 {
+			t.Errorf("JSON output %v: usage %+v, want the 2 tokens the client has", strict, s.usage)
+		}
+		var j api.Job
+		do(t, "GET", base+"/v1/jobs/"+s.job, nil, &j)
+		if j.State != api.StateDone || j.Attempt != 1 {
+			t.Errorf("JSON output %v: job %s, attempt %d; want done on its first", strict, j.State, j.Attempt)
+		}
+		data, err := os.ReadFile(record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(data), `"path":"/v1/chat/completions"`); n != i+1 {
+			t.Errorf("after %d requests the worker was asked %d times: want nothing generated again", i+1, n)
+		}
+	}
+}
