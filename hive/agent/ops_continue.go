@@ -100,10 +100,6 @@ type delivery struct {
 	before  *api.Continuation
 	now     api.Continuation
 	started bool // a chunk of this worker reached the client
-	// finish is the finish reason the client was sent by this worker,
-	// and usage the usage: with a finish reason it has the whole answer.
-	finish string
-	usage  *api.Usage
 }
 
 func newDelivery(before *api.Continuation) *delivery {
@@ -159,10 +155,10 @@ func (d *delivery) edit(payload []byte, c *chunk, text string) ([]byte, bool) {
 func (d *delivery) sent(c *chunk, text string) {
 	d.started = true
 	for _, ch := range c.Choices {
-		d.finish = cmp.Or(ch.FinishReason, d.finish)
+		d.now.FinishReason = cmp.Or(ch.FinishReason, d.now.FinishReason)
 	}
 	if c.Usage != nil {
-		d.usage = c.Usage
+		d.now.Usage = c.Usage
 	}
 	if d.now.ID == "" {
 		d.now.ID = c.ID
@@ -186,12 +182,12 @@ func (j *job) finishOnly(path string, d *delivery, res *api.InferResult) error {
 	}
 	id, _ := json.Marshal(c.ID)
 	var chunks []string
-	if res.FinishReason = d.finish; d.finish == "" {
+	if res.FinishReason = c.FinishReason; c.FinishReason == "" {
 		res.FinishReason = "length"
 		chunks = append(chunks, fmt.Sprintf(`{"id":%s,"object":%q,"choices":[%s]}`, id, object, choice))
 	}
-	if d.usage != nil {
-		res.Usage = *d.usage
+	if c.Usage != nil {
+		res.Usage = *c.Usage
 	} else {
 		res.Usage = api.Usage{CompletionTokens: c.Tokens, TotalTokens: c.Tokens}
 		usage, _ := json.Marshal(res.Usage)

@@ -20,6 +20,12 @@ type Continuation struct {
 	// ID is the id of the chunks the client has; the continuation's
 	// chunks are given it too.
 	ID string `json:"id,omitempty"`
+	// FinishReason is the finish reason the client has: its answer is
+	// whole, and only what it lacks of the stream's end (Usage) is sent,
+	// with nothing generated again.
+	FinishReason string `json:"finish_reason,omitempty"`
+	// Usage is the usage the client has, if any.
+	Usage *Usage `json:"usage,omitempty"`
 }
 
 // ContinueRefusal says why an infer job cannot continue on another worker

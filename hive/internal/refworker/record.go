@@ -21,12 +21,14 @@ type Recorded struct {
 // data payload, when the request streams and there are chunks; else Body
 // with Status (default 200). Both are written byte for byte as the file
 // holds them. With Break, a stream is cut after its chunks, with no
-// [DONE], as a worker that dies there cuts it.
+// [DONE], as a worker that dies there cuts it; with Hold, it stays open
+// after them, with no [DONE], until the client leaves.
 type Canned struct {
 	Status int               `json:"status"`
 	Body   json.RawMessage   `json:"body"`
 	Chunks []json.RawMessage `json:"chunks"`
 	Break  bool              `json:"break"`
+	Hold   bool              `json:"hold"`
 }
 
 // loadCanned reads a file of canned answers: a JSON object from path to
@@ -90,6 +92,10 @@ func (rc *recorder) wrap(next http.HandlerFunc) http.HandlerFunc {
 			}
 			if c.Break {
 				panic(http.ErrAbortHandler) // the connection closes mid-answer
+			}
+			if c.Hold {
+				<-r.Context().Done()
+				return
 			}
 			_ = st.raw("[DONE]")
 			return

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,8 +40,8 @@ type chatStream struct {
 // readChat sends a streaming chat request with its own prompt (and, with
 // strict, a JSON response format, which must not continue) and reads the
 // answer to its end, noting anything a client would call broken; first is
-// called at the first text.
-func readChat(ctx context.Context, base, prompt string, strict bool, first func()) chatStream {
+// called at the first text, and finished, if set, at the finish reason.
+func readChat(ctx context.Context, base, prompt string, strict bool, first func(), finished ...func(job string)) chatStream {
 	s := chatStream{ids: map[string]bool{}}
 	format := ""
 	if strict {
@@ -95,6 +96,9 @@ func readChat(ctx context.Context, base, prompt string, strict bool, first func(
 			s.text += ch.Delta.Content
 			if ch.FinishReason != "" {
 				s.finish = ch.FinishReason
+				for _, f := range finished {
+					f(s.job)
+				}
 			}
 		}
 	}
@@ -127,12 +131,16 @@ func slowCatalog(t *testing.T) string {
 }
 
 // spawnSlow starts hive's worker of demo, taking every survivor at once.
-func spawnSlow(t *testing.T, base, hive string) api.Worker {
+func spawnSlow(t *testing.T, base, hive string) api.Worker { return spawnDemo(t, base, hive, "slow") }
+
+// spawnDemo downloads demo to hive and starts its worker there with
+// backend, taking every survivor at once.
+func spawnDemo(t *testing.T, base, hive, backend string) api.Worker {
 	t.Helper()
 	downloadDemo(t, base, hive)
-	spawn := submit(t, base, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: hive, Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "slow", MaxConcurrent: survivors}})
+	spawn := submit(t, base, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: hive, Payload: &api.WorkerSpawn{ModelID: "demo", Backend: backend, MaxConcurrent: survivors}})
 	if frames, done, _ := sse(t, context.Background(), base, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
-		t.Fatalf("worker spawn on %s failed", hive)
+		t.Fatalf("worker spawn (%s) on %s failed", backend, hive)
 	}
 	var h api.Hive
 	waitFor(t, 10*time.Second, func() bool {
@@ -177,8 +185,8 @@ func movesOf(t *testing.T, ctx context.Context, base, job string) moves {
 // chunk id, the text an uninterrupted request gets (so no token repeated
 // or lost), and usage counting every token the client got. Every third
 // stream asks for JSON output, which must not continue: if it ran on the
-// killed worker and had not ended, it fails as before, with an error and
-// no move, else it completes. It
+// killed worker and had no finish reason yet, it fails as before, with an
+// error and no move, else it completes. It
 // returns how many streams moved mid-answer, and how many of those a
 // queen moved to another hive.
 func survive(t *testing.T, base, killed string, kill func()) (moved, byQueen int) {
@@ -217,10 +225,10 @@ func survive(t *testing.T, base, killed string, kill func()) (moved, byQueen int
 	refused := 0
 	for i, s := range streams {
 		m := movesOf(t, ctx, base, s.job)
-		if strict(i) && m.first == killed && (s.finish == "" || len(s.problems) > 0) {
-			// Killed before its job ended: it fails, as before, even
-			// when the client had its last token and finish reason but
-			// the hive died before storing the end.
+		if strict(i) && m.first == killed && s.finish == "" {
+			// Killed before it finished: it fails, as before. One that
+			// had its finish reason ends, with only its usage to come
+			// (TestHiveLostAfterFinish).
 			if len(s.problems) == 0 || m.continued > 0 || m.queen {
 				t.Fatalf("stream %d (job %s) asked for JSON and was on the killed worker: problems %v, moves %+v", i, s.job, s.problems, m)
 			}
@@ -327,20 +335,25 @@ func TestGenerationSurvivesOnItsHive(t *testing.T) {
 	}
 }
 
+// wholeAnswerChunks are a worker's chunks of a whole JSON answer, up to
+// its finish reason: no usage, no [DONE].
+var wholeAnswerChunks = func() []string {
+	head := `{"id":"chatcmpl-cut","object":"chat.completion.chunk","created":1,"model":"demo",`
+	return []string{
+		head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{"content":"{\"bees\":"},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{"content":"3}"},"finish_reason":null}]}`,
+		head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+	}
+}()
+
 // A worker that cuts its stream after the client had the last token and
 // the finish reason, before the usage and [DONE]: the answer is whole, so
 // the hive ends the stream itself, the usage counted from what the client
 // has, and nothing is generated again, even for a request that may not
 // continue elsewhere (JSON output).
 func TestStreamCutAfterFinish(t *testing.T) {
-	head := `{"id":"chatcmpl-cut","object":"chat.completion.chunk","created":1,"model":"demo",`
-	chunks := []string{
-		head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`,
-		head + `"choices":[{"index":0,"delta":{"content":"{\"bees\":"},"finish_reason":null}]}`,
-		head + `"choices":[{"index":0,"delta":{"content":"3}"},"finish_reason":null}]}`,
-		head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
-	}
-	base, record, _ := cannedCluster(t, `{"/v1/chat/completions": {"break": true, "chunks": [`+strings.Join(chunks, ",")+`]}}`)
+	base, record, _ := cannedCluster(t, `{"/v1/chat/completions": {"break": true, "chunks": [`+strings.Join(wholeAnswerChunks, ",")+`]}}`)
 	for i, strict := range []bool{true, false} {
 		s := readChat(t.Context(), base, "count the bees", strict, func() {})
 		if s.status != 200 || !s.done || s.finish != "stop" || len(s.problems) > 0 || s.text != `{"bees":3}` {
@@ -361,5 +374,61 @@ func TestStreamCutAfterFinish(t *testing.T) {
 		if n := strings.Count(string(data), `"path":"/v1/chat/completions"`); n != i+1 {
 			t.Errorf("after %d requests the worker was asked %d times: want nothing generated again", i+1, n)
 		}
+	}
+}
+
+// A hive lost after a client had the whole answer and its finish reason,
+// before the end: the generation moves, and the next hive sends only what
+// the client lacks (the usage) and ends it, asking no worker, even for a
+// request that may not continue elsewhere (JSON output).
+func TestHiveLostAfterFinish(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills processes")
+	}
+	dir := t.TempDir()
+	record, canned, catalog := filepath.Join(dir, "record.jsonl"), filepath.Join(dir, "canned.json"), filepath.Join(dir, "hive.json")
+	files := map[string]string{
+		canned: `{"/v1/chat/completions": {"hold": true, "chunks": [` + strings.Join(wholeAnswerChunks, ",") + `]}}`,
+		catalog: fmt.Sprintf(`{"backends": [{"name": "canned", "kind": "reference", "command": ["rbee-worker", "--host", "{host}", "--port", "{port}",
+			"--model", "{model}", "--model-id", "{model_id}", "--token-rate", "0", "--record", %q, "--canned", %q]}]}`, record, canned),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := mustNATS(t)
+	base, _ := mustQueen(t, ns.ClientURL())
+	hives := map[string]*exec.Cmd{}
+	workers := map[string]api.Worker{}
+	for _, id := range []string{"a", "b"} {
+		hives[id] = hiveProcess(t, base, ns.ClientURL(), id, "--config", catalog)
+		workers[id] = spawnDemo(t, base, id, "canned")
+	}
+	var lost string
+	s := readChat(t.Context(), base, "count the bees", true, func() {}, func(job string) {
+		var j api.Job
+		do(t, "GET", base+"/v1/jobs/"+job, nil, &j)
+		lost = j.Hive
+		_ = hives[lost].Process.Kill()
+		_ = syscall.Kill(workers[lost].PID, syscall.SIGKILL)
+	})
+	if lost == "" || s.status != 200 || !s.done || s.finish != "stop" || len(s.problems) > 0 || s.text != `{"bees":3}` {
+		t.Fatalf("hive %q killed: status %d, done %v, finish %q, text %q, problems %v", lost, s.status, s.done, s.finish, s.text, s.problems)
+	}
+	if s.usage == nil || s.usage.CompletionTokens != 2 {
+		t.Errorf("usage %+v, want the 2 tokens the client has", s.usage)
+	}
+	var j api.Job
+	do(t, "GET", base+"/v1/jobs/"+s.job, nil, &j)
+	if j.State != api.StateDone || j.Attempt != 2 || j.Hive == lost {
+		t.Errorf("job %s, attempt %d on %s; want done on its second, away from %s", j.State, j.Attempt, j.Hive, lost)
+	}
+	data, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), `"path":"/v1/chat/completions"`); n != 1 {
+		t.Errorf("the workers were asked %d times: want nothing generated again", n)
 	}
 }

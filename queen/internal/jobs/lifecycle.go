@@ -535,7 +535,7 @@ const maxAttempts = 3
 // old hive still writes for the old attempt, and the new attempt's
 // dispatch carries what the client has (dispatch).
 func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
-	if !movable(j) || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
+	if !s.movable(ctx, j) || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
 		return false
 	}
 	infer := j.Operation == api.OpInfer
@@ -621,13 +621,24 @@ func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
 
 // movable reports whether a job may run again elsewhere: its operation is
 // retryable, or it is a generation that can continue from what its client
-// has (api.ContinueRefusal).
-func movable(j api.Job) bool {
+// has (api.ContinueRefusal), or one that may not but whose client has the
+// whole answer, so that only the end of its stream is missing.
+func (s *Service) movable(ctx context.Context, j api.Job) bool {
 	if api.Operations[j.Operation].Retryable {
 		return true
 	}
 	in, ok := j.Request.Payload.(*api.Infer)
-	return ok && j.Operation == api.OpInfer && api.ContinueRefusal(in) == nil
+	if !ok || j.Operation != api.OpInfer {
+		return false
+	}
+	if api.ContinueRefusal(in) == nil {
+		return true
+	}
+	if s.Delivered == nil {
+		return false
+	}
+	c, err := s.Delivered(ctx, j.JobID, j.Attempt+1)
+	return err == nil && c != nil && c.FinishReason != ""
 }
 
 // yielded reports whether j's hive handed the job's attempt back: its

@@ -59,9 +59,20 @@ func (c *collect) Frame(f Frame) error {
 		return nil
 	}
 	c.any = true
-	if c.got.ID == "" {
-		if s, ok := e.Data.(string); ok {
-			c.got.ID = gjson.Get(s, "id").String()
+	if s, ok := e.Data.(string); ok {
+		chunk := gjson.Parse(s)
+		if c.got.ID == "" {
+			c.got.ID = chunk.Get("id").String()
+		}
+		chunk.Get("choices.#.finish_reason").ForEach(func(_, r gjson.Result) bool {
+			if r.Type == gjson.String && r.Str != "" {
+				c.got.FinishReason = r.Str
+			}
+			return true
+		})
+		var u api.Usage
+		if usage := chunk.Get("usage"); usage.IsObject() && json.Unmarshal([]byte(usage.Raw), &u) == nil {
+			c.got.Usage = &u
 		}
 	}
 	if e.Message != "" {
