@@ -166,7 +166,7 @@ const (
 // continues on another worker (ops_continue.go) when the request allows.
 func (j *job) infer(req *api.Infer) error {
 	d := newDelivery(j.d.Continue)
-	if d.now.FinishReason != "" {
+	if d.now.Whole(req) {
 		// Its hive was lost after the client had the whole answer: only
 		// the end of the stream is missing, and no worker is asked.
 		res := api.InferResult{Model: req.Model}
@@ -273,7 +273,7 @@ func (j *job) inferOn(req *api.Infer, d *delivery, lost map[string]bool) error {
 	}
 	if workerLost(err) {
 		lost[w.WorkerID] = true
-		if d.now.FinishReason != "" && j.ctx.Err() == nil {
+		if d.now.Whole(req) && j.ctx.Err() == nil {
 			// It broke after the client had its finish reason: the
 			// answer is whole, only the end of the stream is missing,
 			// and nothing is generated again, whatever the request.

@@ -69,3 +69,25 @@ func ContinueRefusal(in *Infer) error {
 	}
 	return nil
 }
+
+// Whole reports whether c, what the client of a streamed generation has,
+// is its whole answer: the request asks for one choice, and the client has
+// its finish reason. Only the end of the stream (the usage) is missing
+// then, which needs no worker, whatever else the request asks.
+func (c *Continuation) Whole(in *Infer) bool {
+	if c == nil || c.FinishReason == "" || in == nil {
+		return false
+	}
+	var b struct {
+		N      *int            `json:"n"`
+		Prompt json.RawMessage `json:"prompt"`
+	}
+	if json.Unmarshal(in.Body, &b) != nil || (b.N != nil && *b.N != 1) {
+		return false
+	}
+	if in.Path == InferCompletions {
+		var one string // a list of prompts has a choice for each
+		return json.Unmarshal(b.Prompt, &one) == nil
+	}
+	return in.Path == InferChat
+}

@@ -27,3 +27,26 @@ func TestContinueRefusal(t *testing.T) {
 		t.Error("a job without a client's body continued")
 	}
 }
+
+func TestContinuationWhole(t *testing.T) {
+	finished := &Continuation{Text: "{}", Tokens: 1, FinishReason: "stop"}
+	for _, tc := range []struct {
+		c          *Continuation
+		path, body string
+		whole      bool
+	}{
+		{finished, InferChat, `{"stream":true,"response_format":{"type":"json_object"}}`, true},
+		{finished, InferChat, `{"stream":true,"tools":[{"type":"function"}],"n":1}`, true},
+		{finished, InferCompletions, `{"stream":true,"prompt":"once"}`, true},
+		{&Continuation{Text: "{", Tokens: 1}, InferChat, `{"stream":true}`, false},
+		{nil, InferChat, `{"stream":true}`, false},
+		{finished, InferChat, `{"stream":true,"n":2}`, false},
+		{finished, InferCompletions, `{"stream":true,"prompt":["a","b"]}`, false},
+		{finished, InferEmbeddings, `{"input":"x"}`, false},
+		{finished, InferChat, `not json`, false},
+	} {
+		if got := tc.c.Whole(&Infer{Model: "m", Path: tc.path, Body: []byte(tc.body)}); got != tc.whole {
+			t.Errorf("%+v, %s %s: whole %v, want %v", tc.c, tc.path, tc.body, got, tc.whole)
+		}
+	}
+}

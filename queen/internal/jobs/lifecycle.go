@@ -622,7 +622,8 @@ func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
 // movable reports whether a job may run again elsewhere: its operation is
 // retryable, or it is a generation that can continue from what its client
 // has (api.ContinueRefusal), or one that may not but whose client has the
-// whole answer, so that only the end of its stream is missing.
+// whole answer (api.Continuation.Whole), so that only the end of its
+// stream is missing.
 func (s *Service) movable(ctx context.Context, j api.Job) bool {
 	if api.Operations[j.Operation].Retryable {
 		return true
@@ -638,7 +639,7 @@ func (s *Service) movable(ctx context.Context, j api.Job) bool {
 		return false
 	}
 	c, err := s.Delivered(ctx, j.JobID, j.Attempt+1)
-	return err == nil && c != nil && c.FinishReason != ""
+	return err == nil && c.Whole(in)
 }
 
 // yielded reports whether j's hive handed the job's attempt back: its
