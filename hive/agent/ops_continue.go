@@ -186,10 +186,14 @@ func (j *job) finishOnly(path string, d *delivery, res *api.InferResult) error {
 		res.FinishReason = "length"
 		chunks = append(chunks, fmt.Sprintf(`{"id":%s,"object":%q,"choices":[%s]}`, id, object, choice))
 	}
-	if c.Usage != nil {
+	// The result counts a usage this delivery's worker reported; one that
+	// came with what the client had before (from an earlier attempt's
+	// hive, which may be lost or lying) only the client keeps.
+	res.Usage = api.Usage{CompletionTokens: c.Tokens, TotalTokens: c.Tokens}
+	if c.Usage != nil && (d.before == nil || c.Usage != d.before.Usage) {
 		res.Usage = *c.Usage
-	} else {
-		res.Usage = api.Usage{CompletionTokens: c.Tokens, TotalTokens: c.Tokens}
+	}
+	if c.Usage == nil {
 		usage, _ := json.Marshal(res.Usage)
 		chunks = append(chunks, fmt.Sprintf(`{"id":%s,"object":%q,"choices":[],"usage":%s}`, id, object, usage))
 	}

@@ -71,18 +71,19 @@ func ContinueRefusal(in *Infer) error {
 }
 
 // Whole reports whether c, what the client of a streamed generation has,
-// is its whole answer: the request asks for one choice, and the client has
-// its finish reason. Only the end of the stream (the usage) is missing
+// is its whole answer: the request asks for one streamed choice, and the
+// client has its finish reason. Only the end of the stream (the usage) is missing
 // then, which needs no worker, whatever else the request asks.
 func (c *Continuation) Whole(in *Infer) bool {
 	if c == nil || c.FinishReason == "" || in == nil {
 		return false
 	}
 	var b struct {
+		Stream bool            `json:"stream"`
 		N      *int            `json:"n"`
 		Prompt json.RawMessage `json:"prompt"`
 	}
-	if json.Unmarshal(in.Body, &b) != nil || (b.N != nil && *b.N != 1) {
+	if json.Unmarshal(in.Body, &b) != nil || !b.Stream || (b.N != nil && *b.N != 1) {
 		return false
 	}
 	if in.Path == InferCompletions {

@@ -44,6 +44,7 @@ func TestContinuationWhole(t *testing.T) {
 		{finished, InferCompletions, `{"stream":true,"prompt":["a","b"]}`, false},
 		{finished, InferEmbeddings, `{"input":"x"}`, false},
 		{finished, InferChat, `not json`, false},
+		{finished, InferChat, `{"messages":[]}`, false},
 	} {
 		if got := tc.c.Whole(&Infer{Model: "m", Path: tc.path, Body: []byte(tc.body)}); got != tc.whole {
 			t.Errorf("%+v, %s %s: whole %v, want %v", tc.c, tc.path, tc.body, got, tc.whole)

@@ -535,7 +535,12 @@ const maxAttempts = 3
 // old hive still writes for the old attempt, and the new attempt's
 // dispatch carries what the client has (dispatch).
 func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
-	if !s.movable(ctx, j) || j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
+	if j.Request.Hive != "" || j.State == api.StateCancelling || j.Attempt >= maxAttempts {
+		return false
+	}
+	if ok, err := s.movable(ctx, j); err != nil {
+		return true // tried again on the next pass
+	} else if !ok {
 		return false
 	}
 	infer := j.Operation == api.OpInfer
@@ -624,22 +629,22 @@ func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
 // has (api.ContinueRefusal), or one that may not but whose client has the
 // whole answer (api.Continuation.Whole), so that only the end of its
 // stream is missing.
-func (s *Service) movable(ctx context.Context, j api.Job) bool {
+func (s *Service) movable(ctx context.Context, j api.Job) (bool, error) {
 	if api.Operations[j.Operation].Retryable {
-		return true
+		return true, nil
 	}
 	in, ok := j.Request.Payload.(*api.Infer)
 	if !ok || j.Operation != api.OpInfer {
-		return false
+		return false, nil
 	}
 	if api.ContinueRefusal(in) == nil {
-		return true
+		return true, nil
 	}
 	if s.Delivered == nil {
-		return false
+		return false, nil
 	}
 	c, err := s.Delivered(ctx, j.JobID, j.Attempt+1)
-	return err == nil && c.Whole(in)
+	return c.Whole(in), err
 }
 
 // yielded reports whether j's hive handed the job's attempt back: its
