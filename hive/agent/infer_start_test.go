@@ -35,7 +35,7 @@ func TestInferNarratesOnlyAfterItsStart(t *testing.T) {
 		t.Fatalf("spawn ended %+v", end[len(end)-1])
 	}
 	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "tiny", Path: api.InferChat,
-		Body: json.RawMessage(`{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":4}`)}}
+		Body: api.RawBody(`{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":4}`)}}
 
 	for _, id := range []string{"inf1", "inf2", "inf3"} {
 		events := runJob(t, js, "h1", id, infer)

@@ -57,6 +57,55 @@ func repeatedKey(body []byte, top bool) string {
 	return ""
 }
 
+// RawBody is a client's request body carried by an infer job, its bytes
+// exactly as they came: the worker gets them so, whatever re-encodes the
+// job's record or dispatch on the way. encoding/json compacts every raw
+// value it writes and escapes '<', '>', '&', U+2028 and U+2029 in its
+// strings, so in JSON a body is written as itself only when that changes
+// none of its bytes, and otherwise as a string holding it; either form
+// reads back to the same bytes.
+type RawBody []byte
+
+// MarshalJSON writes the body as itself when encoding/json keeps its
+// bytes, else as a string.
+func (b RawBody) MarshalJSON() ([]byte, error) {
+	if len(b) == 0 {
+		return []byte("null"), nil
+	}
+	if keptByEncoder(b) {
+		return b, nil
+	}
+	return json.Marshal(string(b))
+}
+
+// UnmarshalJSON takes a string as the body it holds, and any other value
+// as the body itself, byte for byte.
+func (b *RawBody) UnmarshalJSON(data []byte) error {
+	switch {
+	case string(data) == "null":
+		*b = nil
+	case len(data) > 0 && data[0] == '"':
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*b = RawBody(s)
+	default:
+		*b = append(RawBody(nil), data...)
+	}
+	return nil
+}
+
+// keptByEncoder reports whether encoding/json writes the JSON value b back
+// unchanged: valid, compact, and nothing in it that it escapes.
+func keptByEncoder(b []byte) bool {
+	if bytes.ContainsAny(b, "<>&\u2028\u2029") {
+		return false
+	}
+	var c bytes.Buffer
+	return json.Compact(&c, b) == nil && bytes.Equal(c.Bytes(), b)
+}
+
 // MaxInferBody bounds the client's body an infer job carries: the queen's
 // HTTP body limit.
 const MaxInferBody = 1 << 20

@@ -12,21 +12,21 @@ import (
 // bounded JSON object, with a valid model, and none of the rebuilt form's
 // fields beside it.
 func TestInferBodyValidation(t *testing.T) {
-	ok := json.RawMessage(`{"model":"demo","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[]}`)
+	ok := api.RawBody(`{"model":"demo","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"tools":[]}`)
 	cases := []struct {
 		name string
 		req  api.JobRequest
 		err  string
 	}{
 		{"chat", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: ok}}, ""},
-		{"rerank", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferRerank, Body: json.RawMessage(`{"query":"q","documents":["d"]}`)}}, ""},
+		{"rerank", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferRerank, Body: api.RawBody(`{"query":"q","documents":["d"]}`)}}, ""},
 		{"rebuilt form", api.JobRequest{Payload: &api.Infer{Model: "demo", Prompt: "hi"}}, ""},
 		{"unknown path", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: "/v1/images", Body: ok}}, "path"},
 		{"path without body", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat}}, "body is required"},
 		{"body without path", api.JobRequest{Payload: &api.Infer{Model: "demo", Body: ok}}, "path"},
-		{"array", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`[1]`)}}, "JSON object"},
-		{"not JSON", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":`)}}, "JSON object"},
-		{"too large", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}}, "longer"},
+		{"array", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`[1]`)}}, "JSON object"},
+		{"not JSON", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"model":`)}}, "JSON object"},
+		{"too large", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}}, "longer"},
 		{"bad model", api.JobRequest{Payload: &api.Infer{Model: "../x", Path: api.InferChat, Body: ok}}, "model"},
 		{"both forms", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: ok, Prompt: "hi"}}, "from the body"},
 	}
@@ -65,5 +65,46 @@ func TestRepeatedKey(t *testing.T) {
 	r := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","stream":false,"stream":true}`)}}
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Fatalf("a body naming stream twice: %v", err)
+	}
+}
+
+// A client's body reads back byte for byte after its job is encoded, also
+// twice over (a record inside a dispatch), whatever encoding/json would
+// change in it: spacing, '<', '>', '&', U+2028, escapes of its own.
+func TestRawBodyKeepsBytes(t *testing.T) {
+	bodies := []string{
+		`{"model":"demo","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"demo", "messages":[ {"role":"user","content":"<b>a & b</b>"} ] }`,
+		"{\"model\":\"demo\",\"prompt\":\"line\u2028sep \\u00e9 \\/ 0.70\",\"seed\":12345678901234567890,\"t\":1e400}\n",
+		`{"model":"demo","prompt":"\u003cb\u003e"}`,
+	}
+	for _, body := range bodies {
+		req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(body)}}
+		once, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		twice, err := json.Marshal(map[string]any{"request": json.RawMessage(once)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct{ Request api.JobRequest }
+		if err := json.Unmarshal(twice, &got); err != nil {
+			t.Fatalf("%s: %v", twice, err)
+		}
+		in, ok := got.Request.Payload.(*api.Infer)
+		if !ok || string(in.Body) != body {
+			t.Errorf("body %q came back as %q (encoded %s)", body, in.Body, twice)
+		}
+	}
+	// A compact body with nothing to escape stays an object in the record.
+	rec, _ := json.Marshal(api.Infer{Body: api.RawBody(bodies[0])})
+	if !strings.Contains(string(rec), `"body":{"model"`) {
+		t.Errorf("compact body written as %s", rec)
+	}
+	// A client of POST /v1/jobs may send the body as an object or as a string holding it.
+	var in api.Infer
+	if err := json.Unmarshal([]byte(`{"body": {"a": 1} }`), &in); err != nil || string(in.Body) != `{"a": 1}` {
+		t.Errorf("object body read as %q, %v", in.Body, err)
 	}
 }

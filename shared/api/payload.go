@@ -135,11 +135,10 @@ func (d *ModelDownload) Validate(p *Problems) {
 	switch {
 	case d.Source == "":
 		p.Add("source is required: hf:<org>/<repo>[:<file>] or an http(s) URL")
-	case len(d.Source) > MaxStringField || hasControl(d.Source):
-		p.Add("source is too long or holds control characters")
-	case strings.HasPrefix(d.Source, "hf:"), strings.HasPrefix(d.Source, "http://"), strings.HasPrefix(d.Source, "https://"):
 	default:
-		p.Add("source %q must start with hf:, http:// or https://", clip(d.Source))
+		if _, err := ParseSource(d.Source); err != nil {
+			p.Add("%s", err.Error())
+		}
 	}
 	if d.ModelID != "" && !ValidModelID(d.ModelID) {
 		p.Add("model_id %q is not valid: 1-%d letters, digits, '.', '_' or '-', no path", clip(d.ModelID), MaxModelID)
@@ -217,14 +216,14 @@ func (w *WorkerRef) Validate(p *Problems) {
 // and the sampling fields instead, and the hive makes a streamed request
 // from them.
 type Infer struct {
-	Model       string          `json:"model,omitempty"`
-	Prompt      string          `json:"prompt,omitempty"`
-	Messages    []Message       `json:"messages,omitempty"`
-	MaxTokens   int             `json:"max_tokens,omitempty"`
-	Temperature *float64        `json:"temperature,omitempty"`
-	Stream      bool            `json:"stream,omitempty"`
-	Path        string          `json:"path,omitempty"`
-	Body        json.RawMessage `json:"body,omitempty"`
+	Model       string    `json:"model,omitempty"`
+	Prompt      string    `json:"prompt,omitempty"`
+	Messages    []Message `json:"messages,omitempty"`
+	MaxTokens   int       `json:"max_tokens,omitempty"`
+	Temperature *float64  `json:"temperature,omitempty"`
+	Stream      bool      `json:"stream,omitempty"`
+	Path        string    `json:"path,omitempty"`
+	Body        RawBody   `json:"body,omitempty"`
 }
 
 // Limits of an inference request.

@@ -15,7 +15,10 @@ import (
 // store limits).
 func NATS(tb testing.TB, edit ...func(*server.Options)) *server.Server {
 	tb.Helper()
-	opts := &server.Options{JetStream: true, StoreDir: tb.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true}
+	// MaxPayload as rbee's NATS servers have it (the queen's embedded one,
+	// deploy/nats/nats.conf): a job carries a request body of up to 1 MiB.
+	opts := &server.Options{JetStream: true, StoreDir: tb.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true,
+		MaxPayload: 8 << 20}
 	for _, e := range edit {
 		e(opts)
 	}

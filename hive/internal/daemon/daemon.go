@@ -88,6 +88,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.Labels, err = parseLabels(labels); err != nil {
 		return err
 	}
+	if simulate < 0 {
+		return fmt.Errorf("simulate: %d hives; give a count, or leave it out for one real hive", simulate)
+	}
+	if simulate == 0 && flagSet(fs, "simulate-work") {
+		return errors.New("simulate-work applies only with --simulate")
+	}
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
@@ -259,4 +265,11 @@ func simulateHives(ctx context.Context, cfg agent.Config, n int, natsURL string,
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// flagSet reports whether name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -1,6 +1,10 @@
 package models
 
-import "errors"
+import (
+	"errors"
+
+	"rbee.dev/shared/api"
+)
 
 // Sentinel errors of the catalog. Callers test them with errors.Is; the
 // messages that wrap them name the model and say what to do.
@@ -26,5 +30,5 @@ var (
 	ErrTooLarge = errors.New("model too large")
 	// ErrSource means a source could not be understood or resolved; the
 	// wrapping message says why.
-	ErrSource = errors.New("bad source")
+	ErrSource = errors.New(api.BadSource)
 )

@@ -110,7 +110,7 @@ func checkHF(t *testing.T, raw string, src source, u *url.URL) {
 	}
 	repo, file, ok := strings.Cut(rest, ":")
 	org, name, ok2 := strings.Cut(repo, "/")
-	if !ok || !ok2 || !hfName(org) || !hfName(name) {
+	if !ok || !ok2 || !api.HFName(org) || !api.HFName(name) {
 		t.Fatalf("%q: canonical %q has no hf:<org>/<repo>:<file>", raw, src.canonical)
 	}
 	if file == "" || strings.HasPrefix(file, "/") || strings.Contains(file, `\`) {

@@ -35,39 +35,23 @@ type source struct {
 }
 
 var (
-	hfNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$`)
-	shardRe  = regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`)
-	extRe    = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
+	shardRe = regexp.MustCompile(`(?i)-\d{5}-of-\d{5}\.gguf$`)
+	extRe   = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
 )
 
 // resolve turns a request's source into one file to fetch. A hf: source
 // that names no file lists the repo and picks a quantisation.
 func (c *Catalog) resolve(ctx context.Context, raw string, say func(level, msg string)) (source, error) {
-	switch {
-	case strings.HasPrefix(raw, "hf:"):
-		return c.resolveHF(ctx, raw, say)
-	case strings.HasPrefix(raw, "http://"), strings.HasPrefix(raw, "https://"):
-		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" {
-			return source{}, fmt.Errorf("%w: %q is not a valid URL", ErrSource, clip(raw))
-		}
-		return source{canonical: raw, url: raw, display: redact(u), file: path.Base(u.Path)}, nil
+	src, err := api.ParseSource(raw)
+	if err != nil {
+		return source{}, fmt.Errorf("%w: %v", ErrSource, err)
 	}
-	return source{}, fmt.Errorf("%w: %q must start with hf:, http:// or https://", ErrSource, clip(raw))
-}
-
-func (c *Catalog) resolveHF(ctx context.Context, raw string, say func(level, msg string)) (source, error) {
-	repoPart, file, named := strings.Cut(strings.TrimPrefix(raw, "hf:"), ":")
-	org, repo, ok := strings.Cut(repoPart, "/")
-	if !ok || !hfName(org) || !hfName(repo) {
-		return source{}, fmt.Errorf("%w: %q is not hf:<org>/<repo>[:<file>]", ErrSource, clip(raw))
+	if !src.HF {
+		return source{canonical: raw, url: raw, display: redact(src.URL), file: path.Base(src.URL.Path)}, nil
 	}
-	if named && !validRepoFile(file) {
-		return source{}, fmt.Errorf("%w: file %q in %s is not a plain path inside the repo", ErrSource, clip(file), clip(raw))
-	}
+	org, repo, file := src.Org, src.Repo, src.File
 	var size int64
-	if !named {
-		var err error
+	if file == "" {
 		if file, size, err = c.chooseHFFile(ctx, org, repo, say); err != nil {
 			return source{}, err
 		}
@@ -82,22 +66,6 @@ func (c *Catalog) resolveHF(ctx context.Context, raw string, say func(level, msg
 		display = redact(pu)
 	}
 	return source{canonical: "hf:" + org + "/" + repo + ":" + file, url: u, display: display, hf: true, file: path.Base(file), size: size}, nil
-}
-
-func hfName(s string) bool { return hfNameRe.MatchString(s) && !strings.Contains(s, "..") }
-
-// validRepoFile accepts a relative path of plain segments: no empty, "." or
-// ".." segment, no backslash or control character.
-func validRepoFile(f string) bool {
-	if f == "" || len(f) > 1024 || strings.ContainsAny(f, "\\") || strings.IndexFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		return false
-	}
-	for _, s := range strings.Split(f, "/") {
-		if s == "" || s == "." || s == ".." {
-			return false
-		}
-	}
-	return true
 }
 
 // sibling is one file of a Hugging Face repo listing.
@@ -157,7 +125,7 @@ func chooseGGUF(files []sibling) (string, string, error) {
 	for _, f := range files {
 		low := strings.ToLower(f.Name)
 		switch {
-		case !strings.HasSuffix(low, ".gguf") || !validRepoFile(f.Name):
+		case !strings.HasSuffix(low, ".gguf") || !api.ValidRepoFile(f.Name):
 		case strings.Contains(low, "mmproj"):
 			// A multimodal projector is not a model on its own.
 		case shardRe.MatchString(low):

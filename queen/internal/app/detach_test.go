@@ -145,7 +145,7 @@ func TestReattachScopes(t *testing.T) {
 	}
 	mine, theirs := key("mine"), key("theirs")
 	var created api.CreateJobResponse
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`)}}
 	if code := doHeaders(t, "POST", base+"/v1/jobs", req, mine, &created); code != 201 {
 		t.Fatalf("create infer job: %d", code)
 	}
@@ -176,4 +176,16 @@ func TestReattachScopes(t *testing.T) {
 			t.Fatalf("GET %s as %v: %d, want %d", c.url, c.who, resp.StatusCode, c.want)
 		}
 	}
+	// And cancel it: its own, not another key's.
+	if code := doHeaders(t, "DELETE", base+"/v1/jobs/"+created.JobID, nil, theirs, nil); code != http.StatusNotFound {
+		t.Fatalf("another infer key cancels: %d, want 404", code)
+	}
+	if code := doHeaders(t, "DELETE", base+"/v1/jobs/"+created.JobID, nil, mine, nil); code != http.StatusAccepted {
+		t.Fatalf("its infer key cancels: %d, want 202", code)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		var j api.Job
+		doHeaders(t, "GET", base+"/v1/jobs/"+created.JobID, nil, admin, &j)
+		return j.State == api.StateCancelled
+	})
 }

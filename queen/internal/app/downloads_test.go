@@ -238,9 +238,13 @@ func TestOpenAIDownloadNeedsOperate(t *testing.T) {
 	}
 
 	// With operate the request goes through to the download; a source that
-	// is not there fails it, which is enough to show the scope let it pass.
-	if code := doHeaders(t, "POST", base+"/v1/chat/completions", chat(files.srv.URL+"/missing.gguf"), operator, nil); code == 403 || code == 401 {
-		t.Fatalf("operator: %d", code)
+	// is not there fails it, the client's to fix: 400, not the cluster's 503.
+	var out struct {
+		Error struct{ Message, Type string }
+	}
+	if code := doHeaders(t, "POST", base+"/v1/chat/completions", chat(files.srv.URL+"/missing.gguf"), operator, &out); code != 400 ||
+		out.Error.Type != "invalid_request_error" || !strings.Contains(out.Error.Message, "404") {
+		t.Fatalf("operator, missing source: %d %+v", code, out)
 	}
 	if n := files.requests("/missing.gguf"); n == 0 {
 		t.Fatal("the operator's download was never tried")

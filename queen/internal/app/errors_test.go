@@ -74,4 +74,12 @@ func TestBadRequests(t *testing.T) {
 	if len(list.Jobs) != 0 {
 		t.Fatalf("bad requests left %d jobs", len(list.Jobs))
 	}
+	// An OpenAI endpoint the queen does not serve answers in OpenAI's
+	// shape; rbee's own routes in rbee's.
+	for path, typ := range map[string]string{"/v1/responses": "invalid_request_error", "/v1/jobs/x/y": ""} {
+		var e api.ErrorBody
+		if code := doHeaders(t, "POST", base+path, map[string]string{}, nil, &e); code != 404 && code != 405 || e.Error.Type != typ {
+			t.Errorf("POST %s: %d %+v, want 404 with type %q", path, code, e, typ)
+		}
+	}
 }

@@ -260,12 +260,11 @@ func TestOpenAIPassThrough(t *testing.T) {
 	if status != 200 || !strings.HasPrefix(ctype, "application/json") || body != rename(cannedChat) {
 		t.Fatalf("raw answer %d %s:\n%s\nnot\n%s", status, ctype, body, rename(cannedChat))
 	}
-	// ... and the request's bytes, but for the model: key order and
-	// numbers as the client wrote them (the job carries the body as JSON,
-	// so spacing between tokens is not kept).
-	status, _, _ = post(t, base+"/v1/chat/completions", `{"zeta": 1, "model" : "gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0.70,"download":null}`)
-	if raw := lastRecordedRaw(t, record, "/v1/chat/completions"); status != 200 || raw != `{"zeta":1,"model":"demo","messages":[{"role":"user","content":"hi"}],"temperature":0.70}` {
-		t.Fatalf("the worker received %s (status %d)", raw, status)
+	// ... and the request's bytes, but for the model: key order, spacing,
+	// numbers and what a JSON encoder would escape as the client wrote them.
+	status, _, _ = post(t, base+"/v1/chat/completions", "{\"zeta\": 1, \"model\" : \"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"<b>hi</b> & \u2028 \\u00e9\"}],\"temperature\":0.70,\"download\":null}\n")
+	if raw := lastRecordedRaw(t, record, "/v1/chat/completions"); status != 200 || raw != "{\"zeta\": 1, \"model\" : \"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"<b>hi</b> & \u2028 \\u00e9\"}],\"temperature\":0.70}\n" {
+		t.Fatalf("the worker received %q (status %d)", raw, status)
 	}
 	var wantSSE strings.Builder
 	for _, c := range cannedChunks {
@@ -340,23 +339,41 @@ func TestOpenAIHostileInput(t *testing.T) {
 	}
 	base, _, _ := passthroughCluster(t)
 	huge := `{"model":"demo","messages":[{"role":"user","content":"` + strings.Repeat("a", 2<<20) + `"}]}`
+	// A body of exactly the limit, 1 MiB, that no JSON encoder would write
+	// as it is (spacing, quotes and '<' in its strings): the job carries it
+	// as a string, a third larger.
+	head, tail := `{"model": "demo", "messages": [{"role": "user", "content": "`, `"}]}`
+	pad := strings.Repeat(`\"<a>`, (1<<20-len(head)-len(tail))/6)
+	atLimit := head + pad + strings.Repeat(" ", 1<<20-len(head)-len(tail)-len(pad)) + tail
 	for _, tc := range []struct {
 		name, path, body string
 		status           int
 	}{
 		{"too large", "/v1/chat/completions", huge, 413},
+		{"one byte over", "/v1/chat/completions", atLimit + " ", 413},
+		{"at the limit", "/v1/chat/completions", atLimit, 200},
 		{"bad model id", "/v1/chat/completions", `{"model":"../etc/passwd","messages":[]}`, 400},
 		{"no model", "/v1/embeddings", `{"input":"x"}`, 400},
 		{"array body", "/v1/chat/completions", `[{"model":"demo"}]`, 400},
 		{"string body", "/v1/rerank", `"demo"`, 400},
 		{"not JSON", "/v1/completions", `model=demo`, 400},
 		{"bad download", "/v1/chat/completions", `{"model":"fresh","download":"ftp://x/y.gguf","messages":[]}`, 400},
+		{"download of no repo", "/v1/chat/completions", `{"model":"fresh","download":"hf:org","messages":[]}`, 400},
+		{"download of a repo's parent", "/v1/embeddings", `{"model":"fresh","download":"hf:org/repo:../x.gguf","input":"x"}`, 400},
+		{"download of no host", "/v1/chat/completions", `{"model":"fresh","download":"http:///x.gguf","messages":[]}`, 400},
+		{"download of a bad host", "/v1/chat/completions", `{"model":"fresh","download":"https://exa mple.com/x","messages":[]}`, 400},
 		{"unknown model", "/v1/embeddings", `{"model":"nope","input":"x"}`, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, ctype, body := post(t, base+tc.path, tc.body)
 			var e struct {
 				Error struct{ Message, Type string } `json:"error"`
+			}
+			if tc.status == 200 {
+				if status != 200 {
+					t.Fatalf("%d %s %s", status, ctype, body)
+				}
+				return
 			}
 			if status != tc.status || !strings.HasPrefix(ctype, "application/json") || json.Unmarshal([]byte(body), &e) != nil ||
 				e.Error.Message == "" || e.Error.Type == "" {

@@ -31,7 +31,10 @@ func TestJobOwnership(t *testing.T) {
 		if code := doHeaders(t, "POST", a+"/v1/keys", api.KeyRequest{Name: name, Scopes: scopes}, admin, &k); code != 201 {
 			t.Fatalf("create key: %d", code)
 		}
-		return map[string]string{"Authorization": "Bearer " + k.Key}
+		hdr := map[string]string{"Authorization": "Bearer " + k.Key}
+		// Queen b learns of the keys a made from NATS, a moment later.
+		waitFor(t, 5*time.Second, func() bool { return doHeaders(t, "GET", b+"/v1/jobs", nil, hdr, nil) != 401 })
+		return hdr
 	}
 	alice, bob := mk("alice", "read", "operate"), mk("bob", "read", "operate")
 
@@ -70,6 +73,15 @@ func TestJobOwnership(t *testing.T) {
 			t.Errorf("bob %s %s: %d %+v, want 404 not_found", tc.method, tc.path, code, e)
 		}
 	}
+	// A key with infer alone may cancel, its own jobs only; one with read
+	// alone may not cancel at all.
+	var e api.ErrorBody
+	if code := doHeaders(t, "DELETE", b+"/v1/jobs/"+id, nil, mk("carol", "infer"), &e); code != 404 || e.Error.Code != api.CodeNotFound {
+		t.Errorf("an infer key cancels alice's job: %d %+v, want 404", code, e)
+	}
+	if code := doHeaders(t, "DELETE", b+"/v1/jobs/"+id, nil, mk("dave", "read"), &e); code != 403 || e.Error.Code != api.CodeForbidden {
+		t.Errorf("a read key cancels: %d %+v, want 403", code, e)
+	}
 	if code := doHeaders(t, "GET", a+"/v1/jobs/"+id, nil, admin, nil); code != 200 {
 		t.Fatalf("admin reads: %d", code)
 	}
@@ -86,7 +98,9 @@ func TestUsageLedger(t *testing.T) {
 		t.Skip("starts workers")
 	}
 	ns := mustNATS(t)
-	a, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.AdminKey = testAdminKey })
+	a, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) {
+		c.AdminKey, c.Infer.Aliases = testAdminKey, map[string]string{"gpt-4o-mini": "demo"}
+	})
 	b, bcmd := queenProcess(t, ns.ClientURL(), "--admin-key", testAdminKey)
 	admin := map[string]string{"Authorization": "Bearer " + testAdminKey}
 	mustHive(t, a, ns.ClientURL(), "h1", func(c *agent.Config) { c.Slots = 3 })
@@ -145,6 +159,8 @@ func TestUsageLedger(t *testing.T) {
 		{"alice on b", b, aliceH, ""},
 		{"admin on a, alice's key", a, admin, "?key=" + alice.ID},
 		{"admin on b, model and dates", b, admin, "?model=demo&from=" + today + "&to=" + today},
+		{"alice on a, Unix seconds", a, aliceH, fmt.Sprintf("?from=%d&to=%d", time.Now().Add(-time.Hour).Unix(), time.Now().Add(time.Hour).Unix())},
+		{"alice on a, the model's alias", a, aliceH, "?model=gpt-4o-mini"},
 	} {
 		if rows := usage(check.base, check.hdr, check.query); !exact(rows) {
 			t.Errorf("%s: %+v, want %+v", check.name, rows, want)

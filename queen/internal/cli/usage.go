@@ -15,7 +15,7 @@ func (a *app) usageCommand() *cobra.Command {
 		Use:   "usage [--from DATE] [--to DATE] [--model MODEL]",
 		Short: "Tokens used per API key and model (a key sees its own; admin sees all)",
 		Long: "Sums the cluster's usage ledger: one row per key and model with its requests and prompt and completion tokens, " +
-			"as every inference job's worker reported them. --from and --to take RFC 3339 times or YYYY-MM-DD dates (UTC); " +
+			"as every inference job's worker reported them. --from and --to take RFC 3339 times, YYYY-MM-DD dates (UTC) or Unix seconds; " +
 			"a --to date includes that day.",
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -36,7 +36,7 @@ func (a *app) usageCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&f.From, "from", "", "first time or date counted")
 	cmd.Flags().StringVar(&f.To, "to", "", "time counted up to (a date: through that day)")
-	cmd.Flags().StringVar(&f.Model, "model", "", "only this model")
+	cmd.Flags().StringVar(&f.Model, "model", "", "only this model (or the model an alias names)")
 	cmd.Flags().StringVar(&f.Key, "key", "", "only this key id (admin)")
 	return cmd
 }

@@ -29,6 +29,10 @@ type Options struct {
 	Sync Sync
 }
 
+// MaxPayload is the largest NATS message the embedded server takes, as
+// deploy/nats/nats.conf sets it for the compose cluster.
+const MaxPayload = 8 << 20
+
 // Start runs a JetStream-enabled NATS server that stores under dir.
 func Start(dir string, o Options) (*server.Server, error) {
 	listen := o.Listen
@@ -43,8 +47,11 @@ func Start(dir string, o Options) (*server.Server, error) {
 		// Without a bound the server takes up to 75% of the disk, and
 		// one job's output could fill the machine.
 		JetStreamMaxStore: o.MaxStore,
-		SyncAlways:        o.Sync.Always,
-		SyncInterval:      o.Sync.Interval,
+		// A job's record and dispatch carry its request: an inference's
+		// body of up to 1 MiB, larger where re-encoding escapes it.
+		MaxPayload:   MaxPayload,
+		SyncAlways:   o.Sync.Always,
+		SyncInterval: o.Sync.Interval,
 	}
 	if o.TLS != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = o.TLS, true, o.TLS.ClientCAs != nil

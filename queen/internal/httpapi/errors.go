@@ -56,6 +56,8 @@ func serviceError(err error, id string) error {
 		return &apiError{status: http.StatusTooManyRequests, code: api.CodeQueueFull, retryAfter: "1", msg: err.Error()}
 	case errors.Is(err, jobs.ErrNoCapableHive):
 		return newError(http.StatusServiceUnavailable, api.CodeNoCapableHive, "%s", err.Error())
+	case errors.Is(err, jobs.ErrTooLarge):
+		return newError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "the job is too large for the cluster's NATS server: %s", err.Error())
 	case errors.Is(err, jobs.ErrUnavailable):
 		return &apiError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, retryAfter: "2",
 			msg: "the cluster's NATS did not answer in time; try again"}

@@ -71,6 +71,22 @@ func needStream(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// needCancel lets a key cancel with operate, or with infer alone: such a
+// key makes only inference jobs, and cancelJob lets a key without admin
+// cancel only its own.
+func needCancel(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		scope := api.ScopeOperate
+		if !principal(c).Has(scope) && principal(c).Has(api.ScopeInfer) {
+			scope = api.ScopeInfer
+		}
+		if err := authorize(c, scope); err != nil {
+			return err
+		}
+		return next(c)
+	}
+}
+
 func principal(c echo.Context) auth.Principal {
 	return auth.FromContext(c.Request().Context())
 }

@@ -29,7 +29,7 @@ func TestQueueShowsOwnRequestsOnly(t *testing.T) {
 		secrets, ids = append(secrets, k.Key), append(ids, k.ID)
 	}
 	testkit.WaitFor(t, 5*time.Second, "keys synced", func() bool { return keys.Count() == 2 })
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: json.RawMessage(`{}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{}`)}}
 	for _, owner := range []int{0, 0, 1} { // alice's first runs; alice and bob wait
 		if _, _, err := p.Jobs.Create(ctx, req, ids[owner], ""); err != nil {
 			t.Fatal(err)

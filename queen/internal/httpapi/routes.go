@@ -22,7 +22,6 @@ func routes(e *echo.Echo, h *handlers) {
 	// Middleware is attached per route, not to a group: an echo group with
 	// middleware answers 404 instead of 405 for a wrong method.
 	read := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeRead)}
-	operate := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeOperate)}
 	admin := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeAdmin)}
 	infer := []echo.MiddlewareFunc{h.authenticate, need(api.ScopeInfer)}
 
@@ -32,7 +31,8 @@ func routes(e *echo.Echo, h *handlers) {
 	e.GET("/v1/jobs", h.listJobs, read...)
 	e.GET("/v1/jobs/:id", h.getJob, read...)
 	e.GET("/v1/queue", h.queue, read...)
-	e.DELETE("/v1/jobs/:id", h.cancelJob, operate...)
+	// A key with infer alone may cancel its own inference jobs.
+	e.DELETE("/v1/jobs/:id", h.cancelJob, h.authenticate, needCancel)
 	// A key with infer alone may follow its own inference jobs in their
 	// OpenAI form (format=openai), to reattach a detached stream.
 	e.GET("/v1/jobs/:id/stream", h.streamJob, h.authenticate, needStream)
@@ -58,13 +58,19 @@ func routes(e *echo.Echo, h *handlers) {
 	webui.Register(e)
 }
 
-// openAIRoute reports whether a path belongs to the OpenAI-compatible API,
-// whose errors carry OpenAI's "type" as well.
+// openAIRoute reports whether a path is the OpenAI-compatible API's, whose
+// errors carry OpenAI's "type" as well: its routes, and any /v1/ path that
+// is none of rbee's own, so that an SDK calling an endpoint the queen does
+// not serve reads the 404 as its own.
 func openAIRoute(path string) bool {
-	switch {
-	case path == "/v1/models", strings.HasPrefix(path, "/v1/models/"),
-		path == "/v1/chat/completions", path == "/v1/completions", path == "/v1/embeddings", path == "/v1/rerank":
-		return true
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		return false
 	}
-	return false
+	first, _, _ := strings.Cut(rest, "/")
+	switch first {
+	case "jobs", "queue", "hives", "metrics", "usage", "keys":
+		return false
+	}
+	return true
 }

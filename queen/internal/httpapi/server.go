@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -53,7 +54,7 @@ func New(d Deps) *echo.Echo {
 	e.Use(instrument(d.Metrics))
 	e.Use(middleware.Recover())
 	e.Use(guard(d.PublicHosts))
-	e.Use(middleware.BodyLimit("1M"))
+	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", maxBody)))
 	if d.Heartbeat <= 0 {
 		d.Heartbeat = 15 * time.Second
 	}

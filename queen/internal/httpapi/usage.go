@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -30,6 +31,10 @@ func (h *handlers) usage(c echo.Context) error {
 	if len(q.Model) > 256 {
 		return badRequest("model is longer than 256 characters")
 	}
+	if q.Model != "" && h.OpenAI != nil {
+		// Usage is counted under the model an alias names.
+		q.Model = h.OpenAI.Resolve(q.Model)
+	}
 	p := principal(c)
 	switch key := c.QueryParam("key"); {
 	case !p.Has(api.ScopeAdmin):
@@ -49,8 +54,9 @@ func (h *handlers) usage(c echo.Context) error {
 	return c.JSON(http.StatusOK, api.UsageList{Usage: rows})
 }
 
-// usageTime reads an RFC 3339 time or a YYYY-MM-DD date (UTC). A date
-// given as the end of a range includes that whole day.
+// usageTime reads an RFC 3339 time, a YYYY-MM-DD date (UTC) or Unix
+// seconds, as OpenAI's usage API takes them. A date given as the end of a
+// range includes that whole day.
 func usageTime(v string, end bool) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
@@ -58,9 +64,12 @@ func usageTime(v string, end bool) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t, nil
 	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 && s < 1<<40 {
+		return time.Unix(s, 0).UTC(), nil
+	}
 	d, err := time.Parse(time.DateOnly, v)
 	if err != nil {
-		return time.Time{}, badRequest("%q is neither RFC 3339 (2006-01-02T15:04:05Z) nor a date (2006-01-02)", clip(v))
+		return time.Time{}, badRequest("%q is neither RFC 3339 (2006-01-02T15:04:05Z), a date (2006-01-02) nor Unix seconds", clip(v))
 	}
 	if end {
 		d = d.AddDate(0, 0, 1)

@@ -1,6 +1,10 @@
 package jobs
 
-import "errors"
+import (
+	"errors"
+
+	"rbee.dev/queen/internal/store"
+)
 
 // Errors the HTTP layer turns into statuses.
 var (
@@ -19,6 +23,8 @@ var (
 	// ErrQueueFull: the model's inference queue over the cluster is at
 	// its bound (Service.InferQueueDepth).
 	ErrQueueFull = errors.New("queue full")
+	// ErrTooLarge: the job's record would not fit in a NATS message.
+	ErrTooLarge = store.ErrTooLarge
 	// ErrUnavailable: NATS did not answer for longer than a retry covers.
 	ErrUnavailable = errors.New("cluster storage unavailable")
 )

@@ -28,7 +28,7 @@ func TestInferenceQueue(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = svc.RunReaper(ctx) }()
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	create := func(priority int) api.Job {
 		t.Helper()
 		c := auth.NewContext(ctx, auth.Principal{KeyID: "k", Name: "k", Limits: api.KeyLimits{Priority: priority}})
@@ -98,7 +98,7 @@ func TestInferenceQueue(t *testing.T) {
 func TestInferenceQueueHiveBound(t *testing.T) {
 	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, InferSlots: 1,
 		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady}}})
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	for i, want := range []string{"h1", ""} {
 		j, _, err := p.Jobs.Create(context.Background(), req, "", "")
 		if err != nil {
@@ -123,7 +123,7 @@ func TestTwoQueensPlaceEachWaitingJobOnce(t *testing.T) {
 	go func() { _ = v2.Run(ctx, p.Store) }()
 	<-v2.Synced()
 	other := jobs.New(p.Store, v2, p.Metrics, p.Log)
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	const n = 40
 	var ids []string
 	for range n {
@@ -179,7 +179,7 @@ func TestNoJumpingTheQueue(t *testing.T) {
 				Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady, Parallel: 1}}})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+			req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 			vip := auth.NewContext(ctx, auth.Principal{KeyID: "vip", Name: "vip", Limits: api.KeyLimits{Priority: 100}})
 			a, _, _ := p.Jobs.Create(vip, req, "vip", "")
 			b, _, _ := p.Jobs.Create(vip, req, "vip", "")
@@ -230,7 +230,7 @@ func TestInferQueueDepth(t *testing.T) {
 	p := queentest.New(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4,
 		Workers: []api.Worker{{WorkerID: "w1", ModelID: "qwen", State: api.WorkerReady, Parallel: 1}}})
 	p.Jobs.InferQueueDepth = 2
-	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	for i := range 3 { // one runs, two wait
 		if _, _, err := p.Jobs.Create(context.Background(), req, "", ""); err != nil {
 			t.Fatalf("request %d: %v", i, err)

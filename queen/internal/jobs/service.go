@@ -162,6 +162,10 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	if p := auth.FromContext(ctx); p.KeyID == principal {
 		j.OwnerName, j.Priority = p.Name, p.Limits.Priority
 	}
+	data, err := s.st.EncodeJob(j)
+	if err != nil {
+		return api.Job{}, false, err
+	}
 	if idem != "" {
 		claim.JobID = j.JobID
 		if err := s.st.ClaimIdempotencyKey(ctx, idem, claim); errors.Is(err, store.ErrExists) {
@@ -198,7 +202,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	go func() {
 		created <- retry(ctx, func(ctx context.Context, retried bool) error {
 			var err error
-			rev, err = s.st.CreateJob(ctx, j)
+			rev, err = s.st.CreateEncoded(ctx, j.JobID, data)
 			if retried && errors.Is(err, store.ErrExists) {
 				return nil // the first try stored it; its revision is unknown
 			}
@@ -213,7 +217,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		}
 		return s.st.Narrate(ctx, bus.KindEvent, api.Event{JobID: j.JobID, Seq: 1, Action: "job_created", Message: msg, Attempt: 1, Hive: hive})
 	})
-	err := <-created
+	err = <-created
 	if err == nil {
 		s.m.JobsCreated.WithLabelValues(j.Operation).Inc()
 	}

@@ -31,7 +31,7 @@ func TestPlacement(t *testing.T) {
 	no := false
 	model := []api.Model{{ModelID: "qwen"}}
 	worker := []api.Worker{{WorkerID: "w", ModelID: "qwen", State: api.WorkerReady}}
-	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	tests := []struct {
 		name    string
 		policy  string
@@ -247,7 +247,7 @@ func TestInferDispatchRecordedAfterCreate(t *testing.T) {
 	h := api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, InferSlots: 4, Models: []api.Model{{ModelID: "qwen"}}, Workers: worker}
 	p := queentest.New(t, h)
 	ctx := context.Background()
-	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: json.RawMessage(`{}`)}}
+	infer := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "qwen", Path: "/v1/chat/completions", Body: api.RawBody(`{}`)}}
 	js, err := jetstream.New(p.NC)
 	if err != nil {
 		t.Fatal(err)

@@ -79,6 +79,11 @@ func (a *API) Rerank(c echo.Context) error { return a.infer(c, api.InferRerank) 
 // a worker's same path, and answers with what the worker answered.
 func (a *API) infer(c echo.Context, path string) error {
 	start := time.Now()
+	// Every request is counted, those refused before their model is known
+	// as bad requests for "unknown": request bodies must not mint metric
+	// series.
+	status, label := metrics.InferBadRequest, metrics.UnknownModel
+	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var he *echo.HTTPError
@@ -94,15 +99,12 @@ func (a *API) infer(c echo.Context, path string) error {
 	// A generation may take longer than the server's deadlines allow an
 	// ordinary request.
 	relay.KeepOpen(http.NewResponseController(c.Response()))
-	model := a.resolve(in.Model)
+	model := a.Resolve(in.Model)
 	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: model, Path: path, Body: body}}
 	if err := req.Validate(); err != nil {
 		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	}
-	status, label := metrics.InferOK, model
-	// A model nobody has is counted as "unknown": request bodies must not
-	// mint metric series.
-	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
+	status, label = metrics.InferOK, model
 	if in.Download != "" {
 		// The route needs only infer; fetching a file onto a hive is an
 		// operator's act, so the download field needs operate too, checked
@@ -142,6 +144,11 @@ func (a *API) infer(c echo.Context, path string) error {
 		status = metrics.InferBusy
 		c.Response().Header().Set("Retry-After", "1")
 		return fail(c, http.StatusTooManyRequests, "rate_limit_error", api.CodeQueueFull, err.Error())
+	}
+	if errors.Is(err, jobs.ErrTooLarge) {
+		status = metrics.InferBadRequest
+		return fail(c, http.StatusRequestEntityTooLarge, "invalid_request_error", "payload_too_large",
+			"request body is too large for the cluster's NATS server as a job: "+err.Error())
 	}
 	if err != nil {
 		status = metrics.InferUnavailable
@@ -254,8 +261,8 @@ const JobHeader = "X-Rbee-Job"
 // disconnect stops the generation.
 const DetachHeader = "Rbee-Detach"
 
-// resolve is the model a name asks for: an alias's model, or the name.
-func (a *API) resolve(name string) string {
+// Resolve is the model a name asks for: an alias's model, or the name.
+func (a *API) Resolve(name string) string {
 	if target, ok := a.r.cfg.Aliases[name]; ok {
 		return target
 	}
@@ -275,6 +282,8 @@ func (a *API) routeError(c echo.Context, err error) error {
 	switch {
 	case errors.Is(err, errUnknownModel):
 		return fail(c, http.StatusNotFound, "invalid_request_error", "model_not_found", err.Error())
+	case errors.Is(err, errBadSource):
+		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error())
 	case errors.Is(err, context.Canceled):
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 var (
 	errUnknownModel = errors.New("model not found")
 	errNoCapacity   = errors.New("no capacity")
+	// errBadSource: the request's download failed for its source.
+	errBadSource = errors.New("download failed")
 )
 
 // router sees to it that a model has a worker: when no hive has a ready
@@ -186,7 +189,11 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 		// A download may take long; it gets the job's own timeout.
 		dl, err := r.runJob(context.Background(), api.JobRequest{Operation: api.OpModelDownload, Payload: &api.ModelDownload{Source: source, ModelID: model}})
 		if err != nil {
-			s.err = fmt.Errorf("%w: download %s as %s: %v", errNoCapacity, source, model, err)
+			cause := errNoCapacity
+			if strings.HasPrefix(dl.Error, api.BadSource) {
+				cause = errBadSource
+			}
+			s.err = fmt.Errorf("%w: download %s as %s: %v", cause, source, model, err)
 			return
 		}
 		hive = r.await(time.Minute, func() string { return r.holderOn(model, dl.Hive) })

@@ -23,16 +23,44 @@ var ErrExists = errors.New("already exists")
 // CreateJob stores a new record and returns its revision; it fails with
 // ErrExists if the id is taken.
 func (s *Store) CreateJob(ctx context.Context, j api.Job) (uint64, error) {
+	data, err := s.EncodeJob(j)
+	if err != nil {
+		return 0, err
+	}
+	return s.CreateEncoded(ctx, j.JobID, data)
+}
+
+// ErrTooLarge means a job's record would not fit in one NATS message.
+var ErrTooLarge = errors.New("job too large for the NATS server's max_payload")
+
+// recordHeadroom is what a record may grow by after it is created (earlier
+// hives, its end) and what a dispatch wraps around its request.
+const recordHeadroom = 16 << 10
+
+// EncodeJob is j's record as CreateEncoded stores it, or ErrTooLarge when
+// it would leave the connected server's max_payload less than
+// recordHeadroom: a request body near the queen's limit that encodes
+// larger, on a NATS server left at its 1 MB default.
+func (s *Store) EncodeJob(j api.Job) ([]byte, error) {
 	data, err := json.Marshal(j)
 	if err != nil {
-		return 0, fmt.Errorf("encode job %s: %w", j.JobID, err)
+		return nil, fmt.Errorf("encode job %s: %w", j.JobID, err)
 	}
-	rev, err := s.jobs.Create(ctx, j.JobID, data)
+	if limit := s.nc.MaxPayload(); limit > 0 && int64(len(data))+recordHeadroom > limit {
+		return nil, fmt.Errorf("job record of %d bytes, NATS max_payload %d: %w", len(data), limit, ErrTooLarge)
+	}
+	return data, nil
+}
+
+// CreateEncoded stores a new record encoded by EncodeJob and returns its
+// revision.
+func (s *Store) CreateEncoded(ctx context.Context, id string, data []byte) (uint64, error) {
+	rev, err := s.jobs.Create(ctx, id, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("create job %s: %w", j.JobID, ErrExists)
+		return 0, fmt.Errorf("create job %s: %w", id, ErrExists)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("create job %s: %w", j.JobID, err)
+		return 0, fmt.Errorf("create job %s: %w", id, err)
 	}
 	return rev, nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/store"
@@ -260,5 +262,33 @@ func TestNarrateMoveOnce(t *testing.T) {
 	// A later move is a move of its own.
 	if seq, _, err := st.NarrateMove(ctx, api.Event{JobID: "j1", Attempt: 3, Action: "replaced", Hive: "h2"}, "h1"); err != nil || seq != 5 {
 		t.Errorf("the next attempt's move: sequence %d, %v; want 5", seq, err)
+	}
+}
+
+// A record that would not fit in one NATS message of the server, with room
+// to grow, is refused before anything is stored, as ErrTooLarge: on a
+// server left at NATS's 1 MB default, a request body near the queen's limit.
+func TestEncodeJobTooLarge(t *testing.T) {
+	nc := testkit.Connect(t, testkit.NATS(t, func(o *server.Options) { o.MaxPayload = 1 << 20 }))
+	st, err := store.Open(context.Background(), nc, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(n int) api.Job {
+		body := `{"model":"m","prompt":"` + strings.Repeat("a", n) + `"}`
+		return api.Job{JobID: "j1", Operation: api.OpInfer, Attempt: 1,
+			Request: api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Path: api.InferCompletions, Body: api.RawBody(body)}}}
+	}
+	if _, err := st.EncodeJob(job(1 << 20)); !errors.Is(err, store.ErrTooLarge) {
+		t.Errorf("a 1 MiB body on a 1 MiB server: %v, want ErrTooLarge", err)
+	}
+	if _, err := st.CreateJob(context.Background(), job(1<<20-8<<10)); !errors.Is(err, store.ErrTooLarge) {
+		t.Errorf("a body within the headroom: %v, want ErrTooLarge", err)
+	}
+	if _, _, err := st.GetJob(context.Background(), "j1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a refused record was stored: %v", err)
+	}
+	if _, err := st.CreateJob(context.Background(), job(512<<10)); err != nil {
+		t.Errorf("a 512 KiB body: %v", err)
 	}
 }
