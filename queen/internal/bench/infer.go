@@ -51,6 +51,8 @@ var inferScenario = scenario{
 		metric("cn_queen_ttft_p50_ms", "N streams: queen TTFT p50 (ms)", 2, nil),
 		metric("cn_queen_ttft_p99_ms", "N streams: queen TTFT p99 (ms)", 2, nil),
 		metric("cn_added_ttft_ms", "N streams: TTFT added by the queen, p50 (ms)", 2, le(2)),
+		metric("idle_rtt_p50_ms", "baseline: one HTTP round trip to the queen after 20 ms idle, p50 (ms)", 2, nil),
+		metric("busy_rtt_p50_ms", "baseline: one HTTP round trip to the queen back to back, p50 (ms)", 3, nil),
 		metric("infer_failed", "requests that failed", 0, zero()),
 		metric("cn_queen_cpu_s", "queen CPU, N streams through the queen (s)", 2, nil),
 		metric("cn_hive_cpu_s", "hive CPU, N streams through the queen (s)", 2, nil),
@@ -86,6 +88,14 @@ func runInfer(ctx context.Context, e *Env) (*Run, error) {
 	}
 	e.Logf("worker %s on port %d", worker.WorkerID, worker.Port)
 	direct := fmt.Sprintf("http://127.0.0.1:%d", worker.Port)
+	// What one hop between processes costs on this machine when it has
+	// been idle, as between a sparse client's requests, and when busy. A
+	// first token through the queen crosses six one-way hops between
+	// processes (client, queen, hive, worker and back) where the direct
+	// call crosses two: two round trips more.
+	idle, busy := roundTrips(ctx, c, e.Cluster.URL+"/healthz")
+	r.Set("idle_rtt_p50_ms", ms(idle))
+	r.Set("busy_rtt_p50_ms", ms(busy))
 	failed := 0
 	for _, n := range []struct {
 		prefix  string
@@ -214,6 +224,40 @@ func chatLoad(ctx context.Context, c *Client, base string, clients int, cfg Conf
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	return res
+}
+
+// roundTrips times GET url, a route that does next to nothing: the p50 of
+// 100 requests each after 20 ms of quiet, then of 1,000 back to back.
+func roundTrips(ctx context.Context, c *Client, url string) (idle, busy time.Duration) {
+	one := func() (time.Duration, bool) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, false
+		}
+		t := time.Now()
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return 0, false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return time.Since(t), resp.StatusCode == http.StatusOK
+	}
+	var quiet, loaded []time.Duration
+	for range 100 {
+		if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			return 0, 0
+		}
+		if d, ok := one(); ok {
+			quiet = append(quiet, d)
+		}
+	}
+	for range 1000 {
+		if d, ok := one(); ok {
+			loaded = append(loaded, d)
+		}
+	}
+	return Percentile(quiet, 0.5), Percentile(loaded, 0.5)
 }
 
 // chatBody is a streaming chat completion of the bench model of at most
