@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -57,6 +58,43 @@ func repeatedKey(body []byte, top bool) string {
 	return ""
 }
 
+// readKeys are the body's keys that rbee reads or edits, each by its exact
+// name, as workers do.
+var readKeys = []string{"model", "stream", "stream_options", "download"}
+
+// MisspelledKey returns a key of body that differs from one rbee reads
+// (readKeys, and include_usage in stream_options) only in case or by a
+// Unicode fold, "Stream" say, or "". encoding/json matches keys so, where
+// rbee's edits and the worker match exact names: the queen would take
+// "Stream" for a stream the worker does not send.
+func MisspelledKey(body []byte) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return ""
+	}
+	if k := misspelled(top, readKeys...); k != "" {
+		return k
+	}
+	var opts map[string]json.RawMessage
+	if json.Unmarshal(top["stream_options"], &opts) == nil {
+		if k := misspelled(opts, "include_usage"); k != "" {
+			return "stream_options." + k
+		}
+	}
+	return ""
+}
+
+func misspelled(m map[string]json.RawMessage, names ...string) string {
+	for k := range m {
+		for _, name := range names {
+			if k != name && strings.EqualFold(k, name) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
 // RawBody is a client's request body carried by an infer job, its bytes
 // exactly as they came: the worker gets them so, whatever re-encodes the
 // job's record or dispatch on the way. encoding/json compacts every raw
@@ -66,13 +104,14 @@ func repeatedKey(body []byte, top bool) string {
 // reads back to the same bytes.
 type RawBody []byte
 
-// MarshalJSON writes the body as itself when encoding/json keeps its
-// bytes, else as a string.
+// MarshalJSON writes the body as itself when it is an object that
+// encoding/json keeps byte for byte, else as a string. (Bodies are UTF-8:
+// Infer.Validate refuses others, which a string would not keep.)
 func (b RawBody) MarshalJSON() ([]byte, error) {
 	if len(b) == 0 {
 		return []byte("null"), nil
 	}
-	if keptByEncoder(b) {
+	if b[0] == '{' && keptByEncoder(b) {
 		return b, nil
 	}
 	return json.Marshal(string(b))

@@ -27,6 +27,10 @@ func TestInferBodyValidation(t *testing.T) {
 		{"array", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`[1]`)}}, "JSON object"},
 		{"not JSON", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"model":`)}}, "JSON object"},
 		{"too large", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"x":"` + strings.Repeat("a", api.MaxInferBody) + `"}`)}}, "longer"},
+		{"not UTF-8", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody("{\"x\":\"\xff\"}")}}, "UTF-8"},
+		{"other whitespace", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody("\u00a0{\"x\":1}")}}, "JSON object"},
+		{"a key in another case", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"model":"demo","Stream":true}`)}}, `"Stream"`},
+		{"an option in another case", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(`{"model":"demo","stream_options":{"INCLUDE_USAGE":true}}`)}}, "include_usage"},
 		{"bad model", api.JobRequest{Payload: &api.Infer{Model: "../x", Path: api.InferChat, Body: ok}}, "model"},
 		{"both forms", api.JobRequest{Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: ok, Prompt: "hi"}}, "from the body"},
 	}
@@ -101,6 +105,15 @@ func TestRawBodyKeepsBytes(t *testing.T) {
 	rec, _ := json.Marshal(api.Infer{Body: api.RawBody(bodies[0])})
 	if !strings.Contains(string(rec), `"body":{"model"`) {
 		t.Errorf("compact body written as %s", rec)
+	}
+	// Only an object is written as itself: a body holding a string or null
+	// reads back as written.
+	for _, body := range []string{`"abc"`, `null`} {
+		rec, _ := json.Marshal(api.Infer{Body: api.RawBody(body)})
+		var back api.Infer
+		if err := json.Unmarshal(rec, &back); err != nil || string(back.Body) != body {
+			t.Errorf("body %s came back as %q (%v)", body, back.Body, err)
+		}
 	}
 	// A client of POST /v1/jobs may send the body as an object or as a string holding it.
 	var in api.Infer

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Payload is the part of a job request that belongs to its operation: the
@@ -283,17 +284,23 @@ func (in *Infer) validateBody(p *Problems) {
 	if !slices.Contains(InferPaths, in.Path) {
 		p.Add("path %q is not one of %s", clip(in.Path), strings.Join(InferPaths, ", "))
 	}
-	b := bytes.TrimSpace(in.Body)
+	// The same checks as the hive's before it posts the body: JSON's own
+	// whitespace only, the whole body valid.
+	b := bytes.TrimLeft(in.Body, " \t\r\n")
 	switch {
 	case len(b) == 0:
 		p.Add("body is required with path")
 	case len(in.Body) > MaxInferBody:
 		p.Add("body is longer than %d bytes", MaxInferBody)
-	case b[0] != '{' || !json.Valid(b):
+	case b[0] != '{' || !json.Valid(in.Body):
 		p.Add("body must be a JSON object")
+	case !utf8.Valid(in.Body):
+		p.Add("body must be UTF-8")
 	default:
-		if k := RepeatedKey(b); k != "" {
+		if k := RepeatedKey(in.Body); k != "" {
 			p.Add("body names %q twice", clip(k))
+		} else if k := MisspelledKey(in.Body); k != "" {
+			p.Add("body names %q: rbee and workers read it only as %q", clip(k), strings.ToLower(k))
 		}
 	}
 	if in.Prompt != "" || len(in.Messages) > 0 || in.MaxTokens != 0 || in.Temperature != nil || in.Stream {

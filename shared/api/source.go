@@ -67,3 +67,26 @@ func ValidRepoFile(f string) bool {
 	}
 	return true
 }
+
+// RedactURL drops credentials, query and fragment from a URL before it is
+// narrated or answered: signed URLs carry secrets there.
+func RedactURL(u *url.URL) string {
+	v := *u
+	v.User = nil
+	v.Fragment, v.RawFragment = "", ""
+	hadQuery := v.RawQuery != ""
+	v.RawQuery = ""
+	if hadQuery {
+		return v.String() + "?…"
+	}
+	return v.String()
+}
+
+// RedactSource is a source fit to show to others: a URL without its
+// credentials, query or fragment.
+func RedactSource(raw string) string {
+	if s, err := ParseSource(raw); err == nil && s.URL != nil {
+		return RedactURL(s.URL)
+	}
+	return clip(raw)
+}

@@ -94,6 +94,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if simulate == 0 && flagSet(fs, "simulate-work") {
 		return errors.New("simulate-work applies only with --simulate")
 	}
+	if simulate > 0 && cfg.Simulate <= 0 {
+		// A simulated hive with no pause would do each job's real work.
+		return fmt.Errorf("simulate-work must be positive, not %s", cfg.Simulate)
+	}
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug

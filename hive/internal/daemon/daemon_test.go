@@ -18,7 +18,8 @@ func TestSimulateFlags(t *testing.T) {
 	}{
 		{[]string{"--simulate", "-3"}, "simulate: -3 hives"},
 		{[]string{"--simulate-work", "5ms"}, "only with --simulate"},
-		{[]string{"--simulate", "2", "--simulate-work", "-1s"}, "must not be negative"},
+		{[]string{"--simulate", "2", "--simulate-work", "-1s"}, "must be positive"},
+		{[]string{"--simulate", "2", "--simulate-work", "0s"}, "must be positive"},
 	} {
 		args := append([]string{"--id", "t", "--nats-url", "nats://127.0.0.1:1", "--data-dir", t.TempDir()}, tc.args...)
 		err := daemon.Run(context.Background(), args, func(string) string { return "" }, io.Discard)

@@ -47,7 +47,7 @@ func (c *Catalog) resolve(ctx context.Context, raw string, say func(level, msg s
 		return source{}, fmt.Errorf("%w: %v", ErrSource, err)
 	}
 	if !src.HF {
-		return source{canonical: raw, url: raw, display: redact(src.URL), file: path.Base(src.URL.Path)}, nil
+		return source{canonical: raw, url: raw, display: api.RedactURL(src.URL), file: path.Base(src.URL.Path)}, nil
 	}
 	org, repo, file := src.Org, src.Repo, src.File
 	var size int64
@@ -63,7 +63,7 @@ func (c *Catalog) resolve(ctx context.Context, raw string, say func(level, msg s
 	u := c.opts.HFEndpoint + "/" + org + "/" + repo + "/resolve/main/" + strings.Join(segs, "/")
 	display := u
 	if pu, err := url.Parse(u); err == nil {
-		display = redact(pu)
+		display = api.RedactURL(pu)
 	}
 	return source{canonical: "hf:" + org + "/" + repo + ":" + file, url: u, display: display, hf: true, file: path.Base(file), size: size}, nil
 }
@@ -213,20 +213,6 @@ func deriveExt(file string) string {
 }
 
 func validExt(ext string) bool { return extRe.MatchString(ext) && ext != "json" }
-
-// redact drops credentials, query and fragment from a URL before it is
-// narrated: signed URLs carry secrets there.
-func redact(u *url.URL) string {
-	v := *u
-	v.User = nil
-	v.Fragment, v.RawFragment = "", ""
-	hadQuery := v.RawQuery != ""
-	v.RawQuery = ""
-	if hadQuery {
-		return v.String() + "?…"
-	}
-	return v.String()
-}
 
 // unwrapURLError drops the URL that net/http puts into its errors (it may
 // carry a signed query) and keeps the cause.

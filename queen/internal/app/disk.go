@@ -15,7 +15,8 @@ const (
 )
 
 // storeHeadroom is what the embedded server may hold beyond narration: job
-// records, work queues, keys. They are small and age out with retention.
+// records, work queues, keys. They age out with retention; most are small,
+// but an inference's record carries its request body (up to 2 MiB encoded).
 const storeHeadroom = 1 << 30
 
 // narrationLimit is the narration stream's bound: the configured one, else

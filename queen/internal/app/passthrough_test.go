@@ -340,10 +340,13 @@ func TestOpenAIHostileInput(t *testing.T) {
 	base, _, _ := passthroughCluster(t)
 	huge := `{"model":"demo","messages":[{"role":"user","content":"` + strings.Repeat("a", 2<<20) + `"}]}`
 	// A body of exactly the limit, 1 MiB, that no JSON encoder would write
-	// as it is (spacing, quotes and '<' in its strings): the job carries it
-	// as a string, a third larger.
+	// as it is (spacing, '<' in its strings): the job carries it as a
+	// string, half as large again; one of '<' alone would be six times as
+	// large, past what a record may hold.
 	head, tail := `{"model": "demo", "messages": [{"role": "user", "content": "`, `"}]}`
-	pad := strings.Repeat(`\"<a>`, (1<<20-len(head)-len(tail))/6)
+	unit := `some text with <b>bold</b> and more words. `
+	pad := strings.Repeat(unit, (1<<20-len(head)-len(tail))/len(unit))
+	escaped := head + strings.Repeat("<", 1<<20-len(head)-len(tail)) + tail
 	atLimit := head + pad + strings.Repeat(" ", 1<<20-len(head)-len(tail)-len(pad)) + tail
 	for _, tc := range []struct {
 		name, path, body string
@@ -352,6 +355,7 @@ func TestOpenAIHostileInput(t *testing.T) {
 		{"too large", "/v1/chat/completions", huge, 413},
 		{"one byte over", "/v1/chat/completions", atLimit + " ", 413},
 		{"at the limit", "/v1/chat/completions", atLimit, 200},
+		{"at the limit, all escapes", "/v1/chat/completions", escaped, 413},
 		{"bad model id", "/v1/chat/completions", `{"model":"../etc/passwd","messages":[]}`, 400},
 		{"no model", "/v1/embeddings", `{"input":"x"}`, 400},
 		{"array body", "/v1/chat/completions", `[{"model":"demo"}]`, 400},

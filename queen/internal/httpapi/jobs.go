@@ -127,10 +127,17 @@ func (h *handlers) cancelJob(c echo.Context) error {
 	if !bus.ValidToken(id) {
 		return jobNotFound(clip(id))
 	}
-	if err := h.mustOwn(c, id); err != nil {
+	j, err := h.owned(c, id)
+	if err != nil {
 		return err
 	}
-	j, err := h.Jobs.Cancel(c.Request().Context(), id)
+	if j.Operation != api.OpInfer {
+		// Without operate a key may cancel its own inference only.
+		if err := authorize(c, api.ScopeOperate); err != nil {
+			return err
+		}
+	}
+	j, err = h.Jobs.Cancel(c.Request().Context(), id)
 	if err != nil {
 		return serviceError(err, id)
 	}
@@ -224,14 +231,9 @@ func owns(c echo.Context, j api.Job) bool {
 	return p.Has(api.ScopeAdmin) || (j.Owner != "" && j.Owner == p.KeyID)
 }
 
-// mustOwn answers 404 when the job does not exist or belongs to another
-// key; the same answer for both, so a key cannot probe for others' jobs.
-func (h *handlers) mustOwn(c echo.Context, id string) error {
-	_, err := h.owned(c, id)
-	return err
-}
-
-// owned is the record of a job the request's key may see; 404 as mustOwn.
+// owned is the record of a job the request's key may see. It answers 404
+// when the job does not exist or belongs to another key; the same answer
+// for both, so a key cannot probe for others' jobs.
 func (h *handlers) owned(c echo.Context, id string) (api.Job, error) {
 	// The view knows almost every job; one created a moment ago on another
 	// queen may not have reached it yet.

@@ -193,7 +193,9 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 			if strings.HasPrefix(dl.Error, api.BadSource) {
 				cause = errBadSource
 			}
-			s.err = fmt.Errorf("%w: download %s as %s: %v", cause, source, model, err)
+			// Every request waiting for the model gets this: the source's
+			// secrets (a signed URL's) stay out of it.
+			s.err = fmt.Errorf("%w: download %s as %s: %v", cause, api.RedactSource(source), model, err)
 			return
 		}
 		hive = r.await(time.Minute, func() string { return r.holderOn(model, dl.Hive) })

@@ -37,17 +37,26 @@ var ErrTooLarge = errors.New("job too large for the NATS server's max_payload")
 // hives, its end) and what a dispatch wraps around its request.
 const recordHeadroom = 16 << 10
 
+// maxRecord bounds a record whatever the server takes: a request body of
+// up to 1 MiB carried as a string grows by its escapes (six bytes for a
+// '<'), and records are kept for the whole retention.
+const maxRecord = 2*api.MaxInferBody + recordHeadroom
+
 // EncodeJob is j's record as CreateEncoded stores it, or ErrTooLarge when
-// it would leave the connected server's max_payload less than
-// recordHeadroom: a request body near the queen's limit that encodes
-// larger, on a NATS server left at its 1 MB default.
+// it would leave less than recordHeadroom below the connected server's
+// max_payload (a large request body on a NATS server left at its 1 MB
+// default) or pass maxRecord.
 func (s *Store) EncodeJob(j api.Job) ([]byte, error) {
 	data, err := json.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.JobID, err)
 	}
-	if limit := s.nc.MaxPayload(); limit > 0 && int64(len(data))+recordHeadroom > limit {
-		return nil, fmt.Errorf("job record of %d bytes, NATS max_payload %d: %w", len(data), limit, ErrTooLarge)
+	limit := int64(maxRecord)
+	if m := s.nc.MaxPayload(); m > 0 && m < limit {
+		limit = m
+	}
+	if int64(len(data))+recordHeadroom > limit {
+		return nil, fmt.Errorf("job record of %d bytes, limit %d: %w", len(data), limit-recordHeadroom, ErrTooLarge)
 	}
 	return data, nil
 }
