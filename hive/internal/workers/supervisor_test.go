@@ -153,6 +153,21 @@ func alive(pid int) bool {
 	return err != nil || !strings.Contains(string(b), ") Z ")
 }
 
+// stopped reports whether every thread of pid is stopped by a signal.
+func stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil || !strings.Contains(string(b), ") T ") {
+			return false
+		}
+	}
+	return true
+}
+
 func stateWorkers(t testing.TB, dir string) []string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, "workers", workers.StateFile))
@@ -425,6 +440,9 @@ func TestDropsDeadAndHungWorkers(t *testing.T) {
 	if err := syscall.Kill(hung.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// The signal stops each of its threads when it next runs: on a busy
+	// machine a thread may still answer a request a moment later.
+	testkit.WaitFor(t, 5*time.Second, "the hung worker is stopped", func() bool { return stopped(hung.PID) })
 
 	b, ev := newSupervisor(t, dir)
 	mustRun(t, b)
