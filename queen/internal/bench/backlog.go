@@ -466,11 +466,19 @@ func checkRecords(ctx context.Context, natsURL string, ids []string) (drainVerdi
 // finishedCount reads rbee_jobs_finished_total for one operation and end
 // state from the queen's /metrics.
 func finishedCount(ctx context.Context, base, op, state string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	c := NewClient(base, 1)
+	defer c.Close()
+	return scrape(ctx, c, `rbee_jobs_finished_total{operation="`+op+`",state="`+state+`"}`)
+}
+
+// scrape reads the value of one series of the queen's /metrics, named and
+// labelled exactly as the queen writes it.
+func scrape(ctx context.Context, c *Client, series string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -478,7 +486,7 @@ func finishedCount(ctx context.Context, base, op, state string) (float64, error)
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	prefix := `rbee_jobs_finished_total{operation="` + op + `",state="` + state + `"} `
+	prefix := series + " "
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -489,5 +497,5 @@ func finishedCount(ctx context.Context, base, op, state string) (float64, error)
 	if err := sc.Err(); err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("no %s in /metrics", strings.TrimSpace(prefix))
+	return 0, fmt.Errorf("no %s in /metrics", series)
 }

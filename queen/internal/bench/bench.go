@@ -100,6 +100,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	for _, b := range []string{"queen", "hive"} {
+		if b == "queen" && cfg.Queen != "" {
+			continue // the cluster's own
+		}
 		if fi, err := os.Stat(filepath.Join(cfg.Bin, b)); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			fmt.Fprintf(stderr, "rbee-bench: no %s binary in %s (run make build)\n", b, cfg.Bin)
 			return ExitUsage
@@ -201,9 +204,14 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 	if load >= cfg.QuietCores && cfg.QuietWait > 0 {
 		logf("%s: other processes keep %.2f cores busy; running anyway", sc.name, load)
 	}
-	co := sc.cluster(cfg)
-	co.QueenFlags, co.HiveFlags = append(co.QueenFlags, cfg.QueenFlags...), append(co.HiveFlags, cfg.HiveFlags...)
-	cl, err := StartCluster(ctx, cfg.Bin, co, cfg.Settle, cfg.Keep)
+	var cl *Cluster
+	if cfg.Queen != "" {
+		cl, err = ExistingCluster(cfg)
+	} else {
+		co := sc.cluster(cfg)
+		co.QueenFlags, co.HiveFlags = append(co.QueenFlags, cfg.QueenFlags...), append(co.HiveFlags, cfg.HiveFlags...)
+		cl, err = StartCluster(ctx, cfg.Bin, co, cfg.Settle, cfg.Keep)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}
@@ -211,22 +219,27 @@ func runOnce(ctx context.Context, sc scenario, cfg Config, i int, logf func(stri
 	if cfg.Keep {
 		logf("%s: data and logs in %s", sc.name, cl.Dir)
 	}
-	// Peaks are of the scenario, not of start-up.
-	_ = ResetPeak(cl.Queen.Pid)
-	_ = ResetPeak(cl.Hive.Pid)
+	own := cl.Queen != nil
+	if own {
+		// Peaks are of the scenario, not of start-up.
+		_ = ResetPeak(cl.Queen.Pid)
+		_ = ResetPeak(cl.Hive.Pid)
+	}
 	e := &Env{Cfg: cfg, Cluster: cl, Run: i, log: func(format string, args ...any) {
 		logf("%s: "+format, append([]any{sc.name}, args...)...)
 	}}
 	sctx, stop := cl.Watch(ctx)
 	run, err := sc.run(sctx, e)
 	stop()
-	if run != nil {
+	if run != nil && own {
 		qm, _ := ReadMem(cl.Queen.Pid)
 		hm, _ := ReadMem(cl.Hive.Pid)
 		run.Set("queen_peak_mib", mib(qm.Peak))
 		run.Set("hive_peak_mib", mib(hm.Peak))
 		run.Set("queen_idle_mib", mib(cl.IdleQueen.RSS))
 		run.Set("hive_idle_mib", mib(cl.IdleHive.RSS))
+	}
+	if run != nil {
 		run.SetTally()
 		run.Set("background_cores", load)
 	}

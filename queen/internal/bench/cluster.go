@@ -40,10 +40,13 @@ type Cluster struct {
 	URL string
 	// NATSURL is where the queen's embedded NATS listens.
 	NATSURL string
-	// AdminKey is the queen's --admin-key, if it has one.
+	// AdminKey is the queen's --admin-key, if it has one: the key the
+	// bench sends (an existing cluster's: -token).
 	AdminKey string
-	Queen    *Proc
-	Hive     *Proc
+	// Queen and Hive are the children; both nil for an existing cluster,
+	// which the bench measures through the queen's /metrics.
+	Queen *Proc
+	Hive  *Proc
 	// Dir holds both data directories and the children's logs.
 	Dir string
 	// Idle is each process's memory after start-up and the settle time.
@@ -140,6 +143,16 @@ func startCluster(ctx context.Context, bin string, o ClusterOptions, settle time
 	return c, nil
 }
 
+// ExistingCluster is the cluster cfg.Queen names: the bench starts none of
+// its processes. Dir is the bench's own, for what a scenario adds to it.
+func ExistingCluster(cfg Config) (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "rbee-bench-")
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{URL: strings.TrimRight(cfg.Queen, "/"), NATSURL: cfg.NATS, AdminKey: cfg.Token, Dir: dir, keep: cfg.Keep}, nil
+}
+
 // startExtraQueen starts queen number n (2, 3, ...) on the cluster's NATS,
 // with the cluster's admin key if it has one, and returns it and its base
 // URL once it is ready. Its data directory and log are queen<n> in the
@@ -198,10 +211,16 @@ func (c *Cluster) Check() error {
 // queen. stop ends the watch.
 func (c *Cluster) Watch(ctx context.Context) (context.Context, context.CancelFunc) {
 	wctx, cancel := context.WithCancel(ctx)
+	exited := func(p *Proc) <-chan struct{} {
+		if p == nil {
+			return nil // an existing cluster's: never
+		}
+		return p.exited
+	}
 	go func() {
 		select {
-		case <-c.Queen.exited:
-		case <-c.Hive.exited:
+		case <-exited(c.Queen):
+		case <-exited(c.Hive):
 		case <-wctx.Done():
 		}
 		cancel()

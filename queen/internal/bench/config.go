@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +30,10 @@ type Config struct {
 	// to try a setting (say --sse-buffer) without changing the bench.
 	QueenFlags []string
 	HiveFlags  []string
+	// Queen, when set, is an existing cluster's queen: the scenarios that
+	// can (hives) run against it and its NATS server instead of starting
+	// a queen and hive of their own. Token is the API key sent to it.
+	Queen, NATS, Token string
 
 	RoundtripJobs  int
 	RoundtripSlots int
@@ -81,6 +87,10 @@ type Config struct {
 	QuietWait  time.Duration
 	QuietCores float64
 }
+
+// againstCluster lists the scenarios that can run against an existing
+// cluster (-queen): they add their own hives and touch nothing else.
+var againstCluster = []string{"hives"}
 
 // ScenarioNames lists the scenarios in the order they run.
 var ScenarioNames = []string{"idle", "roundtrip", "throughput", "fanout", "sustained", "chaos", "infer", "queue", "durability", "backlog", "hives", "queens"}
@@ -204,6 +214,9 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench process itself to this file")
 	fs.StringVar(&queenFlags, "queen-flags", "", "extra flags for every queen, space-separated, e.g. \"--sse-buffer 64\"")
 	fs.StringVar(&hiveFlags, "hive-flags", "", "extra flags for every hive, space-separated")
+	fs.StringVar(&c.Queen, "queen", "", "base URL of an existing cluster's queen: the hives scenario runs against it (with -nats) instead of starting a cluster")
+	fs.StringVar(&c.NATS, "nats", "", "with -queen: the NATS URL the simulated hives connect to; their credentials go in -hive-flags (e.g. \"--nats-user queen --nats-password-file F --nats-ca ca.pem\")")
+	fs.StringVar(&c.Token, "token", "", "with -queen: the API key sent to it (env RBEE_TOKEN)")
 
 	fs.IntVar(&c.RoundtripJobs, "roundtrip-jobs", c.RoundtripJobs, "roundtrip: sequential jobs")
 	fs.IntVar(&c.RoundtripSlots, "roundtrip-slots", c.RoundtripSlots, "roundtrip: hive slots")
@@ -262,6 +275,9 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 		c.quick(set)
 	}
 	c.QueenFlags, c.HiveFlags = strings.Fields(queenFlags), strings.Fields(hiveFlags)
+	if c.Token == "" {
+		c.Token = os.Getenv("RBEE_TOKEN")
+	}
 	if c.BaselineMsgs == 0 {
 		c.BaselineMsgs = c.ThroughputEvents
 	}
@@ -275,6 +291,9 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 			c.Scenarios = append(c.Scenarios, s)
 		}
 	}
+	if c.Queen != "" && !set["scenarios"] {
+		c.Scenarios = againstCluster
+	}
 	return c, c.Validate()
 }
 
@@ -284,6 +303,19 @@ func (c Config) Validate() error {
 	add := func(format string, args ...any) { errs = multierror.Append(errs, fmt.Errorf(format, args...)) }
 	if len(c.Scenarios) == 0 {
 		add("no scenario to run")
+	}
+	if c.Queen != "" || c.NATS != "" {
+		if u, err := url.Parse(c.Queen); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("-queen must be the queen's http:// or https:// base URL, given with -nats")
+		}
+		if u, err := url.Parse(c.NATS); err != nil || u.Host == "" {
+			add("-nats must be the NATS URL the simulated hives connect to, given with -queen")
+		}
+		for _, s := range c.Scenarios {
+			if !slices.Contains(againstCluster, s) {
+				add("-queen: scenario %s starts its own cluster; against an existing one only %s run", s, strings.Join(againstCluster, ", "))
+			}
+		}
 	}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(ScenarioNames, s) {
