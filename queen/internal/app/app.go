@@ -285,13 +285,13 @@ func loopback(a net.Addr) bool {
 func (q *Queen) connect() error {
 	opts := append(bus.QueenOptions(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { q.log.Warn("nats disconnected", "err", err) }))
-	var users []*server.User
+	var auth *natsauth.File
 	if q.cfg.NATSAuth != "" {
 		f, err := natsauth.Load(q.cfg.NATSAuth)
 		if err != nil {
 			return err
 		}
-		users = natsauth.Users(f)
+		auth = &f
 		q.creds = nats.UserInfo(natsauth.QueenUser, f.QueenPassword)
 		opts = append(opts, q.creds)
 	}
@@ -304,7 +304,7 @@ func (q *Queen) connect() error {
 		}
 		return nil
 	}
-	eo := embedded.Options{Listen: q.cfg.NATSListen, Users: users, MaxStore: q.cfg.NarrationMaxBytes + storeHeadroom, Sync: q.cfg.NATSSync}
+	eo := embedded.Options{Listen: q.cfg.NATSListen, Auth: auth, MaxStore: q.cfg.NarrationMaxBytes + storeHeadroom, Sync: q.cfg.NATSSync}
 	if q.cfg.NATSCert != "" {
 		if eo.TLS, err = serverTLS(q.cfg.NATSCert, q.cfg.NATSKey, q.cfg.NATSCA); err != nil {
 			return fmt.Errorf("nats tls: %w", err)

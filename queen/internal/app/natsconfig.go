@@ -14,7 +14,7 @@ import (
 
 // natsConfig is `queen nats-config`: it makes NATS credentials for the
 // queen and the named hives, writes them for --nats-auth, and prints the
-// nats-server authorization block and each hive's connection flags.
+// nats-server accounts block and each hive's connection flags.
 func natsConfig(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("queen nats-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,7 +38,8 @@ func natsConfig(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("nats-config: %w", err)
 	}
 	fmt.Fprintf(stdout, "# Credentials written to %s: start the queen with --nats-auth %s.\n", *out, *out)
-	fmt.Fprintf(stdout, "# For an external nats-server, add this block to its configuration:\n\n%s\n", natsauth.ServerConfig(f))
+	fmt.Fprintf(stdout, "# For an external nats-server, add this accounts block to its configuration (in place of any\n"+
+		"# authorization block; the queens' data moves to the %s account):\n\n%s\n", natsauth.QueenAccount, natsauth.ServerConfig(f))
 	fmt.Fprintln(stdout, "# Start each hive with its own identity:")
 	for _, h := range strings.Split(*hives, ",") {
 		fmt.Fprintf(stdout, "HIVE_NATS_PASSWORD=%s hive --id %s --nats-user %s --nats-ca CA.pem --nats-url tls://QUEEN:4222\n", f.Hives[h], h, h)

@@ -4,13 +4,18 @@ package embedded
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"rbee.dev/queen/internal/natsauth"
 )
 
 // Options shape the embedded server.
@@ -18,8 +23,9 @@ type Options struct {
 	// Listen is where remote hives connect; empty accepts in-process
 	// connections only.
 	Listen string
-	// Users, when set, are the only identities accepted.
-	Users []*server.User
+	// Auth, when set, holds the only identities accepted: the queens'
+	// account and one account per hive (natsauth).
+	Auth *natsauth.File
 	// TLS, when set, is required of connections on the listener.
 	TLS *tls.Config
 	// MaxStore bounds the bytes JetStream keeps on disk; 0 leaves the
@@ -43,7 +49,6 @@ func Start(dir string, o Options) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: listen == "",
-		Users:      o.Users,
 		// Without a bound the server takes up to 75% of the disk, and
 		// one job's output could fill the machine.
 		JetStreamMaxStore: o.MaxStore,
@@ -52,6 +57,19 @@ func Start(dir string, o Options) (*server.Server, error) {
 		MaxPayload:   MaxPayload,
 		SyncAlways:   o.Sync.Always,
 		SyncInterval: o.Sync.Interval,
+	}
+	// JetStream keeps each account's data in a directory of its name: the
+	// queens' account with identities, the global one without. A queen
+	// given identities, or no longer given them, keeps its data.
+	account, other := "$G", natsauth.QueenAccount
+	if o.Auth != nil {
+		if err := natsauth.Apply(opts, *o.Auth); err != nil {
+			return nil, err
+		}
+		account, other = other, account
+	}
+	if err := moveAccount(filepath.Join(opts.StoreDir, "jetstream"), other, account); err != nil {
+		return nil, err
 	}
 	if o.TLS != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = o.TLS, true, o.TLS.ClientCAs != nil
@@ -80,4 +98,19 @@ func Start(dir string, o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("nats server did not become ready")
 	}
 	return s, nil
+}
+
+// moveAccount renames the JetStream data of account from to account to,
+// unless to has data already or from has none.
+func moveAccount(dir, from, to string) error {
+	if _, err := os.Stat(filepath.Join(dir, to)); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, from)); err != nil {
+		return nil
+	}
+	if err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, to)); err != nil {
+		return fmt.Errorf("move the NATS data of account %s to %s: %w", from, to, err)
+	}
+	return nil
 }

@@ -1,7 +1,8 @@
 // Package natsauth gives the queen and each hive a NATS identity of their
-// own. A hive may publish only its own narration and heartbeat, pull and ack
-// only its own work queue, and receive only its own control subject and
-// reply inboxes; the queen may do everything.
+// own, each hive in an account of its own. A hive may publish only its own
+// narration and heartbeat, pull and ack only its own work queue, and
+// receive only its own control subject and reply inboxes; the queen may do
+// everything.
 package natsauth
 
 import (
@@ -83,21 +84,68 @@ func HivePermissions(hive string) *server.Permissions {
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			bus.Inbox(hive) + ".>",
-			"ctl.hive." + hive + ".>",
+			ctlServices(hive),
 		}},
 		// Replies to the queen's cancel requests.
 		Response: &server.ResponsePermission{MaxMsgs: 1},
 	}
 }
 
-// Users are the server-side users for f: the queen unrestricted, each hive
-// held to its own subjects.
-func Users(f File) []*server.User {
-	users := []*server.User{{Username: QueenUser, Password: f.QueenPassword}}
-	for _, h := range sortedHives(f) {
-		users = append(users, &server.User{Username: h, Password: f.Hives[h], Permissions: HivePermissions(h)})
+// QueenAccount is the NATS account of the queens: every stream, bucket and
+// consumer of rbee lives in it.
+const QueenAccount = "RBEE"
+
+// HiveAccount is the NATS account of one hive, its own: it holds nothing
+// but the hive's user, and imports from the queens' account exactly the
+// services of HivePermissions.
+//
+// A hive needs accounts, not only permissions: NATS checks what a client
+// publishes to, never the reply subject it names, and JetStream answers
+// (an acknowledgement, a direct get's stored message with its headers, a
+// pull's dispatches) on that reply subject as a trusted client of the
+// account the stream is in. In the queens' account, a hive could so write
+// anything anywhere (an API key, another hive's work or narration, usage).
+// A request that crosses from an account by a service import carries a
+// reply subject the server makes itself, mapped back to the hive's
+// account: whatever reply a hive names, the answer lands in its own
+// account, where only its own user is.
+func HiveAccount(hive string) string { return "HIVE_" + hive }
+
+// queenServices are what the queens' account exports to hives' accounts:
+// each HivePermissions subject falls under one. A pull's dispatches come
+// as a stream of answers.
+var queenServices = []struct {
+	subject  string
+	streamed bool
+}{
+	{bus.NarrAll, false},
+	{"$KV." + bus.HivesBucket + ".>", false},
+	{"$JS.API.STREAM.INFO.KV_" + bus.HivesBucket, false},
+	{"$JS.API.DIRECT.GET." + bus.NarrStream + ".>", false},
+	{"$JS.API.CONSUMER.INFO." + bus.DispatchStream + ".*", false},
+	{"$JS.API.CONSUMER.MSG.NEXT." + bus.DispatchStream + ".*", true},
+	{"$JS.ACK." + bus.DispatchStream + ".>", false},
+	{jsAccountInfo, false},
+}
+
+// jsAccountInfo is JetStream's account info request. A hive's account
+// imports it though its user may not ask it: an account without JetStream
+// that imports no JetStream service of this name gets the server's own
+// JetStream API, which answers that JetStream is off, in place of the
+// imports it has.
+const jsAccountInfo = "$JS.API.INFO"
+
+// ctlServices is what a hive's account exports to the queens': the
+// requests the queens send the hive (bus.Cancel).
+func ctlServices(hive string) string { return "ctl.hive." + hive + ".>" }
+
+// Apply configures o with f's accounts and users, as ServerConfig writes
+// them for an external server: one configuration, wherever NATS runs.
+func Apply(o *server.Options, f File) error {
+	if err := o.ProcessConfigString(ServerConfig(f)); err != nil {
+		return fmt.Errorf("nats accounts: %w", err)
 	}
-	return users
+	return nil
 }
 
 func sortedHives(f File) []string {
@@ -109,20 +157,48 @@ func sortedHives(f File) []string {
 	return hives
 }
 
-// ServerConfig is the authorization block for a nats-server configuration
-// file, for clusters that run NATS outside the queen.
+// ServerConfig is the accounts block of a nats-server configuration: the
+// queens' account with JetStream and the services hives use, and one
+// account per hive (HiveAccount) whose user is held to its own subjects.
 func ServerConfig(f File) string {
+	hives := sortedHives(f)
 	var b strings.Builder
-	b.WriteString("authorization {\n  users = [\n")
-	fmt.Fprintf(&b, "    { user: %q, password: %q }\n", QueenUser, f.QueenPassword)
-	for _, h := range sortedHives(f) {
+	b.WriteString("accounts {\n")
+	fmt.Fprintf(&b, "  %s: {\n    jetstream: enabled\n", QueenAccount)
+	fmt.Fprintf(&b, "    users: [ { user: %q, password: %q } ]\n", QueenUser, f.QueenPassword)
+	b.WriteString("    exports: [\n")
+	for _, e := range queenServices {
+		if e.streamed {
+			fmt.Fprintf(&b, "      { service: %q, response_type: stream }\n", e.subject)
+		} else {
+			fmt.Fprintf(&b, "      { service: %q }\n", e.subject)
+		}
+	}
+	b.WriteString("    ]\n")
+	if len(hives) > 0 {
+		b.WriteString("    imports: [\n")
+		for _, h := range hives {
+			fmt.Fprintf(&b, "      { service: { account: %q, subject: %q } }\n", HiveAccount(h), ctlServices(h))
+		}
+		b.WriteString("    ]\n")
+	}
+	b.WriteString("  }\n")
+	for _, h := range hives {
 		p := HivePermissions(h)
-		fmt.Fprintf(&b, "    { user: %q, password: %q, permissions: {\n", h, f.Hives[h])
+		fmt.Fprintf(&b, "  %s: {\n", HiveAccount(h))
+		fmt.Fprintf(&b, "    users: [ { user: %q, password: %q, permissions: {\n", h, f.Hives[h])
 		fmt.Fprintf(&b, "        publish: { allow: %s }\n", quoteList(p.Publish.Allow))
 		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", quoteList(p.Subscribe.Allow))
-		fmt.Fprintf(&b, "        allow_responses: { max: 1 }\n      } }\n")
+		fmt.Fprintf(&b, "        allow_responses: { max: 1 }\n      } } ]\n")
+		b.WriteString("    imports: [\n")
+		for _, s := range append(p.Publish.Allow, jsAccountInfo) {
+			fmt.Fprintf(&b, "      { service: { account: %q, subject: %q } }\n", QueenAccount, s)
+		}
+		b.WriteString("    ]\n")
+		fmt.Fprintf(&b, "    exports: [ { service: %q, accounts: [%q] } ]\n", ctlServices(h), QueenAccount)
+		b.WriteString("  }\n")
 	}
-	b.WriteString("  ]\n}\n")
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -27,22 +27,9 @@ func TestHivePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := testkit.NATS(t, func(o *server.Options) { o.Users = natsauth.Users(f) })
+	s, queen := cluster(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-
-	queen, err := nats.Connect(s.ClientURL(), nats.UserInfo(natsauth.QueenUser, f.QueenPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer queen.Close()
-	st, err := store.Open(ctx, queen, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DispatchConsumer(ctx, api.Hive{ID: "h1", Slots: 1}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", "wrong")); err == nil {
 		t.Fatal("wrong password accepted")
 	}
@@ -90,6 +77,21 @@ func TestHivePermissions(t *testing.T) {
 			}
 			return err
 		},
+	}
+	allowed["answering the queen's control requests"] = func(c context.Context) error {
+		sub, err := hive.Subscribe(bus.Cancel("h1"), func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		if err := hive.Flush(); err != nil {
+			return err
+		}
+		m, err := queen.RequestWithContext(c, bus.Cancel("h1"), nil)
+		if err == nil && string(m.Data) != "ok" {
+			err = fmt.Errorf("answer %q", m.Data)
+		}
+		return err
 	}
 	for name, try := range allowed {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -199,5 +201,139 @@ func TestServerConfig(t *testing.T) {
 	}
 	if _, err := natsauth.Generate([]string{"../x"}); err == nil {
 		t.Fatal("bad hive id accepted")
+	}
+}
+
+// cluster is a NATS server configured with f's accounts, a queen's
+// connection to it, rbee's streams and buckets, and h1's work queue.
+func cluster(t *testing.T, f natsauth.File) (*server.Server, *nats.Conn) {
+	t.Helper()
+	s := testkit.NATS(t, func(o *server.Options) {
+		if err := natsauth.Apply(o, f); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	queen := testkit.Connect(t, s, nats.UserInfo(natsauth.QueenUser, f.QueenPassword))
+	st, err := store.Open(ctx, queen, store.Options{Replicas: 1, Retention: time.Hour, HiveTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DispatchConsumer(ctx, api.Hive{ID: "h1", Slots: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return s, queen
+}
+
+// A hive cannot write where it may not publish by naming the place as the
+// reply subject of what it may: JetStream answers on the reply subject,
+// as a trusted client of the streams' account. Every answer a hive can
+// ask for (an acknowledgement, a stored message with its headers, stream
+// and consumer info, a pull's dispatches) aimed at an API key, another
+// hive's work queue, narration and control subject, and the usage
+// ledger: none lands.
+func TestHiveRepliesStayInItsAccount(t *testing.T) {
+	f, err := natsauth.Generate([]string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, queen := cluster(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hive := testkit.Connect(t, s, nats.UserInfo("h1", f.Hives["h1"]), nats.CustomInboxPrefix(bus.Inbox("h1")))
+	h2 := testkit.Connect(t, s, nats.UserInfo("h2", f.Hives["h2"]), nats.CustomInboxPrefix(bus.Inbox("h2")))
+	qjs, _ := jetstream.New(queen)
+
+	// What the attacker stores under its own narration, to be read back
+	// by a direct get: an admin key record, and a delete marker.
+	forged := nats.NewMsg(bus.Narr("attack", "h1", bus.KindData))
+	forged.Data = []byte(`{"id":"forged","name":"forged","scopes":["admin"],"hash":"00"}`)
+	forged.Header.Set("KV-Operation", "DEL")
+	js, _ := jetstream.New(hive)
+	if _, err := js.PublishMsg(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	// A dispatch in h1's queue, for a pull that aims it elsewhere.
+	if _, err := qjs.Publish(ctx, bus.Dispatch("h1"), []byte(`{"job_id":"attackjob"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Another hive listening on its control subject, as hives do.
+	ctl, err := h2.SubscribeSync(bus.Cancel("h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qctl, err := queen.SubscribeSync("ctl.hive.h2.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	keys, err := qjs.KeyValue(ctx, bus.KeysBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Put(ctx, "victim", []byte(`{"id":"victim"}`)); err != nil {
+		t.Fatal(err)
+	}
+	targets := []string{"$KV." + bus.KeysBucket + ".forged", "$KV." + bus.KeysBucket + ".victim", bus.Dispatch("h2"),
+		bus.Narr("job9", "h2", bus.KindEnd), bus.Narr("job9", bus.QueenWriter, bus.KindEnd), "usage.victim.job9", bus.Cancel("h2")}
+	asks := map[string]func(reply string) *nats.Msg{
+		"a direct get": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: bus.DirectGetLast(bus.NarrStream, bus.Narr("attack", "h1", bus.KindData)), Reply: reply}
+		},
+		"a narration acknowledgement": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: bus.Narr("attack", "h1", bus.KindEvent), Reply: reply, Data: []byte(`{}`)}
+		},
+		"a heartbeat acknowledgement": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: "$KV." + bus.HivesBucket + ".h1", Reply: reply, Data: []byte(`{}`)}
+		},
+		"stream info": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: "$JS.API.STREAM.INFO.KV_" + bus.HivesBucket, Reply: reply}
+		},
+		"consumer info": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: "$JS.API.CONSUMER.INFO." + bus.DispatchStream + "." + bus.DispatchConsumer("h1"), Reply: reply}
+		},
+		"a pull": func(reply string) *nats.Msg {
+			return &nats.Msg{Subject: "$JS.API.CONSUMER.MSG.NEXT." + bus.DispatchStream + "." + bus.DispatchConsumer("h1"), Reply: reply,
+				Data: []byte(`{"batch":1,"expires":200000000}`)}
+		},
+	}
+	for name, ask := range asks {
+		for _, target := range targets {
+			if err := hive.PublishMsg(ask(target)); err != nil {
+				t.Fatalf("%s to %s: %v", name, target, err)
+			}
+		}
+	}
+	if err := hive.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the pulls' expiry and more
+
+	if e, err := keys.Get(ctx, "forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("an API key was forged: %v %v", e, err)
+	}
+	if e, err := keys.Get(ctx, "victim"); err != nil || string(e.Value()) != `{"id":"victim"}` {
+		t.Errorf("an API key was changed: %v %v", e, err)
+	}
+	for _, stream := range []string{bus.NarrStream, bus.DispatchStream, bus.UsageStream} {
+		str, err := qjs.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, target := range targets {
+			if m, err := str.GetLastMsgForSubject(ctx, target); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Errorf("stream %s took a message on %s: %v %v", stream, target, m, err)
+			}
+		}
+	}
+	if m, err := ctl.NextMsg(100 * time.Millisecond); err == nil {
+		t.Errorf("h2 got a control message from h1: %q %v", m.Data, m.Header)
+	}
+	if m, err := qctl.NextMsg(100 * time.Millisecond); err == nil {
+		t.Errorf("the queens' account got h1's answer on %s: %q", m.Subject, m.Data)
 	}
 }
