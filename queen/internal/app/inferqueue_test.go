@@ -217,3 +217,34 @@ func TestOneWorkerStartForTheCluster(t *testing.T) {
 		t.Fatalf("%d worker_spawn jobs and %d workers for two queens' requests, want one of each", len(spawns.Jobs), len(h.Workers))
 	}
 }
+
+// A worker start that fails, asked for by requests on two queens, fails
+// them all at once: the queen that lost the claim to start it does not
+// wait out the spawn timeout for a worker that will not come.
+func TestFailedWorkerStartFailsEveryQueen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts hives")
+	}
+	ns := mustNATS(t)
+	missing := func(c *app.Config) { c.Infer.Backend = "no-such-backend" }
+	q1, _ := mustQueen(t, ns.ClientURL(), missing)
+	q2, _ := mustQueen(t, ns.ClientURL(), missing)
+	mustHive(t, q1, ns.ClientURL(), "h1")
+	downloadDemo(t, q1, "h1")
+	waitFor(t, 10*time.Second, func() bool {
+		var ml api.ModelEntryList
+		do(t, "GET", q2+"/v1/models", nil, &ml)
+		return len(ml.Data) > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	answers := make(chan queuedStream, 4)
+	for i := range 4 {
+		go func() { answers <- streamChat(ctx, []string{q1, q2}[i%2], 4) }()
+	}
+	for range 4 {
+		if a := <-answers; a.status != http.StatusServiceUnavailable {
+			t.Errorf("answer %d (%s), want 503 at once", a.status, a.errorBody)
+		}
+	}
+}

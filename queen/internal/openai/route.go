@@ -178,8 +178,11 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 	_, starting := r.startingOn(model)
 	release, claimed := r.claimStart(model)
 	if starting || !claimed {
-		if r.await(r.cfg.SpawnTimeout, func() string { return r.readyHive(model) }) == "" {
-			s.err = fmt.Errorf("%w: the worker another queen started for %s did not become ready", errNoCapacity, model)
+		if claimed {
+			release() // a start of an operator's is under way: no claim to hold
+		}
+		if r.awaitOther(model) == "" {
+			s.err = fmt.Errorf("%w: the worker another start brought up for %s is not ready (its worker_spawn job says why)", errNoCapacity, model)
 		}
 		return
 	}
@@ -218,6 +221,47 @@ func (r *router) runSpawn(model, source string, s *spawn) {
 	if r.await(time.Until(deadlineOf(ctx)), func() string { return r.readyHive(model) }) == "" {
 		s.err = fmt.Errorf("%w: worker for %s started but its hive has not reported it", errNoCapacity, model)
 	}
+}
+
+// otherStartGrace is how long a start that is over may take to show its
+// worker in a hive's heartbeat: the queen that made it waited for that
+// heartbeat before giving its claim back.
+const otherStartGrace = 3 * time.Second
+
+// awaitOther waits for the worker another queen's start (or an operator's
+// worker_spawn) brings up, and returns its hive: "" when none is ready
+// once that start is over, or after SpawnTimeout. A start that failed
+// fails the requests waiting for it on every queen at once.
+func (r *router) awaitOther(model string) string {
+	deadline := time.Now().Add(r.cfg.SpawnTimeout)
+	var over time.Time
+	for {
+		if h := r.readyHive(model); h != "" {
+			return h
+		}
+		_, starting := r.startingOn(model)
+		switch {
+		case starting || r.claimHeld(model):
+			over = time.Time{}
+		case over.IsZero():
+			over = time.Now()
+		case time.Since(over) > otherStartGrace:
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// claimHeld reports whether a queen holds model's claim to start its
+// worker; when NATS does not answer, it says so.
+func (r *router) claimHeld(model string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _, err := r.leases.Get(ctx, "spawn."+model)
+	return !errors.Is(err, store.ErrNoKey)
 }
 
 // claimStart takes model's claim to start a worker, reporting false when
