@@ -22,6 +22,7 @@ import (
 
 	"rbee.dev/hive/agent"
 	"rbee.dev/queen/internal/app"
+	"rbee.dev/shared/api"
 )
 
 // chromium finds a headless-capable browser; CI installs Debian's chromium.
@@ -307,6 +308,37 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		}
 		shot(t, "playground")
+
+		// A generation that fails after its first tokens (an operator
+		// cancels it here) says why in its bubble and is not kept as an
+		// answer: the conversation is as before the question.
+		step(t, "ask again", chromedp.SendKeys(chromedp.ID("pl-msg"), "and wasps?"), chromedp.Click(chromedp.ID("pl-send")))
+		poll(t, "the second answer streams", `(() => { const a = document.querySelectorAll("#transcript .msg.assistant .content");
+			return a.length === 2 && a[1].textContent.split(" ").length >= 3 })()`, 30*time.Second)
+		var running api.JobList
+		req, _ := http.NewRequest("GET", base+"/v1/jobs?operation=infer&state=running", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if resp, err := http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		} else {
+			_ = json.NewDecoder(resp.Body).Decode(&running)
+			resp.Body.Close()
+		}
+		if len(running.Jobs) != 1 {
+			t.Fatalf("%d running inference jobs, want the playground's one", len(running.Jobs))
+		}
+		req, _ = http.NewRequest("DELETE", base+"/v1/jobs/"+running.Jobs[0].JobID, nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("cancel the playground's job: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		poll(t, "the failure shown", `(() => { const a = document.querySelectorAll("#transcript .msg.assistant .content");
+			return a.length === 2 && a[1].querySelector("em.failed") !== null && !document.querySelector("#pl-send").disabled })()`, 15*time.Second)
+		if h := eval(t, `JSON.stringify(play.history.map(m => m.role))`); h != `["user","assistant"]` {
+			t.Errorf("the conversation after a failed answer: %s", h)
+		}
 	})
 
 	t.Run("jobs", func(t *testing.T) {
@@ -333,6 +365,23 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("%s progress bars for five check events", n)
 		}
 		shot(t, "jobs")
+
+		// A refused submission's reason stays through the page's refreshes.
+		step(t, "submit a bad job", chromedp.SetValue(chromedp.ID("op"), "model_get"),
+			chromedp.SetValue(chromedp.ID("op-fields"), `{}`), chromedp.Click(chromedp.CSS("#submit button")))
+		poll(t, "the refusal shown", `document.querySelector("#error").textContent.includes("model_id")`, 10*time.Second)
+		step(t, "refreshes pass", chromedp.Evaluate[chromedp.Void](`window.before = rb.refreshed`))
+		poll(t, "two refreshes", `rb.refreshed >= window.before + 2`, 10*time.Second)
+		if msg := eval(t, `document.querySelector("#error").hidden ? "" : document.querySelector("#error").textContent`); !strings.Contains(msg, "model_id") {
+			t.Errorf("after two refreshes the error bar says %q", msg)
+		}
+
+		// A job link that does not decode, or names no job, says so; the
+		// console goes on.
+		open(t, "jobs/%E0%A4%A")
+		poll(t, "no such job", `document.querySelector("#nstate").textContent === "not found"`, 10*time.Second)
+		open(t, "jobs/doesnotexist123")
+		poll(t, "no such job", `document.querySelector("#nstate").textContent === "not found"`, 10*time.Second)
 	})
 
 	// A long answer in flight shows in the inference queue under its model
@@ -476,8 +525,13 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	t.Run("phone", func(t *testing.T) {
 		step(t, "narrow", chromedp.EmulateViewport(390, 844))
+		// What the queen says may be one long word, a checksum say.
+		open(t, "models")
+		step(t, "a long status", chromedp.Evaluate[chromedp.Void](`document.querySelector("#dl-status").textContent = "failed: expected " + "ab".repeat(32) + " got " + "cd".repeat(32)`))
 		for _, page := range []string{"models", "playground", "jobs", "keys"} {
-			open(t, page)
+			if page != "models" {
+				open(t, page)
+			}
 			if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 400 {
 				widest := eval(t, `[...document.querySelectorAll("#page-`+page+` *")].filter(e => e.getBoundingClientRect().right > 400)
 					.slice(0, 5).map(e => e.tagName + "#" + e.id + "." + e.className).join(" ")`)

@@ -14,9 +14,13 @@ function headers(extra) {
   return h;
 }
 
-function showError(msg) {
+// showError shows msg in the page's error bar, or hides it. An error of
+// the periodic refresh (refresh true) goes when a refresh succeeds; one of
+// the user's own action stays until the next action or page.
+function showError(msg, refresh) {
   $("error").textContent = msg || "";
   $("error").hidden = !msg;
+  rb.refreshFailed = !!(msg && refresh);
 }
 
 // apiError turns a refused request into an Error with the queen's message
@@ -226,10 +230,14 @@ function route() {
   const p = rb.pages[page];
   if (rb.page !== page) {
     if (rb.page && rb.pages[rb.page].leave) rb.pages[rb.page].leave();
+    showError("");
     rb.page = page;
     document.title = "rbee · " + p.title;
   }
-  if (p.enter) p.enter(rest.map(decodeURIComponent));
+  // A link cut short or typed by hand may not decode: it is taken as it is
+  // (a job of that id is not found) rather than stop the console.
+  const args = rest.map((s) => { try { return decodeURIComponent(s); } catch (e) { return s; } });
+  if (p.enter) p.enter(args);
   tick();
 }
 
@@ -240,9 +248,9 @@ async function tick() {
     await refreshHealth();
     if (p && p.refresh) await p.refresh();
     if (rb.page === name) rb.refreshed++;
-    showError("");
+    if (rb.refreshFailed) showError("");
   } catch (e) {
-    showError(e.status === 401 || e.status === 403 ? "The queen wants an API key with the right scope: " + e.message : e.message);
+    showError(e.status === 401 || e.status === 403 ? "The queen wants an API key with the right scope: " + e.message : e.message, true);
   }
   rb.timer = setTimeout(tick, 2000);
 }

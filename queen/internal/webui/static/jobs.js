@@ -18,7 +18,12 @@ function openJob(id) {
   followJob(id, (kind, ev) => {
     appendLog($("nlog"), narrationLine(kind, ev));
     if (kind === "end") { $("nstate").textContent = ev.state; $("nstate").className = "pill " + ev.state; }
-  }, f.abort.signal).catch((e) => appendLog($("nlog"), el("div", { class: "lvl-error" }, e.message)));
+  }, f.abort.signal).catch((e) => {
+    if (e.name === "AbortError") return;
+    appendLog($("nlog"), el("div", { class: "lvl-error" }, e.message));
+    $("nstate").textContent = e.status === 404 ? "not found" : "unreachable";
+    $("nstate").className = "pill failed";
+  });
   if (location.hash !== "#/jobs/" + encodeURIComponent(id)) history.replaceState(null, "", "#/jobs/" + encodeURIComponent(id));
 }
 

@@ -121,6 +121,7 @@ $("dlform").addEventListener("submit", async (e) => {
     const m = r.data || {};
     status.textContent = `done: ${m.model_id || ""} ${m.size_bytes ? bytes(m.size_bytes) : ""} ${ggufFacts(m)}`;
   } catch (err) {
+    bar.value = 0;
     status.textContent = "failed: " + err.message;
   }
 });

@@ -82,9 +82,13 @@ async function send() {
       try { data = await resp.json(); } catch (e) { /* not JSON */ }
       throw apiError(resp, data);
     }
+    let whole = false;
     await sseFrames(resp, (f) => {
-      if (f.data === "[DONE]") return false;
+      if (f.data === "[DONE]") { whole = true; return false; }
       const c = JSON.parse(f.data);
+      // A generation that fails after its first tokens says so in the
+      // stream (OpenAI's error shape), then ends it.
+      if (c.error) throw new Error(c.error.message || "the generation failed");
       if (c.usage) usage = c.usage;
       const d = c.choices && c.choices[0] && c.choices[0].delta;
       if (d && d.content) {
@@ -96,6 +100,7 @@ async function send() {
       stats();
       return true;
     });
+    if (!whole) throw new Error("the answer broke off before its end");
     play.history.push({ role: "assistant", content: text });
   } catch (e) {
     if (e.name === "AbortError") {
