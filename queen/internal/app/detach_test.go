@@ -60,6 +60,28 @@ func TestDetachedStreamReattaches(t *testing.T) {
 		t.Fatalf("the detached job ended %s: %s", rec.State, rec.Error)
 	}
 
+	// [DONE] carries the id of the job's end: reconnecting with the last
+	// id seen, as an EventSource does, is told that nothing follows.
+	resp, err = http.Get(b + "/v1/jobs/" + job + "/stream?format=openai")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastID string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+			lastID = id
+		}
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequest("GET", b+"/v1/jobs/"+job+"/stream?format=openai", nil)
+	req.Header.Set("Last-Event-ID", lastID)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("reconnect after [DONE] with id %s: %v %v, want 204", lastID, resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// Only inference jobs have an OpenAI form.
 	var dl api.JobList
 	do(t, "GET", b+"/v1/jobs?operation=model_download", nil, &dl)

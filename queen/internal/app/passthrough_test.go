@@ -385,6 +385,20 @@ func TestOpenAIHostileInput(t *testing.T) {
 			}
 		})
 	}
+
+	// Rbee-Detach says true or false; anything else is a mistake to tell.
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"demo","messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Rbee-Detach", "maybe")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(data), "Rbee-Detach") || !strings.Contains(string(data), `"type"`) {
+		t.Fatalf("Rbee-Detach: maybe: %d %s", resp.StatusCode, data)
+	}
 }
 
 func post(t *testing.T, url, body string) (status int, ctype, answer string) {

@@ -84,6 +84,9 @@ func (a *API) infer(c echo.Context, path string) error {
 	// series.
 	status, label := metrics.InferBadRequest, metrics.UnknownModel
 	defer func() { a.m.InferRequests.WithLabelValues(label, status).Inc() }()
+	if d := c.Request().Header.Get(DetachHeader); d != "" && !strings.EqualFold(d, "true") && !strings.EqualFold(d, "false") {
+		return fail(c, http.StatusBadRequest, "invalid_request_error", "invalid_request", DetachHeader+" must be true or false, not "+strconv.Quote(clip(d)))
+	}
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var he *echo.HTTPError
@@ -485,7 +488,7 @@ func (s *sink) open() {
 // finish sends the end of a successful answer.
 func (s *sink) finish() error {
 	if s.w != nil {
-		if _, err := s.w.WriteString("data: [DONE]\n\n"); err != nil {
+		if _, err := s.w.WriteString(s.doneFrame()); err != nil {
 			return err
 		}
 		return s.Flush()
@@ -524,8 +527,18 @@ func (s *sink) fail(err error) error {
 	if s.w == nil {
 		return fail(s.c, status, "server_error", code, msg)
 	}
-	fmt.Fprintf(s.w, "data: %s\n\ndata: [DONE]\n\n", failJSON(status, "server_error", code, msg))
+	fmt.Fprintf(s.w, "data: %s\n\n%s", failJSON(status, "server_error", code, msg), s.doneFrame())
 	return s.Flush()
+}
+
+// doneFrame is the stream's last frame. It carries the id of the job's
+// last event the answer read, its end: a client that reconnects with it
+// (an EventSource does) is told 204, nothing follows, and stops.
+func (s *sink) doneFrame() string {
+	if s.last == 0 {
+		return "data: [DONE]\n\n"
+	}
+	return "id: " + strconv.FormatUint(s.last, 10) + "\ndata: [DONE]\n\n"
 }
 
 func clip(s string) string {
