@@ -43,7 +43,8 @@ func TestAPIKeys(t *testing.T) {
 		}
 		return k
 	}
-	reader, operator := mk("dash", "read"), mk("ops", "operate", "read")
+	// operate holds read (SECURITY.md): the operator's key names operate only.
+	reader, operator := mk("dash", "read"), mk("ops", "operate")
 	bearer := func(k api.Key) map[string]string { return map[string]string{"Authorization": "Bearer " + k.Key} }
 	// Queen b learns of keys made on a through its watch of the bucket.
 	waitFor(t, 10*time.Second, func() bool {
@@ -64,6 +65,8 @@ func TestAPIKeys(t *testing.T) {
 		{"reader cannot submit hive_check", a, "POST", "/v1/jobs", check, bearer(reader), 403},
 		{"reader may ask status", a, "POST", "/v1/jobs", api.JobRequest{Operation: api.OpStatus}, bearer(reader), 201},
 		{"operator submits hive_check", b, "POST", "/v1/jobs", check, bearer(operator), 201},
+		{"operator lists jobs", b, "GET", "/v1/jobs", nil, bearer(operator), 200},
+		{"operator may ask model_list", a, "POST", "/v1/jobs", api.JobRequest{Operation: api.OpModelList, Hive: "h1"}, bearer(operator), 201},
 		{"operator cannot run commands", a, "POST", "/v1/jobs", run, bearer(operator), 403},
 		{"operator cannot list keys", a, "GET", "/v1/keys", nil, bearer(operator), 403},
 		{"admin runs commands", a, "POST", "/v1/jobs", run, admin, 201},

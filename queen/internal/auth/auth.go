@@ -36,10 +36,11 @@ type Principal struct {
 	Limits api.KeyLimits
 }
 
-// Has reports whether p may act with scope; admin may do everything.
+// Has reports whether p may act with scope: admin may do everything, and
+// operate everything read may (SECURITY.md).
 func (p Principal) Has(scope string) bool {
 	for _, s := range p.Scopes {
-		if s == scope || s == api.ScopeAdmin {
+		if s == scope || s == api.ScopeAdmin || (s == api.ScopeOperate && scope == api.ScopeRead) {
 			return true
 		}
 	}
