@@ -188,6 +188,7 @@ func TestClusterInferenceQueue(t *testing.T) {
 	if refused.status != http.StatusTooManyRequests {
 		t.Fatalf("q3 answered %d with three requests waiting, want 429", refused.status)
 	}
+
 }
 
 // Requests for a model with no worker reach two queens at once: one
@@ -246,5 +247,66 @@ func TestFailedWorkerStartFailsEveryQueen(t *testing.T) {
 		if a := <-answers; a.status != http.StatusServiceUnavailable {
 			t.Errorf("answer %d (%s), want 503 at once", a.status, a.errorBody)
 		}
+	}
+}
+
+// Requests that come together count together against the queue's depth:
+// with the worker busy and a depth of two, two of six requests sent at
+// once wait and four are refused, though all six read the queue empty.
+func TestQueueDepthCountsRequestsTogether(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts workers")
+	}
+	catalog := filepath.Join(t.TempDir(), "hive.json")
+	// Two tokens a second: an answer of at least eight tokens holds the
+	// one place for seconds.
+	if err := os.WriteFile(catalog, []byte(`{"backends": [{"name": "crawl", "kind": "reference",
+		"command": ["rbee-worker", "--host", "{host}", "--port", "{port}", "--model", "{model}", "--model-id", "{model_id}", "--token-rate", "2"]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := mustNATS(t)
+	q, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Infer.QueueDepth = 2 })
+	mustHive(t, q, ns.ClientURL(), "h1", func(c *agent.Config) { c.ConfigFile = catalog })
+	downloadDemo(t, q, "h1")
+	spawn := submit(t, q, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "crawl", MaxConcurrent: 1}})
+	if frames, done, _ := sse(t, context.Background(), q, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
+		t.Fatal("worker spawn failed")
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		var h api.Hive
+		do(t, "GET", q+"/v1/hives/h1", nil, &h)
+		return len(h.Workers) == 1 && h.Workers[0].State == api.WorkerReady
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel() // the streams' clients leave: their jobs are cancelled
+	go streamChat(ctx, q, 64)
+	waitFor(t, 10*time.Second, func() bool {
+		var list api.JobList
+		do(t, "GET", q+"/v1/jobs?operation=infer&state=running", nil, &list)
+		return len(list.Jobs) == 1
+	})
+	answers := make(chan int, 6)
+	for range 6 {
+		go func() { answers <- streamChat(ctx, q, 8).status }()
+	}
+	for range 4 {
+		select {
+		case code := <-answers:
+			if code != http.StatusTooManyRequests {
+				t.Fatalf("a request past the queue's depth was answered %d, want 429", code)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("fewer than four of six requests refused: the queue took more than its depth")
+		}
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		var list api.JobList
+		do(t, "GET", q+"/v1/jobs?operation=infer&state=queued", nil, &list)
+		return len(list.Jobs) == 2
+	})
+	select {
+	case code := <-answers:
+		t.Fatalf("a fifth answer (%d) while two wait behind a busy worker", code)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -65,6 +65,12 @@ type Service struct {
 	// its write is done.
 	pendingMu sync.Mutex
 	pending   map[string]chan struct{}
+	// waitingSoon counts, by queue (view.Needs), the requests this queen
+	// is storing as waiting whose records are not in the view yet:
+	// requests that come together all read the view before any of them
+	// is in it, and InferQueueDepth must count them all.
+	waitingMu   sync.Mutex
+	waitingSoon map[string]int
 	// woken asks the reaper to place waiting jobs now.
 	woken chan struct{}
 	// Delivered reads what the clients of a generation were sent before
@@ -129,7 +135,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		ahead = s.v.Queued(req)
 	}
 	if s.InferQueueDepth > 0 && ahead >= s.InferQueueDepth {
-		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s already wait in the cluster's queue", ErrQueueFull, ahead, req.Model())
+		return api.Job{}, false, queueFull(ahead, req.Model())
 	}
 	if ahead > 0 && req.Queue != nil && !*req.Queue {
 		// Asking not to wait does not put a request ahead of those who do.
@@ -150,6 +156,13 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		default:
 			return api.Job{}, false, err
 		}
+	}
+	if waiting != "" && req.Operation == api.OpInfer && s.InferQueueDepth > 0 {
+		done, err := s.holdQueuePlace(req)
+		if err != nil {
+			return api.Job{}, false, err
+		}
+		defer done() // once the view counts the job, or it failed
 	}
 	now := time.Now().UTC()
 	j := api.Job{
@@ -526,6 +539,33 @@ func (s *Service) count(h api.Hive, op string) {
 		s.sent = map[string]sentSince{}
 	}
 	s.sent[h.ID] = t
+}
+
+func queueFull(n int, model string) error {
+	return fmt.Errorf("%w: %d requests for model %s already wait in the cluster's queue", ErrQueueFull, n, model)
+}
+
+// holdQueuePlace counts req among its queue's waiting requests until done
+// is called, or is ErrQueueFull when the queue, with the requests this
+// queen is storing now, has InferQueueDepth already.
+func (s *Service) holdQueuePlace(req api.JobRequest) (done func(), err error) {
+	k := view.Needs(req)
+	s.waitingMu.Lock()
+	defer s.waitingMu.Unlock()
+	if n := s.v.Queued(req) + s.waitingSoon[k]; n >= s.InferQueueDepth {
+		return nil, queueFull(n, req.Model())
+	}
+	if s.waitingSoon == nil {
+		s.waitingSoon = map[string]int{}
+	}
+	s.waitingSoon[k]++
+	return func() {
+		s.waitingMu.Lock()
+		defer s.waitingMu.Unlock()
+		if s.waitingSoon[k]--; s.waitingSoon[k] <= 0 {
+			delete(s.waitingSoon, k)
+		}
+	}, nil
 }
 
 // forgetGone drops the tallies of hives that left.
