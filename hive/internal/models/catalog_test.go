@@ -3,6 +3,8 @@ package models_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -435,5 +437,37 @@ func TestDelete(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(c.Dir()); len(entries) != 1 {
 		t.Fatalf("models dir holds %v, want only .partial", entries)
+	}
+}
+
+// A download never connects to a link-local address, where cloud machines
+// serve their credentials: not named directly, nor reached by a redirect
+// from a server it may use. Loopback and private addresses stay usable.
+func TestDownloadRefusesLinkLocal(t *testing.T) {
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/x.gguf" {
+			http.NotFound(w, r)
+			return
+		}
+		http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/iam/security-credentials/role", http.StatusFound)
+	}))
+	defer redirect.Close()
+	c, err := models.Open(t.TempDir(), models.Options{Retries: 1, RetryDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{"http://169.254.169.254/latest/meta-data/x.gguf", "http://[fe80::1]:8080/x.gguf", redirect.URL + "/x.gguf"} {
+		_, err := download(t, c, models.DownloadRequest{Source: src, ModelID: "metadata"})
+		if err == nil || !strings.Contains(err.Error(), "link-local") {
+			t.Errorf("%s: %v, want refused as link-local", src, err)
+		}
+	}
+	if left := partials(t, c); len(left) != 0 {
+		t.Fatalf("partial files left: %v", left)
+	}
+	// The loopback server itself is a source like any other: a 404 there
+	// is its answer, not a refusal.
+	if _, err := download(t, c, models.DownloadRequest{Source: redirect.URL + "/other.gguf", ModelID: "local"}); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("a loopback source: %v", err)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -125,11 +127,12 @@ func etagSHA(etag string) string {
 }
 
 // defaultClient has no overall timeout, since a model may take hours, but
-// gives up on a server that stops answering.
+// gives up on a server that stops answering. It connects to no link-local
+// address, whatever name or redirect leads there (refuseLinkLocal).
 func defaultClient() *http.Client {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: refuseLinkLocal}).DialContext,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: time.Minute,
 		IdleConnTimeout:       90 * time.Second,
@@ -137,4 +140,20 @@ func defaultClient() *http.Client {
 		ForceAttemptHTTP2:     true,
 	}
 	return &http.Client{Transport: tr}
+}
+
+// refuseLinkLocal stops a connection to a link-local address before it is
+// made: cloud machines answer their credentials there (169.254.169.254), and
+// a download source is an operate key's to choose, not an admin's. It checks
+// the address being dialled, so no DNS name or redirect gets around it; a
+// proxy from the environment is dialled instead, and decides for itself.
+func refuseLinkLocal(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
+		return fmt.Errorf("%s: a link-local address, where cloud metadata and its credentials are served; models are not downloaded from there", host)
+	}
+	return nil
 }
