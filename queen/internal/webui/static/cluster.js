@@ -72,7 +72,7 @@ rb.pages.cluster = {
     const hist = await Promise.all(list.map((h) => api("GET", `/v1/hives/${encodeURIComponent(h.id)}/gpu-history`).catch(() => null)));
     $("hives").replaceChildren(...list.map((h, i) => hiveCard(h, hist[i])));
     const gpus = list.reduce((n, h) => n + ((h.inventory && h.inventory.gpus) || []).length, 0);
-    $("cluster-summary").textContent = list.length ? `${list.length} hives, ${gpus} GPUs, updated ${new Date().toLocaleTimeString()}` : "No hive is online.";
+    $("cluster-summary").textContent = list.length ? `${list.length} ${list.length === 1 ? "hive" : "hives"}, ${gpus} ${gpus === 1 ? "GPU" : "GPUs"}, updated ${new Date().toLocaleTimeString()}` : "No hive is online.";
     $("hivetable").tBodies[0].replaceChildren(...list.map((h) => el("tr", {},
       el("td", { class: "mono" }, h.id), el("td", {}, `${h.slots_free} of ${h.slots}`),
       el("td", { class: "mono" }, ((h.inventory && h.inventory.gpus) || []).map((g) => `${g.index}: ${g.name} ${bytes(g.mem_used_bytes)} / ${bytes(g.mem_total_bytes)}, ${g.util_percent}%`).join("\n") || "none"),
