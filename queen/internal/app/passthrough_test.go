@@ -273,8 +273,9 @@ func TestOpenAIPassThrough(t *testing.T) {
 	wantSSE.WriteString("data: [DONE]\n\n")
 	status, ctype, body = post(t, base+"/v1/chat/completions",
 		`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`)
-	if ids := regexp.MustCompile(`(?m)^id: [1-9][0-9]*$`).FindAllString(body, -1); len(ids) != len(cannedChunks) {
-		t.Fatalf("raw stream: %d id lines for %d chunks:\n%s", len(ids), len(cannedChunks), body)
+	// Every chunk has an id, and [DONE] the id of the job's end.
+	if ids := regexp.MustCompile(`(?m)^id: [1-9][0-9]*$`).FindAllString(body, -1); len(ids) != len(cannedChunks)+1 {
+		t.Fatalf("raw stream: %d id lines for %d chunks and [DONE]:\n%s", len(ids), len(cannedChunks), body)
 	}
 	if status != 200 || ctype != "text/event-stream" || stripComments(body) != wantSSE.String() {
 		t.Fatalf("raw stream %d %s:\n%s\nnot\n%s", status, ctype, body, wantSSE.String())
