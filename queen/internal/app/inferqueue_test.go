@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -98,20 +99,10 @@ func TestClusterInferenceQueue(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	catalog := filepath.Join(t.TempDir(), "hive.json")
-	if err := os.WriteFile(catalog, []byte(`{"backends": [{"name": "slow", "kind": "reference",
-		"command": ["rbee-worker", "--host", "{host}", "--port", "{port}", "--model", "{model}", "--model-id", "{model_id}", "--token-rate", "100"]}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ns := mustNATS(t)
 	q1, _ := mustQueen(t, ns.ClientURL())
 	q2, _ := mustQueen(t, ns.ClientURL())
-	mustHive(t, q1, ns.ClientURL(), "h1", func(c *agent.Config) { c.ConfigFile = catalog })
-	downloadDemo(t, q1, "h1")
-	spawn := submit(t, q1, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "slow", MaxConcurrent: 1}})
-	if frames, done, _ := sse(t, context.Background(), q1, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
-		t.Fatal("worker spawn failed")
-	}
+	oneSlotWorker(t, q1, ns.ClientURL(), 100)
 	for _, q := range []string{q1, q2} {
 		waitFor(t, 10*time.Second, func() bool {
 			var h api.Hive
@@ -257,21 +248,11 @@ func TestQueueDepthCountsRequestsTogether(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	catalog := filepath.Join(t.TempDir(), "hive.json")
-	// Two tokens a second: an answer of at least eight tokens holds the
-	// one place for seconds.
-	if err := os.WriteFile(catalog, []byte(`{"backends": [{"name": "crawl", "kind": "reference",
-		"command": ["rbee-worker", "--host", "{host}", "--port", "{port}", "--model", "{model}", "--model-id", "{model_id}", "--token-rate", "2"]}]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ns := mustNATS(t)
 	q, _ := mustQueen(t, ns.ClientURL(), func(c *app.Config) { c.Infer.QueueDepth = 2 })
-	mustHive(t, q, ns.ClientURL(), "h1", func(c *agent.Config) { c.ConfigFile = catalog })
-	downloadDemo(t, q, "h1")
-	spawn := submit(t, q, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "crawl", MaxConcurrent: 1}})
-	if frames, done, _ := sse(t, context.Background(), q, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
-		t.Fatal("worker spawn failed")
-	}
+	// Two tokens a second: an answer of at least eight tokens holds the
+	// one place for seconds.
+	oneSlotWorker(t, q, ns.ClientURL(), 2)
 	waitFor(t, 10*time.Second, func() bool {
 		var h api.Hive
 		do(t, "GET", q+"/v1/hives/h1", nil, &h)
@@ -308,5 +289,22 @@ func TestQueueDepthCountsRequestsTogether(t *testing.T) {
 	case code := <-answers:
 		t.Fatalf("a fifth answer (%d) while two wait behind a busy worker", code)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// oneSlotWorker starts hive h1 with model demo and one worker for it that
+// serves one request at a time at rate tokens a second.
+func oneSlotWorker(t *testing.T, q, natsURL string, rate int) {
+	t.Helper()
+	catalog := filepath.Join(t.TempDir(), "hive.json")
+	if err := os.WriteFile(catalog, []byte(`{"backends": [{"name": "slow", "kind": "reference",
+		"command": ["rbee-worker", "--host", "{host}", "--port", "{port}", "--model", "{model}", "--model-id", "{model_id}", "--token-rate", "`+strconv.Itoa(rate)+`"]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustHive(t, q, natsURL, "h1", func(c *agent.Config) { c.ConfigFile = catalog })
+	downloadDemo(t, q, "h1")
+	spawn := submit(t, q, api.JobRequest{Operation: api.OpWorkerSpawn, Hive: "h1", Payload: &api.WorkerSpawn{ModelID: "demo", Backend: "slow", MaxConcurrent: 1}})
+	if frames, done, _ := sse(t, context.Background(), q, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
+		t.Fatal("worker spawn failed")
 	}
 }

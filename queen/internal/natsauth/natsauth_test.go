@@ -23,11 +23,7 @@ import (
 // A hive's NATS identity reaches its own subjects only, and every attempt
 // beyond them is refused out loud.
 func TestHivePermissions(t *testing.T) {
-	f, err := natsauth.Generate([]string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, queen := cluster(t, f)
+	s, queen, f := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("h1", "wrong")); err == nil {
@@ -204,10 +200,15 @@ func TestServerConfig(t *testing.T) {
 	}
 }
 
-// cluster is a NATS server configured with f's accounts, a queen's
-// connection to it, rbee's streams and buckets, and h1's work queue.
-func cluster(t *testing.T, f natsauth.File) (*server.Server, *nats.Conn) {
+// cluster is a NATS server configured with the identities of the queen
+// and hives h1 and h2, a queen's connection to it, rbee's streams and
+// buckets, and h1's work queue.
+func cluster(t *testing.T) (*server.Server, *nats.Conn, natsauth.File) {
 	t.Helper()
+	f, err := natsauth.Generate([]string{"h1", "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := testkit.NATS(t, func(o *server.Options) {
 		if err := natsauth.Apply(o, f); err != nil {
 			t.Fatal(err)
@@ -223,7 +224,7 @@ func cluster(t *testing.T, f natsauth.File) (*server.Server, *nats.Conn) {
 	if err := st.DispatchConsumer(ctx, api.Hive{ID: "h1", Slots: 1}); err != nil {
 		t.Fatal(err)
 	}
-	return s, queen
+	return s, queen, f
 }
 
 // A hive cannot write where it may not publish by naming the place as the
@@ -234,11 +235,7 @@ func cluster(t *testing.T, f natsauth.File) (*server.Server, *nats.Conn) {
 // hive's work queue, narration and control subject, and the usage
 // ledger: none lands.
 func TestHiveRepliesStayInItsAccount(t *testing.T) {
-	f, err := natsauth.Generate([]string{"h1", "h2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, queen := cluster(t, f)
+	s, queen, f := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hive := testkit.Connect(t, s, nats.UserInfo("h1", f.Hives["h1"]), nats.CustomInboxPrefix(bus.Inbox("h1")))
