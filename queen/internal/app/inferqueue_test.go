@@ -188,16 +188,7 @@ func TestOneWorkerStartForTheCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts workers")
 	}
-	ns := mustNATS(t)
-	q1, _ := mustQueen(t, ns.ClientURL())
-	q2, _ := mustQueen(t, ns.ClientURL())
-	mustHive(t, q1, ns.ClientURL(), "h1")
-	downloadDemo(t, q1, "h1")
-	waitFor(t, 10*time.Second, func() bool {
-		var ml api.ModelEntryList
-		do(t, "GET", q2+"/v1/models", nil, &ml)
-		return len(ml.Data) > 0
-	})
+	q1, q2 := twoQueensOneModel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	streamMany(t, ctx, []string{q1, q2}, 6, 4, 0)
@@ -217,17 +208,7 @@ func TestFailedWorkerStartFailsEveryQueen(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts hives")
 	}
-	ns := mustNATS(t)
-	missing := func(c *app.Config) { c.Infer.Backend = "no-such-backend" }
-	q1, _ := mustQueen(t, ns.ClientURL(), missing)
-	q2, _ := mustQueen(t, ns.ClientURL(), missing)
-	mustHive(t, q1, ns.ClientURL(), "h1")
-	downloadDemo(t, q1, "h1")
-	waitFor(t, 10*time.Second, func() bool {
-		var ml api.ModelEntryList
-		do(t, "GET", q2+"/v1/models", nil, &ml)
-		return len(ml.Data) > 0
-	})
+	q1, q2 := twoQueensOneModel(t, func(c *app.Config) { c.Infer.Backend = "no-such-backend" })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	answers := make(chan queuedStream, 4)
@@ -307,4 +288,21 @@ func oneSlotWorker(t *testing.T, q, natsURL string, rate int) {
 	if frames, done, _ := sse(t, context.Background(), q, spawn, 0, 0); checkComplete(t, frames, done).State != api.StateDone {
 		t.Fatal("worker spawn failed")
 	}
+}
+
+// twoQueensOneModel starts two queens configured by edit and a hive h1
+// holding model demo, with no worker, and waits until both queens list it.
+func twoQueensOneModel(t *testing.T, edit ...func(*app.Config)) (q1, q2 string) {
+	t.Helper()
+	ns := mustNATS(t)
+	q1, _ = mustQueen(t, ns.ClientURL(), edit...)
+	q2, _ = mustQueen(t, ns.ClientURL(), edit...)
+	mustHive(t, q1, ns.ClientURL(), "h1")
+	downloadDemo(t, q1, "h1")
+	waitFor(t, 10*time.Second, func() bool {
+		var ml api.ModelEntryList
+		do(t, "GET", q2+"/v1/models", nil, &ml)
+		return len(ml.Data) > 0
+	})
+	return q1, q2
 }
