@@ -38,8 +38,9 @@ func natsConfig(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("nats-config: %w", err)
 	}
 	fmt.Fprintf(stdout, "# Credentials written to %s: start the queen with --nats-auth %s.\n", *out, *out)
-	fmt.Fprintf(stdout, "# For an external nats-server, add this accounts block to its configuration (in place of any\n"+
-		"# authorization block; the queens' data moves to the %s account):\n\n%s\n", natsauth.QueenAccount, natsauth.ServerConfig(f))
+	fmt.Fprintf(stdout, "# For an external nats-server, add this accounts block to its configuration, in place of any\n"+
+		"# authorization block. The queens' streams then live in the %s account: what the global account\n"+
+		"# stored before (jobs, API keys, usage) is not seen there.\n\n%s\n", natsauth.QueenAccount, natsauth.ServerConfig(f))
 	fmt.Fprintln(stdout, "# Start each hive with its own identity:")
 	for _, h := range strings.Split(*hives, ",") {
 		fmt.Fprintf(stdout, "HIVE_NATS_PASSWORD=%s hive --id %s --nats-user %s --nats-ca CA.pem --nats-url tls://QUEEN:4222\n", f.Hives[h], h, h)

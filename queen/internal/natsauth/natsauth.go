@@ -63,6 +63,12 @@ func Load(path string) (File, error) {
 	if f.QueenPassword == "" {
 		return f, fmt.Errorf("nats auth file %s: queen_password is empty", path)
 	}
+	// Each id names an account and its subjects: "*" would be every hive's.
+	for h, pw := range f.Hives {
+		if !bus.ValidToken(h) || h == QueenUser || pw == "" {
+			return f, fmt.Errorf("nats auth file %s: hive %q: an id is 1-64 letters, digits, '-' or '_', not %q, with a password", path, h, QueenUser)
+		}
+	}
 	return f, nil
 }
 
@@ -135,6 +141,10 @@ var queenServices = []struct {
 // imports it has.
 const jsAccountInfo = "$JS.API.INFO"
 
+// pullAnswerFor is how long a hive's pull may be answered: beyond the 30 s
+// a hive's pull waits for a dispatch (hive/agent pullWait).
+const pullAnswerFor = "45s"
+
 // ctlServices is what a hive's account exports to the queens': the
 // requests the queens send the hive (bus.Cancel).
 func ctlServices(hive string) string { return "ctl.hive." + hive + ".>" }
@@ -169,7 +179,10 @@ func ServerConfig(f File) string {
 	b.WriteString("    exports: [\n")
 	for _, e := range queenServices {
 		if e.streamed {
-			fmt.Fprintf(&b, "      { service: %q, response_type: stream }\n", e.subject)
+			// The server keeps a streamed answer's way back until the
+			// threshold, however soon the pull ends: a hive sending pulls
+			// in a loop makes it hold that many. A pull waits 30 s.
+			fmt.Fprintf(&b, "      { service: %q, response_type: stream, response_threshold: %q }\n", e.subject, pullAnswerFor)
 		} else {
 			fmt.Fprintf(&b, "      { service: %q }\n", e.subject)
 		}

@@ -2,8 +2,11 @@ package natsauth_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -184,7 +187,8 @@ func TestHivePermissions(t *testing.T) {
 func TestServerConfig(t *testing.T) {
 	f, _ := natsauth.Generate([]string{"gpu1"})
 	conf := natsauth.ServerConfig(f)
-	for _, want := range []string{`user: "queen"`, `user: "gpu1"`, `"narr.*.gpu1.>"`, `"$KV.hives.gpu1"`, `"_INBOX_gpu1.>"`, "allow_responses"} {
+	for _, want := range []string{`user: "queen"`, `user: "gpu1"`, `"narr.*.gpu1.>"`, `"$KV.hives.gpu1"`, `"_INBOX_gpu1.>"`, "allow_responses",
+		`account: "RBEE"`, `HIVE_gpu1: {`, `response_type: stream, response_threshold: "45s"`} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("config lacks %s:\n%s", want, conf)
 		}
@@ -332,5 +336,20 @@ func TestHiveRepliesStayInItsAccount(t *testing.T) {
 	}
 	if m, err := qctl.NextMsg(100 * time.Millisecond); err == nil {
 		t.Errorf("the queens' account got h1's answer on %s: %q", m.Subject, m.Data)
+	}
+}
+
+// A credentials file names hives by ids that are subject tokens: "*" in
+// one would be every hive's account.
+func TestLoadRefusesBadHiveIDs(t *testing.T) {
+	for _, id := range []string{"*", ">", "a.b", "queen", ""} {
+		path := filepath.Join(t.TempDir(), "auth.json")
+		data, _ := json.Marshal(natsauth.File{QueenPassword: "pw", Hives: map[string]string{id: "secret"}})
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := natsauth.Load(path); err == nil {
+			t.Errorf("hive id %q loaded", id)
+		}
 	}
 }
