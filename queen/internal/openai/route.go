@@ -234,25 +234,39 @@ const otherStartGrace = 3 * time.Second
 // fails the requests waiting for it on every queen at once.
 func (r *router) awaitOther(model string) string {
 	deadline := time.Now().Add(r.cfg.SpawnTimeout)
-	var over time.Time
+	var over, looked time.Time
 	for {
 		if h := r.readyHive(model); h != "" {
 			return h
 		}
-		_, starting := r.startingOn(model)
-		switch {
-		case starting || r.claimHeld(model):
-			over = time.Time{}
-		case over.IsZero():
-			over = time.Now()
-		case time.Since(over) > otherStartGrace:
-			return ""
+		// Whether the start goes on costs a read of NATS and of the jobs
+		// under way: once a second.
+		if time.Since(looked) >= time.Second {
+			looked = time.Now()
+			switch {
+			case r.bringingUp(model) || r.claimHeld(model):
+				over = time.Time{}
+			case over.IsZero():
+				over = time.Now()
+			}
 		}
-		if time.Now().After(deadline) {
+		if (!over.IsZero() && time.Since(over) > otherStartGrace) || time.Now().After(deadline) {
 			return ""
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// bringingUp reports whether any queen's job is bringing a worker for
+// model up: its download (a claim may outlive its lease during a long
+// one) or its worker_spawn.
+func (r *router) bringingUp(model string) bool {
+	for _, j := range r.v.Underway() {
+		if (j.Operation == api.OpWorkerSpawn || j.Operation == api.OpModelDownload) && j.Request.Model() == model {
+			return true
+		}
+	}
+	return false
 }
 
 // claimHeld reports whether a queen holds model's claim to start its
