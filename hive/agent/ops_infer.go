@@ -308,9 +308,12 @@ func workerBody(req *api.Infer, model string) (string, []byte, error) {
 		return "", nil, errors.New("request body: not a JSON object")
 	}
 	// gjson and sjson edit a key's first occurrence, a worker reads its
-	// last: a repeated key would keep the client's value from the edits.
-	if k := api.RepeatedKey(body); k != "" {
+	// last: a repeated key would keep the client's value from the edits,
+	// and one in another case would escape them.
+	if k, twice := api.KeyProblem(body); twice {
 		return "", nil, fmt.Errorf("request body: %q appears twice", k)
+	} else if k != "" {
+		return "", nil, fmt.Errorf("request body: %q is read only as %q", k, strings.ToLower(k))
 	}
 	var err error
 	if gjson.GetBytes(body, "download").Exists() {

@@ -43,6 +43,8 @@ func TestWorkerBodyKeepsTheClientsBytes(t *testing.T) {
 		`{"model":"m","stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`,
 		`{"model":"m","stream":true,"stream_options":{"include_usage":true,"include_\u0075sage":false}}`,
 		`{"model":"m","stre\u0061m":false,"stream":true}`,
+		// So would one in another case, which the worker may not read.
+		`{"model":"m","Stream":true}`,
 	} {
 		if _, got, err := workerBody(&api.Infer{Path: api.InferChat, Body: []byte(bad)}, "qwen"); err == nil && bad != `` {
 			t.Errorf("%q accepted as %s", bad, got)

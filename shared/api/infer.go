@@ -19,80 +19,67 @@ const (
 // InferPaths lists the endpoints an infer job may go to.
 var InferPaths = []string{InferChat, InferCompletions, InferEmbeddings, InferRerank}
 
-// RepeatedKey returns a key that a JSON object body names twice at its top
-// level or in its stream_options, the parts rbee reads and edits, or "".
-// Readers disagree about repeated keys (gjson and sjson take the first,
-// encoding/json and most workers the last), so a body that has one could
-// mean one thing to the queen or the hive and another to the worker.
-// Keys compare as decoded: "stre\u0061m" is "stream".
-func RepeatedKey(body []byte) string {
-	return repeatedKey(body, true)
-}
-
-func repeatedKey(body []byte, top bool) string {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return ""
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return ""
-		}
-		k, _ := t.(string)
-		if seen[k] {
-			return k
-		}
-		seen[k] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return ""
-		}
-		if top && k == "stream_options" {
-			if r := repeatedKey(v, false); r != "" {
-				return "stream_options." + r
-			}
-		}
-	}
-	return ""
+// KeyProblem returns a key of a JSON object body, at its top level or in
+// its stream_options (the parts rbee reads and edits), that is named twice
+// (twice true), or else one that differs from a name rbee reads by exact
+// name (readKeys, and include_usage in stream_options) only in case or by a
+// Unicode fold, "Stream" say; "" when there is none. Readers disagree about
+// repeated keys (gjson and sjson take the first, encoding/json and most
+// workers the last), and encoding/json matches keys by fold where rbee's
+// edits and workers match exact names: either way a body could mean one
+// thing to the queen or the hive and another to the worker. Keys compare
+// as decoded: "stre\u0061m" is "stream". One pass over the body.
+func KeyProblem(body []byte) (key string, twice bool) {
+	return keyProblem(body, readKeys)
 }
 
 // readKeys are the body's keys that rbee reads or edits, each by its exact
 // name, as workers do.
 var readKeys = []string{"model", "stream", "stream_options", "download"}
 
-// MisspelledKey returns a key of body that differs from one rbee reads
-// (readKeys, and include_usage in stream_options) only in case or by a
-// Unicode fold, "Stream" say, or "". encoding/json matches keys so, where
-// rbee's edits and the worker match exact names: the queen would take
-// "Stream" for a stream the worker does not send.
-func MisspelledKey(body []byte) string {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(body, &top) != nil {
-		return ""
+func keyProblem(body []byte, names []string) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
 	}
-	if k := misspelled(top, readKeys...); k != "" {
-		return k
-	}
-	var opts map[string]json.RawMessage
-	if json.Unmarshal(top["stream_options"], &opts) == nil {
-		if k := misspelled(opts, "include_usage"); k != "" {
-			return "stream_options." + k
+	seen := map[string]bool{}
+	folded := ""
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
 		}
-	}
-	return ""
-}
-
-func misspelled(m map[string]json.RawMessage, names ...string) string {
-	for k := range m {
-		for _, name := range names {
-			if k != name && strings.EqualFold(k, name) {
-				return k
+		k, _ := t.(string)
+		if seen[k] {
+			return k, true
+		}
+		seen[k] = true
+		if folded == "" && foldOf(k, names) {
+			folded = k
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return "", false
+		}
+		if k == "stream_options" && len(names) > 1 {
+			if r, twice := keyProblem(v, []string{"include_usage"}); twice {
+				return "stream_options." + r, true
+			} else if r != "" && folded == "" {
+				folded = "stream_options." + r
 			}
 		}
 	}
-	return ""
+	return folded, false
+}
+
+// foldOf reports whether k is one of names in another case.
+func foldOf(k string, names []string) bool {
+	for _, name := range names {
+		if k != name && strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // RawBody is a client's request body carried by an infer job, its bytes

@@ -49,8 +49,9 @@ func TestInferBodyValidation(t *testing.T) {
 }
 
 // A key named twice where rbee reads or edits a body is found, escaped or
-// not; repeats deeper down are the worker's business.
-func TestRepeatedKey(t *testing.T) {
+// not, and so is one rbee reads in another case; repeats deeper down are the
+// worker's business.
+func TestKeyProblem(t *testing.T) {
 	cases := map[string]string{
 		`{"model":"a","stream":true}`:                                            "",
 		`{"model":"a","model":"b"}`:                                              "model",
@@ -62,9 +63,25 @@ func TestRepeatedKey(t *testing.T) {
 		`not json`: "",
 	}
 	for in, want := range cases {
-		if got := api.RepeatedKey([]byte(in)); got != want {
-			t.Errorf("RepeatedKey(%s) = %q, want %q", in, got, want)
+		if got, twice := api.KeyProblem([]byte(in)); got != want || twice != (want != "") {
+			t.Errorf("KeyProblem(%s) = %q, %v; want %q twice", in, got, twice, want)
 		}
+	}
+	// Keys rbee reads by exact name, in another case; a repeat wins over
+	// one, wherever it is.
+	folded := map[string]string{
+		`{"model":"a","Stream":true}`:                            "Stream",
+		`{"stream_options":{"Include_Usage":true}}`:              "stream_options.Include_Usage",
+		`{"MODEL":"a","messages":[{"Stream":1}],"stream":false}`: "MODEL",
+		`{"messages":[{"Model":"x"}],"Tools":[]}`:                "",
+	}
+	for in, want := range folded {
+		if got, twice := api.KeyProblem([]byte(in)); got != want || twice {
+			t.Errorf("KeyProblem(%s) = %q, %v; want %q in another case", in, got, twice, want)
+		}
+	}
+	if got, twice := api.KeyProblem([]byte(`{"Stream":true,"model":"a","model":"b"}`)); got != "model" || !twice {
+		t.Errorf("a repeat after a folded key: %q, %v", got, twice)
 	}
 	r := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "m", Path: api.InferChat, Body: []byte(`{"model":"m","stream":false,"stream":true}`)}}
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {

@@ -297,9 +297,9 @@ func (in *Infer) validateBody(p *Problems) {
 	case !utf8.Valid(in.Body):
 		p.Add("body must be UTF-8")
 	default:
-		if k := RepeatedKey(in.Body); k != "" {
+		if k, twice := KeyProblem(in.Body); twice {
 			p.Add("body names %q twice", clip(k))
-		} else if k := MisspelledKey(in.Body); k != "" {
+		} else if k != "" {
 			p.Add("body names %q: rbee and workers read it only as %q", clip(k), strings.ToLower(k))
 		}
 	}
