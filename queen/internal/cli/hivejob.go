@@ -88,13 +88,40 @@ func rawData(f client.Frame) ([]byte, bool) {
 	return buf.Bytes(), true
 }
 
-// decodeResult reads a job's result into v, naming the job's operation
-// when the hive sent something else.
-func decodeResult(op string, raw []byte, v any) error {
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("%s result: %w", op, err)
+// result is a hive job's result: the raw JSON of its data event and the
+// operation that answered it.
+type result struct {
+	op  string
+	raw []byte
+}
+
+// hiveResult checks req (hiveRequest), runs it on hive as a job this
+// command owns (resultJob) and returns its result. r shows the job's
+// narration; nil shows it only with --verbose.
+func (a *app) hiveResult(cmd *cobra.Command, hive string, req api.JobRequest, r *renderer) (result, error) {
+	req, err := hiveRequest(cmd, hive, req)
+	if err != nil {
+		return result{}, err
 	}
-	return nil
+	if r == nil {
+		r = a.quietRenderer()
+	}
+	raw, err := a.resultJob(cmd.Context(), req, r)
+	return result{op: req.Operation, raw: raw}, err
+}
+
+// printResult prints a hive job's result: its raw JSON as one line with
+// --json, else show of it read as T, naming the job's operation when the
+// hive sent something else.
+func printResult[T any](a *app, res result, show func(T) error) error {
+	if a.json {
+		return a.writeRaw(res.raw)
+	}
+	var v T
+	if err := json.Unmarshal(res.raw, &v); err != nil {
+		return fmt.Errorf("%s result: %w", res.op, err)
+	}
+	return show(v)
 }
 
 // writeRaw prints a result's raw JSON as one line.

@@ -45,29 +45,20 @@ func (a *app) modelListCommand(hive *string) *cobra.Command {
 		Short:   "List the models in a hive's catalog",
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelList})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpModelList}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			var list []api.Model
-			if err := decodeResult(req.Operation, raw, &list); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSIZE\tARCHITECTURE\tQUANTIZATION\tPARAMS\tCONTEXT\tEST. VRAM\tCREATED")
-			for _, m := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ModelID, sizeText(m.SizeBytes), orDash(m.Architecture),
-					orDash(m.Quantization), countOrDash(m.Parameters), countOrDash(m.ContextLength),
-					bytesOrDash(m.VRAMEstimateBytes), localTime(m.CreatedAt))
-			}
-			return tw.Flush()
+			return printResult(a, res, func(list []api.Model) error {
+				tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSIZE\tARCHITECTURE\tQUANTIZATION\tPARAMS\tCONTEXT\tEST. VRAM\tCREATED")
+				for _, m := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ModelID, sizeText(m.SizeBytes), orDash(m.Architecture),
+						orDash(m.Quantization), countOrDash(m.Parameters), countOrDash(m.ContextLength),
+						bytesOrDash(m.VRAMEstimateBytes), localTime(m.CreatedAt))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -78,15 +69,11 @@ func (a *app) modelGetCommand(hive *string) *cobra.Command {
 		Short: "Show one model's record: size, architecture, quantization, context, VRAM",
 		Args:  exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelGet, Payload: &api.ModelRef{ModelID: args[0]}})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpModelGet, Payload: &api.ModelRef{ModelID: args[0]}}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			return a.printModelResult(req.Operation, raw)
+			return printResult(a, res, a.printModel)
 		},
 	}
 }
@@ -98,27 +85,18 @@ func (a *app) modelDeleteCommand(hive *string) *cobra.Command {
 		Short:   "Delete a model from a hive's catalog, or a partial download of it",
 		Args:    exactArgs("MODEL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpModelDelete, Payload: &api.ModelRef{ModelID: args[0]}})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpModelDelete, Payload: &api.ModelRef{ModelID: args[0]}}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
+			return printResult(a, res, func(m api.Model) error {
+				msg := fmt.Sprintf("model %s deleted from hive %s", args[0], orDash(m.Hive))
+				if m.SizeBytes > 0 {
+					msg += " (" + sizeText(m.SizeBytes) + " freed)"
+				}
+				_, err = fmt.Fprintln(a.stdout, msg)
 				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			var m api.Model
-			if err := decodeResult(req.Operation, raw, &m); err != nil {
-				return err
-			}
-			msg := fmt.Sprintf("model %s deleted from hive %s", args[0], orDash(m.Hive))
-			if m.SizeBytes > 0 {
-				msg += " (" + sizeText(m.SizeBytes) + " freed)"
-			}
-			_, err = fmt.Fprintln(a.stdout, msg)
-			return err
+			})
 		},
 	}
 }
@@ -143,13 +121,6 @@ Ctrl-C cancels the job: the hive stops the transfer and removes the
 partial file. A transfer the network broke is resumed by the hive itself.`,
 		Args: exactArgs("SOURCE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{
-				Operation: api.OpModelDownload, TimeoutS: timeout.seconds(),
-				Payload: &api.ModelDownload{Source: args[0], ModelID: id, SHA256: sum},
-			})
-			if err != nil {
-				return err
-			}
 			r := a.quietRenderer()
 			var v *downloadView
 			if !a.verbose && !a.json {
@@ -158,14 +129,17 @@ partial file. A transfer the network broke is resumed by the hive itself.`,
 			} else if a.verbose {
 				r.bars = a.isTerminal(a.stderr)
 			}
-			raw, err := a.resultJob(cmd.Context(), req, r)
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{
+				Operation: api.OpModelDownload, TimeoutS: timeout.seconds(),
+				Payload: &api.ModelDownload{Source: args[0], ModelID: id, SHA256: sum},
+			}, r)
 			if v != nil {
 				v.finish()
 			}
 			if err != nil {
 				return err
 			}
-			return a.printModelResult(req.Operation, raw)
+			return printResult(a, res, a.printModel)
 		},
 	}
 	f := cmd.Flags()
@@ -175,21 +149,9 @@ partial file. A transfer the network broke is resumed by the hive itself.`,
 	return cmd
 }
 
-// printModelResult prints a job's result that is one model.
-func (a *app) printModelResult(op string, raw []byte) error {
-	if a.json {
-		return a.writeRaw(raw)
-	}
-	var m api.Model
-	if err := decodeResult(op, raw, &m); err != nil {
-		return err
-	}
-	return printModel(a.stdout, m)
-}
-
 // printModel writes one model record as aligned "NAME<TAB>value" lines.
-func printModel(w io.Writer, m api.Model) error {
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+func (a *app) printModel(m api.Model) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID\t%s\n", m.ModelID)
 	fmt.Fprintf(tw, "HIVE\t%s\n", orDash(m.Hive))
 	fmt.Fprintf(tw, "SIZE\t%s\n", sizeText(m.SizeBytes))

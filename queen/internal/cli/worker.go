@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"path"
 	"strconv"
 	"strings"
@@ -43,27 +42,18 @@ func (a *app) workerCatalogCommand(hive *string) *cobra.Command {
 		Short: "List the worker backends a hive can start",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerCatalogList})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpWorkerCatalogList}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			var bs []api.Backend
-			if err := decodeResult(req.Operation, raw, &bs); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tHEALTH\tCOMMAND")
-			for _, b := range bs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Name, orDash(b.Kind), orDash(b.HealthPath), orDash(strings.Join(b.Command, " ")))
-			}
-			return tw.Flush()
+			return printResult(a, res, func(bs []api.Backend) error {
+				tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tKIND\tHEALTH\tCOMMAND")
+				for _, b := range bs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Name, orDash(b.Kind), orDash(b.HealthPath), orDash(strings.Join(b.Command, " ")))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -90,13 +80,6 @@ the job, and the hive stops the half-started worker.`,
 			if model == "" || backend == "" {
 				return usagef(cmd, "--model and --backend are required")
 			}
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{
-				Operation: api.OpWorkerSpawn, TimeoutS: timeout.seconds(),
-				Payload: &api.WorkerSpawn{ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize, MaxConcurrent: maxConcurrent},
-			})
-			if err != nil {
-				return err
-			}
 			r := a.quietRenderer()
 			if !a.verbose && !a.json {
 				r.onEvent = func(f client.Frame, ev api.Event) {
@@ -105,11 +88,14 @@ the job, and the hive stops the half-started worker.`,
 					}
 				}
 			}
-			raw, err := a.resultJob(cmd.Context(), req, r)
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{
+				Operation: api.OpWorkerSpawn, TimeoutS: timeout.seconds(),
+				Payload: &api.WorkerSpawn{ModelID: model, Backend: backend, GPUs: gpus, CtxSize: ctxSize, MaxConcurrent: maxConcurrent},
+			}, r)
 			if err != nil {
 				return err
 			}
-			return a.printWorkerResult(req.Operation, raw)
+			return printResult(a, res, a.printWorker)
 		},
 	}
 	f := cmd.Flags()
@@ -129,29 +115,20 @@ func (a *app) workerListCommand(hive *string) *cobra.Command {
 		Short:   "List a hive's workers",
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerList})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpWorkerList}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			var ws []api.Worker
-			if err := decodeResult(req.Operation, raw, &ws); err != nil {
-				return err
-			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tMODEL\tBACKEND\tSTATE\tURL\tGPUS\tRESTARTS\tSTARTED")
-			for _, w := range ws {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", w.WorkerID, w.ModelID, w.Backend, w.State,
-					orDash(w.URL), gpuList(w.GPUs), w.Restarts, ago(w.StartedAt, now))
-			}
-			return tw.Flush()
+			return printResult(a, res, func(ws []api.Worker) error {
+				now := time.Now()
+				tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tMODEL\tBACKEND\tSTATE\tURL\tGPUS\tRESTARTS\tSTARTED")
+				for _, w := range ws {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", w.WorkerID, w.ModelID, w.Backend, w.State,
+						orDash(w.URL), gpuList(w.GPUs), w.Restarts, ago(w.StartedAt, now))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -162,15 +139,11 @@ func (a *app) workerGetCommand(hive *string) *cobra.Command {
 		Short: "Show one worker's record",
 		Args:  exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			return a.printWorkerResult(req.Operation, raw)
+			return printResult(a, res, a.printWorker)
 		},
 	}
 }
@@ -181,23 +154,14 @@ func (a *app) workerStopCommand(hive *string) *cobra.Command {
 		Short: "Stop a worker: SIGTERM, then SIGKILL after a grace period",
 		Args:  exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerStop, Payload: &api.WorkerRef{WorkerID: args[0]}})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpWorkerStop, Payload: &api.WorkerRef{WorkerID: args[0]}}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
+			return printResult(a, res, func(w api.Worker) error {
+				_, err = fmt.Fprintf(a.stdout, "worker %s stopped (%s on hive %s)\n", args[0], orDash(w.ModelID), orDash(w.Hive))
 				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			var w api.Worker
-			if err := decodeResult(req.Operation, raw, &w); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(a.stdout, "worker %s stopped (%s on hive %s)\n", args[0], orDash(w.ModelID), orDash(w.Hive))
-			return err
+			})
 		},
 	}
 }
@@ -222,57 +186,40 @@ output lines. A worker writes its whole output to <data dir>/workers/<id>.log
 on its hive; when the hive's answer holds no lines, this command says so.`,
 		Args: exactArgs("WORKER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := hiveRequest(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}})
+			res, err := a.hiveResult(cmd, *hive, api.JobRequest{Operation: api.OpWorkerGet, Payload: &api.WorkerRef{WorkerID: args[0]}}, nil)
 			if err != nil {
 				return err
 			}
-			raw, err := a.resultJob(cmd.Context(), req, a.quietRenderer())
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.writeRaw(raw)
-			}
-			if err := a.printWorkerResult(req.Operation, raw); err != nil {
-				return err
-			}
-			// Hives may send the recent lines beside the record; read them
-			// leniently so a record without them is not an error.
-			var extra struct {
-				Logs []string `json:"logs"`
-			}
-			_ = json.Unmarshal(raw, &extra)
-			if extra.Logs == nil {
-				fmt.Fprintf(a.stderr, "rbee: hive %s sends no log lines; worker %s's whole output is in %s on the hive\n",
-					*hive, args[0], a.logFile(cmd.Context(), *hive, args[0]))
-				return nil
-			}
-			fmt.Fprintln(a.stdout)
-			for _, l := range extra.Logs {
-				if _, err := fmt.Fprintln(a.stdout, l); err != nil {
+			return printResult(a, res, func(w api.Worker) error {
+				if err := a.printWorker(w); err != nil {
 					return err
 				}
-			}
-			return nil
+				// Hives may send the recent lines beside the record; read
+				// them leniently so a record without them is not an error.
+				var extra struct {
+					Logs []string `json:"logs"`
+				}
+				_ = json.Unmarshal(res.raw, &extra)
+				if extra.Logs == nil {
+					fmt.Fprintf(a.stderr, "rbee: hive %s sends no log lines; worker %s's whole output is in %s on the hive\n",
+						*hive, args[0], a.logFile(cmd.Context(), *hive, args[0]))
+					return nil
+				}
+				fmt.Fprintln(a.stdout)
+				for _, l := range extra.Logs {
+					if _, err := fmt.Fprintln(a.stdout, l); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		},
 	}
 }
 
-// printWorkerResult prints a job's result that is one worker.
-func (a *app) printWorkerResult(op string, raw []byte) error {
-	if a.json {
-		return a.writeRaw(raw)
-	}
-	var w api.Worker
-	if err := decodeResult(op, raw, &w); err != nil {
-		return err
-	}
-	return printWorker(a.stdout, w)
-}
-
 // printWorker writes one worker record as aligned "NAME<TAB>value" lines.
-func printWorker(w io.Writer, wk api.Worker) error {
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+func (a *app) printWorker(wk api.Worker) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID\t%s\n", wk.WorkerID)
 	fmt.Fprintf(tw, "HIVE\t%s\n", orDash(wk.Hive))
 	fmt.Fprintf(tw, "MODEL\t%s\n", wk.ModelID)
