@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,18 +81,101 @@ func (r *JobRequest) UnmarshalJSON(data []byte) error {
 // left for Validate to name.
 func DecodeJobRequest(r io.Reader) (JobRequest, error) {
 	var req JobRequest
-	var raw json.RawMessage
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&raw); err != nil {
-		return req, describeJSONError(err)
+	raw, err := readBody(r)
+	if err != nil {
+		return req, err
 	}
 	if err := req.decode(raw, true); err != nil {
 		return req, describeJSONError(err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, errors.New("body must hold exactly one JSON object")
-	}
 	return req, nil
+}
+
+// DecodeBody reads one JSON object from r into v as DecodeJobRequest does
+// (CheckBody's rules, no unknown fields, no trailing data), with an error
+// that names the problem.
+func DecodeBody(r io.Reader, v any) error {
+	raw, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	return nil
+}
+
+// readBody reads one JSON value from r and checks it with CheckBody.
+func readBody(r io.Reader) (json.RawMessage, error) {
+	var raw json.RawMessage
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, describeJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("body must hold exactly one JSON object")
+	}
+	return raw, CheckBody(raw)
+}
+
+// CheckBody is what rbee's own routes ask of a JSON body beyond its
+// syntax. encoding/json turns bytes that are not UTF-8 into U+FFFD, takes
+// the last of a key named twice, and matches a struct's fields by case
+// folding, so "scopes" twice, or "operation" beside "Operation", would be
+// read one way by a proxy or log in front and another by the queen. So the
+// body must be UTF-8, no object may name a key twice, and the top object
+// (a request's fields) may not hold two keys that differ only in case.
+// Keys compare as decoded.
+func CheckBody(body []byte) error {
+	if !utf8.Valid(body) {
+		return errors.New("body is not valid UTF-8")
+	}
+	type object struct {
+		seen   map[string]bool
+		atKey  bool
+		isRoot bool
+	}
+	var stack []*object // nil entries are arrays
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			// io.EOF at the end; a syntax error is the decoder's to report.
+			return nil
+		}
+		top := len(stack) - 1
+		if top >= 0 && stack[top] != nil && stack[top].atKey {
+			if k, ok := t.(string); ok {
+				o := stack[top]
+				name := k
+				if o.isRoot {
+					name = foldName(k)
+				}
+				if o.seen[name] {
+					return fmt.Errorf("body names %q twice", clip(k))
+				}
+				o.seen[name] = true
+				o.atKey = false
+				continue
+			}
+		}
+		switch t {
+		case json.Delim('{'):
+			stack = append(stack, &object{seen: map[string]bool{}, atKey: true, isRoot: len(stack) == 0})
+			continue
+		case json.Delim('['):
+			stack = append(stack, nil)
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:top]
+		}
+		// A value ended: its object, if any, waits for the next key.
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].atKey = true
+		}
+	}
 }
 
 func (r *JobRequest) decode(data []byte, strict bool) error {
@@ -263,11 +347,35 @@ func describeJSONError(err error) error {
 		if typ.Field == "" {
 			return fmt.Errorf("body must be a JSON object, not %s", clip(typ.Value))
 		}
-		return fmt.Errorf("field %q must be %s, not %s", clip(typ.Field), typ.Type.String(), clip(typ.Value))
+		return fmt.Errorf("field %q must be %s, not %s", clip(typ.Field), jsonKind(typ.Type), clip(typ.Value))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return fmt.Errorf("unknown field %s", clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	}
 	return fmt.Errorf("malformed JSON: %w", err)
+}
+
+// jsonKind names what JSON a Go type reads, for a client who never saw
+// the Go: "a number", "an array of strings".
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map:
+		return "an object of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
+	}
+	return "an object"
 }
 
 // Validate checks the envelope, then the payload against its operation

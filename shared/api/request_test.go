@@ -68,12 +68,19 @@ func TestJobRequestForeignAndUnknownFields(t *testing.T) {
 		{`{"operation":"run","command":["true"],"payload_bytes":0,"stream":false}`, "", ""},
 		{`{"operation":"nope","command":["x"]}`, "", `unknown operation "nope"`},
 		{`{"operation":"run","cmd":["x"]}`, `unknown field "cmd"`, ""},
-		{`{"operation":"hive_check","command":"x"}`, `field "command" must be []string`, ""},
-		{`{"operation":"hive_check","events":"x"}`, `field "events" must be int`, ""},
+		{`{"operation":"hive_check","command":"x"}`, `field "command" must be an array of strings, not string`, ""},
+		{`{"operation":"hive_check","events":"x"}`, `field "events" must be a whole number, not string`, ""},
 		{`{"operation":"run","COMMAND":["true"],"Hive":"h1"}`, "", ""},
 		{`{"operation":"run","command":["true"]} {}`, "exactly one JSON object", ""},
 		{`[]`, "must be a JSON object", ""},
 		{`null`, "", "operation is required"},
+		// Read one way in front of the queen and another by it: refused.
+		{`{"operation":"status","operation":"run"}`, `body names "operation" twice`, ""},
+		{`{"operation":"status","Operation":"run"}`, `body names "Operation" twice`, ""},
+		{`{"operation":"run","command":["true"],"env":{"A":"1","A":"2"}}`, `body names "A" twice`, ""},
+		{`{"operation":"run","command":["true"],"env":{"A":"1","a":"2"}}`, "", ""},
+		{"{\"operation\":\"run\",\"command\":[\"echo\",\"\xff\xfe\"]}", "not valid UTF-8", ""},
+		{`{"operation":"run","command":["echo","\u00ff"],"labels":{"k":"v"}}`, "", ""},
 	}
 	for _, c := range cases {
 		req, err := api.DecodeJobRequest(strings.NewReader(c.body))

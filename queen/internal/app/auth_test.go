@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os/exec"
@@ -70,6 +71,10 @@ func TestAPIKeys(t *testing.T) {
 		{"operator cannot run commands", a, "POST", "/v1/jobs", run, bearer(operator), 403},
 		{"operator cannot list keys", a, "GET", "/v1/keys", nil, bearer(operator), 403},
 		{"admin runs commands", a, "POST", "/v1/jobs", run, admin, 201},
+		// A key named twice is read one way by whatever checks the body in
+		// front of the queen and another by the queen: refused, not last-wins.
+		{"scopes named twice", a, "POST", "/v1/keys", json.RawMessage(`{"name":"i","scopes":["infer"],"scopes":["admin"]}`), admin, 400},
+		{"operation named twice", a, "POST", "/v1/jobs", json.RawMessage(`{"operation":"status","Operation":"run","command":["true"],"hive":"h1"}`), admin, 400},
 	}
 	for _, tc := range cases {
 		if code := doHeaders(t, tc.method, tc.base+tc.path, tc.body, tc.hdr, nil); code != tc.want {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -100,10 +99,8 @@ func authorize(c echo.Context, scope string) error {
 
 func (h *handlers) createKey(c echo.Context) error {
 	var req api.KeyRequest
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "body must be {\"name\": ..., \"scopes\": [...]}: %s", clip(err.Error()))
+	if err := api.DecodeBody(c.Request().Body, &req); err != nil {
+		return newError(http.StatusBadRequest, api.CodeInvalidJSON, "%s", err.Error())
 	}
 	if err := req.Validate(); err != nil {
 		return newError(http.StatusBadRequest, api.CodeValidation, "%s", err.Error())
