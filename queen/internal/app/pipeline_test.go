@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,6 +107,18 @@ func TestResumeOnSecondQueen(t *testing.T) {
 	if lines != 40 {
 		t.Fatalf("%d lines, want 40", lines)
 	}
+	// An id past the newest event of a running job is no place to resume:
+	// its stream would skip the end still to come and never close.
+	slow := submit(t, base, api.JobRequest{Operation: api.OpRun, Hive: "h1", Payload: &api.Run{Command: []string{"sh", "-c", "echo a; sleep 30"}}})
+	first, _, _ := sse(t, context.Background(), base, slow, 0, 2)
+	for _, q := range []string{base, second} {
+		hdr := map[string]string{"Last-Event-ID": strconv.FormatUint(first[len(first)-1].ID+1_000_000, 10)}
+		var e api.ErrorBody
+		if code := doHeaders(t, "GET", q+"/v1/jobs/"+slow+"/stream", nil, hdr, &e); code != 400 || !strings.Contains(e.Error.Message, "past job") {
+			t.Fatalf("resume past the newest event: %d %+v", code, e)
+		}
+	}
+	do(t, "DELETE", base+"/v1/jobs/"+slow, nil, nil)
 	// The second queen serves the same records.
 	var rec api.Job
 	if code := do(t, "GET", second+"/v1/jobs/"+job, nil, &rec); code != 200 || rec.State != api.StateDone {

@@ -178,6 +178,18 @@ func (h *handlers) streamJob(c echo.Context) error {
 		// which would otherwise reconnect after every [DONE] for good.
 		return c.NoContent(http.StatusNoContent)
 	}
+	if after > 0 {
+		// Every id a stream sends is a stored event of its job. Past the
+		// newest, a stream would skip the events still to come, the end
+		// among them, and stay open for good.
+		newest, err := h.Store.LastStreamSeq(ctx, id)
+		if err != nil {
+			return err
+		}
+		if after > newest {
+			return badRequest("Last-Event-ID %d is past job %s's newest event (%d): resume from an id its stream sent", after, id, newest)
+		}
+	}
 	if openAI {
 		return h.OpenAI.Resume(c, j, after)
 	}
