@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -117,6 +119,21 @@ func TestResumeOnSecondQueen(t *testing.T) {
 		if code := doHeaders(t, "GET", q+"/v1/jobs/"+slow+"/stream", nil, hdr, &e); code != 400 || !strings.Contains(e.Error.Message, "past job") {
 			t.Fatalf("resume past the newest event: %d %+v", code, e)
 		}
+	}
+	// follow=false: what is stored now, then the close, the job still
+	// running.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", second+"/v1/jobs/"+slow+"/stream?follow=false", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !strings.Contains(string(body), `"message":"a"`) ||
+		!strings.HasSuffix(string(body), "data: [DONE]\n\n") || strings.Contains(string(body), "event: end") {
+		t.Fatalf("follow=false: %d %v\n%s", resp.StatusCode, err, body)
 	}
 	do(t, "DELETE", base+"/v1/jobs/"+slow, nil, nil)
 	// The second queen serves the same records.

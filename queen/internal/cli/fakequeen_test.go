@@ -260,7 +260,7 @@ func (q *fakeQueen) stream(w http.ResponseWriter, r *http.Request) {
 			sent++
 			last = f.id
 		}
-		if ended {
+		if ended || r.URL.Query().Get("follow") == "false" {
 			_, _ = io.WriteString(w, "data: [DONE]\n\n")
 			return
 		}

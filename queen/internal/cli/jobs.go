@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,14 +19,6 @@ import (
 // maxBodyBytes bounds a --body read from stdin; the queen refuses far
 // smaller bodies anyway.
 const maxBodyBytes = 8 << 20
-
-// replayQuiet is how long `jobs logs` without -f waits for more of a
-// running job's history before it stops. The stream never says "caught up",
-// so a pause in the replay is the only sign; the job itself goes on.
-const (
-	replayQuiet = 300 * time.Millisecond
-	replayFirst = 2 * time.Second
-)
 
 func (a *app) jobsCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -337,31 +328,16 @@ An interrupt stops following; the job goes on.`,
 			if api.Terminal(j.State) {
 				return a.follow(ctx, id, false, r)
 			}
-			return a.replaySoFar(ctx, id, j.State, r)
+			err = a.client.History(ctx, id, r.frame)
+			r.clearBar(true)
+			if err == nil && r.end == nil && !a.json {
+				fmt.Fprintf(a.stderr, "rbee: job %s is %s; these are its events so far (-f follows it)\n", id, j.State)
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the job live until it ends")
 	return cmd
-}
-
-// replaySoFar prints a running job's history until the replay pauses.
-func (a *app) replaySoFar(ctx context.Context, id, state string, r *renderer) error {
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	quiet := time.AfterFunc(replayFirst, stop)
-	defer quiet.Stop()
-	err := a.client.Stream(sctx, id, 0, func(f client.Frame) error {
-		quiet.Reset(replayQuiet)
-		return r.frame(f)
-	})
-	r.clearBar(true)
-	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
-		if !a.json {
-			fmt.Fprintf(a.stderr, "rbee: job %s is %s; showing its events so far (-f follows it)\n", id, state)
-		}
-		return nil
-	}
-	return err
 }
 
 func (a *app) jobsCancelCommand() *cobra.Command {

@@ -40,7 +40,17 @@ func (e callbackError) Error() string { return e.err.Error() }
 // returns unchanged. A connection that breaks after the end event but
 // before [DONE] counts as finished: nothing can follow the end.
 func (c *Client) Stream(ctx context.Context, jobID string, lastEventID uint64, fn func(Frame) error) error {
-	s := &streamState{last: lastEventID}
+	return c.stream(ctx, jobID, &streamState{last: lastEventID}, fn)
+}
+
+// History is Stream for a look at a job so far: the events the queen has
+// stored when it answers, whether or not the job has ended
+// (?follow=false).
+func (c *Client) History(ctx context.Context, jobID string, fn func(Frame) error) error {
+	return c.stream(ctx, jobID, &streamState{history: true}, fn)
+}
+
+func (c *Client) stream(ctx context.Context, jobID string, s *streamState, fn func(Frame) error) error {
 	wait := c.MinBackoff
 	for attempt := 1; ; attempt++ {
 		delivered, err := c.streamOnce(ctx, jobID, s, fn)
@@ -81,8 +91,9 @@ func (c *Client) Stream(ctx context.Context, jobID string, lastEventID uint64, f
 
 // streamState is what survives from one connection to the next.
 type streamState struct {
-	last   uint64 // id of the last event handed to fn
-	sawEnd bool
+	last    uint64 // id of the last event handed to fn
+	sawEnd  bool
+	history bool // only what is stored: follow=false
 }
 
 // streamOnce reads one connection. It returns nil after [DONE], a permanent
@@ -102,6 +113,9 @@ func (c *Client) streamOnce(ctx context.Context, jobID string, s *streamState, f
 	}
 
 	path := "/v1/jobs/" + url.PathEscape(jobID) + "/stream"
+	if s.history {
+		path += "?follow=false"
+	}
 	req, err := http.NewRequestWithContext(connCtx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return false, permanent{fmt.Errorf("stream job %s: %w", jobID, err)}

@@ -146,7 +146,7 @@ func (h *handlers) cancelJob(c echo.Context) error {
 
 // streamJob relays a job's narration as SSE. Last-Event-ID (or the
 // last_event_id query parameter, for clients that cannot set headers)
-// resumes after that event.
+// resumes after that event; follow=false sends only what is stored now.
 func (h *handlers) streamJob(c echo.Context) error {
 	id := c.Param("id")
 	if !bus.ValidToken(id) {
@@ -160,6 +160,14 @@ func (h *handlers) streamJob(c echo.Context) error {
 	j, err := h.owned(c, id)
 	if err != nil {
 		return err
+	}
+	follow := true
+	switch c.QueryParam("follow") {
+	case "", "true":
+	case "false":
+		follow = false
+	default:
+		return badRequest("follow must be true or false, not %q", clip(c.QueryParam("follow")))
 	}
 	openAI := false
 	switch c.QueryParam("format") {
@@ -191,6 +199,9 @@ func (h *handlers) streamJob(c echo.Context) error {
 		}
 	}
 	if openAI {
+		if !follow {
+			return badRequest("follow=false is for the narration format, not format=openai")
+		}
 		return h.OpenAI.Resume(c, j, after)
 	}
 	hdr := c.Response().Header()
@@ -198,7 +209,7 @@ func (h *handlers) streamJob(c echo.Context) error {
 	hdr.Set(echo.HeaderCacheControl, "no-cache")
 	hdr.Set(echo.HeaderConnection, "keep-alive")
 	hdr.Set("X-Accel-Buffering", "no")
-	if h.takeOverStream(c, id, after) {
+	if follow && h.takeOverStream(c, id, after) {
 		return nil
 	}
 	c.Response().WriteHeader(http.StatusOK)
@@ -210,6 +221,12 @@ func (h *handlers) streamJob(c echo.Context) error {
 		return nil
 	}
 	if err := w.Flush(); err != nil {
+		return nil
+	}
+	if !follow {
+		if err := h.Hub.History(ctx, w, id, after); err != nil && ctx.Err() == nil {
+			h.Log.Warn("history read failed", "job_id", id, "err", err)
+		}
 		return nil
 	}
 	if err := h.Hub.Stream(ctx, w, id, after, h.Heartbeat); err != nil && ctx.Err() == nil {

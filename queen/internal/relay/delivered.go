@@ -10,6 +10,29 @@ import (
 	"rbee.dev/shared/bus"
 )
 
+// History sends job's stored narration after stream sequence after, up to
+// the newest event stored when it begins, then the closing line, whether
+// or not the job has ended: a look at a job so far, for a client that
+// does not follow it.
+func (h *Hub) History(ctx context.Context, w Sink, job string, after uint64) error {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	fw, err := h.fenceAt(ctx, w, job, after)
+	if err != nil {
+		return err
+	}
+	if _, err := h.replay(ctx, fw, job, &after); err != nil {
+		return err
+	}
+	if err := fw.Done(); err != nil {
+		return err
+	}
+	return fw.Flush()
+}
+
 // Delivered is what the clients of an inference were sent before its
 // attempt `attempt`: the chunks of earlier attempts that the fence let
 // through, read from the stored narration exactly as a client's stream
