@@ -1,5 +1,7 @@
 package api
 
+import "encoding/json"
+
 // Error codes of the JSON error shape {"error": {"code", "message"}}.
 const (
 	CodeBadRequest      = "bad_request"
@@ -29,7 +31,15 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
-	// Type is set on the OpenAI-compatible routes, whose clients expect
-	// OpenAI's error shape: invalid_request_error or server_error.
-	Type string `json:"type,omitempty"`
+	// Type and Param are set on the OpenAI-compatible routes, whose
+	// clients expect OpenAI's error shape (OpenAIError): the kind of error,
+	// invalid_request_error or server_error, and the request field at
+	// fault, null when none is named.
+	Type  string          `json:"type,omitempty"`
+	Param json.RawMessage `json:"param,omitempty"`
+}
+
+// OpenAIError is the error shape of the OpenAI-compatible routes.
+func OpenAIError(typ, code, msg string) ErrorBody {
+	return ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Type: typ, Param: json.RawMessage("null")}}
 }

@@ -3,6 +3,9 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -186,6 +189,39 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+}
+
+// UnmarshalJSON reads the counts a worker sent leniently and never fails:
+// a count that is no whole number (1.5, "7", 1e400) is read as the nearest
+// one, and a count below zero or no number at all as none. A worker's
+// garbled count must not lose the rest of its answer (its finish reason is
+// read beside it), and no count may run a counter backwards.
+func (u *Usage) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Prompt     tokenCount `json:"prompt_tokens"`
+		Completion tokenCount `json:"completion_tokens"`
+		Total      tokenCount `json:"total_tokens"`
+	}
+	if json.Unmarshal(b, &raw) != nil {
+		raw.Prompt, raw.Completion, raw.Total = 0, 0, 0
+	}
+	*u = Usage{PromptTokens: int(raw.Prompt), CompletionTokens: int(raw.Completion), TotalTokens: int(raw.Total)}
+	return nil
+}
+
+// tokenCount is one count of a Usage as UnmarshalJSON reads it.
+type tokenCount int
+
+// maxTokenCount bounds one count: more than any context holds.
+const maxTokenCount = math.MaxInt32
+
+func (t *tokenCount) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(strings.Trim(string(b), `"`), 64)
+	*t = 0
+	if (err == nil || errors.Is(err, strconv.ErrRange)) && f > 0 {
+		*t = tokenCount(math.Round(min(f, maxTokenCount)))
+	}
+	return nil
 }
 
 // QueueList is the answer to GET /v1/queue: each model's inference

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 
@@ -136,5 +137,29 @@ func TestRawBodyKeepsBytes(t *testing.T) {
 	var in api.Infer
 	if err := json.Unmarshal([]byte(`{"body": {"a": 1} }`), &in); err != nil || string(in.Body) != `{"a": 1}` {
 		t.Errorf("object body read as %q, %v", in.Body, err)
+	}
+}
+
+// A worker's counts are read so that none is below zero and a garbled one
+// loses nothing else: the queen adds them to counters that cannot go back.
+func TestUsageReadsLeniently(t *testing.T) {
+	for body, want := range map[string]api.Usage{
+		`{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}`:          {PromptTokens: 3, CompletionTokens: 5, TotalTokens: 8},
+		`{"prompt_tokens":-1000,"completion_tokens":5}`:                       {CompletionTokens: 5},
+		`{"prompt_tokens":1.6,"completion_tokens":"7","total_tokens":null}`:   {PromptTokens: 2, CompletionTokens: 7},
+		`{"prompt_tokens":1e400,"completion_tokens":12345678901234567890}`:    {PromptTokens: math.MaxInt32, CompletionTokens: math.MaxInt32},
+		`{"prompt_tokens":"NaN","completion_tokens":true,"total_tokens":[1]}`: {},
+		`5`: {},
+	} {
+		var res struct {
+			FinishReason string    `json:"finish_reason"`
+			Usage        api.Usage `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(`{"usage":`+body+`,"finish_reason":"stop"}`), &res); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if res.Usage != want || res.FinishReason != "stop" {
+			t.Errorf("%s: %+v %q, want %+v and the finish reason", body, res.Usage, res.FinishReason, want)
+		}
 	}
 }

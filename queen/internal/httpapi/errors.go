@@ -118,10 +118,11 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		}
 		body := api.ErrorBody{Error: api.ErrorDetail{Code: ae.code, Message: ae.msg}}
 		if openAIRoute(c.Request().URL.Path) {
-			body.Error.Type = "invalid_request_error"
+			typ := "invalid_request_error"
 			if ae.status >= 500 {
-				body.Error.Type = "server_error"
+				typ = "server_error"
 			}
+			body = api.OpenAIError(typ, ae.code, ae.msg)
 		}
 		_ = c.JSON(ae.status, body)
 	}

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 
 	"github.com/labstack/echo/v4"
+
+	"rbee.dev/shared/api"
 )
 
 // request is the part of a client's body the queen reads; the body itself
@@ -26,25 +28,12 @@ type request struct {
 	Download string `json:"download"`
 }
 
-// errorBody is OpenAI's error shape.
-type errorBody struct {
-	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    string `json:"code"`
-	} `json:"error"`
-}
-
 // fail answers with OpenAI's error shape.
 func fail(c echo.Context, status int, typ, code, msg string) error {
-	var b errorBody
-	b.Error.Message, b.Error.Type, b.Error.Code = msg, typ, code
-	return c.JSON(status, b)
+	return c.JSON(status, api.OpenAIError(typ, code, msg))
 }
 
 func failJSON(status int, typ, code, msg string) []byte {
-	var b errorBody
-	b.Error.Message, b.Error.Type, b.Error.Code = msg, typ, code
-	data, _ := json.Marshal(b)
+	data, _ := json.Marshal(api.OpenAIError(typ, code, msg))
 	return data
 }
