@@ -363,49 +363,80 @@ func legacyBody(req *api.Infer, model string) (string, []byte, error) {
 	return path, data, err
 }
 
-// relayStream narrates each SSE data payload of a worker's stream as a
-// chunk event, byte for byte (but for d's edits when it continues another
-// worker's answer), with the text it adds as the message.
+// relayStream narrates the data of each SSE event of a worker's stream as
+// a chunk event, byte for byte (but for d's edits when it continues another
+// worker's answer), with the text it adds as the message. An event's data
+// is its data lines joined by newlines, as the SSE standard reads them;
+// its other fields and comments go no further.
 func (j *job) relayStream(body io.Reader, worker string, res *api.InferResult, d *delivery) error {
 	br := bufio.NewReaderSize(body, 64<<10)
+	var data []byte // the data of the event being read
+	inEvent := false
 	for {
 		line, err := readLine(br)
-		if err != nil {
+		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+			if inEvent && errors.Is(err, io.EOF) && string(data) == api.SSEDone {
+				return nil // [DONE] and then the close, without a blank line
+			}
 			if j.ctx.Err() != nil {
 				return j.ctx.Err()
 			}
 			return &brokeError{worker: worker, err: err, stream: true}
 		}
-		payload, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r\n"), []byte("data:"))
-		if !ok {
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) > 0 {
+			if p, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				if inEvent {
+					data = append(data, '\n')
+				}
+				data, inEvent = append(data, bytes.TrimPrefix(p, []byte(" "))...), true
+				if len(data) > api.MaxInferBody*8 {
+					return &brokeError{worker: worker, err: errors.New("an event over 8 MiB"), stream: true}
+				}
+			}
+			if err == nil {
+				continue
+			}
+		}
+		// A blank line, or the close, ends the event.
+		if !inEvent {
 			continue
 		}
-		payload = bytes.TrimPrefix(payload, []byte(" "))
+		payload := data
+		data, inEvent = nil, false
 		if string(payload) == api.SSEDone {
 			return nil
 		}
-		// The payload goes on as it is; what the hive cannot read only
-		// goes uncounted.
-		var c chunk
-		_ = json.Unmarshal(payload, &c)
-		text := clientText(&c)
-		payload, ok = d.edit(payload, &c, text)
-		if !ok {
-			continue
-		}
-		if c.Usage != nil {
-			res.Usage = *c.Usage
-		}
-		for _, ch := range c.Choices {
-			if ch.FinishReason != "" {
-				res.FinishReason = ch.FinishReason
-			}
-		}
-		if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Message: text, Data: string(payload)}); err != nil {
+		if err := j.relayChunk(payload, res, d); err != nil {
 			return err
 		}
-		d.sent(&c, text)
 	}
+}
+
+// relayChunk narrates one event's data of a worker's stream.
+func (j *job) relayChunk(payload []byte, res *api.InferResult, d *delivery) error {
+	// The payload goes on as it is; what the hive cannot read only goes
+	// uncounted.
+	var c chunk
+	_ = json.Unmarshal(payload, &c)
+	text := clientText(&c)
+	payload, ok := d.edit(payload, &c, text)
+	if !ok {
+		return nil
+	}
+	if c.Usage != nil {
+		res.Usage = *c.Usage
+	}
+	for _, ch := range c.Choices {
+		if ch.FinishReason != "" {
+			res.FinishReason = ch.FinishReason
+		}
+	}
+	if err := j.p.Emit(api.Event{Actor: "infer", Action: api.ActionChunk, Message: text, Data: string(payload)}); err != nil {
+		return err
+	}
+	d.sent(&c, text)
+	return nil
 }
 
 // readLine reads one line of any length up to the event limit.

@@ -266,8 +266,9 @@ func (st *stream) send(v any) error {
 	return st.raw(string(b))
 }
 
+// raw sends one event; data of several lines goes as several data lines.
 func (st *stream) raw(data string) error {
-	if _, err := fmt.Fprintf(st.w, "data: %s\n\n", data); err != nil {
+	if _, err := fmt.Fprintf(st.w, "data: %s\n\n", strings.ReplaceAll(data, "\n", "\ndata: ")); err != nil {
 		return err
 	}
 	return st.rc.Flush()

@@ -42,7 +42,8 @@ var cannedChunks = []string{
 	chunkHead + `"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_2","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}`,
 	chunkHead + `"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]}`,
 	chunkHead + `"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]},"finish_reason":null}]}`,
-	chunkHead + `"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"timings":{"predicted_n":3}}`,
+	// An event whose data is two lines, which SSE readers join.
+	chunkHead + "\n" + `"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"timings":{"predicted_n":3}}`,
 	chunkHead + `"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`,
 }
 
@@ -268,7 +269,8 @@ func TestOpenAIPassThrough(t *testing.T) {
 	}
 	var wantSSE strings.Builder
 	for _, c := range cannedChunks {
-		fmt.Fprintf(&wantSSE, "data: %s\n\n", strings.Replace(c, `"model":"demo"`, `"model":"gpt-4o-mini"`, 1))
+		c = strings.Replace(c, `"model":"demo"`, `"model":"gpt-4o-mini"`, 1)
+		fmt.Fprintf(&wantSSE, "data: %s\n\n", strings.ReplaceAll(c, "\n", "\ndata: "))
 	}
 	wantSSE.WriteString("data: [DONE]\n\n")
 	status, ctype, body = post(t, base+"/v1/chat/completions",

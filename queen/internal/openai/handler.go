@@ -410,10 +410,11 @@ func (s *sink) chunk(id uint64, event []byte) error {
 		s.first = time.Now()
 	}
 	payload := []byte(data.Str)
-	if bytes.ContainsAny(payload, "\r\n") {
-		// The hive splits a worker's stream by line: a payload that spans
-		// lines could add SSE fields, an id say, to the client's stream.
-		return errors.New("chunk event: payload spans lines")
+	if bytes.IndexByte(payload, '\r') >= 0 {
+		// The hive reads a worker's event's data lines without their
+		// ends: a CR, which ends an SSE line too, could add fields, an id
+		// say, to the client's stream.
+		return errors.New("chunk event: payload holds a carriage return")
 	}
 	if s.dropUsage && usageOnly(payload) {
 		return nil
@@ -426,8 +427,12 @@ func (s *sink) chunk(id uint64, event []byte) error {
 	// OpenAI's clients ignore it.
 	s.w.WriteString("id: ")
 	s.w.WriteString(strconv.FormatUint(id, 10))
-	s.w.WriteString("\ndata: ")
-	s.w.Write(payload)
+	// Data of several lines, as the worker sent it, goes as several data
+	// lines, which the client joins again.
+	for line := range bytes.SplitSeq(payload, []byte("\n")) {
+		s.w.WriteString("\ndata: ")
+		s.w.Write(line)
+	}
 	_, err := s.w.WriteString("\n\n")
 	return err
 }
