@@ -13,8 +13,8 @@ import (
 
 // A burst of jobs is placed by what the queen has just sent each hive, not
 // by heartbeats that do not know of it yet: spread alternates, binpack
-// fills one hive's free slots before the next; a hive's next heartbeat
-// says what it really holds and the count starts again.
+// fills one hive's free slots before the next. A hive's free slots are
+// what its heartbeat says or what the jobs placed on it leave, the fewer.
 func TestPlacementCountsWhatItSent(t *testing.T) {
 	beat := time.Unix(1, 0)
 	for _, c := range []struct {
@@ -44,7 +44,7 @@ func TestPlacementCountsWhatItSent(t *testing.T) {
 	}
 	p.PutHive(t, api.Hive{ID: "a", Slots: 4, SlotsFree: 4, HeartbeatAt: time.Unix(2, 0)})
 	if to := create(t, p, api.JobRequest{Operation: api.OpHiveCheck}); to != "a" {
-		t.Fatalf("placed on %s, want a: its new heartbeat says it is empty", to)
+		t.Fatalf("placed on %s, want a: 3 slots free against b's 1", to)
 	}
 }
 

@@ -241,6 +241,13 @@ func (s *Service) reap(ctx context.Context) time.Time {
 				continue
 			}
 			e = api.Event{State: api.StateFailed, Error: "worker lost", Message: fmt.Sprintf("the worker of the generation on hive %s broke and no other worker could continue it", j.Hive)}
+		case now.After(j.DeadlineAt) && j.State == api.StateDispatched && s.neverBegun(ctx, j):
+			// Still on its hive's work queue: taken out, it ends now, not
+			// after the grace a running job's hive has to end it.
+			if j.DispatchSeq > 0 {
+				_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
+			}
+			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: fmt.Sprintf("the job waited for a slot of hive %s past its deadline", j.Hive)}
 		case now.After(j.DeadlineAt.Add(s.Grace)):
 			e = api.Event{State: api.StateFailed, Error: "deadline exceeded", Message: "the job ran past its deadline and its hive did not end it"}
 		case j.State == api.StateQueued && j.Hive != "" && j.DispatchSeq == 0 && now.Sub(placedAt(j)) > lostDispatchAfter:
@@ -265,7 +272,6 @@ func (s *Service) reap(ctx context.Context) time.Time {
 // first. Jobs that need the same kind of hive share one answer, so a long
 // queue that no live hive can serve costs nothing per tick.
 func (s *Service) placeWaiting(ctx context.Context) {
-	s.forgetGone()
 	for _, req := range s.v.WaitingNeeds() {
 		infer := req.Operation == api.OpInfer
 		if _, err := s.pick(req); err != nil && !infer {
@@ -545,7 +551,10 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 	}
 	infer := j.Operation == api.OpInfer
 	to, err := s.place(j.Request, j.Hive)
-	if err != nil && !(infer && errors.Is(err, errBusy) && (j.Request.Queue == nil || *j.Request.Queue)) {
+	// With no hive to take it now, it waits in the queue as a new job
+	// would: for a worker's place, or for any hive.
+	mayWait := j.Request.Queue == nil || *j.Request.Queue
+	if err != nil && !(mayWait && errors.Is(err, ErrNoCapableHive) && (!infer || errors.Is(err, errBusy))) {
 		return false
 	}
 	// What the lost hive stores before the event that moves the job stays
@@ -579,6 +588,9 @@ func (s *Service) replace(ctx context.Context, j api.Job, why string) bool {
 		_ = s.st.RemoveDispatch(ctx, j.DispatchSeq)
 	}
 	action, msg := "replaced", fmt.Sprintf("%s; job re-placed on hive %s (attempt %d of %d)", why, to, rec.Attempt, maxAttempts)
+	if to == "" {
+		msg = fmt.Sprintf("%s; job waits in the queue for another hive (attempt %d of %d)", why, rec.Attempt, maxAttempts)
+	}
 	if infer {
 		action = "moved"
 		msg = fmt.Sprintf("%s; the generation moves to hive %s and continues from what its client has (attempt %d of %d)", why, to, rec.Attempt, maxAttempts)
@@ -625,7 +637,7 @@ func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
 }
 
 // movable reports whether a job may run again elsewhere: its operation is
-// retryable, or it is a generation that can continue from what its client
+// retryable, or its hive never began it, or it is a generation that can continue from what its client
 // has (api.ContinueRefusal), or one that may not but whose client has the
 // whole answer (api.Continuation.Whole), so that only the end of its
 // stream is missing.
@@ -635,7 +647,8 @@ func (s *Service) movable(ctx context.Context, j api.Job) (bool, error) {
 	}
 	in, ok := j.Request.Payload.(*api.Infer)
 	if !ok || j.Operation != api.OpInfer {
-		return false, nil
+		// One its hive never began runs nowhere yet.
+		return j.State != api.StateRunning && s.neverBegun(ctx, j), nil
 	}
 	if api.ContinueRefusal(in) == nil {
 		return true, nil
@@ -645,6 +658,18 @@ func (s *Service) movable(ctx context.Context, j api.Job) (bool, error) {
 	}
 	c, err := s.Delivered(ctx, j.JobID, j.Attempt+1)
 	return c.Whole(in), err
+}
+
+// neverBegun reports whether j's hive has not begun it: a hive stores a
+// job's start before the work, and writes nothing of the job before that.
+// A job the hive takes from its queue after this finds its end and skips
+// it.
+func (s *Service) neverBegun(ctx context.Context, j api.Job) bool {
+	if j.StartedAt != nil {
+		return false
+	}
+	wrote, err := s.st.Wrote(ctx, j.JobID, j.Hive)
+	return err == nil && !wrote
 }
 
 // yielded reports whether j's hive handed the job's attempt back: its

@@ -51,27 +51,31 @@ func (s *Service) reserve(req api.JobRequest, except string) (api.Hive, func(), 
 	if err != nil {
 		return h, nil, err
 	}
-	s.count(h, req.Operation)
-	model := req.Model()
-	if req.Operation != api.OpInfer || model == "" {
-		return h, func() {}, nil
-	}
-	k := h.ID + "\x00" + model
 	if s.placing == nil {
-		s.placing, s.placingOn = map[string]int{}, map[string]int{}
+		s.placing, s.placingOn, s.placingJobs = map[string]int{}, map[string]int{}, map[string]int{}
 	}
-	s.placing[k]++
-	s.placingOn[h.ID]++
+	held := []placingKey{{s.placingJobs, h.ID}}
+	if model := req.Model(); req.Operation == api.OpInfer {
+		held = []placingKey{{s.placing, h.ID + "\x00" + model}, {s.placingOn, h.ID}}
+	}
+	for _, p := range held {
+		p.m[p.k]++
+	}
 	return h, func() {
 		s.sentMu.Lock()
 		defer s.sentMu.Unlock()
-		if s.placing[k]--; s.placing[k] <= 0 {
-			delete(s.placing, k)
-		}
-		if s.placingOn[h.ID]--; s.placingOn[h.ID] <= 0 {
-			delete(s.placingOn, h.ID)
+		for _, p := range held {
+			if p.m[p.k]--; p.m[p.k] <= 0 {
+				delete(p.m, p.k)
+			}
 		}
 	}, nil
+}
+
+// placingKey is one count a reservation holds.
+type placingKey struct {
+	m map[string]int
+	k string
 }
 
 // errBusy marks noRoom's answer when ready workers serve the model but

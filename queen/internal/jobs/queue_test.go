@@ -242,8 +242,9 @@ func TestInferQueueDepth(t *testing.T) {
 }
 
 // Jobs that wait for a label no hive carries are all placed, each once, on
-// its first attempt, when a hive carrying it joins: the reaper places
-// several at a time (placeParallel) and stops at none of them.
+// its first attempt, when a hive carrying it, with room for them all,
+// joins: the reaper places several at a time (placeParallel) and stops at
+// none of them.
 func TestWaitingJobsPlacedWhenAHiveJoins(t *testing.T) {
 	p := queentest.New(t)
 	svc, v := p.Jobs, p.View
@@ -263,7 +264,7 @@ func TestWaitingJobsPlacedWhenAHiveJoins(t *testing.T) {
 		ids = append(ids, j.JobID)
 	}
 	go func() { _ = svc.RunReaper(ctx) }()
-	p.PutHive(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, Labels: map[string]string{"pool": "later"}, HeartbeatAt: time.Now()})
+	p.PutHive(t, api.Hive{ID: "h1", Slots: n / 2, SlotsFree: n / 2, Labels: map[string]string{"pool": "later"}, HeartbeatAt: time.Now()})
 	testkit.WaitFor(t, 30*time.Second, "every waiting job placed", func() bool {
 		for _, id := range ids {
 			if j, ok := v.Job(id); !ok || j.State != api.StateDispatched {
@@ -400,4 +401,104 @@ func TestLostDispatchTimedFromPlacement(t *testing.T) {
 			t.Errorf("%s: the queen's newest event is %d (%v), want %d: no second move", l.name, seq, err, l.wantNextSeq-1)
 		}
 	}
+}
+
+// A hive that joins a backlog takes what its slots run and as many again
+// to wait on its work queue; the rest stay in the cluster's queue, where a
+// hive that joins later finds its share, and go out as jobs end.
+func TestBacklogStaysInTheQueue(t *testing.T) {
+	p := queentest.New(t)
+	svc, v := p.Jobs, p.View
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := map[string]string{"pool": "later"}
+	const n = 30
+	ids := make([]string, 0, n)
+	for range n {
+		j, _, err := svc.Create(ctx, api.JobRequest{Operation: api.OpHiveCheck, Labels: pool}, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.JobID)
+	}
+	go func() { _ = svc.RunReaper(ctx) }()
+	go func() { _ = svc.RunApplier(ctx) }()
+	on := func(hive string) (open, all []string) {
+		for _, id := range ids {
+			if j, _ := v.Job(id); j.Hive == hive {
+				all = append(all, id)
+				if !api.Terminal(j.State) {
+					open = append(open, id)
+				}
+			}
+		}
+		return open, all
+	}
+	p.PutHive(t, api.Hive{ID: "h1", Slots: 4, SlotsFree: 4, Labels: pool, HeartbeatAt: time.Now()})
+	testkit.WaitFor(t, 10*time.Second, "h1 holds 8", func() bool { open, _ := on("h1"); return len(open) == 8 })
+	time.Sleep(1500 * time.Millisecond) // a reaper pass, and more
+	if open, all := on("h1"); len(open) != 8 || len(all) != 8 {
+		t.Fatalf("h1 holds %d jobs (%d placed in all), want its 4 slots and 4 waiting", len(open), len(all))
+	}
+	if waiting := v.Queued(api.JobRequest{Operation: api.OpHiveCheck, Labels: pool}); waiting != n-8 {
+		t.Fatalf("%d jobs wait in the queue, want %d", waiting, n-8)
+	}
+	p.PutHive(t, api.Hive{ID: "h2", Slots: 2, SlotsFree: 2, Labels: pool, HeartbeatAt: time.Now()})
+	testkit.WaitFor(t, 10*time.Second, "h2 holds 4", func() bool { open, _ := on("h2"); return len(open) == 4 })
+	open, _ := on("h1")
+	for _, id := range open[:3] {
+		if _, err := svc.Cancel(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "3 more on h1", func() bool { open, all := on("h1"); return len(open) == 8 && len(all) == 11 })
+	if open, all := on("h2"); len(open) != 4 || len(all) != 4 {
+		t.Fatalf("h2 holds %d jobs (%d in all), want 4", len(open), len(all))
+	}
+}
+
+// A job waiting on its hive's work queue that the hive never began: when
+// the hive is lost it waits in the cluster's queue again, as a new job
+// would, whatever its operation, rather than failing; past its deadline it
+// ends within a reaper pass, not after the grace a running job's hive has.
+func TestJobsAHiveNeverBegan(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1, AllowRun: true, HeartbeatAt: time.Now()})
+	svc, v := p.Jobs, p.View
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run := api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}}
+	first, _, err := svc.Create(ctx, run, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := run
+	short.TimeoutS = 1
+	second, _, err := svc.Create(ctx, short, "", "")
+	if err != nil || first.Hive != "h1" || second.Hive != "h1" {
+		t.Fatalf("placed on %q and %q (%v), want both on h1: one runs, one waits there", first.Hive, second.Hive, err)
+	}
+	go func() { _ = svc.RunReaper(ctx) }()
+	go func() { _ = svc.RunApplier(ctx) }()
+	testkit.WaitFor(t, 5*time.Second, "the second job's end", func() bool { j, _ := v.Job(second.JobID); return api.Terminal(j.State) })
+	if j, _ := v.Job(second.JobID); j.State != api.StateFailed || j.FinishedAt.Sub(j.DeadlineAt) > 1500*time.Millisecond {
+		t.Fatalf("the job that waited past its deadline: %s at %s, deadline %s", j.State, j.FinishedAt, j.DeadlineAt)
+	}
+
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bus.HivesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the run job back in the queue", func() bool {
+		j, _ := v.Job(first.JobID)
+		return j.State == api.StateQueued && j.Hive == "" && j.Attempt == 2
+	})
+	p.PutHive(t, api.Hive{ID: "h2", Slots: 1, SlotsFree: 1, AllowRun: true, HeartbeatAt: time.Now()})
+	testkit.WaitFor(t, 10*time.Second, "the run job on h2", func() bool { j, _ := v.Job(first.JobID); return j.Hive == "h2" })
 }

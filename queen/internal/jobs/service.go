@@ -51,15 +51,12 @@ type Service struct {
 	// ErrQueueFull. 0 is no bound.
 	InferQueueDepth int
 
-	// sent counts, per hive, the jobs this queen placed there since the
-	// heartbeat it placed them against: a burst of jobs must not all go
-	// to the hive whose last heartbeat looked emptiest.
-	sentMu sync.Mutex
-	sent   map[string]sentSince
 	// placing counts, by hive and model, the inferences this queen has
 	// chosen a hive for whose records are not in the view's load yet;
-	// placingOn the same by hive.
-	placing, placingOn map[string]int
+	// placingOn the same by hive, and placingJobs the other jobs by hive:
+	// a burst of jobs must not all go to the hive that looked emptiest.
+	sentMu                          sync.Mutex
+	placing, placingOn, placingJobs map[string]int
 	// pending holds, by job, the dispatch records Create still writes in
 	// the background (recordDispatchLater); each channel is closed once
 	// its write is done.
@@ -80,12 +77,6 @@ type Service struct {
 	// Expect, when set, is told of each job before its first event is
 	// stored (relay.Hub.Expect): whoever created it most likely follows it.
 	Expect func(job string)
-}
-
-// sentSince is what a queen placed on a hive since one of its heartbeats.
-type sentSince struct {
-	beat      time.Time
-	jobs, inf int
 }
 
 // New makes a service.
@@ -130,20 +121,24 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	hive, waiting := "", ""
 	release := func() {}
 	defer func() { release() }()
-	ahead := -1 // waiting jobs ahead in the job's own queue, -1: not counted
-	if req.Operation == api.OpInfer {
+	ahead := 0 // waiting jobs ahead in the job's own queue
+	if !spec.OnQueen {
 		ahead = s.v.Queued(req)
 	}
-	if s.InferQueueDepth > 0 && ahead >= s.InferQueueDepth {
+	if req.Operation == api.OpInfer && s.InferQueueDepth > 0 && ahead >= s.InferQueueDepth {
 		return api.Job{}, false, queueFull(ahead, req.Model())
+	}
+	aheadText := fmt.Sprintf("%d jobs that need the same of a hive wait ahead", ahead)
+	if req.Operation == api.OpInfer {
+		aheadText = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
 	}
 	if ahead > 0 && req.Queue != nil && !*req.Queue {
 		// Asking not to wait does not put a request ahead of those who do.
-		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s wait ahead", ErrNoCapableHive, ahead, req.Model())
+		return api.Job{}, false, fmt.Errorf("%w: %s", ErrNoCapableHive, aheadText)
 	}
 	if ahead > 0 {
 		// First come, first served: a free place goes to those waiting.
-		waiting = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
+		waiting = aheadText
 		defer s.wake()
 	} else if !spec.OnQueen {
 		h, rel, err := s.reserve(req, "")
@@ -201,11 +196,7 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	case hive != "":
 		msg = fmt.Sprintf("job created: %s placed on hive %s", j.Operation, hive)
 	case waiting != "":
-		pos := ahead + 1
-		if ahead < 0 {
-			pos = s.queuePosition(j.JobID)
-		}
-		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, pos, waiting)
+		msg = fmt.Sprintf("job created: %s waits in the queue at position %d: %s", j.Operation, ahead+1, waiting)
 	}
 	// The record and the story's first event go to different streams and
 	// neither waits for the other: two round trips at once. This queen's
@@ -440,11 +431,6 @@ func (s *Service) abandon(id string, cause error) {
 	})
 }
 
-// queuePosition is the place of a job that was just created in the
-// queue of jobs waiting for a hive: every one this queen knows of is
-// ahead of it, since job ids grow with time.
-func (s *Service) queuePosition(id string) int { return s.v.Waiting(id) + 1 }
-
 // place picks a hive: the pinned one if live, else, among the live hives
 // but except that can run the operation, the one the placement policy
 // prefers.
@@ -480,27 +466,39 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		if !ok {
 			return api.Hive{}, fmt.Errorf("%w: hive %s is not online", ErrNoCapableHive, req.Hive)
 		}
-		// A pinned hive without a worker for the model says so itself.
-		if serves, free := s.room(&h, model, load); model != "" && serves && !free {
-			return api.Hive{}, noRoom(model, true)
+		// A pinned hive without a worker for the model, or a slot, says
+		// so itself.
+		if model != "" {
+			if serves, free := s.room(&h, model, load); serves && !free {
+				return api.Hive{}, noRoom(model, true)
+			}
+		} else if !s.loaded(&h, s.v.JobLoad(h.ID)) {
+			return api.Hive{}, noSlot(true)
 		}
 		return h, nil
 	}
 	var best api.Hive
-	found, live, serving := false, false, false
-	s.v.EachHive(func(h *api.Hive) {
+	found, live, fitting := false, false, false
+	s.v.EachHiveLoaded(func(h *api.Hive, jobs int) {
 		live = true
 		if h.ID == except || !fits(h, req) {
 			return
 		}
+		fitting = true
+		c := *h
 		if model != "" {
 			serves, free := s.room(h, model, load)
-			serving = serving || serves
+			fitting = serves
 			if !free {
 				return
 			}
+			// The heartbeat's count, or the view's with what this queen
+			// is placing, whichever is newer news: the larger.
+			c.InferRunning = max(h.InferRunning, load.All[h.ID]+s.placingOn[h.ID])
+		} else if !s.loaded(&c, jobs) {
+			return
 		}
-		if c := s.adjusted(*h); !found || s.better(c, best, req) {
+		if !found || s.better(c, best, req) {
 			best, found = c, true
 		}
 	})
@@ -508,37 +506,37 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 	case found:
 		return best, nil
 	case model != "" && live:
-		return api.Hive{}, noRoom(model, serving)
+		return api.Hive{}, noRoom(model, fitting)
+	case fitting:
+		return api.Hive{}, noSlot(false)
 	}
 	return api.Hive{}, noHive(live)
 }
 
-// adjusted is h less what this queen placed on it since that heartbeat.
-// The caller holds sentMu.
-func (s *Service) adjusted(h api.Hive) api.Hive {
-	if t, ok := s.sent[h.ID]; ok && t.beat.Equal(h.HeartbeatAt) {
-		h.SlotsFree -= t.jobs
-		h.InferRunning += t.inf
-	}
-	return h
+// waitOnHive is how many jobs, beyond one for each of its slots, a hive
+// may hold waiting on its work queue, per slot: enough that a slot that
+// frees starts the next job at once, without waiting for a queen, and few
+// enough that a backlog stays in the cluster's queue, for every hive that
+// joins, rather than going whole to the first that comes.
+const waitOnHive = 1
+
+// loaded counts on h the jobs placed there (jobs, the view's count, and
+// those this queen is placing there now) and reports whether it may take
+// one more: its slots, and waitOnHive more per slot, are not all taken.
+// Its free slots become what its heartbeat said or what those jobs leave,
+// whichever is fewer. The caller holds sentMu.
+func (s *Service) loaded(h *api.Hive, jobs int) bool {
+	open := jobs + s.placingJobs[h.ID]
+	h.SlotsFree = max(min(h.SlotsFree, h.Slots-open), 0)
+	return open < max(h.Slots, 1)*(1+waitOnHive)
 }
 
-// count notes a job of operation op placed on h, until h's next
-// heartbeat. The caller holds sentMu.
-func (s *Service) count(h api.Hive, op string) {
-	t := s.sent[h.ID]
-	if !t.beat.Equal(h.HeartbeatAt) {
-		t = sentSince{beat: h.HeartbeatAt}
+// noSlot says that the hives that could take a job have no slot free.
+func noSlot(pinned bool) error {
+	if pinned {
+		return fmt.Errorf("%w: the hive %w: its slots and its queue are full", ErrNoCapableHive, errBusy)
 	}
-	if op == api.OpInfer && h.InferSlots > 0 {
-		t.inf++
-	} else {
-		t.jobs++
-	}
-	if s.sent == nil {
-		s.sent = map[string]sentSince{}
-	}
-	s.sent[h.ID] = t
+	return fmt.Errorf("%w: every hive that can take the job %w: their slots and queues are full", ErrNoCapableHive, errBusy)
 }
 
 func queueFull(n int, model string) error {
@@ -566,17 +564,6 @@ func (s *Service) holdQueuePlace(req api.JobRequest) (done func(), err error) {
 			delete(s.waitingSoon, k)
 		}
 	}, nil
-}
-
-// forgetGone drops the tallies of hives that left.
-func (s *Service) forgetGone() {
-	s.sentMu.Lock()
-	defer s.sentMu.Unlock()
-	for id := range s.sent {
-		if _, ok := s.v.Hive(id); !ok {
-			delete(s.sent, id)
-		}
-	}
 }
 
 // fits reports whether h can take req at all: the run operation where

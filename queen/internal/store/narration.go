@@ -228,6 +228,15 @@ func eventSeq(m *jetstream.RawStreamMsg) uint64 {
 	return seq
 }
 
+// Wrote reports whether writer stored any event of job.
+func (s *Store) Wrote(ctx context.Context, job, writer string) (bool, error) {
+	_, err := s.get.last(ctx, bus.NarrJobWriter(job, writer))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // QueenEventOf returns the job and stream sequences of the queen's newest
 // event of job when that event belongs to attempt; ok is false when the
 // queen wrote none of that attempt last.

@@ -97,22 +97,27 @@ func (v *View) InferLoad(model string) Load {
 	return l
 }
 
-// Freed receives after an inference job left a hive's load: a worker may
-// have room for the next waiting request.
+// Freed receives after a job left a hive's load: a worker or a slot may
+// have room for the next waiting job.
 func (v *View) Freed() <-chan struct{} { return v.freed }
 
 func loadKey(hive, model string) string { return hive + "\x00" + model }
 
-// loads reports whether j holds a place on its hive's workers.
+// loads reports whether j holds a place on its hive: on its workers (an
+// inference, inferLoad) or in its slots (any other job, jobLoad).
 func loads(j api.Job) bool {
-	return j.Operation == api.OpInfer && j.Hive != "" && !api.Terminal(j.State)
+	return j.Hive != "" && !api.Terminal(j.State)
 }
 
-// load and unload keep inferLoad in step with a record coming and going.
-// The caller holds mu.
+// load and unload keep inferLoad and jobLoad in step with a record coming
+// and going. The caller holds mu.
 func (v *View) load(j api.Job) {
-	if loads(j) {
+	switch {
+	case !loads(j):
+	case j.Operation == api.OpInfer:
 		v.inferLoad[loadKey(j.Hive, j.Request.Model())]++
+	default:
+		v.jobLoad[j.Hive]++
 	}
 }
 
@@ -120,16 +125,19 @@ func (v *View) unload(j api.Job) {
 	if !loads(j) {
 		return
 	}
-	k := loadKey(j.Hive, j.Request.Model())
-	if v.inferLoad[k]--; v.inferLoad[k] <= 0 {
-		delete(v.inferLoad, k)
+	m, k := v.jobLoad, j.Hive
+	if j.Operation == api.OpInfer {
+		m, k = v.inferLoad, loadKey(j.Hive, j.Request.Model())
+	}
+	if m[k]--; m[k] <= 0 {
+		delete(m, k)
 	}
 }
 
-// signalFreed tells the waiting requests' placer that old, now changed
-// into new (nil: gone), left its hive's load. The caller holds mu.
+// signalFreed tells the waiting jobs' placer that old, now changed into
+// new (nil: gone), left its hive's load. The caller holds mu.
 func (v *View) signalFreed(old api.Job, new *api.Job) {
-	if loads(old) && (new == nil || !loads(*new)) {
+	if loads(old) && (new == nil || !loads(*new) || new.Hive != old.Hive) {
 		select {
 		case v.freed <- struct{}{}:
 		default:

@@ -57,7 +57,10 @@ type View struct {
 	// hive and model (loadKey): the requests its workers hold, as every
 	// queen sees them.
 	inferLoad map[string]int
-	// freed receives when an inference job leaves a hive's load.
+	// jobLoad counts the open jobs but inferences placed on each hive:
+	// the slots they hold there, running or waiting on its work queue.
+	jobLoad map[string]int
+	// freed receives when a job leaves a hive's load.
 	freed     chan struct{}
 	hivesSync bool
 	jobsSync  bool
@@ -74,7 +77,7 @@ func New(log *slog.Logger, recent int) *View {
 		log: log.With("component", "view"), hives: map[string]api.Hive{}, jobs: map[string]*entry{},
 		recent:   make([]slot, 0, max(recent, 1)),
 		underway: map[string]struct{}{}, waiting: map[string]*waitQueue{},
-		inferLoad: map[string]int{}, freed: make(chan struct{}, 1),
+		inferLoad: map[string]int{}, jobLoad: map[string]int{}, freed: make(chan struct{}, 1),
 		synced: make(chan struct{}), joined: make(chan struct{}, 1),
 	}
 }
@@ -432,13 +435,25 @@ func (v *View) Hives() []api.Hive {
 // them: fn runs under the view's read lock, so it must be quick, must not
 // keep h, and must not call back into the view.
 func (v *View) EachHive(fn func(h *api.Hive)) {
+	v.EachHiveLoaded(func(h *api.Hive, _ int) { fn(h) })
+}
+
+// EachHiveLoaded is EachHive that also tells the hive's JobLoad.
+func (v *View) EachHiveLoaded(fn func(h *api.Hive, jobs int)) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var h api.Hive
 	for _, id := range v.hiveIDs {
 		h = v.hives[id]
-		fn(&h)
+		fn(&h, v.jobLoad[id])
 	}
+}
+
+// JobLoad counts the open jobs but inferences placed on hive.
+func (v *View) JobLoad(hive string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.jobLoad[hive]
 }
 
 // Filter selects jobs in a listing; empty fields match everything.
