@@ -636,6 +636,41 @@ func (s *Service) pastUntil(ctx context.Context, rec api.Job, until uint64) {
 	}
 }
 
+// dropGoneConsumers removes the work-queue consumers of hives gone for
+// ConsumerKeptFor (gone notes when each was first seen gone), but not
+// while jobs are placed on them: the reaper moves or ends those first.
+func (s *Service) dropGoneConsumers(ctx context.Context, gone map[string]time.Time, now time.Time) {
+	hives, err := s.st.DispatchConsumerHives(ctx)
+	if err != nil {
+		s.log.Warn("list dispatch consumers", "err", err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, id := range hives {
+		if s.hiveLive(id) || s.v.JobLoad(id) > 0 {
+			continue
+		}
+		seen[id] = true
+		since, ok := gone[id]
+		if !ok {
+			gone[id] = now
+			continue
+		}
+		if now.Sub(since) >= s.ConsumerKeptFor {
+			if err := s.st.DeleteDispatchConsumer(ctx, id); err != nil {
+				s.log.Warn("delete dispatch consumer", "hive_id", id, "err", err)
+				continue
+			}
+			delete(gone, id)
+		}
+	}
+	for id := range gone {
+		if !seen[id] {
+			delete(gone, id) // back, or removed by another queen
+		}
+	}
+}
+
 // movable reports whether a job may run again elsewhere: its operation is
 // retryable, or its hive never began it, or it is a generation that can continue from what its client
 // has (api.ContinueRefusal), or one that may not but whose client has the
@@ -747,7 +782,8 @@ func (s *Service) endFor(ctx context.Context, j api.Job, e api.Event) {
 }
 
 // RunDispatchConsumers makes each live hive's work-queue consumer when the
-// hive joins, and again when its slots or ack wait change, until ctx ends.
+// hive joins, and again when its slots or ack wait change, and removes
+// the consumers of hives gone for ConsumerKeptFor, until ctx ends.
 func (s *Service) RunDispatchConsumers(ctx context.Context) error {
 	select {
 	case <-s.v.Synced():
@@ -755,9 +791,15 @@ func (s *Service) RunDispatchConsumers(ctx context.Context) error {
 		return nil
 	}
 	made := map[string]jetstream.ConsumerConfig{}
+	gone := map[string]time.Time{} // hives with a consumer, since first seen gone
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	var dropped time.Time
 	for {
+		if time.Since(dropped) >= min(time.Minute, s.ConsumerKeptFor/2) {
+			dropped = time.Now()
+			s.dropGoneConsumers(ctx, gone, dropped)
+		}
 		live := map[string]bool{}
 		for _, h := range s.v.Hives() {
 			live[h.ID] = true

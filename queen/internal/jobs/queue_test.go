@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -501,4 +502,37 @@ func TestJobsAHiveNeverBegan(t *testing.T) {
 	})
 	p.PutHive(t, api.Hive{ID: "h2", Slots: 1, SlotsFree: 1, AllowRun: true, HeartbeatAt: time.Now()})
 	testkit.WaitFor(t, 10*time.Second, "the run job on h2", func() bool { j, _ := v.Job(first.JobID); return j.Hive == "h2" })
+}
+
+// A hive's work-queue consumer goes some time after the hive does, so that
+// hive ids that come and go (simulated hives, renamed machines) do not
+// each keep one in NATS for good; a hive still live keeps its own.
+func TestGoneHivesConsumersRemoved(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "stays", Slots: 1, SlotsFree: 1, HeartbeatAt: time.Now()},
+		api.Hive{ID: "goes", Slots: 1, SlotsFree: 1, HeartbeatAt: time.Now()})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p.Jobs.ConsumerKeptFor = time.Second
+	go func() { _ = p.Jobs.RunDispatchConsumers(ctx) }()
+	have := func() []string {
+		hives, err := p.Store.DispatchConsumerHives(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(hives)
+		return hives
+	}
+	testkit.WaitFor(t, 10*time.Second, "both consumers", func() bool { return len(have()) == 2 })
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, bus.HivesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "goes"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the gone hive's consumer removed", func() bool { return slices.Equal(have(), []string{"stays"}) })
 }

@@ -68,6 +68,11 @@ type Service struct {
 	// is in it, and InferQueueDepth must count them all.
 	waitingMu   sync.Mutex
 	waitingSoon map[string]int
+	// ConsumerKeptFor is how long a hive's work-queue consumer outlives
+	// the hive: a hive back within it finds its queue as it left it. Each
+	// consumer costs the NATS server memory and goroutines, and every hive
+	// id ever seen (a simulated hive's, say) would keep one for good.
+	ConsumerKeptFor time.Duration
 	// woken asks the reaper to place waiting jobs now.
 	woken chan struct{}
 	// Delivered reads what the clients of a generation were sent before
@@ -81,7 +86,8 @@ type Service struct {
 
 // New makes a service.
 func New(st *store.Store, v *view.View, m *metrics.Queen, log *slog.Logger) *Service {
-	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second, Policy: Spread, woken: make(chan struct{}, 1)}
+	return &Service{st: st, v: v, m: m, log: log.With("component", "jobs"), Grace: 5 * time.Second, Policy: Spread,
+		ConsumerKeptFor: 10 * time.Minute, woken: make(chan struct{}, 1)}
 }
 
 // NewID makes a job id that sorts by creation time: 12 hex digits of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +21,28 @@ func (s *Store) DispatchConsumer(ctx context.Context, h api.Hive) error {
 	_, err := s.js.CreateOrUpdateConsumer(ctx, bus.DispatchStream, DispatchConsumerConfig(h))
 	if err != nil {
 		return fmt.Errorf("dispatch consumer of hive %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// DispatchConsumerHives lists the hives that have a work-queue consumer.
+func (s *Store) DispatchConsumerHives(ctx context.Context) ([]string, error) {
+	var hives []string
+	names := s.dispatch.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if id, ok := strings.CutPrefix(name, bus.DispatchConsumer("")); ok {
+			hives = append(hives, id)
+		}
+	}
+	return hives, names.Err()
+}
+
+// DeleteDispatchConsumer removes hive's work-queue consumer; one already
+// gone is no error.
+func (s *Store) DeleteDispatchConsumer(ctx context.Context, hive string) error {
+	err := s.dispatch.DeleteConsumer(ctx, bus.DispatchConsumer(hive))
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete dispatch consumer of hive %s: %w", hive, err)
 	}
 	return nil
 }
