@@ -8,6 +8,8 @@ import (
 	"time"
 	"unique"
 
+	"github.com/google/btree"
+
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/shared/api"
 )
@@ -91,11 +93,30 @@ func stamp(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// waitQueue is the jobs waiting with one kind of needs: each one's place, and
-// one request that stands for them all.
+// waitQueue is the jobs waiting with one kind of needs: each one's place,
+// the same in the order they are served, and one request that stands for
+// them all.
 type waitQueue struct {
-	req api.JobRequest
-	at  map[string]place
+	req   api.JobRequest
+	at    map[string]place
+	order *btree.BTreeG[queued]
+}
+
+func newWaitQueue(req api.JobRequest) *waitQueue {
+	return &waitQueue{req: req, at: map[string]place{}, order: btree.NewG(32, queued.before)}
+}
+
+func (q *waitQueue) add(id string, p place) {
+	q.at[id] = p
+	q.order.ReplaceOrInsert(queued{id, p})
+}
+
+// remove takes id out and returns the place it had.
+func (q *waitQueue) remove(id string) place {
+	p := q.at[id]
+	delete(q.at, id)
+	q.order.Delete(queued{id, p})
+	return p
 }
 
 // slot is a place in recent: the job whose record it keeps, and the stamp

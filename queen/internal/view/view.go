@@ -212,8 +212,7 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 	if old != nil && old.waits() {
 		k := old.kind.Value().needs
 		q := v.waiting[k]
-		since = q.at[id].since
-		delete(q.at, id)
+		since = q.remove(id).since
 		if len(q.at) == 0 {
 			delete(v.waiting, k)
 		}
@@ -239,10 +238,10 @@ func (v *View) setJob(id string, j *api.Job, rev uint64) {
 		if q == nil {
 			// Any waiting request stands for its queue: they all need
 			// the same of a hive.
-			q = &waitQueue{req: j.Request, at: map[string]place{}}
+			q = newWaitQueue(j.Request)
 			v.waiting[k] = q
 		}
-		q.at[id] = place{since, j.Priority}
+		q.add(id, place{since, j.Priority})
 		v.nWaiting++
 	case !api.Terminal(j.State):
 		v.underway[id] = struct{}{}
@@ -309,31 +308,57 @@ func (v *View) WaitingNeeds() []api.JobRequest {
 // does not hold it whole; a caller that stops early reads no more. A read
 // that fails ends it with the error.
 func (v *View) WaitingFor(ctx context.Context, req api.JobRequest) iter.Seq2[api.Job, error] {
+	needs := Needs(req)
 	return func(yield func(api.Job, error) bool) {
-		v.mu.RLock()
-		var ids map[string]place
-		if q := v.waiting[Needs(req)]; q != nil {
-			ids = q.at
-		}
-		out := make([]queued, 0, len(ids))
-		for id, at := range ids {
-			out = append(out, queued{id, at})
-		}
-		v.mu.RUnlock()
-		// Sorted without the lock, which a long queue would hold up.
-		sort.Slice(out, func(i, k int) bool { return out[i].before(out[k]) })
-		for _, q := range out {
-			j, ok, err := v.whole(ctx, q.id)
-			if err != nil {
-				yield(api.Job{}, fmt.Errorf("read waiting job %s: %w", q.id, err))
+		var after *queued
+		for {
+			batch := v.nextWaiting(needs, after)
+			if len(batch) == 0 {
 				return
 			}
-			// Read from the bucket, it may have been placed meanwhile.
-			if ok && waits(j) && !yield(j, nil) {
-				return
+			for _, q := range batch {
+				j, ok, err := v.whole(ctx, q.id)
+				if err != nil {
+					yield(api.Job{}, fmt.Errorf("read waiting job %s: %w", q.id, err))
+					return
+				}
+				// Read from the bucket, it may have been placed meanwhile.
+				if ok && waits(j) && !yield(j, nil) {
+					return
+				}
 			}
+			after = &batch[len(batch)-1]
 		}
 	}
+}
+
+// waitingBatch is how many waiting jobs WaitingFor takes from its queue
+// under one hold of the lock: a placer that stops at the first job that
+// cannot go costs the head of a long queue, not all of it.
+const waitingBatch = 64
+
+// nextWaiting is the next waitingBatch jobs waiting with needs after
+// after (nil: from the head), in the order they are served.
+func (v *View) nextWaiting(needs string, after *queued) []queued {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	q := v.waiting[needs]
+	if q == nil {
+		return nil
+	}
+	out := make([]queued, 0, min(waitingBatch, len(q.at)))
+	take := func(x queued) bool {
+		if after == nil || after.before(x) {
+			out = append(out, x)
+		}
+		return len(out) < waitingBatch
+	}
+	if after == nil {
+		q.order.Ascend(take)
+	} else {
+		q.order.AscendGreaterOrEqual(*after, take)
+	}
+	return out
 }
 
 // WaitedPast returns the waiting jobs whose deadline is before now, and
