@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,3 +41,28 @@ func QueenOptions() []nats.Option {
 		nats.ReconnectWait(reconnectWait),
 	}
 }
+
+// LogRetries logs why connecting or reconnecting to NATS fails (refused,
+// an unknown host, a password the server refuses): the first failure,
+// then a changed reason at once, the same one every retryLogEvery. A
+// connection that retries forever would otherwise wait without a word.
+func LogRetries(log *slog.Logger) nats.Option {
+	var mu sync.Mutex
+	var last string
+	var at time.Time
+	return nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err.Error() == last && time.Since(at) < retryLogEvery {
+			return
+		}
+		last, at = err.Error(), time.Now()
+		log.Warn("cannot reach NATS; retrying", "url", nc.ConnectedUrlRedacted(), "servers", nc.Servers(), "err", err)
+	})
+}
+
+// retryLogEvery spaces LogRetries' lines of one reason.
+const retryLogEvery = 30 * time.Second

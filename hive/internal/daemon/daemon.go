@@ -118,7 +118,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				stop(fmt.Errorf("nats connection closed: %w", err))
 			}
 		}),
-		nats.RetryOnFailedConnect(true),
+		nats.RetryOnFailedConnect(true), bus.LogRetries(log),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)...)
@@ -236,12 +236,21 @@ func simulateHives(ctx context.Context, cfg agent.Config, n int, natsURL string,
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	errs := make(chan error, n+1)
+	// Why NATS cannot be reached is said once for all the hives, and a
+	// connection NATS closes for good (a refused password) ends them all.
+	retries := bus.LogRetries(log)
+	closed := nats.ClosedHandler(func(c *nats.Conn) {
+		if err := c.LastError(); err != nil {
+			errs <- fmt.Errorf("nats connection closed: %w", err)
+			stop()
+		}
+	})
 	for i := 1; i <= n; i++ {
 		c := cfg
 		c.ID = fmt.Sprintf("%s-%04d", cfg.ID, i)
 		c.DataDir = filepath.Join(cfg.DataDir, c.ID)
-		nc, err := nats.Connect(natsURL, append(creds.options(c.ID), nats.RetryOnFailedConnect(true))...)
+		nc, err := nats.Connect(natsURL, append(creds.options(c.ID), nats.RetryOnFailedConnect(true), retries, closed)...)
 		if err != nil {
 			stop()
 			wg.Wait()

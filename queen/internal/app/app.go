@@ -114,6 +114,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Queen, error) {
 		// default then shrinks to what it can reserve.
 		NarrationMaxBytes: limit, NarrationFit: auto && cfg.NATSURL != "", Log: log,
 	})
+	if err != nil && !q.nc.IsConnected() {
+		// The store's first request timed out for want of a connection:
+		// that is what to fix.
+		why := "never connected"
+		if last := q.nc.LastError(); last != nil {
+			why = last.Error()
+		}
+		return nil, fmt.Errorf("NATS at %s cannot be reached (%s): %w", secret.RedactURLs(cfg.NATSURL), why, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +307,7 @@ func (q *Queen) connect() error {
 	var err error
 	if q.cfg.NATSURL != "" {
 		opts = append(opts, q.tlsOptions()...)
-		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
+		q.nc, err = nats.Connect(q.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true), bus.LogRetries(q.log))...)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", secret.RedactURLs(q.cfg.NATSURL), err)
 		}

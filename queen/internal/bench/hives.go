@@ -81,6 +81,9 @@ func runHives(ctx context.Context, e *Env) (*Run, error) {
 		if errors.Is(err, errRefused) {
 			return nil, err
 		}
+		if got == 0 && time.Since(t0) > 30*time.Second {
+			return nil, fmt.Errorf("no simulated hive listed after 30 s (last error: %v); the simulator's log:\n%s", err, sim.LogTail())
+		}
 		if time.Since(t0) > 5*time.Minute {
 			return nil, fmt.Errorf("%d of %d hives listed after 5 minutes (last error: %v)", got, n, err)
 		}

@@ -57,6 +57,9 @@ type Service struct {
 	// a burst of jobs must not all go to the hive that looked emptiest.
 	sentMu                          sync.Mutex
 	placing, placingOn, placingJobs map[string]int
+	// picks counts placements, and hivesSeen the hives at the last one:
+	// where the turn of alike hives begins (pickLocked).
+	picks, hivesSeen int
 	// pending holds, by job, the dispatch records Create still writes in
 	// the background (recordDispatchLater); each channel is closed once
 	// its write is done.
@@ -485,8 +488,12 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 	}
 	var best api.Hive
 	found, live, fitting := false, false, false
+	// Hives the policy ranks alike take turns: the first of them from
+	// a place that moves on with each pick.
+	start, i, bestRank := s.picks%max(s.hivesSeen, 1), -1, 0
 	s.v.EachHiveLoaded(func(h *api.Hive, jobs int) {
 		live = true
+		i++
 		if h.ID == except || !fits(h, req) {
 			return
 		}
@@ -504,12 +511,18 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		} else if !s.loaded(&c, jobs) {
 			return
 		}
-		if !found || s.better(c, best, req) {
-			best, found = c, true
+		rank := i - start
+		if rank < 0 {
+			rank += 1 << 30
+		}
+		if !found || s.better(c, best, req) || !s.better(best, c, req) && rank < bestRank {
+			best, found, bestRank = c, true, rank
 		}
 	})
+	s.hivesSeen = i + 1
 	switch {
 	case found:
+		s.picks++
 		return best, nil
 	case model != "" && live:
 		return api.Hive{}, noRoom(model, fitting)
