@@ -482,12 +482,12 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 				return api.Hive{}, noRoom(model, true)
 			}
 		} else if !s.loaded(&h, s.v.JobLoad(h.ID)) {
-			return api.Hive{}, noSlot(true)
+			return api.Hive{}, noSlot(h.ID)
 		}
 		return h, nil
 	}
 	var best api.Hive
-	found, live, fitting := false, false, false
+	found, live, serving, full := false, false, false, false
 	// Hives the policy ranks alike take turns: the first of them from
 	// a place that moves on with each pick.
 	start, i, bestRank := s.picks%max(s.hivesSeen, 1), -1, 0
@@ -497,11 +497,10 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		if h.ID == except || !fits(h, req) {
 			return
 		}
-		fitting = true
 		c := *h
 		if model != "" {
 			serves, free := s.room(h, model, load)
-			fitting = serves
+			serving = serving || serves
 			if !free {
 				return
 			}
@@ -509,6 +508,7 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 			// is placing, whichever is newer news: the larger.
 			c.InferRunning = max(h.InferRunning, load.All[h.ID]+s.placingOn[h.ID])
 		} else if !s.loaded(&c, jobs) {
+			full = true
 			return
 		}
 		rank := i - start
@@ -525,9 +525,9 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		s.picks++
 		return best, nil
 	case model != "" && live:
-		return api.Hive{}, noRoom(model, fitting)
-	case fitting:
-		return api.Hive{}, noSlot(false)
+		return api.Hive{}, noRoom(model, serving)
+	case full:
+		return api.Hive{}, noSlot("")
 	}
 	return api.Hive{}, noHive(live)
 }
@@ -550,10 +550,11 @@ func (s *Service) loaded(h *api.Hive, jobs int) bool {
 	return open < max(h.Slots, 1)*(1+waitOnHive)
 }
 
-// noSlot says that the hives that could take a job have no slot free.
-func noSlot(pinned bool) error {
-	if pinned {
-		return fmt.Errorf("%w: the hive %w: its slots and its queue are full", ErrNoCapableHive, errBusy)
+// noSlot says that the hives that could take a job, or the one it names,
+// have no room for it.
+func noSlot(hive string) error {
+	if hive != "" {
+		return fmt.Errorf("%w: hive %s %w: its slots and its queue are full", ErrNoCapableHive, hive, errBusy)
 	}
 	return fmt.Errorf("%w: every hive that can take the job %w: their slots and queues are full", ErrNoCapableHive, errBusy)
 }
