@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// placedAction marks the queen's event that places a job that waited.
+var placedAction = []byte(`"action":"placed"`)
+
 // maxSeq bounds the per-job sequences a verifier tracks, so a corrupt frame
 // cannot make it allocate without limit.
 const maxSeq = 1 << 32
@@ -86,6 +89,11 @@ func (v *Verifier) Observe(f Frame) {
 	}
 	if v.ends > 0 {
 		v.afterEnd++
+	}
+	if seq == 2 && v.Expect != 0 && bytes.Contains(f.Data, placedAction) {
+		// The job waited for a hive with room, and the queen says where
+		// it went: one event more than the job's own.
+		v.Expect++
 	}
 	if f.Kind == KindEnd {
 		v.ends++

@@ -137,17 +137,19 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 	if req.Operation == api.OpInfer && s.InferQueueDepth > 0 && ahead >= s.InferQueueDepth {
 		return api.Job{}, false, queueFull(ahead, req.Model())
 	}
-	aheadText := fmt.Sprintf("%d jobs that need the same of a hive wait ahead", ahead)
-	if req.Operation == api.OpInfer {
-		aheadText = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
-	}
-	if ahead > 0 && req.Queue != nil && !*req.Queue {
+	// A model's requests are served first come, first served: a place on
+	// a worker goes to those waiting. Other jobs go to a hive with room
+	// at once: the record of a job that ended reaches the view a moment
+	// after its end, so a hive can look full for that moment, and were
+	// every job then to queue behind those waiting, each would cost the
+	// placer's extra round trips, slowing the ends that would free it.
+	inferAhead := req.Operation == api.OpInfer && ahead > 0
+	if inferAhead && req.Queue != nil && !*req.Queue {
 		// Asking not to wait does not put a request ahead of those who do.
-		return api.Job{}, false, fmt.Errorf("%w: %s", ErrNoCapableHive, aheadText)
+		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s wait ahead", ErrNoCapableHive, ahead, req.Model())
 	}
-	if ahead > 0 {
-		// First come, first served: a free place goes to those waiting.
-		waiting = aheadText
+	if inferAhead {
+		waiting = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
 		defer s.wake()
 	} else if !spec.OnQueen {
 		h, rel, err := s.reserve(req, "")
