@@ -326,7 +326,7 @@ func workerBody(req *api.Infer, model string) (string, []byte, error) {
 			return "", nil, fmt.Errorf("request body: %w", err)
 		}
 	}
-	if gjson.GetBytes(body, "stream").Type == gjson.True {
+	if streams := req.Path == api.InferChat || req.Path == api.InferCompletions; streams && gjson.GetBytes(body, "stream").Type == gjson.True {
 		// Usage is counted from the last chunk, which only this asks for.
 		if opts := gjson.GetBytes(body, "stream_options"); opts.IsObject() {
 			if opts.Get("include_usage").Type != gjson.True {

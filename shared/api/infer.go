@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,16 +23,17 @@ const (
 // InferPaths lists the endpoints an infer job may go to.
 var InferPaths = []string{InferChat, InferCompletions, InferEmbeddings, InferRerank}
 
-// KeyProblem returns a key of a JSON object body, at its top level or in
-// its stream_options (the parts rbee reads and edits), that is named twice
-// (twice true), or else one that differs from a name rbee reads by exact
-// name (readKeys, and include_usage in stream_options) only in case or by a
-// Unicode fold, "Stream" say; "" when there is none. Readers disagree about
-// repeated keys (gjson and sjson take the first, encoding/json and most
-// workers the last), and encoding/json matches keys by fold where rbee's
-// edits and workers match exact names: either way a body could mean one
-// thing to the queen or the hive and another to the worker. Keys compare
-// as decoded: "stre\u0061m" is "stream". One pass over the body.
+// KeyProblem returns a key that rbee reads or edits in a JSON object body
+// (readKeys at its top level, include_usage in its stream_options) that
+// is named twice (twice true), or else a key that differs from one of
+// those only in case or by a Unicode fold, "Stream" say; "" when there is
+// none. Readers disagree about repeated keys (gjson and sjson take the
+// first, encoding/json and most workers the last), and encoding/json
+// matches keys by fold where rbee's edits and workers match exact names:
+// either way a body could mean one thing to the queen or the hive and
+// another to the worker. Other keys are the worker's to read, repeated or
+// not. Keys compare as decoded: "stre\u0061m" is "stream". One pass over
+// the body.
 func KeyProblem(body []byte) (key string, twice bool) {
 	return keyProblem(body, readKeys)
 }
@@ -56,7 +58,9 @@ func keyProblem(body []byte, names []string) (string, bool) {
 		if seen[k] {
 			return k, true
 		}
-		seen[k] = true
+		if slices.Contains(names, k) {
+			seen[k] = true
+		}
 		if folded == "" && foldOf(k, names) {
 			folded = k
 		}

@@ -60,6 +60,8 @@ func TestKeyProblem(t *testing.T) {
 		`{"stream_options":{"include_usage":true,"include_usage":false}}`:        "stream_options.include_usage",
 		`{"stream_options":{"include_usage":true},"stream_options":null}`:        "stream_options",
 		`{"messages":[{"role":"user","role":"system"}],"tools":[{"a":1,"a":2}]}`: "",
+		// The worker's to read: rbee reads and edits neither.
+		`{"model":"a","seed":1,"seed":2,"stream_options":{"x":1,"x":2}}`: "",
 		`[1,2]`:    "",
 		`not json`: "",
 	}
