@@ -319,11 +319,17 @@ func (p *placer) place(j api.Job) bool {
 	if p.ctx.Err() != nil || p.stop.Load() {
 		return false
 	}
+	// The hive is chosen here, one job after another, so that a pass
+	// stops at the first job no hive has room for, having read no more.
+	h, release, err := p.s.reserve(j.Request, "")
+	if err != nil {
+		// A model's queue holds requests pinned to a hive or asking for
+		// labels too: one that cannot go yet does not hold up those
+		// behind it that can.
+		return p.infer && constrained(j.Request)
+	}
 	if p.infer {
-		placed, lost := p.s.placeQueued(p.ctx, j)
-		// A model's queue holds requests pinned to a hive or asking
-		// for labels too: one that cannot go yet does not hold up
-		// those behind it that can.
+		placed, lost := p.s.placeQueued(p.ctx, j, h, release)
 		return !lost && p.ctx.Err() == nil && (placed || constrained(j.Request))
 	}
 	if p.sem == nil {
@@ -332,18 +338,20 @@ func (p *placer) place(j api.Job) bool {
 	select {
 	case p.sem <- struct{}{}:
 	case <-p.ctx.Done():
+		release()
 		return false
 	}
 	if p.stop.Load() {
 		<-p.sem
+		release()
 		return false
 	}
 	p.wg.Add(1)
 	go func() {
 		defer func() { <-p.sem; p.wg.Done() }()
-		// A free request that cannot go means none behind it can; one
-		// another queen placed first means this queen's view is behind.
-		if placed, lost := p.s.placeQueued(p.ctx, j); lost || !placed {
+		// One another queen placed first means this queen's view is
+		// behind.
+		if placed, lost := p.s.placeQueued(p.ctx, j, h, release); lost || !placed {
 			p.stop.Store(true)
 		}
 	}()
@@ -418,15 +426,11 @@ func (s *Service) relieve(ctx context.Context, now time.Time) {
 	}
 }
 
-// placeQueued hands a waiting job to a hive once one can take it. Queens
-// race for it by compare-and-set; one wins and dispatches.
-// It reports whether it placed the job, and lost when another queen
-// placed it first, so this queen's view is behind.
-func (s *Service) placeQueued(ctx context.Context, j api.Job) (placed, lost bool) {
-	h, release, err := s.reserve(j.Request, "")
-	if err != nil {
-		return false, false
-	}
+// placeQueued hands a waiting job to hive h, which reserve chose; release
+// ends the reservation. Queens race for the job by compare-and-set; one
+// wins and dispatches. It reports whether it placed the job, and lost
+// when another queen placed it first, so this queen's view is behind.
+func (s *Service) placeQueued(ctx context.Context, j api.Job, h api.Hive, release func()) (placed, lost bool) {
 	defer release()
 	to := h.ID
 	won := false
