@@ -144,11 +144,12 @@ func (w *lineWriter) flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.buf) > 0 {
-		w.emit(w.buf)
+		w.emit(w.buf, false) // the command's last output had no newline
 		w.buf = nil
 	}
 }
 
-func (w *lineWriter) emit(line []byte) {
-	_ = w.j.p.Emit(api.Event{Actor: "run", Action: "output", Stream: w.stream, Level: w.level, Message: string(bytes.ToValidUTF8(line, []byte("\uFFFD")))})
+func (w *lineWriter) emit(line []byte, ended bool) {
+	_ = w.j.p.Emit(api.Event{Actor: "run", Action: "output", Stream: w.stream, Level: w.level, Partial: !ended,
+		Message: string(bytes.ToValidUTF8(line, []byte("\uFFFD")))})
 }

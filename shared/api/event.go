@@ -38,6 +38,11 @@ type Event struct {
 	Progress *Progress `json:"progress,omitempty"`
 	// Stream names the output a command line came from: stdout or stderr.
 	Stream string `json:"stream,omitempty"`
+	// Partial marks an output line that goes on in the next output event
+	// of its stream, or that the command wrote without a newline: a line
+	// longer than a hive holds at once is sent in parts, cut between
+	// characters. Readers join the parts without a newline.
+	Partial bool `json:"partial,omitempty"`
 	// Payload is filler carried by hive_check events.
 	Payload string `json:"payload,omitempty"`
 	// Data is the structured result of a data event.

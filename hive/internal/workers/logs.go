@@ -119,7 +119,7 @@ func (t *tailer) consume(b []byte) {
 	t.partial = lines.Cut(t.partial, b, t.line)
 }
 
-func (t *tailer) line(b []byte) {
+func (t *tailer) line(b []byte, _ bool) {
 	if t.skipFirst {
 		// Reading began mid-file: the first line is a fragment.
 		t.skipFirst = false

@@ -63,6 +63,7 @@ func TestAPIKeys(t *testing.T) {
 	}{
 		{"reader lists jobs on the other queen", b, "GET", "/v1/jobs", nil, bearer(reader), 200},
 		{"reader lists hives", a, "GET", "/v1/hives", nil, bearer(reader), 200},
+		{"the scheme in lower case", a, "GET", "/v1/hives", nil, map[string]string{"Authorization": "bearer " + reader.Key}, 200},
 		{"reader cannot submit hive_check", a, "POST", "/v1/jobs", check, bearer(reader), 403},
 		{"reader may ask status", a, "POST", "/v1/jobs", api.JobRequest{Operation: api.OpStatus}, bearer(reader), 201},
 		{"operator submits hive_check", b, "POST", "/v1/jobs", check, bearer(operator), 201},

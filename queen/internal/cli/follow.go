@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,11 @@ func (r *renderer) frame(f client.Frame) error {
 	if r.onEvent != nil {
 		r.onEvent(f, ev)
 	}
+	if r.narr == nil && !r.jsonLines && ev.Action == "job_created" && ev.Hive == "" && strings.Contains(ev.Message, " waits in the queue") {
+		// Narration unshown, a job waiting for a hive would wait without
+		// a word: the queen's reason is said once.
+		fmt.Fprintf(r.a.stderr, "rbee: %s\n", strings.TrimPrefix(ev.Message, "job created: "))
+	}
 	if r.jsonLines {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, f.Data); err != nil {
@@ -105,7 +111,11 @@ func (r *renderer) printOutput(ev api.Event) error {
 	if w == r.narr {
 		r.clearBar(false)
 	}
-	_, err := io.WriteString(w, ev.Message+"\n")
+	line := ev.Message + "\n"
+	if ev.Partial {
+		line = ev.Message // the line goes on, or ended without a newline
+	}
+	_, err := io.WriteString(w, line)
 	return err
 }
 

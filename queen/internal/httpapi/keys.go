@@ -22,8 +22,9 @@ func (h *handlers) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		hdr := c.Request().Header.Get(echo.HeaderAuthorization)
-		token, ok := strings.CutPrefix(hdr, "Bearer ")
-		if !ok || token == "" {
+		// The scheme's name is case-insensitive (RFC 9110, 11.1).
+		scheme, token, _ := strings.Cut(hdr, " ")
+		if !strings.EqualFold(scheme, "Bearer") || token == "" {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="rbee"`)
 			return newError(http.StatusUnauthorized, api.CodeUnauthorized, "an API key is required: send Authorization: Bearer <key>")
 		}
