@@ -483,7 +483,7 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 			if serves, free := s.room(&h, model, load); serves && !free {
 				return api.Hive{}, noRoom(model, true)
 			}
-		} else if !s.loaded(&h, s.v.JobLoad(h.ID)) {
+		} else if _, ok := s.loaded(&h, s.v.JobLoad(h.ID)); !ok {
 			return api.Hive{}, noSlot(h.ID)
 		}
 		return h, nil
@@ -499,17 +499,21 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		if h.ID == except || !fits(h, req) {
 			return
 		}
-		c := *h
+		var c api.Hive
 		if model != "" {
 			serves, free := s.room(h, model, load)
 			serving = serving || serves
 			if !free {
 				return
 			}
+			c = *h
 			// The heartbeat's count, or the view's with what this queen
 			// is placing, whichever is newer news: the larger.
 			c.InferRunning = max(h.InferRunning, load.All[h.ID]+s.placingOn[h.ID])
-		} else if !s.loaded(&c, jobs) {
+		} else if free, ok := s.loaded(h, jobs); ok {
+			c = *h
+			c.SlotsFree = free
+		} else {
 			full = true
 			return
 		}
@@ -543,13 +547,12 @@ const waitOnHive = 1
 
 // loaded counts on h the jobs placed there (jobs, the view's count, and
 // those this queen is placing there now) and reports whether it may take
-// one more: its slots, and waitOnHive more per slot, are not all taken.
-// Its free slots become what its heartbeat said or what those jobs leave,
-// whichever is fewer. The caller holds sentMu.
-func (s *Service) loaded(h *api.Hive, jobs int) bool {
+// one more (ok): its slots, and waitOnHive more per slot, are not all
+// taken. free is its free slots: what its heartbeat said or what those
+// jobs leave, whichever is fewer. The caller holds sentMu.
+func (s *Service) loaded(h *api.Hive, jobs int) (free int, ok bool) {
 	open := jobs + s.placingJobs[h.ID]
-	h.SlotsFree = max(min(h.SlotsFree, h.Slots-open), 0)
-	return open < max(h.Slots, 1)*(1+waitOnHive)
+	return max(min(h.SlotsFree, h.Slots-open), 0), open < max(h.Slots, 1)*(1+waitOnHive)
 }
 
 // noSlot says that the hives that could take a job, or the one it names,
