@@ -71,6 +71,12 @@ func (j *job) runCommand(req *api.Run) error {
 	cmd.Dir = req.Dir
 	if cmd.Dir == "" {
 		cmd.Dir = filepath.Join(j.a.cfg.DataDir, "work")
+	} else if fi, err := os.Stat(cmd.Dir); err != nil || !fi.IsDir() {
+		// exec would blame the program for a missing directory.
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return fmt.Errorf("start command: dir %s: %w", cmd.Dir, err)
 	}
 	for _, k := range safeEnv {
 		if v, ok := os.LookupEnv(k); ok {

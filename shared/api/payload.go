@@ -204,8 +204,11 @@ type WorkerRef struct {
 
 // Validate requires a valid worker id.
 func (w *WorkerRef) Validate(p *Problems) {
-	if !validName(w.WorkerID) {
-		p.Add("worker_id is required: letters, digits, '-' and '_'")
+	switch {
+	case w.WorkerID == "":
+		p.Add("worker_id is required")
+	case !validName(w.WorkerID):
+		p.Add("worker_id %q is not a worker id: letters, digits, '-' and '_', at most 64", clip(w.WorkerID))
 	}
 }
 

@@ -68,6 +68,10 @@ func TestRunAllowlist(t *testing.T) {
 			}
 		})
 	}
+	// A directory that is not there is named, not the program.
+	if end := run(t, "/no-such-dir-rbee", "echo", "hi"); end.State != api.StateFailed || !strings.Contains(end.Error, "dir /no-such-dir-rbee") {
+		t.Fatalf("missing dir: end %+v", end)
+	}
 
 	for _, tc := range []struct {
 		name, dir string

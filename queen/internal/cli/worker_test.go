@@ -214,7 +214,7 @@ func TestWorkerUsageErrors(t *testing.T) {
 		{[]string{"worker", "spawn", "--hive", "h1", "--model", "m"}, "--model and --backend are required"},
 		{[]string{"worker", "spawn", "--hive", "h1", "--model", "m", "--backend", "reference", "--gpus", "x"}, `invalid argument "x"`},
 		{[]string{"worker", "spawn", "--hive", "h1", "--model", "m", "--backend", "reference", "--ctx-size", "-1"}, "ctx_size must be between"},
-		{[]string{"worker", "stop", "a.b", "--hive", "h1"}, "worker_id is required"},
+		{[]string{"worker", "stop", "a.b", "--hive", "h1"}, `worker_id "a.b" is not a worker id`},
 		{[]string{"worker", "logs", "--hive", "h1"}, "needs WORKER"},
 	} {
 		r := q.run(t, tt.args...)

@@ -320,16 +320,16 @@ func redact(r api.JobRequest) api.JobRequest {
 
 // lastEventID parses the resume point strictly: decimal digits only.
 func lastEventID(c echo.Context) (uint64, error) {
-	v := c.Request().Header.Get("Last-Event-ID")
+	name, v := "Last-Event-ID", c.Request().Header.Get("Last-Event-ID")
 	if v == "" {
-		v = c.QueryParam("last_event_id")
+		name, v = "last_event_id", c.QueryParam("last_event_id")
 	}
 	if v == "" {
 		return 0, nil
 	}
 	n, err := api.ParseLastEventID(v)
 	if err != nil {
-		return 0, badRequest("Last-Event-ID: %v", err)
+		return 0, badRequest("%s: %v", name, err)
 	}
 	return n, nil
 }
