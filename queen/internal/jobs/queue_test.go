@@ -485,17 +485,7 @@ func TestJobsAHiveNeverBegan(t *testing.T) {
 		t.Fatalf("the job that waited past its deadline: %s at %s, deadline %s", j.State, j.FinishedAt, j.DeadlineAt)
 	}
 
-	js, err := jetstream.New(p.NC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, bus.HivesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kv.Delete(ctx, "h1"); err != nil {
-		t.Fatal(err)
-	}
+	p.DropHive(t, "h1")
 	testkit.WaitFor(t, 10*time.Second, "the run job back in the queue", func() bool {
 		j, _ := v.Job(first.JobID)
 		return j.State == api.StateQueued && j.Hive == "" && j.Attempt == 2
@@ -523,16 +513,6 @@ func TestGoneHivesConsumersRemoved(t *testing.T) {
 		return hives
 	}
 	testkit.WaitFor(t, 10*time.Second, "both consumers", func() bool { return len(have()) == 2 })
-	js, err := jetstream.New(p.NC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, bus.HivesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kv.Delete(ctx, "goes"); err != nil {
-		t.Fatal(err)
-	}
+	p.DropHive(t, "goes")
 	testkit.WaitFor(t, 20*time.Second, "the gone hive's consumer removed", func() bool { return slices.Equal(have(), []string{"stays"}) })
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/metrics"
@@ -21,6 +22,7 @@ import (
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
 	"rbee.dev/shared/api"
+	"rbee.dev/shared/bus"
 	"rbee.dev/shared/testkit"
 )
 
@@ -80,6 +82,27 @@ func (p *Parts) PutHive(tb testing.TB, h api.Hive) {
 	testkit.WaitFor(tb, 5*time.Second, "hive "+h.ID+" in the view", func() bool {
 		got, ok := p.View.Hive(h.ID)
 		return ok && got.HeartbeatAt.Equal(h.HeartbeatAt) && len(got.Workers) == len(h.Workers)
+	})
+}
+
+// DropHive deletes hive id's heartbeat, as a hive that stops does, and
+// waits until the view has let it go.
+func (p *Parts) DropHive(tb testing.TB, id string) {
+	tb.Helper()
+	js, err := jetstream.New(p.NC)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), bus.HivesBucket)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := kv.Delete(context.Background(), id); err != nil {
+		tb.Fatal(err)
+	}
+	testkit.WaitFor(tb, 5*time.Second, "hive "+id+" gone from the view", func() bool {
+		_, ok := p.View.Hive(id)
+		return !ok
 	})
 }
 
