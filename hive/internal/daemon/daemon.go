@@ -240,10 +240,17 @@ func simulateHives(ctx context.Context, cfg agent.Config, n int, natsURL string,
 	// Why NATS cannot be reached is said once for all the hives, and a
 	// connection NATS closes for good (a refused password) ends them all.
 	retries := bus.LogRetries(log)
+	report := func(err error) {
+		select {
+		case errs <- err:
+		default: // one reason is enough
+		}
+		stop()
+	}
 	closed := nats.ClosedHandler(func(c *nats.Conn) {
-		if err := c.LastError(); err != nil {
-			errs <- fmt.Errorf("nats connection closed: %w", err)
-			stop()
+		// A connection closed on the way out is no failure.
+		if err := c.LastError(); err != nil && ctx.Err() == nil {
+			report(fmt.Errorf("nats connection closed: %w", err))
 		}
 	})
 	for i := 1; i <= n; i++ {
@@ -268,16 +275,19 @@ func simulateHives(ctx context.Context, cfg agent.Config, n int, natsURL string,
 			defer wg.Done()
 			defer nc.Close()
 			if err := a.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("simulated hive %s: %w", c.ID, err)
-				stop()
+				report(fmt.Errorf("simulated hive %s: %w", c.ID, err))
 			}
 		}()
 	}
 	log.Info("simulated hives running", "hives", n, "work", cfg.Simulate, "first", fmt.Sprintf("%s-%04d", cfg.ID, 1))
 	<-ctx.Done()
 	wg.Wait()
-	close(errs)
-	return <-errs
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }
 
 // flagSet reports whether name was given on the command line.

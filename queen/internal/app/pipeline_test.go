@@ -121,20 +121,23 @@ func TestResumeOnSecondQueen(t *testing.T) {
 		}
 	}
 	// follow=false: what is stored now, then the close, the job still
-	// running.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", second+"/v1/jobs/"+slow+"/stream?follow=false", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || !strings.Contains(string(body), `"message":"a"`) ||
-		!strings.HasSuffix(string(body), "data: [DONE]\n\n") || strings.Contains(string(body), "event: end") {
-		t.Fatalf("follow=false: %d %v\n%s", resp.StatusCode, err, body)
-	}
+	// running; once its output is stored, that too.
+	waitFor(t, 10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", second+"/v1/jobs/"+slow+"/stream?follow=false", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(body), "event: narration") ||
+			!strings.HasSuffix(string(body), "data: [DONE]\n\n") || strings.Contains(string(body), "event: end") {
+			t.Fatalf("follow=false: %d %v\n%s", resp.StatusCode, err, body)
+		}
+		return strings.Contains(string(body), `"message":"a"`)
+	})
 	do(t, "DELETE", base+"/v1/jobs/"+slow, nil, nil)
 	// The second queen serves the same records.
 	var rec api.Job

@@ -651,7 +651,7 @@ func (s *Service) dropGoneConsumers(ctx context.Context, gone map[string]time.Ti
 	}
 	seen := map[string]bool{}
 	for _, id := range hives {
-		if s.hiveLive(id) || s.v.JobLoad(id) > 0 {
+		if s.hiveLive(id) || s.v.Placed(id) > 0 {
 			continue
 		}
 		seen[id] = true
@@ -676,7 +676,7 @@ func (s *Service) dropGoneConsumers(ctx context.Context, gone map[string]time.Ti
 }
 
 // movable reports whether a job may run again elsewhere: its operation is
-// retryable, or its hive never began it, or it is a generation that can continue from what its client
+// retryable, or it is a generation that can continue from what its client
 // has (api.ContinueRefusal), or one that may not but whose client has the
 // whole answer (api.Continuation.Whole), so that only the end of its
 // stream is missing.
@@ -686,8 +686,10 @@ func (s *Service) movable(ctx context.Context, j api.Job) (bool, error) {
 	}
 	in, ok := j.Request.Payload.(*api.Infer)
 	if !ok || j.Operation != api.OpInfer {
-		// One its hive never began runs nowhere yet.
-		return j.State != api.StateRunning && s.neverBegun(ctx, j), nil
+		// Not even one its hive seems never to have begun: the hive may
+		// still take its dispatch, whose start only an end of its
+		// attempt refuses, and run it beside the next attempt.
+		return false, nil
 	}
 	if api.ContinueRefusal(in) == nil {
 		return true, nil

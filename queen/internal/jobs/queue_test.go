@@ -458,22 +458,20 @@ func TestBacklogStaysInTheQueue(t *testing.T) {
 	}
 }
 
-// A job waiting on its hive's work queue that the hive never began: when
-// the hive is lost it waits in the cluster's queue again, as a new job
-// would, whatever its operation, rather than failing; past its deadline it
-// ends within a reaper pass, not after the grace a running job's hive has.
+// A job waiting on its hive's work queue that the hive never began: past
+// its deadline it ends within a reaper pass, not after the grace a running
+// job's hive has; and when the hive is lost, one that may run again waits
+// in the cluster's queue, as a new job would, rather than failing.
 func TestJobsAHiveNeverBegan(t *testing.T) {
 	p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1, AllowRun: true, HeartbeatAt: time.Now()})
 	svc, v := p.Jobs, p.View
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	run := api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}}
-	first, _, err := svc.Create(ctx, run, "", "")
+	first, _, err := svc.Create(ctx, api.JobRequest{Operation: api.OpHiveCheck}, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	short := run
-	short.TimeoutS = 1
+	short := api.JobRequest{Operation: api.OpRun, Payload: &api.Run{Command: []string{"true"}}, TimeoutS: 1}
 	second, _, err := svc.Create(ctx, short, "", "")
 	if err != nil || first.Hive != "h1" || second.Hive != "h1" {
 		t.Fatalf("placed on %q and %q (%v), want both on h1: one runs, one waits there", first.Hive, second.Hive, err)
@@ -486,12 +484,12 @@ func TestJobsAHiveNeverBegan(t *testing.T) {
 	}
 
 	p.DropHive(t, "h1")
-	testkit.WaitFor(t, 10*time.Second, "the run job back in the queue", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the hive_check job back in the queue", func() bool {
 		j, _ := v.Job(first.JobID)
 		return j.State == api.StateQueued && j.Hive == "" && j.Attempt == 2
 	})
 	p.PutHive(t, api.Hive{ID: "h2", Slots: 1, SlotsFree: 1, AllowRun: true, HeartbeatAt: time.Now()})
-	testkit.WaitFor(t, 10*time.Second, "the run job on h2", func() bool { j, _ := v.Job(first.JobID); return j.Hive == "h2" })
+	testkit.WaitFor(t, 10*time.Second, "the hive_check job on h2", func() bool { j, _ := v.Job(first.JobID); return j.Hive == "h2" })
 }
 
 // A hive's work-queue consumer goes some time after the hive does, so that
@@ -515,4 +513,39 @@ func TestGoneHivesConsumersRemoved(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "both consumers", func() bool { return len(have()) == 2 })
 	p.DropHive(t, "goes")
 	testkit.WaitFor(t, 20*time.Second, "the gone hive's consumer removed", func() bool { return slices.Equal(have(), []string{"stays"}) })
+}
+
+// A job does not jump the jobs that wait for the same hives: with room
+// for only those, it waits behind them.
+func TestJobsWaitInTurn(t *testing.T) {
+	p := queentest.New(t, api.Hive{ID: "h1", Slots: 1, SlotsFree: 1, HeartbeatAt: time.Now()})
+	svc, v := p.Jobs, p.View
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = svc.RunApplier(ctx) }()
+	req := api.JobRequest{Operation: api.OpHiveCheck}
+	var js []api.Job
+	for range 3 {
+		j, _, err := svc.Create(ctx, req, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		js = append(js, j)
+	}
+	if js[0].Hive != "h1" || js[1].Hive != "h1" || js[2].Hive != "" {
+		t.Fatalf("placed on %q, %q, %q; want h1 to hold two and the third to wait", js[0].Hive, js[1].Hive, js[2].Hive)
+	}
+	if _, err := svc.Cancel(ctx, js[0].JobID); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "room on h1", func() bool { return v.JobLoad("h1") == 1 })
+	late, _, err := svc.Create(ctx, req, "", "")
+	if err != nil || late.Hive != "" {
+		t.Fatalf("a job created with one waiting and room for one went to %q (%v); want it behind", late.Hive, err)
+	}
+	go func() { _ = svc.RunReaper(ctx) }()
+	testkit.WaitFor(t, 5*time.Second, "the waiting job placed", func() bool { j, _ := v.Job(js[2].JobID); return j.Hive == "h1" })
+	if j, _ := v.Job(late.JobID); j.Hive != "" {
+		t.Fatalf("the later job went to %q beside the one that waited", j.Hive)
+	}
 }

@@ -138,20 +138,21 @@ func (s *Service) Create(ctx context.Context, req api.JobRequest, principal, ide
 		return api.Job{}, false, queueFull(ahead, req.Model())
 	}
 	// A model's requests are served first come, first served: a place on
-	// a worker goes to those waiting. Other jobs go to a hive with room
-	// at once: the record of a job that ended reaches the view a moment
-	// after its end, so a hive can look full for that moment, and were
-	// every job then to queue behind those waiting, each would cost the
-	// placer's extra round trips, slowing the ends that would free it.
-	inferAhead := req.Operation == api.OpInfer && ahead > 0
-	if inferAhead && req.Queue != nil && !*req.Queue {
+	// a worker goes to those waiting. Other jobs too, but for those that
+	// find room enough for them and all that wait: the record of a job
+	// that ended reaches the view a moment after its end, so a hive can
+	// look full for that moment, and were every job then to queue behind
+	// the few waiting, each would cost the placer's round trips, slowing
+	// the ends that would free the hive.
+	behind := ahead > 0 && (req.Operation == api.OpInfer || s.roomFor(req, ahead) <= ahead)
+	switch {
+	case behind && req.Queue != nil && !*req.Queue:
 		// Asking not to wait does not put a request ahead of those who do.
-		return api.Job{}, false, fmt.Errorf("%w: %d requests for model %s wait ahead", ErrNoCapableHive, ahead, req.Model())
-	}
-	if inferAhead {
-		waiting = fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
+		return api.Job{}, false, fmt.Errorf("%w: %s", ErrNoCapableHive, waitsAhead(req, ahead))
+	case behind:
+		waiting = waitsAhead(req, ahead)
 		defer s.wake()
-	} else if !spec.OnQueen {
+	case !spec.OnQueen:
 		h, rel, err := s.reserve(req, "")
 		switch {
 		case err == nil:
@@ -493,18 +494,18 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 	// Hives the policy ranks alike take turns: the first of them from
 	// a place that moves on with each pick.
 	start, i, bestRank := s.picks%max(s.hivesSeen, 1), -1, 0
-	s.v.EachHiveLoaded(func(h *api.Hive, jobs int) {
+	s.v.EachHiveLoaded(func(h *api.Hive, jobs int) bool {
 		live = true
 		i++
 		if h.ID == except || !fits(h, req) {
-			return
+			return true
 		}
 		var c api.Hive
 		if model != "" {
 			serves, free := s.room(h, model, load)
 			serving = serving || serves
 			if !free {
-				return
+				return true
 			}
 			c = *h
 			// The heartbeat's count, or the view's with what this queen
@@ -515,7 +516,7 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 			c.SlotsFree = free
 		} else {
 			full = true
-			return
+			return true
 		}
 		rank := i - start
 		if rank < 0 {
@@ -524,6 +525,7 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		if !found || s.better(c, best, req) || !s.better(best, c, req) && rank < bestRank {
 			best, found, bestRank = c, true, rank
 		}
+		return true
 	})
 	s.hivesSeen = i + 1
 	switch {
@@ -536,6 +538,29 @@ func (s *Service) pickLocked(req api.JobRequest, except string) (api.Hive, error
 		return api.Hive{}, noSlot("")
 	}
 	return api.Hive{}, noHive(live)
+}
+
+// waitsAhead says how many wait ahead of a request in its queue.
+func waitsAhead(req api.JobRequest, ahead int) string {
+	if req.Operation == api.OpInfer {
+		return fmt.Sprintf("%d requests for model %s wait ahead", ahead, req.Model())
+	}
+	return fmt.Sprintf("%d jobs that need the same of a hive wait ahead", ahead)
+}
+
+// roomFor counts, up to more than upTo, the jobs but inferences that the
+// hives that can take req have room for now (loaded).
+func (s *Service) roomFor(req api.JobRequest, upTo int) int {
+	s.sentMu.Lock()
+	defer s.sentMu.Unlock()
+	n := 0
+	s.v.EachHiveLoaded(func(h *api.Hive, jobs int) bool {
+		if (req.Hive == "" || h.ID == req.Hive) && fits(h, req) {
+			n += max(jobRoom(h)-jobs-s.placingJobs[h.ID], 0)
+		}
+		return n <= upTo
+	})
+	return n
 }
 
 // waitOnHive is how many jobs, beyond one for each of its slots, a hive
@@ -552,8 +577,12 @@ const waitOnHive = 1
 // jobs leave, whichever is fewer. The caller holds sentMu.
 func (s *Service) loaded(h *api.Hive, jobs int) (free int, ok bool) {
 	open := jobs + s.placingJobs[h.ID]
-	return max(min(h.SlotsFree, h.Slots-open), 0), open < max(h.Slots, 1)*(1+waitOnHive)
+	return max(min(h.SlotsFree, h.Slots-open), 0), open < jobRoom(h)
 }
+
+// jobRoom is how many jobs but inferences h may hold: its slots, and
+// waitOnHive more per slot.
+func jobRoom(h *api.Hive) int { return max(h.Slots, 1) * (1 + waitOnHive) }
 
 // noSlot says that the hives that could take a job, or the one it names,
 // have no room for it.

@@ -460,18 +460,34 @@ func (v *View) Hives() []api.Hive {
 // them: fn runs under the view's read lock, so it must be quick, must not
 // keep h, and must not call back into the view.
 func (v *View) EachHive(fn func(h *api.Hive)) {
-	v.EachHiveLoaded(func(h *api.Hive, _ int) { fn(h) })
+	v.EachHiveLoaded(func(h *api.Hive, _ int) bool { fn(h); return true })
 }
 
-// EachHiveLoaded is EachHive that also tells the hive's JobLoad.
-func (v *View) EachHiveLoaded(fn func(h *api.Hive, jobs int)) {
+// EachHiveLoaded is EachHive that also tells the hive's JobLoad, until fn
+// returns false.
+func (v *View) EachHiveLoaded(fn func(h *api.Hive, jobs int) bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var h api.Hive
 	for _, id := range v.hiveIDs {
 		h = v.hives[id]
-		fn(&h, v.jobLoad[id])
+		if !fn(&h, v.jobLoad[id]) {
+			return
+		}
 	}
+}
+
+// Placed counts the open jobs placed on hive, inferences too.
+func (v *View) Placed(hive string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	n := v.jobLoad[hive]
+	for k, m := range v.inferLoad {
+		if h, _, _ := strings.Cut(k, "\x00"); h == hive {
+			n += m
+		}
+	}
+	return n
 }
 
 // JobLoad counts the open jobs but inferences placed on hive.
