@@ -42,7 +42,7 @@ func TestBadRequests(t *testing.T) {
 		{"offline hive, no queueing", "POST", "/v1/jobs", `{"operation":"hive_check","hive":"ghost","queue":false}`, "", 503, api.CodeNoCapableHive, "ghost"},
 		{"xml", "POST", "/v1/jobs", `<job/>`, "application/xml", 415, api.CodeUnsupportedType, "application/json"},
 		{"too large", "POST", "/v1/jobs", huge, "", 413, api.CodeTooLarge, "limit"},
-		{"bad last event id", "GET", "/v1/jobs/x/stream?last_event_id=-1", "", "", 400, api.CodeBadRequest, "Last-Event-ID"},
+		{"bad last event id", "GET", "/v1/jobs/x/stream?last_event_id=-1", "", "", 400, api.CodeBadRequest, "last_event_id"},
 		{"bad state filter", "GET", "/v1/jobs?state=sleeping", "", "", 400, api.CodeBadRequest, "sleeping"},
 		{"bad limit", "GET", "/v1/jobs?limit=0", "", "", 400, api.CodeBadRequest, "limit"},
 	}
