@@ -116,7 +116,7 @@ func TestResumeOnSecondQueen(t *testing.T) {
 	for _, q := range []string{base, second} {
 		hdr := map[string]string{"Last-Event-ID": strconv.FormatUint(first[len(first)-1].ID+1_000_000, 10)}
 		var e api.ErrorBody
-		if code := doHeaders(t, "GET", q+"/v1/jobs/"+slow+"/stream", nil, hdr, &e); code != 400 || !strings.Contains(e.Error.Message, "past job") {
+		if code := doHeaders(t, "GET", q+"/v1/jobs/"+slow+"/stream", nil, hdr, &e); code != 400 || !strings.Contains(e.Error.Message, "past the newest event") {
 			t.Fatalf("resume past the newest event: %d %+v", code, e)
 		}
 	}

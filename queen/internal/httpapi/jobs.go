@@ -187,15 +187,17 @@ func (h *handlers) streamJob(c echo.Context) error {
 		return c.NoContent(http.StatusNoContent)
 	}
 	if after > 0 {
-		// Every id a stream sends is a stored event of its job. Past the
-		// newest, a stream would skip the events still to come, the end
-		// among them, and stay open for good.
-		newest, err := h.Store.LastStreamSeq(ctx, id)
+		// Every id a stream sends is a stored event. Past the newest in
+		// the stream, a stream would skip the events still to come, the
+		// end among them, and stay open for good. The stream's leader
+		// says which is newest: a replica may lag behind what a client
+		// was sent.
+		newest, err := h.Store.NarrationReader().LastSeq(ctx)
 		if err != nil {
 			return err
 		}
 		if after > newest {
-			return badRequest("Last-Event-ID %d is past job %s's newest event (%d): resume from an id its stream sent", after, id, newest)
+			return badRequest("Last-Event-ID %d is past the newest event stored (%d): resume from an id a stream sent", after, newest)
 		}
 	}
 	if openAI {
