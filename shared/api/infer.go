@@ -95,8 +95,22 @@ func foldOf(k string, names []string) bool {
 // value it writes and escapes '<', '>', '&', U+2028 and U+2029 in its
 // strings, so in JSON a body is written as itself only when that changes
 // none of its bytes, and otherwise as a string holding it; either form
-// reads back to the same bytes.
+// reads back to the same bytes. Records and dispatches are written with
+// Marshal, which leaves '<', '>' and '&' as they are, so a body full of
+// them takes its own size there, not six times it.
 type RawBody []byte
+
+// Marshal is json.Marshal that leaves '<', '>' and '&' as they are, where
+// json.Marshal escapes each for HTML in six bytes.
+func Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
 
 // MarshalJSON writes the body as itself when it is an object that
 // encoding/json keeps byte for byte, else as a string. (Bodies are UTF-8:
@@ -108,7 +122,7 @@ func (b RawBody) MarshalJSON() ([]byte, error) {
 	if b[0] == '{' && keptByEncoder(b) {
 		return b, nil
 	}
-	return json.Marshal(string(b))
+	return Marshal(string(b))
 }
 
 // UnmarshalJSON takes a string as the body it holds, and any other value

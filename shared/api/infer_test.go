@@ -121,6 +121,31 @@ func TestRawBodyKeepsBytes(t *testing.T) {
 			t.Errorf("body %q came back as %q (encoded %s)", body, in.Body, twice)
 		}
 	}
+	// A body full of what json.Marshal escapes for HTML takes its own size
+	// in a record written with api.Marshal, and still reads back whole
+	// from either encoder's record.
+	full := `{"model":"demo","prompt":"` + strings.Repeat("<a href='x'>&</a>", 50_000) + `"}`
+	req := api.JobRequest{Operation: api.OpInfer, Payload: &api.Infer{Model: "demo", Path: api.InferChat, Body: api.RawBody(full)}}
+	lean, err := api.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lean) > len(full)*11/10 {
+		t.Errorf("a %d-byte body took %d bytes in the record", len(full), len(lean))
+	}
+	escaped, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range [][]byte{lean, escaped} {
+		var back api.JobRequest
+		if err := json.Unmarshal(rec, &back); err != nil {
+			t.Fatal(err)
+		}
+		if in, ok := back.Payload.(*api.Infer); !ok || string(in.Body) != full {
+			t.Errorf("the body came back changed from a %d-byte record", len(rec))
+		}
+	}
 	// A compact body with nothing to escape stays an object in the record.
 	rec, _ := json.Marshal(api.Infer{Body: api.RawBody(bodies[0])})
 	if !strings.Contains(string(rec), `"body":{"model"`) {

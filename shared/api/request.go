@@ -47,11 +47,11 @@ type envelope JobRequest
 
 // MarshalJSON writes the envelope and the payload as one object.
 func (r JobRequest) MarshalJSON() ([]byte, error) {
-	env, err := json.Marshal(envelope(r))
+	env, err := Marshal(envelope(r))
 	if err != nil || r.Payload == nil {
 		return env, err
 	}
-	p, err := json.Marshal(r.Payload)
+	p, err := Marshal(r.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("payload of %s: %w", r.Operation, err)
 	}

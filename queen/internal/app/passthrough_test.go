@@ -267,6 +267,14 @@ func TestOpenAIPassThrough(t *testing.T) {
 	if raw := lastRecordedRaw(t, record, "/v1/chat/completions"); status != 200 || raw != "{\"zeta\": 1, \"model\" : \"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"<b>hi</b> & \u2028 \\u00e9\"}],\"temperature\":0.70}\n" {
 		t.Fatalf("the worker received %q (status %d)", raw, status)
 	}
+	// A body full of what JSON encoders escape for HTML is taken up to
+	// the size limit (its job's record holds it at its own size) and
+	// reaches the worker whole.
+	big := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("<b>&</b>", 80_000) + `"}]}`
+	status, _, body = post(t, base+"/v1/chat/completions", big)
+	if raw := lastRecordedRaw(t, record, "/v1/chat/completions"); status != 200 || raw != strings.Replace(big, "gpt-4o-mini", "demo", 1) {
+		t.Fatalf("a %d-byte body of markup: status %d, %.200s; the worker received %d bytes", len(big), status, body, len(raw))
+	}
 	var wantSSE strings.Builder
 	for _, c := range cannedChunks {
 		c = strings.Replace(c, `"model":"demo"`, `"model":"gpt-4o-mini"`, 1)
@@ -297,8 +305,8 @@ func TestOpenAIPassThrough(t *testing.T) {
 	// Every request was a job.
 	var list api.JobList
 	do(t, "GET", base+"/v1/jobs?operation=infer", nil, &list)
-	if len(list.Jobs) != 7 {
-		t.Fatalf("%d infer jobs, want 7", len(list.Jobs))
+	if len(list.Jobs) != 8 {
+		t.Fatalf("%d infer jobs, want 8", len(list.Jobs))
 	}
 }
 

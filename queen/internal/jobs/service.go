@@ -399,7 +399,7 @@ func (s *Service) publishDispatch(ctx context.Context, j *api.Job, nextSeq uint6
 		}
 		d.Continue = c
 	}
-	data, err := json.Marshal(d)
+	data, err := api.Marshal(d)
 	if err != nil {
 		return 0, err
 	}

@@ -47,7 +47,7 @@ const maxRecord = 2*api.MaxInferBody + recordHeadroom
 // max_payload (a large request body on a NATS server left at its 1 MB
 // default) or pass maxRecord.
 func (s *Store) EncodeJob(j api.Job) ([]byte, error) {
-	data, err := json.Marshal(j)
+	data, err := api.Marshal(j)
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.JobID, err)
 	}
@@ -120,7 +120,7 @@ func (s *Store) UpdateJobAt(ctx context.Context, known api.Job, rev uint64, chan
 			}
 			return j, rev, nil
 		}
-		data, err := json.Marshal(j)
+		data, err := api.Marshal(j)
 		if err != nil {
 			return j, 0, fmt.Errorf("encode job %s: %w", id, err)
 		}
