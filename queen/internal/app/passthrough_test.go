@@ -352,13 +352,15 @@ func TestOpenAIHostileInput(t *testing.T) {
 	huge := `{"model":"demo","messages":[{"role":"user","content":"` + strings.Repeat("a", 2<<20) + `"}]}`
 	// A body of exactly the limit, 1 MiB, that no JSON encoder would write
 	// as it is (spacing, '<' in its strings): the job carries it as a
-	// string, half as large again; one of '<' alone would be six times as
-	// large, past what a record may hold.
+	// string, half as large again; one of '<' alone as large (a record is
+	// written without HTML escapes); one of newlines between its keys
+	// twice as large, past what a record may hold.
 	head, tail := `{"model": "demo", "messages": [{"role": "user", "content": "`, `"}]}`
 	unit := `some text with <b>bold</b> and more words. `
 	pad := strings.Repeat(unit, (1<<20-len(head)-len(tail))/len(unit))
-	escaped := head + strings.Repeat("<", 1<<20-len(head)-len(tail)) + tail
+	markup := head + strings.Repeat("<", 1<<20-len(head)-len(tail)) + tail
 	atLimit := head + pad + strings.Repeat(" ", 1<<20-len(head)-len(tail)-len(pad)) + tail
+	newlines := `{"model": "demo",` + strings.Repeat("\n", 1<<20-len(`{"model": "demo",`)-len(`"messages": []}`)) + `"messages": []}`
 	for _, tc := range []struct {
 		name, path, body string
 		status           int
@@ -366,7 +368,8 @@ func TestOpenAIHostileInput(t *testing.T) {
 		{"too large", "/v1/chat/completions", huge, 413},
 		{"one byte over", "/v1/chat/completions", atLimit + " ", 413},
 		{"at the limit", "/v1/chat/completions", atLimit, 200},
-		{"at the limit, all escapes", "/v1/chat/completions", escaped, 413},
+		{"at the limit, all markup", "/v1/chat/completions", markup, 200},
+		{"at the limit, all newlines", "/v1/chat/completions", newlines, 413},
 		{"bad model id", "/v1/chat/completions", `{"model":"../etc/passwd","messages":[]}`, 400},
 		{"no model", "/v1/embeddings", `{"input":"x"}`, 400},
 		{"array body", "/v1/chat/completions", `[{"model":"demo"}]`, 400},
