@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"rbee.dev/queen/internal/jobs"
 	"rbee.dev/queen/internal/relay"
 	"rbee.dev/queen/internal/store"
 	"rbee.dev/queen/internal/view"
@@ -255,6 +256,33 @@ func (h *handlers) pastEnd(ctx context.Context, id string, after uint64) bool {
 	return err == nil && end != nil && after >= seq
 }
 
+// recentJob is how young a job must be for owned to look for it again:
+// long enough for a NATS replica to catch up after losing its leader.
+const recentJob = 30 * time.Second
+
+// awaitJob reads job id from the view or the bucket, every 50 ms for up
+// to 3 s, until one has it; store.ErrNotFound if neither does.
+func (h *handlers) awaitJob(ctx context.Context, id string) (api.Job, error) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return api.Job{}, ctx.Err()
+		case <-deadline:
+			return api.Job{}, store.ErrNotFound
+		case <-t.C:
+		}
+		if j, ok := h.View.Job(id); ok {
+			return j, nil
+		}
+		if j, _, err := h.Store.GetJob(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			return j, err
+		}
+	}
+}
+
 // owns reports whether the request's key may see job j: admin sees every
 // job, any other key only the jobs it created.
 func owns(c echo.Context, j api.Job) bool {
@@ -271,7 +299,16 @@ func (h *handlers) owned(c echo.Context, id string) (api.Job, error) {
 	j, ok := h.View.Job(id)
 	if !ok {
 		var err error
-		if j, _, err = h.Store.GetJob(c.Request().Context(), id); errors.Is(err, store.ErrNotFound) {
+		j, _, err = h.Store.GetJob(c.Request().Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			// Read from a replica that is behind, a job made a moment
+			// ago on another queen may not be there yet: it is looked
+			// for again, for a little while, before it is called absent.
+			if at, ok := jobs.IDTime(id); ok && time.Since(at) < recentJob {
+				j, err = h.awaitJob(c.Request().Context(), id)
+			}
+		}
+		if errors.Is(err, store.ErrNotFound) {
 			return j, jobNotFound(id)
 		} else if err != nil {
 			return j, err

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +101,19 @@ func NewID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%012x%s", time.Now().UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+// IDTime is when the job with id was created, from its first 12 hex
+// digits (NewID); false for an id not made so.
+func IDTime(id string) (time.Time, bool) {
+	if len(id) < 12 {
+		return time.Time{}, false
+	}
+	ms, err := strconv.ParseUint(id[:12], 16, 64)
+	if err != nil || ms > math.MaxInt64 {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(int64(ms)), true
 }
 
 // Create validates nothing (the caller did), places the job, stores its

@@ -379,3 +379,17 @@ func TestCreateHalfStoredEnds(t *testing.T) {
 		})
 	}
 }
+
+// A job id says when it was made; an id not made by NewID says nothing.
+func TestIDTime(t *testing.T) {
+	before := time.Now().Truncate(time.Millisecond)
+	at, ok := jobs.IDTime(jobs.NewID())
+	if !ok || at.Before(before) || time.Since(at) > time.Second {
+		t.Fatalf("IDTime of a new id: %s, %v (made after %s)", at, ok, before)
+	}
+	for _, id := range []string{"", "x", "zzzzzzzzzzzz0000", "01a2"} {
+		if _, ok := jobs.IDTime(id); ok {
+			t.Errorf("IDTime(%q) says it knows", id)
+		}
+	}
+}
