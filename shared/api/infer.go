@@ -68,7 +68,7 @@ func keyProblem(body []byte, names []string) (string, bool) {
 		if err := dec.Decode(&v); err != nil {
 			return "", false
 		}
-		if k == "stream_options" && len(names) > 1 {
+		if k == "stream_options" && slices.Contains(names, k) {
 			if r, twice := keyProblem(v, []string{"include_usage"}); twice {
 				return "stream_options." + r, true
 			} else if r != "" && folded == "" {
